@@ -1,0 +1,1 @@
+"""The `opx-learning` command line."""

@@ -1,0 +1,61 @@
+"""Entry point of `opx-learning`; subcommands live in sibling modules and load on demand."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# command name -> "module:attribute"; loaded only when used so `--help` stays fast.
+COMMANDS: dict[str, str] = {
+    "seed": "opx_learning.cli.data:seed",
+    "summary": "opx_learning.cli.data:summary",
+    "demo": "opx_learning.cli.orchestration:demo",
+    "trigger": "opx_learning.cli.orchestration:trigger",
+    "kill-switch": "opx_learning.cli.safety:kill_switch",
+    "audit": "opx_learning.cli.safety:audit",
+    "aws": "opx_learning.cli.safety:aws",
+}
+
+HELP = {
+    "seed": "Write synthetic outcomes to the active backend's outcome store.",
+    "summary": "Print pattern and calibration summaries of stored outcomes.",
+    "demo": "Seed 90 days and materialize every asset in DAGSTER_HOME.",
+    "trigger": "Run an operation manually over a date range.",
+    "kill-switch": "Show or change the kill switch.",
+    "audit": "Read the audit trail.",
+    "aws": "Create the AWS resources the aws backend needs.",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, HELP.get(name, "")) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="opx_learning")
+def cli() -> None:
+    """Learning operations for an incident-response platform (patterns, calibration, snapshots)."""
+
+
+def main() -> None:
+    """Run the CLI; user mistakes exit non-zero with a message, never a traceback."""
+    sys.exit(cli.main(standalone_mode=True))

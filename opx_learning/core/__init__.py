@@ -1,0 +1,1 @@
+"""Dagster-free domain core: plain functions over polars frames and frozen dataclasses."""

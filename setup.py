@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="opx_learning",
+    version="0.1.0",
+    description="Learning operations for an incident-response platform, on Dagster.",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["opx_learning_tests*", "benchmarks*"]),
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-aws==0.29.27",
+        "polars>=2.1,<3",
+        "scipy>=1.13",
+        "numpy>=1.26",
+        "boto3>=1.34",
+        "click>=8.1",
+        "pyyaml>=6",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "moto[server]>=5.0",
+            "httpx>=0.27",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["opx-learning=opx_learning.cli.main:main"]},
+)
