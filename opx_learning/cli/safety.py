@@ -1,0 +1,213 @@
+"""`opx-learning kill-switch`, `audit` and `aws` commands (SPEC §5, §7)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from opx_learning.config import get_settings
+from opx_learning.core.windows import iso
+from opx_learning.safety.models import (
+    AuditRecord,
+    BackendUnavailable,
+    InsufficientAuthority,
+    InvalidRequest,
+    KillSwitchState,
+)
+
+_PRINCIPAL_HELP = "Acting principal (default: OPX_PRINCIPAL, else the OS user / AWS caller identity)."
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn safety-layer errors into click errors (message, non-zero exit, no traceback)."""
+    try:
+        yield
+    except InsufficientAuthority as exc:
+        raise click.ClickException(f"{exc} (refusal audited as {exc.audit_id})") from None
+    except InvalidRequest as exc:
+        raise click.UsageError(str(exc)) from None
+    except BackendUnavailable as exc:
+        raise click.ClickException(f"state store unavailable: {exc}") from None
+
+
+def _guard() -> Any:
+    from opx_learning.safety.guard import Guard
+
+    return Guard.from_settings(get_settings())
+
+
+def _principal(name: str | None) -> Any:
+    from opx_learning.safety.principals import resolve_principal
+
+    return resolve_principal(name, settings=get_settings())
+
+
+def _show_state(state: KillSwitchState) -> None:
+    if state.enabled:
+        click.echo("Kill switch: inactive - operations allowed")
+    else:
+        click.echo("Kill switch: ACTIVE - automated operations blocked")
+        by = state.disabled_by
+        click.echo(f"  disabled at:   {iso(state.disabled_at) if state.disabled_at else '-'}")
+        click.echo(f"  disabled by:   {by.principal} ({by.authority})" if by else "  disabled by:   -")
+        click.echo(f"  reason:        {state.reason or '-'}")
+        if state.until:
+            click.echo(f"  re-enables at: {iso(state.until)}")
+    click.echo(f"  last modified: {iso(state.last_modified) if state.last_modified else '-'}")
+
+
+@click.group("kill-switch")
+def kill_switch() -> None:
+    """Show or change the kill switch (changes need EMERGENCY_OVERRIDE and are audited)."""
+
+
+@kill_switch.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the REST status body.")
+def kill_switch_status(as_json: bool) -> None:
+    """Show whether operations are blocked (no authority needed)."""
+    with _user_errors():
+        state = _guard().kill_switch.status()
+    if as_json:
+        _emit(state.to_rest())
+    else:
+        _show_state(state)
+
+
+@kill_switch.command("disable")
+@click.option("--reason", required=True, help="Why operations are blocked (required, audited).")
+@click.option("--until", "until", default=None, help="Planned end (ISO-8601 / date); re-enables itself as SYSTEM.")
+@click.option("--principal", default=None, help=_PRINCIPAL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
+def kill_switch_disable(reason: str, until: str | None, principal: str | None, as_json: bool) -> None:
+    """Activate the kill switch: block scheduled and non-emergency manual operations."""
+    with _user_errors():
+        change = _guard().kill_switch.disable(_principal(principal), reason, until=until)
+    if as_json:
+        _emit(change.to_rest())
+    else:
+        click.echo(f"{change.message} (audit {change.audit_id})")
+
+
+@kill_switch.command("enable")
+@click.option("--principal", default=None, help=_PRINCIPAL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
+def kill_switch_enable(principal: str | None, as_json: bool) -> None:
+    """Deactivate the kill switch: allow automated operations again."""
+    with _user_errors():
+        change = _guard().kill_switch.enable(_principal(principal))
+    if as_json:
+        _emit(change.to_rest())
+    else:
+        click.echo(f"{change.message} (audit {change.audit_id})")
+
+
+@click.group("audit")
+def audit() -> None:
+    """Read the append-only audit trail."""
+
+
+def _detail(record: AuditRecord) -> str:
+    if record.error_message:
+        return record.error_message.splitlines()[0][:80]
+    return str(record.results.get("skip_reason") or "")
+
+
+def _table(records: list[AuditRecord]) -> None:
+    header = ("START", "OPERATION", "TRIGGER", "STATUS", "MS", "BY", "AUDIT ID", "DETAIL")
+    rows = [
+        (
+            iso(r.start_time),
+            r.operation_type.value,
+            r.trigger_type.value,
+            r.status.value,
+            "" if r.duration_ms is None else str(r.duration_ms),
+            r.triggered_by.principal,
+            r.audit_id,
+            _detail(r),
+        )
+        for r in records
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@audit.command("get")
+@click.argument("audit_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record with the §5 field names.")
+def audit_get(audit_id: str, as_json: bool) -> None:
+    """Show one audit record by id."""
+    with _user_errors():
+        record = _guard().audit.get(audit_id)
+    if record is None:
+        raise click.ClickException(f"audit_id: no audit record {audit_id!r}")
+    if as_json:
+        _emit(record.to_dict())
+        return
+    for key, value in record.to_dict().items():
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+        click.echo(f"{key:15} {'-' if shown is None else shown}")
+
+
+@audit.command("list")
+@click.option("--operation", default=None, help="PATTERN_EXTRACTION, CALIBRATION, SNAPSHOT, KILL_SWITCH_DISABLE/ENABLE.")
+@click.option("--status", default=None, help="RUNNING, SUCCESS, FAILED or SKIPPED.")
+@click.option("--since", default=None, help="Records started at or after this instant (date or ISO-8601).")
+@click.option("--until", default=None, help="Records started before this instant.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Most recent N.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with the §5 field names.")
+def audit_list(
+    operation: str | None, status: str | None, since: str | None, until: str | None, limit: int, as_json: bool
+) -> None:
+    """List audit records, newest first."""
+    with _user_errors():
+        records = _guard().audit.search(operation_type=operation, status=status, since=since, until=until, limit=limit)
+    if as_json:
+        _emit([record.to_dict() for record in records])
+    elif not records:
+        click.echo("No audit records match.")
+    else:
+        _table(records)
+
+
+@click.group("aws")
+def aws() -> None:
+    """Create the AWS resources the aws backend needs."""
+
+
+def _outcomes_creator() -> Callable[..., Any]:
+    try:
+        from opx_learning.stores.outcomes import create_table
+    except ImportError as exc:
+        raise click.ClickException(f"--outcomes-table: outcome store table creation is unavailable ({exc})") from None
+    return create_table
+
+
+@aws.command("init")
+@click.option("--outcomes-table", is_flag=True, help="Also create the sandbox opx-outcomes table with its TimeIndex.")
+@click.option("--json", "as_json", is_flag=True, help="Print table -> CREATED/EXISTS as JSON.")
+def aws_init(outcomes_table: bool, as_json: bool) -> None:
+    """Create the DynamoDB audit and config tables of §5 (idempotent; waits until ACTIVE)."""
+    from opx_learning.safety.dynamo_backend import create_tables, dynamo_client
+
+    settings = get_settings()
+    client = dynamo_client(settings.region)
+    with _user_errors():
+        created = create_tables(settings, client=client)
+        if outcomes_table:
+            made = _outcomes_creator()(client, settings.outcomes_table)
+            created[settings.outcomes_table] = "CREATED" if made else "EXISTS"
+    if as_json:
+        _emit(created)
+    else:
+        for name, outcome in created.items():
+            click.echo(f"{name}: {outcome}")

@@ -1,0 +1,1 @@
+"""Dagster resources: safety, stores, IO managers."""

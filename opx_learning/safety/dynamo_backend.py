@@ -1,0 +1,491 @@
+"""AWS backend: audit trail, kill switch and rate limits in the DynamoDB tables of SPEC §5.
+
+Layout:
+- `opx-automation-audit`: `PK = "AUDIT#<audit_id>"`, `SK = "METADATA"`, camelCase attributes
+  (auditId, operationType, triggerType, status, startTime, endTime, durationMs, parameters,
+  results, errorMessage, triggeredBy {type, principal}, runId, version); GSI
+  `OperationTypeIndex` (operationType, startTime), projection ALL.
+- `opx-automation-config`: kill switch at `PK = "CONFIG#KILL_SWITCH"`, `SK = "METADATA"`;
+  rate-limit slots at `PK = "RATELIMIT#<principal>#<operation>"`, `SK = "SLOT#<k>"`.
+
+Status transitions and rate-limit slots are conditional writes; queries paginate and
+never scan; throttling is retried by botocore's standard retry mode with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from opx_learning.config import Settings, get_settings
+from opx_learning.core.windows import iso, to_utc
+from opx_learning.safety.audit import AuditLog
+from opx_learning.safety.kill_switch import KillSwitchStore
+from opx_learning.safety.models import (
+    AuditRecord,
+    AuditStatus,
+    AuditTransitionError,
+    BackendUnavailable,
+    KillSwitchState,
+    KillSwitchUnavailable,
+    OperationType,
+    Principal,
+    TriggerType,
+)
+from opx_learning.safety.rate_limit import WINDOW_SECONDS, RateLimiter
+
+OPERATION_TYPE_INDEX = "OperationTypeIndex"
+KILL_SWITCH_KEY = {"PK": {"S": "CONFIG#KILL_SWITCH"}, "SK": {"S": "METADATA"}}
+DEFAULT_MAX_ATTEMPTS = 8
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def dynamo_client(
+    region: str,
+    *,
+    endpoint_url: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 10.0,
+) -> Any:
+    """A DynamoDB client with standard-mode retries (throttling and transient errors, exponential backoff).
+
+    `endpoint_url=None` lets botocore honour `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`.
+    """
+    config = Config(
+        region_name=region,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=64,
+    )
+    return boto3.session.Session().client("dynamodb", config=config, endpoint_url=endpoint_url)
+
+
+def _to_attr(value: Any) -> dict[str, Any]:
+    return _serializer.serialize(json.loads(json.dumps(value), parse_float=Decimal))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, set)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _call(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a client method; backend failures become BackendUnavailable, conditional failures pass through."""
+    try:
+        return fn(**kwargs)
+    except ClientError as exc:
+        if _code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+            raise
+        raise BackendUnavailable(f"DynamoDB {_code(exc)}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise BackendUnavailable(f"DynamoDB unreachable: {exc}") from exc
+
+
+def _is_conditional(exc: ClientError) -> bool:
+    return _code(exc) == "ConditionalCheckFailedException"
+
+
+def _record_item(record: AuditRecord) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "PK": f"AUDIT#{record.audit_id}",
+        "SK": "METADATA",
+        "auditId": record.audit_id,
+        "operationType": record.operation_type.value,
+        "triggerType": record.trigger_type.value,
+        "status": record.status.value,
+        "startTime": iso(record.start_time),
+        "parameters": record.parameters,
+        "results": record.results,
+        "triggeredBy": record.triggered_by.to_dict(),
+        "version": record.version,
+    }
+    optional = {
+        "endTime": iso(record.end_time) if record.end_time else None,
+        "durationMs": record.duration_ms,
+        "errorMessage": record.error_message,
+        "runId": record.run_id,
+    }
+    item.update({key: value for key, value in optional.items() if value is not None})
+    return {key: _to_attr(value) for key, value in item.items()}
+
+
+def _item_record(item: Mapping[str, Any]) -> AuditRecord:
+    data = _from_item(item)
+    return AuditRecord(
+        audit_id=data["auditId"],
+        operation_type=OperationType(data["operationType"]),
+        trigger_type=TriggerType(data["triggerType"]),
+        status=AuditStatus(data["status"]),
+        start_time=to_utc(data["startTime"]),
+        end_time=to_utc(data["endTime"]) if data.get("endTime") else None,
+        duration_ms=data.get("durationMs"),
+        parameters=data.get("parameters") or {},
+        results=data.get("results") or {},
+        error_message=data.get("errorMessage"),
+        triggered_by=Principal.from_dict(data["triggeredBy"]),
+        run_id=data.get("runId"),
+        version=int(data.get("version", 1)),
+    )
+
+
+class DynamoAuditLog(AuditLog):
+    """Audit trail in `opx-automation-audit`.
+
+    `page_size` caps items per Query page (default: DynamoDB's 1 MB pages); results are
+    always followed across pages via `LastEvaluatedKey`.
+    """
+
+    def __init__(self, client: Any, table: str, page_size: int | None = None) -> None:
+        self.client = client
+        self.table = table
+        self.page_size = page_size
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Put a new record; an existing id is refused by the condition."""
+        try:
+            _call(
+                self.client.put_item,
+                TableName=self.table,
+                Item=_record_item(record),
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            raise AuditTransitionError(f"audit record {record.audit_id} already exists") from exc
+        return record
+
+    def get(self, audit_id: str) -> AuditRecord | None:
+        """The record with this id (strongly consistent read), or None."""
+        response = _call(
+            self.client.get_item,
+            TableName=self.table,
+            Key={"PK": {"S": f"AUDIT#{audit_id}"}, "SK": {"S": "METADATA"}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _item_record(item) if item else None
+
+    def query(
+        self,
+        *,
+        operation_type: OperationType | None = None,
+        status: AuditStatus | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """One paginated GSI query per operation type (never a scan), merged newest first."""
+        operations = [operation_type] if operation_type is not None else list(OperationType)
+        records: list[AuditRecord] = []
+        for operation in operations:
+            records.extend(self._query_operation(operation, status, since, until, limit))
+        records.sort(key=lambda r: (r.start_time, r.audit_id), reverse=True)
+        return records[:limit] if limit is not None else records
+
+    def _query_operation(
+        self,
+        operation: OperationType,
+        status: AuditStatus | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int | None,
+    ) -> list[AuditRecord]:
+        names = {"#op": "operationType"}
+        values: dict[str, Any] = {":op": {"S": operation.value}}
+        condition = "#op = :op"
+        if since is not None and until is not None:
+            condition += " AND #st BETWEEN :since AND :until"
+            values[":since"], values[":until"] = {"S": iso(since)}, {"S": iso(until)}
+        elif since is not None:
+            condition += " AND #st >= :since"
+            values[":since"] = {"S": iso(since)}
+        elif until is not None:
+            condition += " AND #st < :until"
+            values[":until"] = {"S": iso(until)}
+        if since is not None or until is not None:
+            names["#st"] = "startTime"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OPERATION_TYPE_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#status = :status"
+            names["#status"] = "status"
+            values[":status"] = {"S": status.value}
+        if self.page_size is not None:
+            kwargs["Limit"] = self.page_size
+        elif limit is not None and status is None:
+            kwargs["Limit"] = limit
+        found: list[AuditRecord] = []
+        while True:
+            page = _call(self.client.query, **kwargs)
+            for item in page.get("Items", []):
+                record = _item_record(item)
+                if until is not None and record.start_time >= until:
+                    continue
+                found.append(record)
+            if (limit is not None and len(found) >= limit) or "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _update_running(self, record: AuditRecord, expected_version: int) -> bool:
+        try:
+            _call(
+                self.client.put_item,
+                TableName=self.table,
+                Item=_record_item(record),
+                ConditionExpression="#status = :running AND #version = :version",
+                ExpressionAttributeNames={"#status": "status", "#version": "version"},
+                ExpressionAttributeValues={":running": {"S": "RUNNING"}, ":version": {"N": str(expected_version)}},
+            )
+        except ClientError as exc:
+            if _is_conditional(exc):
+                return False
+            raise
+        return True
+
+
+class DynamoKillSwitchStore(KillSwitchStore):
+    """Kill-switch state in `opx-automation-config` (`CONFIG#KILL_SWITCH` / `METADATA`)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def read(self) -> KillSwitchState:
+        """The stored state (strongly consistent read), enabled when none is stored."""
+        try:
+            response = _call(self.client.get_item, TableName=self.table, Key=KILL_SWITCH_KEY, ConsistentRead=True)
+        except BackendUnavailable as exc:
+            raise KillSwitchUnavailable(str(exc)) from exc
+        item = response.get("Item")
+        if not item:
+            return KillSwitchState()
+        try:
+            data = _from_item(item)
+            by = data.get("disabledBy")
+            return KillSwitchState.from_dict(
+                {
+                    "enabled": data["enabled"],
+                    "disabled_at": data.get("disabledAt"),
+                    "disabled_by": {"type": by["type"], "principal": by["identifier"]} if by else None,
+                    "reason": data.get("reason"),
+                    "last_modified": data.get("lastModified"),
+                    "until": data.get("until"),
+                    "version": data.get("version", 0),
+                }
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KillSwitchUnavailable(f"kill switch state in {self.table} is malformed: {exc}") from exc
+
+    def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
+        """Conditional put on the stored version."""
+        body = state.to_rest()
+        body.pop("active")
+        body["until"] = iso(state.until) if state.until else None
+        body["version"] = state.version
+        item = {**KILL_SWITCH_KEY, **{k: _to_attr(v) for k, v in body.items() if v is not None}}
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if expected_version is not None:
+            kwargs["ConditionExpression"] = (
+                "attribute_not_exists(PK) OR #version = :version" if expected_version == 0 else "#version = :version"
+            )
+            kwargs["ExpressionAttributeNames"] = {"#version": "version"}
+            kwargs["ExpressionAttributeValues"] = {":version": {"N": str(expected_version)}}
+        try:
+            _call(self.client.put_item, **kwargs)
+        except ClientError as exc:
+            if _is_conditional(exc):
+                return False
+            raise
+        return True
+
+    def write_raw(self, item: dict[str, Any]) -> None:
+        """Store arbitrary attributes (used to prove that a malformed state fails closed)."""
+        _call(self.client.put_item, TableName=self.table, Item={**KILL_SWITCH_KEY, **item})
+
+
+class DynamoRateLimiter(RateLimiter):
+    """Sliding window as `limit` slot items per (principal, operation).
+
+    A slot holds the expiry of the request that took it; a request takes a free
+    slot (absent or expired) with a conditional put, so concurrent callers can
+    never take more than `limit` slots in any hour.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        limits: Mapping[OperationType, int] | None = None,
+        window_seconds: int = WINDOW_SECONDS,
+    ) -> None:
+        super().__init__(limits, window_seconds)
+        self.client = client
+        self.table = table
+
+    def _pk(self, principal: str, operation: OperationType) -> str:
+        return f"RATELIMIT#{principal}#{operation.value}"
+
+    def _slots(self, principal: str, operation: OperationType) -> dict[int, float]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": self._pk(principal, operation)}},
+            "ConsistentRead": True,
+        }
+        slots: dict[int, float] = {}
+        while True:
+            page = _call(self.client.query, **kwargs)
+            for item in page.get("Items", []):
+                slots[int(item["SK"]["S"].removeprefix("SLOT#"))] = float(item["expiresAt"]["N"])
+            if "LastEvaluatedKey" not in page:
+                return slots
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _acquire(self, principal: str, operation: OperationType, limit: int, now: float) -> tuple[bool, int, float | None]:
+        expires = now + self.window_seconds
+        # Every lost race means another caller took a slot, so this loop ends after at most `limit` losses.
+        for _ in range(4 * limit + 8):
+            slots = self._slots(principal, operation)
+            live = sorted(exp for exp in slots.values() if exp > now)
+            free = [k for k in range(limit) if slots.get(k, 0.0) <= now]
+            if len(live) >= limit or not free:
+                return False, len(live), (live[0] - self.window_seconds) if live else None
+            slot = random.choice(free)
+            try:
+                _call(
+                    self.client.put_item,
+                    TableName=self.table,
+                    Item={
+                        "PK": {"S": self._pk(principal, operation)},
+                        "SK": {"S": f"SLOT#{slot:03d}"},
+                        "acquiredAt": {"N": repr(now)},
+                        "expiresAt": {"N": repr(expires)},
+                        "ttl": {"N": str(int(expires) + 60)},
+                    },
+                    ConditionExpression="attribute_not_exists(PK) OR expiresAt <= :now",
+                    ExpressionAttributeValues={":now": {"N": repr(now)}},
+                )
+            except ClientError as exc:
+                if _is_conditional(exc):
+                    continue
+                raise
+            oldest = (live[0] - self.window_seconds) if live else now
+            return True, len(live) + 1, oldest
+        raise BackendUnavailable(f"rate limit for {principal}/{operation} is too contended; try again")
+
+    def _usage(self, principal: str, operation: OperationType, now: float) -> tuple[int, float | None]:
+        live = sorted(exp for exp in self._slots(principal, operation).values() if exp > now)
+        return len(live), (live[0] - self.window_seconds) if live else None
+
+
+def open_dynamo(
+    settings: Settings | None = None,
+    *,
+    client: Any = None,
+    limits: Mapping[OperationType, int] | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> tuple[DynamoAuditLog, DynamoKillSwitchStore, DynamoRateLimiter]:
+    """The three DynamoDB stores for `settings` (table names, region; endpoint from `AWS_ENDPOINT_URL`)."""
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region, max_attempts=max_attempts)
+    return (
+        DynamoAuditLog(client, settings.audit_table),
+        DynamoKillSwitchStore(client, settings.config_table),
+        DynamoRateLimiter(client, settings.config_table, limits),
+    )
+
+
+def _create_table(client: Any, spec: dict[str, Any]) -> str:
+    try:
+        _call(client.create_table, **spec)
+        outcome = "CREATED"
+    except BackendUnavailable as exc:
+        cause = exc.__cause__
+        if not (isinstance(cause, ClientError) and _code(cause) == "ResourceInUseException"):
+            raise
+        outcome = "EXISTS"
+    client.get_waiter("table_exists").wait(TableName=spec["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    return outcome
+
+
+def create_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, str]:
+    """Create the audit and config tables of §5 if missing (idempotent) and wait until ACTIVE.
+
+    Returns:
+        Table name -> "CREATED" or "EXISTS".
+
+    Raises:
+        BackendUnavailable: DynamoDB refused or is unreachable.
+    """
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region)
+    key_schema = [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}]
+    key_attrs = [{"AttributeName": "PK", "AttributeType": "S"}, {"AttributeName": "SK", "AttributeType": "S"}]
+    audit = {
+        "TableName": settings.audit_table,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": [
+            *key_attrs,
+            {"AttributeName": "operationType", "AttributeType": "S"},
+            {"AttributeName": "startTime", "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": OPERATION_TYPE_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "operationType", "KeyType": "HASH"},
+                    {"AttributeName": "startTime", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    config = {
+        "TableName": settings.config_table,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": key_attrs,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    return {spec["TableName"]: _create_table(client, spec) for spec in (audit, config)}
+
+
+__all__ = [
+    "DynamoAuditLog",
+    "DynamoKillSwitchStore",
+    "DynamoRateLimiter",
+    "create_tables",
+    "dynamo_client",
+    "open_dynamo",
+]

@@ -1,0 +1,469 @@
+"""The guard every learning operation passes through: kill switch, maintenance, rate limit, audit (SPEC §5).
+
+Order of checks in `Guard.begin`:
+1. inputs (operation type, trigger type, dates, snapshot type) -> `InvalidRequest`, nothing audited;
+2. kill switch, read fresh from the store on every call (no cache): active -> SKIPPED
+   KILL_SWITCH_ACTIVE; unreadable -> SKIPPED KILL_SWITCH_UNAVAILABLE plus a P1 alert.
+   Only a MANUAL trigger with `emergency=True` by an EMERGENCY_OVERRIDE principal bypasses it;
+3. maintenance calendar, SCHEDULED triggers only -> SKIPPED MAINTENANCE_WINDOW;
+4. rate limit when `rate_limited=True` (manual triggers; emergency ones count too) -> SKIPPED
+   RATE_LIMIT_EXCEEDED with `retry_after`, `limit`, `remaining`;
+5. the RUNNING record is written; if that fails the operation does not run (STATE_UNAVAILABLE).
+
+A refusal is decided before any work, so its record is written once, already SKIPPED;
+an allowed attempt is RUNNING until `succeed` / `fail` / `skip` completes it.
+Because nothing is cached, a kill-switch disable takes effect at the next operation start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from opx_learning.config import Settings, get_settings
+from opx_learning.core.windows import Window, WindowError, iso
+from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.kill_switch import KillSwitch, KillSwitchStore
+from opx_learning.safety.maintenance import MaintenanceCalendar
+from opx_learning.safety.models import (
+    LEARNING_OPERATIONS,
+    SYSTEM,
+    AlertHook,
+    AuditRecord,
+    AuditStatus,
+    AuditTransitionError,
+    AuthorityType,
+    BackendUnavailable,
+    InvalidRequest,
+    OperationType,
+    Principal,
+    RateLimitDecision,
+    SafetyError,
+    SkipReason,
+    TriggerType,
+    json_safe,
+    log_alert,
+)
+from opx_learning.safety.rate_limit import RateLimiter
+
+SNAPSHOT_TYPES = ("DAILY", "WEEKLY", "MONTHLY", "CUSTOM")
+_DATE_KEYS = (("start_date", "end_date"), ("start", "end"))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One operation attempt as decided by the guard.
+
+    `allowed=False` means the audit record is already SKIPPED with `skip_reason`
+    (or could not be written at all: `audited=False`). `results` may be filled
+    by the operation; `succeed` merges it into the record.
+    """
+
+    audit_id: str
+    allowed: bool
+    skip_reason: SkipReason | None
+    operation_type: OperationType
+    trigger_type: TriggerType
+    principal: Principal
+    parameters: dict[str, Any]
+    message: str
+    emergency: bool = False
+    run_id: str | None = None
+    record: AuditRecord | None = None
+    rate_limit: RateLimitDecision | None = None
+    audited: bool = True
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds until a rate-limited caller may retry (None unless refused by the rate limit)."""
+        return self.rate_limit.retry_after if self.rate_limit and not self.rate_limit.allowed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (for CLI `--json` and logs)."""
+        return {
+            "audit_id": self.audit_id,
+            "allowed": self.allowed,
+            "skip_reason": self.skip_reason.value if self.skip_reason else None,
+            "message": self.message,
+            "operation_type": self.operation_type.value,
+            "trigger_type": self.trigger_type.value,
+            "triggered_by": self.principal.to_dict(),
+            "emergency": self.emergency,
+            "parameters": self.parameters,
+            "rate_limit": self.rate_limit.to_dict() if self.rate_limit else None,
+            "audited": self.audited,
+        }
+
+
+class Refused(SafetyError):
+    """Raised by `Guard.operation` when the attempt is not allowed (its record is already SKIPPED)."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(attempt.message)
+        self.attempt = attempt
+
+
+@dataclass(frozen=True)
+class _Block:
+    reason: SkipReason
+    message: str
+    details: dict[str, Any]
+
+
+def validate_parameters(operation: OperationType, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check and normalise operation parameters (dates as ISO instants, snapshot type upper case).
+
+    Raises:
+        InvalidRequest: unreadable date, end <= start, unknown snapshot type.
+    """
+    params = dict(parameters or {})
+    for start_key, end_key in _DATE_KEYS:
+        if params.get(start_key) is not None and params.get(end_key) is not None:
+            try:
+                window = Window.parse(params[start_key], params[end_key])
+            except WindowError as exc:
+                message = str(exc).replace("start:", f"{start_key}:", 1).replace("end:", f"{end_key}:", 1)
+                raise InvalidRequest(message) from None
+            params[start_key], params[end_key] = window.start_iso, window.end_iso
+    if params.get("snapshot_type") is not None:
+        snapshot_type = str(params["snapshot_type"]).strip().upper()
+        if snapshot_type not in SNAPSHOT_TYPES:
+            raise InvalidRequest(
+                f"snapshot_type: {params['snapshot_type']!r} is not one of {', '.join(SNAPSHOT_TYPES)}"
+            )
+        params["snapshot_type"] = snapshot_type
+    if operation is not OperationType.SNAPSHOT and "snapshot_type" in params and params["snapshot_type"] is None:
+        params.pop("snapshot_type")
+    return json_safe(params)
+
+
+class Guard:
+    """Safety checks and audit bookkeeping around every learning operation.
+
+    Args:
+        audit: audit trail store.
+        kill_switch: kill-switch state store.
+        rate_limiter: manual-trigger rate limiter.
+        calendar: maintenance calendar (default: `OPX_MAINTENANCE_WINDOWS` or the runbook's).
+        on_alert: `on_alert(severity, alarm, details)`; receives the P1 alert when the kill
+            switch is unreadable (default: log it).
+        clock: source of "now".
+    """
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        kill_switch: KillSwitchStore,
+        rate_limiter: RateLimiter,
+        *,
+        calendar: MaintenanceCalendar | None = None,
+        on_alert: AlertHook = log_alert,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.audit = audit
+        self.rate_limiter = rate_limiter
+        self.calendar = calendar if calendar is not None else MaintenanceCalendar.from_env()
+        self.on_alert = on_alert
+        self.clock = clock
+        self.kill_switch = KillSwitch(kill_switch, audit, on_alert=on_alert, clock=clock)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        on_alert: AlertHook = log_alert,
+        calendar: MaintenanceCalendar | None = None,
+    ) -> Guard:
+        """A guard over the active backend: SQLite at `settings.state_db`, or the DynamoDB tables."""
+        settings = settings or get_settings()
+        if settings.backend == "aws":
+            from opx_learning.safety.dynamo_backend import open_dynamo
+
+            stores = open_dynamo(settings)
+        else:
+            from opx_learning.safety.sqlite_backend import open_sqlite
+
+            stores = open_sqlite(settings.state_db)
+        return cls(*stores, calendar=calendar, on_alert=on_alert)
+
+    def begin(
+        self,
+        operation_type: OperationType | str,
+        trigger_type: TriggerType | str,
+        principal: Principal,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        emergency: bool = False,
+        run_id: str | None = None,
+        rate_limited: bool = False,
+    ) -> Attempt:
+        """Decide whether an operation may start and write its audit record.
+
+        Returns:
+            An allowed Attempt with a RUNNING record, or a refused one whose record is SKIPPED.
+
+        Raises:
+            InvalidRequest: unknown operation/trigger type, bad dates or snapshot type.
+        """
+        operation, trigger, params = self._inputs(operation_type, trigger_type, principal, parameters)
+        bypass = bool(emergency) and self._may_bypass(trigger, principal)
+        if emergency:
+            params["emergency"] = True
+        now = self.clock()
+        block = self._blocker(operation, trigger, bypass, now)
+        if block is not None:
+            return self._refuse(operation, trigger, principal, params, block, run_id, bypass)
+        decision = None
+        if rate_limited:
+            try:
+                decision = self.rate_limiter.acquire(principal, operation)
+            except BackendUnavailable as exc:
+                block = self._unavailable(SkipReason.STATE_UNAVAILABLE, operation, trigger, exc)
+                return self._refuse(operation, trigger, principal, params, block, run_id, bypass)
+            if not decision.allowed:
+                block = _Block(
+                    SkipReason.RATE_LIMIT_EXCEEDED,
+                    f"{SkipReason.RATE_LIMIT_EXCEEDED}: {principal.principal} may start {decision.limit} "
+                    f"{operation} per hour; retry after {decision.retry_after} seconds",
+                    {"rate_limit": decision.to_dict()},
+                )
+                return self._refuse(operation, trigger, principal, params, block, run_id, bypass, decision)
+        record = new_record(operation, trigger, principal, parameters=params, run_id=run_id)
+        if bypass:
+            record = replace(record, results={"emergency_bypass": True})
+        try:
+            self.audit.append(record)
+        except BackendUnavailable as exc:
+            block = self._unavailable(SkipReason.STATE_UNAVAILABLE, operation, trigger, exc)
+            return self._attempt(record, False, block.reason, block.message, bypass, decision, audited=False)
+        message = f"{operation} {trigger} started" + (" (emergency: kill switch bypassed)" if bypass else "")
+        return self._attempt(record, True, None, message, bypass, decision)
+
+    def gate(
+        self,
+        operation_type: OperationType | str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        trigger_type: TriggerType | str = TriggerType.SCHEDULED,
+        principal: Principal = SYSTEM,
+        run_id: str | None = None,
+    ) -> Attempt | None:
+        """Screen a tick before launching a run: None if it may launch, else the audited refusal.
+
+        Schedules call this and return `SkipReason(attempt.message)` on a refusal; the
+        launched run still calls `begin` (which re-checks) and writes the RUNNING record.
+        """
+        operation, trigger, params = self._inputs(operation_type, trigger_type, principal, parameters)
+        block = self._blocker(operation, trigger, False, self.clock())
+        if block is None:
+            return None
+        return self._refuse(operation, trigger, principal, params, block, run_id, False)
+
+    def adopt(self, audit_id: str, *, run_id: str | None = None, operation_type: OperationType | str | None = None) -> Attempt:
+        """Continue an attempt begun elsewhere (a manual trigger that launched a run), re-checking the kill switch.
+
+        Raises:
+            AuditNotFound: unknown id.
+            AuditTransitionError: the record is terminal, belongs to another run or operation.
+        """
+        record = self.audit._require_running(audit_id)
+        if operation_type is not None and record.operation_type is not OperationType.parse(operation_type):
+            raise AuditTransitionError(f"audit record {audit_id} is a {record.operation_type}, not {operation_type}")
+        if run_id is not None and record.run_id not in (None, run_id):
+            raise AuditTransitionError(f"audit record {audit_id} belongs to run {record.run_id}, not {run_id}")
+        bypass = bool(record.results.get("emergency_bypass"))
+        if run_id is not None:
+            record = self.audit.attach_run(audit_id, run_id)
+        block = self._blocker(record.operation_type, record.trigger_type, bypass, self.clock())
+        if block is not None:
+            self._complete_skipped(audit_id, block)
+            return self._attempt(record, False, block.reason, block.message, bypass, None)
+        return self._attempt(record, True, None, f"{record.operation_type} {record.trigger_type} resumed", bypass, None)
+
+    def succeed(self, attempt: Attempt, results: Mapping[str, Any] | None = None) -> AuditRecord:
+        """Complete an allowed attempt as SUCCESS with `attempt.results` plus `results`."""
+        return self.audit.complete(
+            attempt.audit_id, AuditStatus.SUCCESS, results={**attempt.results, **dict(results or {})}
+        )
+
+    def fail(
+        self,
+        attempt: Attempt,
+        error: BaseException | str,
+        reason: str | None = None,
+        results: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Complete an allowed attempt as FAILED; the error text is truncated to 2000 characters."""
+        text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        extra = {**attempt.results, **dict(results or {})}
+        if reason:
+            extra["failure_reason"] = str(reason)
+        return self.audit.complete(attempt.audit_id, AuditStatus.FAILED, results=extra, error_message=text)
+
+    def skip(self, attempt: Attempt, reason: SkipReason | str, message: str | None = None) -> AuditRecord:
+        """Complete an allowed attempt as SKIPPED (the operation decided not to run after all)."""
+        results = {**attempt.results, "skip_reason": str(reason)}
+        if message:
+            results["message"] = message
+        return self.audit.complete(attempt.audit_id, AuditStatus.SKIPPED, results=results)
+
+    @contextmanager
+    def operation(
+        self,
+        operation_type: OperationType | str,
+        trigger_type: TriggerType | str,
+        principal: Principal,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        emergency: bool = False,
+        run_id: str | None = None,
+        rate_limited: bool = False,
+    ) -> Iterator[Attempt]:
+        """`begin` + SUCCESS on normal exit / FAILED (re-raised) on exception.
+
+        Raises:
+            Refused: the attempt was not allowed (already audited as SKIPPED).
+        """
+        attempt = self.begin(
+            operation_type,
+            trigger_type,
+            principal,
+            parameters,
+            emergency=emergency,
+            run_id=run_id,
+            rate_limited=rate_limited,
+        )
+        if not attempt.allowed:
+            raise Refused(attempt)
+        try:
+            yield attempt
+        except BaseException as exc:
+            self.fail(attempt, exc)
+            raise
+        self.succeed(attempt)
+
+    def _inputs(
+        self,
+        operation_type: OperationType | str,
+        trigger_type: TriggerType | str,
+        principal: Principal,
+        parameters: Mapping[str, Any] | None,
+    ) -> tuple[OperationType, TriggerType, dict[str, Any]]:
+        operation = OperationType.parse(operation_type)
+        if operation not in LEARNING_OPERATIONS:
+            allowed = ", ".join(op.value for op in LEARNING_OPERATIONS)
+            raise InvalidRequest(f"operation_type: {operation} is not a learning operation ({allowed})")
+        trigger = TriggerType.parse(trigger_type)
+        if not isinstance(principal, Principal):
+            raise InvalidRequest(f"principal: {principal!r} is not a resolved Principal")
+        if principal.authority is AuthorityType.SYSTEM and trigger is not TriggerType.SCHEDULED:
+            raise InvalidRequest(f"principal: SYSTEM authority is reserved for SCHEDULED runs, not {trigger}")
+        return operation, trigger, validate_parameters(operation, parameters)
+
+    @staticmethod
+    def _may_bypass(trigger: TriggerType, principal: Principal) -> bool:
+        return trigger is TriggerType.MANUAL and principal.authority is AuthorityType.EMERGENCY_OVERRIDE
+
+    def _blocker(self, operation: OperationType, trigger: TriggerType, bypass: bool, now: datetime) -> _Block | None:
+        try:
+            state = self.kill_switch.status(now)
+        except BackendUnavailable as exc:
+            if bypass:
+                return None
+            return self._unavailable(SkipReason.KILL_SWITCH_UNAVAILABLE, operation, trigger, exc)
+        if state.active and not bypass:
+            who = state.disabled_by.principal if state.disabled_by else "unknown"
+            since = iso(state.disabled_at) if state.disabled_at else "unknown time"
+            return _Block(
+                SkipReason.KILL_SWITCH_ACTIVE,
+                f"{SkipReason.KILL_SWITCH_ACTIVE}: kill switch disabled by {who} at {since} "
+                f"({state.reason}); {operation} {trigger} not run",
+                {"kill_switch": state.to_rest()},
+            )
+        if trigger is TriggerType.SCHEDULED:
+            window = self.calendar.active(now)
+            if window is not None:
+                return _Block(
+                    SkipReason.MAINTENANCE_WINDOW,
+                    f"{SkipReason.MAINTENANCE_WINDOW}: {operation} {trigger} skipped during maintenance "
+                    f"window {self.calendar.describe(window)}",
+                    {"maintenance_window": {"start": window.start_iso, "end": window.end_iso}},
+                )
+        return None
+
+    def _unavailable(self, reason: SkipReason, operation: OperationType, trigger: TriggerType, exc: Exception) -> _Block:
+        message = f"{reason}: {operation} {trigger} not run (fail closed): {exc}"
+        self.on_alert(
+            "P1",
+            reason.value,
+            {"operation": operation.value, "trigger_type": trigger.value, "error": str(exc)[:2000]},
+        )
+        return _Block(reason, message, {})
+
+    def _refuse(
+        self,
+        operation: OperationType,
+        trigger: TriggerType,
+        principal: Principal,
+        params: dict[str, Any],
+        block: _Block,
+        run_id: str | None,
+        bypass: bool,
+        decision: RateLimitDecision | None = None,
+    ) -> Attempt:
+        record = new_record(operation, trigger, principal, parameters=params, run_id=run_id)
+        record = record.completed(
+            AuditStatus.SKIPPED,
+            record.start_time,
+            {"skip_reason": block.reason.value, "message": block.message, **block.details},
+        )
+        audited = True
+        try:
+            self.audit.append(record)
+        except BackendUnavailable as exc:
+            audited = False
+            self.on_alert(
+                "P1",
+                SkipReason.STATE_UNAVAILABLE.value,
+                {"operation": operation.value, "audit_id": record.audit_id, "error": str(exc)[:2000]},
+            )
+        return self._attempt(record, False, block.reason, block.message, bypass, decision, audited=audited)
+
+    def _complete_skipped(self, audit_id: str, block: _Block) -> None:
+        self.audit.complete(
+            audit_id,
+            AuditStatus.SKIPPED,
+            results={"skip_reason": block.reason.value, "message": block.message, **block.details},
+        )
+
+    @staticmethod
+    def _attempt(
+        record: AuditRecord,
+        allowed: bool,
+        reason: SkipReason | None,
+        message: str,
+        bypass: bool,
+        decision: RateLimitDecision | None,
+        *,
+        audited: bool = True,
+    ) -> Attempt:
+        return Attempt(
+            audit_id=record.audit_id,
+            allowed=allowed,
+            skip_reason=reason,
+            operation_type=record.operation_type,
+            trigger_type=record.trigger_type,
+            principal=record.triggered_by,
+            parameters=record.parameters,
+            message=message,
+            emergency=bypass,
+            run_id=record.run_id,
+            record=record if audited else None,
+            rate_limit=decision,
+            audited=audited,
+        )

@@ -1,0 +1,230 @@
+"""Kill switch (SPEC §5): state store, authority-checked and audited changes, planned re-enable."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opx_learning.core.windows import Instant, iso, to_utc
+from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.models import (
+    SYSTEM,
+    AlertHook,
+    AuditStatus,
+    AuthorityType,
+    BackendUnavailable,
+    InsufficientAuthority,
+    InvalidRequest,
+    KillSwitchState,
+    KillSwitchUnavailable,
+    OperationType,
+    Principal,
+    SkipReason,
+    TriggerType,
+    log_alert,
+)
+
+_MAX_CAS_ATTEMPTS = 10
+
+
+class KillSwitchStore(ABC):
+    """Where the kill-switch state lives; every read goes to the store (no cache)."""
+
+    @abstractmethod
+    def read(self) -> KillSwitchState:
+        """The stored state (enabled when nothing is stored).
+
+        Raises:
+            KillSwitchUnavailable: the state cannot be read or is malformed.
+        """
+
+    @abstractmethod
+    def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
+        """Store `state` iff the stored version equals `expected_version` (None: unconditionally).
+
+        Returns:
+            False when another writer changed the state first.
+
+        Raises:
+            BackendUnavailable: the store cannot be written.
+        """
+
+
+@dataclass(frozen=True)
+class KillSwitchChange:
+    """Result of an accepted disable / enable (the REST response body)."""
+
+    status: str
+    message: str
+    audit_id: str
+    state: KillSwitchState
+
+    def to_rest(self) -> dict[str, Any]:
+        """`{status, message, auditId}` as in the runbook."""
+        return {"status": self.status, "message": self.message, "auditId": self.audit_id}
+
+
+class KillSwitch:
+    """Reads and changes the kill switch; only EMERGENCY_OVERRIDE may change it, every attempt is audited.
+
+    Args:
+        store: kill-switch state store.
+        audit: audit trail receiving KILL_SWITCH_DISABLE / KILL_SWITCH_ENABLE records.
+        on_alert: alert hook (INFO on every change).
+        clock: source of "now" (tests pass a fixed clock).
+    """
+
+    def __init__(
+        self,
+        store: KillSwitchStore,
+        audit: AuditLog,
+        *,
+        on_alert: AlertHook = log_alert,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.on_alert = on_alert
+        self.clock = clock
+
+    def status(self, now: datetime | None = None) -> KillSwitchState:
+        """The current state; a planned disable whose `until` has passed is re-enabled first (as SYSTEM).
+
+        Raises:
+            KillSwitchUnavailable: the state cannot be read.
+        """
+        state = self.store.read()
+        now = now or self.clock()
+        if state.active and state.until is not None and now >= state.until:
+            return self._planned_enable(state, now)
+        return state
+
+    def disable(self, principal: Principal, reason: str | None, *, until: Instant | None = None) -> KillSwitchChange:
+        """Activate the kill switch (block operations), optionally until a planned time.
+
+        Raises:
+            InvalidRequest: reason missing, `until` unreadable or not in the future.
+            InsufficientAuthority: principal is not EMERGENCY_OVERRIDE (the refusal is audited).
+            BackendUnavailable: the change could not be stored (audited as FAILED when possible).
+        """
+        if reason is None or not str(reason).strip():
+            raise InvalidRequest("reason: a reason is required to disable the kill switch")
+        reason = str(reason).strip()
+        now = self.clock()
+        until_at: datetime | None = None
+        if until is not None:
+            try:
+                until_at = to_utc(until, "until")
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+            if until_at <= now:
+                raise InvalidRequest(f"until: {iso(until_at)} must be in the future (now {iso(now)})")
+        parameters = {"reason": reason, "until": iso(until_at) if until_at else None}
+        self._authorize(OperationType.KILL_SWITCH_DISABLE, principal, parameters)
+
+        def build(current: KillSwitchState | None) -> KillSwitchState:
+            return KillSwitchState(
+                enabled=False,
+                disabled_at=now,
+                disabled_by=principal,
+                reason=reason,
+                last_modified=now,
+                until=until_at,
+                version=(current.version if current else 0) + 1,
+            )
+
+        message = "Kill switch disabled - all automated operations blocked"
+        if until_at is not None:
+            message += f" until {iso(until_at)}"
+        return self._change(OperationType.KILL_SWITCH_DISABLE, principal, parameters, build, "DISABLED", message)
+
+    def enable(self, principal: Principal) -> KillSwitchChange:
+        """Deactivate the kill switch (allow operations).
+
+        Raises:
+            InsufficientAuthority: principal is not EMERGENCY_OVERRIDE (the refusal is audited).
+            BackendUnavailable: the change could not be stored.
+        """
+        self._authorize(OperationType.KILL_SWITCH_ENABLE, principal, {})
+        now = self.clock()
+
+        def build(current: KillSwitchState | None) -> KillSwitchState:
+            return KillSwitchState(enabled=True, last_modified=now, version=(current.version if current else 0) + 1)
+
+        message = "Kill switch enabled - automated operations allowed"
+        return self._change(OperationType.KILL_SWITCH_ENABLE, principal, {}, build, "ENABLED", message)
+
+    def _authorize(self, operation: OperationType, principal: Principal, parameters: dict[str, Any]) -> None:
+        if principal.authority is AuthorityType.EMERGENCY_OVERRIDE:
+            return
+        message = (
+            f"{SkipReason.INSUFFICIENT_AUTHORITY}: {principal.principal} has authority "
+            f"{principal.authority}; changing the kill switch requires EMERGENCY_OVERRIDE"
+        )
+        record = new_record(operation, TriggerType.MANUAL, principal, parameters=parameters)
+        refused = record.completed(
+            AuditStatus.SKIPPED,
+            record.start_time,
+            {"skip_reason": SkipReason.INSUFFICIENT_AUTHORITY.value, "message": message},
+        )
+        self.audit.append(refused)
+        raise InsufficientAuthority(message, refused.audit_id)
+
+    def _change(
+        self,
+        operation: OperationType,
+        principal: Principal,
+        parameters: dict[str, Any],
+        build: Callable[[KillSwitchState | None], KillSwitchState],
+        status: str,
+        message: str,
+    ) -> KillSwitchChange:
+        record = self.audit.start(operation, TriggerType.MANUAL, principal, parameters=parameters)
+        try:
+            state = self._write_with_retry(build)
+        except BackendUnavailable as exc:
+            self.audit.complete(record.audit_id, AuditStatus.FAILED, error_message=f"{type(exc).__name__}: {exc}")
+            raise
+        self.audit.complete(record.audit_id, AuditStatus.SUCCESS, results={"state": state.to_rest()})
+        self.on_alert(
+            "INFO",
+            f"KILL_SWITCH_{status}",
+            {"audit_id": record.audit_id, "principal": principal.principal, "state": state.to_rest()},
+        )
+        return KillSwitchChange(status, message, record.audit_id, state)
+
+    def _write_with_retry(self, build: Callable[[KillSwitchState | None], KillSwitchState]) -> KillSwitchState:
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            try:
+                current: KillSwitchState | None = self.store.read()
+            except KillSwitchUnavailable:
+                # A malformed stored state is overwritten by an authorized change.
+                current = None
+            state = build(current)
+            if self.store.write(state, current.version if current else None):
+                return state
+        raise BackendUnavailable("kill switch changed concurrently too often; try again")
+
+    def _planned_enable(self, state: KillSwitchState, now: datetime) -> KillSwitchState:
+        enabled = KillSwitchState(enabled=True, last_modified=now, version=state.version + 1)
+        if not self.store.write(enabled, state.version):
+            return self.store.read()
+        record = new_record(
+            OperationType.KILL_SWITCH_ENABLE,
+            TriggerType.SCHEDULED,
+            SYSTEM,
+            parameters={"reason": "planned window ended", "until": iso(state.until) if state.until else None},
+            start_time=now,
+        )
+        self.audit.append(
+            record.completed(
+                AuditStatus.SUCCESS,
+                now,
+                {"state": enabled.to_rest(), "previous_reason": state.reason},
+            )
+        )
+        self.on_alert("INFO", "KILL_SWITCH_ENABLED", {"audit_id": record.audit_id, "principal": SYSTEM.principal})
+        return enabled

@@ -1,0 +1,114 @@
+"""Principals file: authority from the trusted mapping only, tokens, identity resolution."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from opx_learning.config import get_settings
+from opx_learning.safety.models import AuthorityType, InvalidRequest
+from opx_learning.safety.principals import (
+    PrincipalsFileError,
+    load_principals,
+    resolve_principal,
+    resolve_token,
+)
+
+ADMIN_ARN = "arn:aws:iam::123456789012:user/ops-admin"
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def principals_file(tmp_path, opx_home, monkeypatch):
+    path = tmp_path / "principals.yaml"
+    path.write_text(
+        "principals:\n"
+        f'  "{ADMIN_ARN}":\n'
+        "    authority: EMERGENCY_OVERRIDE\n"
+        f'    token_sha256: "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n'
+        "  alice:\n"
+        "    authority: on_call_sre\n"
+    )
+    monkeypatch.setenv("OPX_PRINCIPALS", str(path))
+    monkeypatch.delenv("OPX_PRINCIPAL", raising=False)
+    return path
+
+
+def test_authority_comes_from_the_file(principals_file) -> None:
+    assert resolve_principal(ADMIN_ARN).authority is AuthorityType.EMERGENCY_OVERRIDE
+    assert resolve_principal("alice").authority is AuthorityType.ON_CALL_SRE
+    assert resolve_principal("mallory").authority is AuthorityType.HUMAN_OPERATOR
+
+
+def test_env_and_os_user_fallbacks(principals_file, monkeypatch) -> None:
+    monkeypatch.setenv("OPX_PRINCIPAL", "alice")
+    assert resolve_principal().principal == "alice"
+    monkeypatch.delenv("OPX_PRINCIPAL")
+    monkeypatch.setenv("USER", "localuser")
+    monkeypatch.setenv("LOGNAME", "localuser")
+    assert resolve_principal().principal == "localuser"
+    with pytest.raises(InvalidRequest, match="reserved for scheduled runs"):
+        resolve_principal("SYSTEM")
+
+
+def test_aws_backend_uses_caller_identity(aws_env, monkeypatch) -> None:
+    monkeypatch.setenv("OPX_BACKEND", "aws")
+    monkeypatch.delenv("OPX_PRINCIPAL", raising=False)
+    principal = resolve_principal(settings=get_settings())
+    assert (
+        principal.principal.startswith("arn:aws:")
+        and principal.authority is AuthorityType.HUMAN_OPERATOR
+    )
+
+
+def test_tokens(principals_file) -> None:
+    assert resolve_token(TOKEN).principal == ADMIN_ARN
+    assert resolve_token(TOKEN).authority is AuthorityType.EMERGENCY_OVERRIDE
+    assert resolve_token("wrong") is None and resolve_token("") is None
+
+
+def test_json_file_and_no_file(tmp_path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps({"principals": {"bob": {"authority": "EMERGENCY_OVERRIDE"}}})
+    )
+    assert load_principals(path).authority_of("bob") is AuthorityType.EMERGENCY_OVERRIDE
+    assert load_principals(None).authority_of("bob") is AuthorityType.HUMAN_OPERATOR
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (
+            "principals:\n  bob:\n    authority: SYSTEM\n",
+            "authority SYSTEM is reserved",
+        ),
+        (
+            "principals:\n  bob:\n    authority: GOD\n",
+            "principal 'bob': authority: 'GOD' is not one of",
+        ),
+        ("principals:\n  bob: admin\n", "expected a mapping with 'authority'"),
+        (
+            "principals:\n  bob:\n    authority: ON_CALL_SRE\n    token_sha256: abc\n",
+            "not 64 hex digits",
+        ),
+        (
+            "principals:\n  bob:\n    authority: ON_CALL_SRE\n    admin: true\n",
+            "unknown field",
+        ),
+        ("- just a list\n", "'principals' mapping"),
+        ("principals: [unclosed\n", "not valid YAML/JSON"),
+    ],
+)
+def test_bad_files_give_clear_errors(tmp_path, content, match) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(PrincipalsFileError, match=match):
+        load_principals(path)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(PrincipalsFileError, match="cannot read"):
+        load_principals(tmp_path / "absent.yaml")
