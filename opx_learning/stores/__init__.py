@@ -1,0 +1,1 @@
+"""Stores behind abstract interfaces, with local (Parquet) and AWS (DynamoDB) backends."""

@@ -1,0 +1,418 @@
+"""Outcome stores: day-partitioned Parquet (local) and the platform's DynamoDB table (aws)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from opx_learning.config import Settings, get_settings
+from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
+from opx_learning.core.validation import OutcomeSource, validate_outcomes
+from opx_learning.core.windows import Instant, Window
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: writers are then not serialised across processes
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+TIME_INDEX = "TimeIndex"
+_PART = "part-0.parquet"
+_DAY_PREFIX = "recorded_date="
+
+
+def _canonical(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """An already valid frame in canonical column order and dtypes."""
+    if isinstance(frame, pl.LazyFrame):
+        frame = frame.collect()
+    return frame.select([pl.col(c).cast(OUTCOME_SCHEMA[c]) for c in OUTCOME_COLUMNS])
+
+
+def _in_window(window: Window) -> pl.Expr:
+    return (pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end)
+
+
+class OutcomeStore(ABC):
+    """Where outcomes live; reads are by half-open UTC window on `recorded_at`."""
+
+    @abstractmethod
+    def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
+        """Store already valid outcomes, idempotently by `outcome_id`.
+
+        Args:
+            frame: rows with the canonical schema (validate them first with `validate_outcomes`).
+            progress: optional callback `(days_done, days_total)` for long writes.
+
+        Returns:
+            int: the number of rows written.
+        """
+
+    @abstractmethod
+    def scan(self, window: Window) -> pl.LazyFrame:
+        """A lazy frame over the window's outcomes, reading only the days the window touches."""
+
+    def read(self, window: Window) -> pl.DataFrame:
+        """The window's outcomes as a DataFrame (canonical schema)."""
+        return self.scan(window).collect()
+
+    @abstractmethod
+    def days(self) -> list[date]:
+        """The UTC days that hold outcomes, ascending."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Human-readable location (directory or table)."""
+
+
+class LocalOutcomeStore(OutcomeStore):
+    """Day-partitioned Parquet: `root/recorded_date=YYYY-MM-DD/part-0.parquet`, one file per UTC day.
+
+    Writes merge into the day's file keeping the first row per `outcome_id` and replace it
+    atomically (temporary file + rename), so readers never see a partial file.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        """The store directory."""
+        return str(self.root)
+
+    def day_file(self, day: date) -> Path:
+        """The Parquet file that holds `day`'s outcomes."""
+        return self.root / f"{_DAY_PREFIX}{day.isoformat()}" / _PART
+
+    def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
+        """Merge rows into their day files (first row per `outcome_id` wins); returns new rows written."""
+        data = _canonical(frame)
+        if data.is_empty():
+            return 0
+        parts = data.with_columns(pl.col("recorded_at").dt.date().alias("__day")).partition_by(
+            "__day", as_dict=True, include_key=False
+        )
+        written = 0
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            for done, ((day,), part) in enumerate(sorted(parts.items()), start=1):
+                written += self._merge_day(day, part)
+                if progress is not None:
+                    progress(done, len(parts))
+        return written
+
+    def _merge_day(self, day: date, part: pl.DataFrame) -> int:
+        target = self.day_file(day)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        existing = pl.read_parquet(target) if target.exists() else empty_outcomes()
+        merged = pl.concat([existing, part]).unique(subset="outcome_id", keep="first", maintain_order=True)
+        added = merged.height - existing.height
+        if added == 0:
+            return 0
+        temporary = target.with_name(f".{_PART}.{uuid.uuid4().hex}.tmp")
+        try:
+            merged.sort("recorded_at", maintain_order=True).write_parquet(
+                temporary, compression="zstd", compression_level=1, statistics=True
+            )
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return added
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def files(self, window: Window) -> list[Path]:
+        """The existing day files a read of `window` opens (and no others)."""
+        return [path for path in (self.day_file(day) for day in window.days()) if path.exists()]
+
+    def scan(self, window: Window) -> pl.LazyFrame:
+        """Lazily read only the window's day files, filtered half-open on `recorded_at`."""
+        files = self.files(window)
+        if not files:
+            return empty_outcomes().lazy()
+        return (
+            pl.scan_parquet(files, hive_partitioning=False)
+            .select([pl.col(c).cast(OUTCOME_SCHEMA[c]) for c in OUTCOME_COLUMNS])
+            .filter(_in_window(window))
+        )
+
+    def days(self) -> list[date]:
+        """The days that have a Parquet file, ascending."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self.root.glob(f"{_DAY_PREFIX}*"):
+            try:
+                day = date.fromisoformat(folder.name.removeprefix(_DAY_PREFIX))
+            except ValueError:
+                continue
+            if (folder / _PART).exists():
+                found.append(day)
+        return sorted(found)
+
+
+def _iso_us(column: str) -> pl.Expr:
+    return pl.col(column).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")
+
+
+def _number(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(repr(value))
+
+
+def to_items(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Canonical rows as the platform's nested camelCase DynamoDB items (plus `recordedDate`)."""
+    rows = frame.with_columns(
+        _iso_us("recorded_at").alias("recorded_at"),
+        _iso_us("validated_at").alias("validated_at"),
+        pl.col("recorded_at").dt.strftime("%Y-%m-%d").alias("recorded_date"),
+        pl.col("resolution_type").cast(pl.String),
+    ).to_dicts()
+    items = []
+    for row in rows:
+        item: dict[str, Any] = {
+            "outcomeId": row["outcome_id"],
+            "incidentId": row["incident_id"],
+            "service": row["service"],
+            "recordedAt": row["recorded_at"],
+            "recordedDate": row["recorded_date"],
+            "validatedAt": row["validated_at"],
+            "classification": {
+                "truePositive": row["true_positive"],
+                "falsePositive": row["false_positive"],
+                "rootCause": row["root_cause"],
+                "resolutionType": row["resolution_type"],
+            },
+            "timing": {"ttd": _number(row["ttd_ms"]), "ttr": _number(row["ttr_ms"])},
+        }
+        if row["predicted_confidence"] is not None:
+            item["predictedConfidence"] = _number(row["predicted_confidence"])
+        if row["human_confidence_rating"] is not None:
+            item["humanAssessment"] = {"confidenceRating": _number(row["human_confidence_rating"])}
+        items.append(item)
+    return items
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB values (Decimal, sets, nested maps) as plain JSON-like Python values."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _plain(inner) for key, inner in value.items()}
+    if isinstance(value, (list, set, tuple)):
+        return [_plain(inner) for inner in value]
+    return value
+
+
+def create_table(client: Any, name: str) -> bool:
+    """Create the outcomes table with its `TimeIndex` GSI (PAY_PER_REQUEST) unless it exists.
+
+    Args:
+        client: a boto3 DynamoDB client.
+        name: table name.
+
+    Returns:
+        bool: True if the table was created, False if it already existed.
+    """
+    try:
+        client.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "outcomeId", "AttributeType": "S"},
+                {"AttributeName": "recordedDate", "AttributeType": "S"},
+                {"AttributeName": "recordedAt", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "outcomeId", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": TIME_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "recordedDate", "KeyType": "HASH"},
+                        {"AttributeName": "recordedAt", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+    except client.exceptions.ResourceInUseException:
+        return False
+    client.get_waiter("table_exists").wait(TableName=name)
+    return True
+
+
+class DynamoOutcomeStore(OutcomeStore):
+    """The platform's `opx-outcomes` table, read through the `TimeIndex` GSI one day at a time.
+
+    Items are nested camelCase (SPEC §1) with `recordedDate` (YYYY-MM-DD) and `recordedAt`
+    (ISO-8601 UTC); reads never Scan the table. Re-writing an `outcome_id` replaces its item,
+    so writes are idempotent. The endpoint comes from boto3's own configuration
+    (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`).
+
+    Args:
+        table_name: table name (default `settings.outcomes_table`).
+        region: AWS region (default `settings.region`).
+        client: an existing boto3 DynamoDB client (default: a new one).
+        page_size: items per Query page (None: DynamoDB's 1 MB pages).
+    """
+
+    def __init__(
+        self,
+        table_name: str | None = None,
+        *,
+        region: str | None = None,
+        client: Any = None,
+        page_size: int | None = None,
+    ) -> None:
+        import boto3
+
+        settings = get_settings()
+        self.table_name = table_name or settings.outcomes_table
+        self.region = region or settings.region
+        self.client = client or boto3.client("dynamodb", region_name=self.region)
+        self.page_size = page_size
+        self.rejected_count = 0
+
+    @property
+    def location(self) -> str:
+        """The DynamoDB table."""
+        return f"dynamodb://{self.table_name}"
+
+    def create_table(self) -> bool:
+        """Create this store's table if missing; True when created."""
+        return create_table(self.client, self.table_name)
+
+    def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
+        """Put every row as an item (batched); returns the number of items written."""
+        import boto3
+
+        data = _canonical(frame).unique(subset="outcome_id", keep="first", maintain_order=True)
+        if data.is_empty():
+            return 0
+        # The resource mirrors the client's endpoint, so a given client and its writes agree.
+        resource = boto3.resource("dynamodb", region_name=self.region, endpoint_url=self.client.meta.endpoint_url)
+        table = resource.Table(self.table_name)
+        days = data.with_columns(pl.col("recorded_at").dt.date().alias("__day")).partition_by(
+            "__day", as_dict=True, include_key=False
+        )
+        with table.batch_writer(overwrite_by_pkeys=["outcomeId"]) as batch:
+            for done, (_, part) in enumerate(sorted(days.items()), start=1):
+                for item in to_items(part):
+                    batch.put_item(Item=item)
+                if progress is not None:
+                    progress(done, len(days))
+        return data.height
+
+    def _query_day(self, day: date, window: Window) -> Iterator[dict[str, Any]]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        day_end = day_start + timedelta(days=1)
+        values: dict[str, Any] = {":d": {"S": day.isoformat()}}
+        condition = "recordedDate = :d"
+        lower = window.start if window.start > day_start else None
+        upper = window.end if window.end < day_end else None
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        if lower is not None and upper is not None:
+            condition += " AND recordedAt BETWEEN :lo AND :hi"
+            values[":lo"] = {"S": lower.strftime(fmt)}
+            values[":hi"] = {"S": (upper - timedelta(microseconds=1)).strftime(fmt)}
+        elif lower is not None:
+            condition += " AND recordedAt >= :lo"
+            values[":lo"] = {"S": lower.strftime(fmt)}
+        elif upper is not None:
+            condition += " AND recordedAt < :hi"
+            values[":hi"] = {"S": upper.strftime(fmt)}
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": TIME_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if self.page_size is not None:
+            request["PaginationConfig"] = {"PageSize": self.page_size}
+        deserializer = TypeDeserializer()
+        for page in self.client.get_paginator("query").paginate(**request):
+            for item in page.get("Items", []):
+                yield _plain({key: deserializer.deserialize(value) for key, value in item.items()})
+
+    def scan(self, window: Window) -> pl.LazyFrame:
+        """Query the window's days (one paginated Query each), validate, filter half-open."""
+        return self.read(window).lazy()
+
+    def read(self, window: Window) -> pl.DataFrame:
+        """The window's valid outcomes; invalid items are logged and counted in `rejected_count`."""
+        items = [item for day in window.days() for item in self._query_day(day, window)]
+        if not items:
+            return empty_outcomes()
+        result = validate_outcomes(items)
+        self.rejected_count = result.rejected.height
+        if result.rejected.height:
+            log.warning(
+                "%d invalid outcome items in %s skipped: %s",
+                result.rejected.height,
+                self.table_name,
+                result.summary()["rejected_by_field"],
+            )
+        return result.valid.filter(_in_window(window))
+
+    def days(self) -> list[date]:
+        """The days holding items: an inventory listing (projection of `recordedDate` only)."""
+        found: set[str] = set()
+        paginator = self.client.get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table_name, ProjectionExpression="recordedDate"):
+            found.update(item["recordedDate"]["S"] for item in page.get("Items", []) if "recordedDate" in item)
+        return sorted(date.fromisoformat(day) for day in found)
+
+
+def outcome_store(settings: Settings | None = None) -> OutcomeStore:
+    """The active backend's outcome store: Parquet under OPX_HOME/outcomes, or DynamoDB on aws."""
+    settings = settings or get_settings()
+    if settings.backend == "aws":
+        return DynamoOutcomeStore(settings.outcomes_table, region=settings.region)
+    return LocalOutcomeStore(settings.outcomes_dir)
+
+
+def load_outcomes(source: OutcomeStore | OutcomeSource, start: Instant, end: Instant) -> pl.DataFrame:
+    """Valid outcomes with `recorded_at` in `[start, end)` from any source.
+
+    Args:
+        source: an `OutcomeStore`, a store directory, a file (.jsonl/.ndjson/.json/.parquet),
+            a DataFrame/LazyFrame or a list of dicts (canonical or camelCase).
+        start: window start (date, datetime or ISO string).
+        end: window end; a runbook-style `...T23:59:59.999Z` means the end of that day.
+
+    Returns:
+        pl.DataFrame: the window's valid rows with the canonical schema (rejected rows dropped;
+        use `validate_outcomes` to see them).
+
+    Raises:
+        WindowError: start or end is unreadable, or end <= start.
+    """
+    window = Window.parse(start, end)
+    if isinstance(source, OutcomeStore):
+        return source.read(window)
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return LocalOutcomeStore(source).read(window)
+    return validate_outcomes(source).valid.filter(_in_window(window))

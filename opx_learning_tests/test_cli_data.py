@@ -1,0 +1,97 @@
+"""`opx-learning seed` and `summary` through click's runner and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+from opx_learning.cli.main import cli
+from opx_learning.core.windows import Window
+from opx_learning.stores.outcomes import LocalOutcomeStore, create_table, outcome_store
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_seed_writes_idempotently_and_summary_reads_it(opx_home: Path) -> None:
+    code, out = run("seed", "--start", "2026-01-01", "--end", "2026-01-04", "--per-day", "120", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["rows_written"] == result["rows_generated"] > 300
+    assert (result["start"], result["end"], result["days"]) == ("2026-01-01T00:00:00.000Z", "2026-01-04T00:00:00.000Z", 3)
+    assert result["store"] == str(opx_home / "outcomes")
+    assert LocalOutcomeStore(opx_home / "outcomes").days()[0].isoformat() == "2026-01-01"
+
+    code, out = run("seed", "--start", "2026-01-01", "--end", "2026-01-04", "--per-day", "120")
+    assert code == 0
+    assert out.startswith(f"Wrote 0 new outcomes ({result['rows_generated']} generated")
+
+    code, out = run("summary", "--start", "2026-01-01", "--end", "2026-01-03T23:59:59.999Z", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["outcome_count"] == result["rows_generated"]
+    assert summary["patterns"][0]["service"] == "ALL"
+    assert summary["patterns"][0]["total_incidents"] == result["rows_generated"]
+    assert summary["calibration"]["outcome_count"] > 300
+
+    code, out = run("summary", "--start", "2026-01-01", "--end", "2026-01-04")
+    assert code == 0
+    assert "notification-service !" in out
+    assert "Calibration:" in out and "ECE" in out
+
+
+def test_summary_with_too_few_outcomes_explains(opx_home: Path) -> None:
+    run("seed", "--start", "2026-01-01", "--days", "1", "--per-day", "20", "--services", "order-service")
+    code, out = run("summary", "--start", "2026-01-01", "--days", "1", "--service", "order-service")
+    assert code == 0, out
+    assert "Calibration: not computed - calibration needs at least 30 outcomes" in out
+    code, out = run("summary", "--start", "2026-01-01", "--days", "1", "--json")
+    assert json.loads(out)["calibration"] is None
+
+
+def test_user_errors_name_field_and_value(opx_home: Path) -> None:
+    code, out = run("seed", "--start", "bogus")
+    assert code == 2 and "start: 'bogus'" in out
+    code, out = run("seed", "--start", "2026-01-05", "--end", "2026-01-01")
+    assert code == 2 and "end: 2026-01-01T00:00:00.000Z must be after start" in out
+    code, out = run("seed", "--services", "a,,b", "--days", "1")
+    assert code == 2 and "--services: 'a,,b'" in out
+    code, out = run("summary", "--end", "later")
+    assert code == 2 and "end: 'later'" in out
+    assert "Traceback" not in out
+
+
+def test_seed_on_aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPX_BACKEND", "aws")
+    code, out = run("seed", "--start", "2026-01-01", "--days", "1", "--per-day", "30")
+    assert code == 1
+    assert "opx-outcomes does not exist; create it with `opx-learning aws init --outcomes-table`" in out
+    create_table(boto3.client("dynamodb", region_name="us-east-1"), "opx-outcomes")
+    code, out = run("seed", "--start", "2026-01-01", "--days", "2", "--per-day", "30", "--json")
+    assert code == 0, out
+    written = json.loads(out)["rows_written"]
+    assert outcome_store().read(Window.parse("2026-01-01", "2026-01-03")).height == written > 30
+
+
+def test_seed_subprocess(opx_home: Path) -> None:
+    env = {**os.environ, "OPX_HOME": str(opx_home), "OPX_BACKEND": "local"}
+    done = subprocess.run(
+        ["opx-learning", "seed", "--days", "3", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["days"] == 3 and result["rows_written"] > 0
+    assert len(LocalOutcomeStore(opx_home / "outcomes").days()) == 3
