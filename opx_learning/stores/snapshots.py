@@ -1,0 +1,277 @@
+"""Append-only snapshot store: every version of a window kept side by side (SPEC §4).
+
+Layout: `<root>/<TYPE>/<start>_<end>/v<version>.json`, with `<start>` and `<end>`
+the window bounds in ISO-8601 UTC without colons (`2026-01-01T000000.000Z`).
+`SnapshotStore` keeps it on the local disk (`$OPX_HOME/snapshots`): a version file
+is written to a temporary file and then hard-linked to its final name; the link is
+atomic and fails if the name exists. `S3SnapshotStore` keeps it under
+`OPX_ASSETS_S3_URI/snapshots/` and creates objects with a conditional put
+(`If-None-Match: *`). Either way a version is never overwritten, and two processes
+appending to one window at once end with distinct versions (the loser of a race
+retries with the next number).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from opx_learning.config import Settings, get_settings
+from opx_learning.core.snapshots import (
+    SNAPSHOT_TYPES,
+    Snapshot,
+    build_snapshot,
+    check_snapshot_type,
+    snapshot_id,
+)
+from opx_learning.core.windows import Instant, Window
+
+_VERSION_FILE = re.compile(r"^v(\d+)\.json$")
+_DIR_INSTANT = "%Y-%m-%dT%H%M%S.%fZ"
+_MAX_ATTEMPTS = 100
+
+
+class SnapshotStore:
+    """Append-only local store of snapshots under `<OPX_HOME>/snapshots`.
+
+    Args:
+        root: directory holding the snapshots (default `<settings.home>/snapshots`).
+        settings: settings used when `root` is not given (default `get_settings()`).
+    """
+
+    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+        if root is None:
+            root = (settings or get_settings()).home / "snapshots"
+        self.root = Path(root)
+
+    def append(self, snapshot: Snapshot | Mapping[str, Any]) -> Snapshot:
+        """Store a snapshot as the next version of its window, unless its content is unchanged.
+
+        Args:
+            snapshot: a built `Snapshot`, or the keyword arguments of `build_snapshot`.
+
+        Returns:
+            The latest stored version if it has the same `content_hash` (nothing is
+            written), else the snapshot rebuilt as version latest + 1 and stored.
+            The store assigns versions; the input's own `version` is ignored.
+        """
+        if not isinstance(snapshot, Snapshot):
+            snapshot = build_snapshot(**dict(snapshot))
+        kind, window = snapshot.snapshot_type, snapshot.window
+        for _ in range(_MAX_ATTEMPTS):
+            latest = self._latest(kind, window)
+            if latest is not None and latest.content_hash == snapshot.content_hash:
+                return latest
+            candidate = snapshot.with_version((latest.version if latest else 0) + 1)
+            if self._create(kind, window, candidate.version, candidate.to_json(indent=1)):
+                return candidate
+        raise RuntimeError(
+            f"snapshot: could not store a new version of {kind} {window.start_iso}..{window.end_iso}"
+            f" after {_MAX_ATTEMPTS} attempts"
+        )
+
+    def get(self, snapshot_id_: str) -> Snapshot:
+        """The stored snapshot with this id.
+
+        Raises:
+            KeyError: no stored snapshot has this id.
+        """
+        for kind, window, version in self._entries():
+            if snapshot_id(kind, window, version) == snapshot_id_:
+                return self._read(kind, window, version)
+        raise KeyError(f"snapshot_id: {snapshot_id_!r} not found in {self.location}")
+
+    def versions(self, snapshot_type: str, start: Instant, end: Instant) -> list[Snapshot]:
+        """Every stored version of a window, oldest first."""
+        kind, window = check_snapshot_type(snapshot_type), Window.parse(start, end)
+        return [self._read(kind, window, version) for version in self._versions(kind, window)]
+
+    def latest(self, snapshot_type: str, start: Instant, end: Instant) -> Snapshot | None:
+        """The newest stored version of a window, or None if it was never stored."""
+        return self._latest(check_snapshot_type(snapshot_type), Window.parse(start, end))
+
+    def list(self, snapshot_type: str | None = None) -> list[Snapshot]:
+        """Every stored snapshot (all versions), ordered by type, window start, window end, version."""
+        only = None if snapshot_type is None else check_snapshot_type(snapshot_type)
+        return [
+            self._read(kind, window, version)
+            for kind, window, version in self._entries()
+            if only in (None, kind)
+        ]
+
+    @property
+    def location(self) -> str:
+        """Where the snapshots live (a directory or an S3 URI)."""
+        return str(self.root)
+
+    def _latest(self, kind: str, window: Window) -> Snapshot | None:
+        versions = self._versions(kind, window)
+        return self._read(kind, window, versions[-1]) if versions else None
+
+    def _entries(self) -> list[tuple[str, Window, int]]:
+        entries = [
+            (kind, window, version)
+            for kind, window in self._windows()
+            for version in self._versions(kind, window)
+        ]
+        entries.sort(key=lambda entry: (SNAPSHOT_TYPES.index(entry[0]), entry[1].start, entry[1].end, entry[2]))
+        return entries
+
+    # Storage primitives: the only methods a backend overrides.
+
+    def _folder(self, kind: str, window: Window) -> Path:
+        return self.root / _relative_folder(kind, window)
+
+    def _versions(self, kind: str, window: Window) -> list[int]:
+        folder = self._folder(kind, window)
+        if not folder.is_dir():
+            return []
+        return sorted(version for path in folder.iterdir() if (version := _version_of(path.name)) is not None)
+
+    def _windows(self) -> list[tuple[str, Window]]:
+        found = []
+        for kind in SNAPSHOT_TYPES:
+            type_dir = self.root / kind
+            if type_dir.is_dir():
+                found.extend((kind, window) for d in type_dir.iterdir() if (window := _parse_folder(d.name)))
+        return found
+
+    def _read(self, kind: str, window: Window, version: int) -> Snapshot:
+        return Snapshot.from_json((self._folder(kind, window) / f"v{version}.json").read_bytes())
+
+    def _create(self, kind: str, window: Window, version: int, text: str) -> bool:
+        folder = self._folder(kind, window)
+        folder.mkdir(parents=True, exist_ok=True)
+        return _create_exclusive(folder / f"v{version}.json", text)
+
+
+class S3SnapshotStore(SnapshotStore):
+    """The same append-only store on S3, under `<uri>/snapshots/`.
+
+    Args:
+        uri: `s3://bucket/prefix` (default `OPX_ASSETS_S3_URI`); the bucket must exist.
+        settings: settings for the default URI and region (default `get_settings()`).
+        client: a boto3 S3 client (default: a new one; boto3 honours `AWS_ENDPOINT_URL`).
+
+    Raises:
+        ValueError: no URI given and `OPX_ASSETS_S3_URI` unset, or not an `s3://` URI.
+    """
+
+    def __init__(self, uri: str | None = None, settings: Settings | None = None, client: Any = None) -> None:
+        settings = settings or get_settings()
+        uri = uri or settings.assets_s3_uri
+        parsed = urlparse(uri or "")
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"OPX_ASSETS_S3_URI: {uri!r} is not an s3://bucket/prefix URI")
+        self.bucket = parsed.netloc
+        self.prefix = "/".join(part for part in (parsed.path.strip("/"), "snapshots") if part) + "/"
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", region_name=settings.region)
+        self.client = client
+
+    @property
+    def location(self) -> str:
+        """The S3 URI of the snapshots."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _key(self, kind: str, window: Window, version: int) -> str:
+        return f"{self.prefix}{_relative_folder(kind, window)}/v{version}.json"
+
+    def _keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def _versions(self, kind: str, window: Window) -> list[int]:
+        folder = f"{self.prefix}{_relative_folder(kind, window)}/"
+        names = (key[len(folder) :] for key in self._keys(folder))
+        return sorted(version for name in names if (version := _version_of(name)) is not None)
+
+    def _windows(self) -> list[tuple[str, Window]]:
+        found = set()
+        for key in self._keys(self.prefix):
+            parts = key[len(self.prefix) :].split("/")
+            if len(parts) == 3 and parts[0] in SNAPSHOT_TYPES and (window := _parse_folder(parts[1])):
+                found.add((parts[0], window))
+        return list(found)
+
+    def _read(self, kind: str, window: Window, version: int) -> Snapshot:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(kind, window, version))["Body"]
+        return Snapshot.from_json(body.read())
+
+    def _create(self, kind: str, window: Window, version: int, text: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(kind, window, version),
+                Body=text.encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            # 412: the version exists; 409: a concurrent conditional write won the race.
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+
+def snapshot_store(settings: Settings | None = None) -> SnapshotStore:
+    """The active backend's snapshot store: S3 on the aws backend with `OPX_ASSETS_S3_URI`, else local."""
+    settings = settings or get_settings()
+    if settings.backend == "aws" and settings.assets_s3_uri:
+        return S3SnapshotStore(settings=settings)
+    return SnapshotStore(settings=settings)
+
+
+def _relative_folder(kind: str, window: Window) -> str:
+    return f"{kind}/{_dir_instant(window.start)}_{_dir_instant(window.end)}"
+
+
+def _version_of(name: str) -> int | None:
+    match = _VERSION_FILE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _dir_instant(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H%M%S.") + f"{instant.microsecond // 1000:03d}Z"
+
+
+def _parse_folder(name: str) -> Window | None:
+    start, _, end = name.partition("_")
+    try:
+        return Window(
+            datetime.strptime(start, _DIR_INSTANT).replace(tzinfo=UTC),
+            datetime.strptime(end, _DIR_INSTANT).replace(tzinfo=UTC),
+        )
+    except ValueError:
+        return None
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Write `text` to `path` atomically; False (and nothing written) if `path` already exists."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            # link() never replaces an existing name, unlike rename()/os.replace().
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
