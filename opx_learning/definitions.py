@@ -1,5 +1,29 @@
-"""The Dagster code location: composes assets, checks, schedules, sensors and resources."""
+"""The Dagster code location: composes assets, checks, schedules, jobs and resources."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from opx_learning.defs.assets import ASSETS
+from opx_learning.defs.checks import CHECKS
+from opx_learning.defs.jobs import JOBS
+from opx_learning.defs.schedules import SCHEDULES
+from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
+
+_storage = AssetStorage()
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    resources={
+        "io_manager": PolarsParquetIOManager(storage=_storage),
+        "asset_storage": _storage,
+        "outcome_store": OutcomeStoreResource(),
+        "snapshot_store": SnapshotStoreResource(),
+        "safety": SafetyResource(),
+    },
+    # Steps of one run share a process: a run of these small assets is ~1 s instead of ~5 s.
+    executor=dg.in_process_executor,
+)

@@ -326,11 +326,16 @@ def _recommendation(band: Mapping[str, Any]) -> dict[str, Any]:
 def _thresholds(ordered: pl.DataFrame) -> dict[str, float | None]:
     x = ordered["confidence"].to_numpy()
     label = ordered["label"].to_numpy()
-    # One point per distinct confidence: label mean weighted by its count (ties pooled).
-    starts = np.concatenate(([0], np.flatnonzero(x[1:] != x[:-1]) + 1))
-    weight = np.diff(np.append(starts, x.size)).astype(np.float64)
-    rate = np.add.reduceat(label, starts) / weight
-    fitted = isotonic_regression(rate, weights=weight, increasing=True).x
+    distinct = x[1:] != x[:-1]
+    if distinct.all():
+        starts = np.arange(x.size)
+        fitted = isotonic_regression(label.astype(np.float64), increasing=True).x
+    else:
+        # One point per distinct confidence: label mean weighted by its count (ties pooled).
+        starts = np.concatenate(([0], np.flatnonzero(distinct) + 1))
+        weight = np.diff(np.append(starts, x.size)).astype(np.float64)
+        rate = np.add.reduceat(label, starts) / weight
+        fitted = isotonic_regression(rate, weights=weight, increasing=True).x
     result: dict[str, float | None] = {}
     for boundary in THRESHOLD_BOUNDARIES:
         reached = np.flatnonzero(fitted >= boundary - 1e-12)

@@ -423,13 +423,15 @@ def _validate_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             parsed[column] = pl.when(pl.any_horizontal(nested).fill_null(False)).then(None).otherwise(parsed[column])
     parsed["service"] = parsed["service"].str.strip_chars()
 
-    work = frame.select(
-        [raw[c].alias(f"raw:{c}") for c in OUTCOME_COLUMNS]
-        + [parsed[c].alias(c) for c in OUTCOME_COLUMNS]
-        + [pl.int_range(pl.len(), dtype=pl.UInt32 if frame.height < 2**32 else pl.UInt64).alias("row:index")]
-    )
+    columns = [raw[c].alias(f"raw:{c}") for c in OUTCOME_COLUMNS] + [
+        parsed[c].alias(c) for c in OUTCOME_COLUMNS
+    ]
+    # with_columns (unlike select) broadcasts literal-only columns to the frame's height.
+    work = frame.with_columns(columns).select([e.meta.output_name() for e in columns])
     flags = _flags(work)
-    work = work.with_columns(**flags)
+    # The index is added after the flags: built beside multi-chunk Parquet columns it
+    # would force a rechunking copy of the whole work frame.
+    work = work.with_columns(**flags).with_row_index("row:index")
     flag_names = list(flags)
     work = _flag_duplicates(work, flag_names)
     flag_names.append("flag:duplicate")
