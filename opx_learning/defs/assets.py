@@ -1,0 +1,566 @@
+"""The learning operations as partitioned software-defined assets (SPEC §0, §7).
+
+Graph: `daily_outcomes` -> `pattern_summaries_daily` / `pattern_summaries_weekly` /
+`confidence_calibration` -> `drift_metrics`; snapshots (`learning_snapshots_daily`,
+`_weekly`, `_monthly`, `learning_snapshot_custom`) hold the summaries of their window
+and the latest calibration known at the window's end.
+
+Outcomes are read per UTC day: the materialized `daily_outcomes` partition when it
+exists, else the outcome store validated on the fly (so a weekly run at Sunday 00:00
+does not wait for Saturday's daily run, and a manual calibration works on a fresh
+store). Daily-cadence and weekly assets use single-run backfills: a range is one run
+that computes each partition in one pass and stores one file per partition.
+Calibration and drift are one run per month, so one month with too few outcomes
+fails alone. Custom snapshots are a dynamic partition per window `START..END`.
+
+Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`);
+an unchanged window keeps its id and version. A snapshot window is "empty" when it
+holds no outcome (the WARN check `snapshot_window_not_empty`).
+
+Freshness policies follow the runbook: a scheduled run starting at 00:00 (snapshots
+01:00) must have materialized within the expected duration (daily patterns 2 min,
+weekly 5 min, calibration 10 min; snapshots 1 / 2 / 5 min). The custom snapshot has
+no cadence, hence no freshness policy.
+"""
+
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from opx_learning.core.calibration import (
+    Calibration,
+    InsufficientData,
+    calibrate,
+    drift_metrics,
+)
+from opx_learning.core.patterns import extract_patterns
+from opx_learning.core.schema import (
+    ALL_SERVICES,
+    CALIBRATION_MIN_OUTCOMES,
+    OUTCOME_SCHEMA,
+    empty_outcomes,
+)
+from opx_learning.core.snapshots import build_snapshot
+from opx_learning.core.validation import validate_outcomes
+from opx_learning.core.windows import Window, day_window
+from opx_learning.defs.operations import InsufficientInput, Produced, run_operation
+from opx_learning.defs.partitions import (
+    custom_snapshot_partitions,
+    custom_window,
+    daily_partitions,
+    monthly_partitions,
+    partition_window,
+    to_window,
+    weekly_partitions,
+)
+from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
+
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+PER_PARTITION = dg.BackfillPolicy.multi_run(1)
+REJECTED_OUTCOMES = "rejected_outcomes"
+
+# Expected durations from the runbook, in milliseconds (checks and freshness use them).
+EXPECTED_MS = {
+    "pattern_summaries_daily": 2 * 60_000,
+    "pattern_summaries_weekly": 5 * 60_000,
+    "confidence_calibration": 10 * 60_000,
+    "learning_snapshots_daily": 60_000,
+    "learning_snapshots_weekly": 2 * 60_000,
+    "learning_snapshots_monthly": 5 * 60_000,
+}
+
+
+def _fresh(cron_minute: int, hour: int, day: str, weekday: str, minutes: int) -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"{cron_minute} {hour} {day} * {weekday}", lower_bound_delta=timedelta(minutes=minutes)
+    )
+
+
+FRESHNESS = {
+    "daily_outcomes": _fresh(2, 0, "*", "*", 2),
+    "pattern_summaries_daily": _fresh(2, 0, "*", "*", 2),
+    "pattern_summaries_weekly": _fresh(5, 0, "*", "0", 5),
+    "confidence_calibration": _fresh(10, 0, "1", "*", 10),
+    "drift_metrics": _fresh(11, 0, "1", "*", 11),
+    "learning_snapshots_daily": _fresh(1, 1, "*", "*", 1),
+    "learning_snapshots_weekly": _fresh(2, 1, "*", "0", 2),
+    "learning_snapshots_monthly": _fresh(5, 1, "1", "*", 5),
+}
+
+
+def read_outcomes(storage: AssetStorage, store: OutcomeStoreResource, window: Window) -> pl.DataFrame:
+    """Valid outcomes of `window`: materialized `daily_outcomes` per day, else the store validated."""
+    frames: list[pl.DataFrame] = []
+    missing: list[date] = []
+    for day in window.days():
+        stored = storage.read("daily_outcomes", day.isoformat())
+        if isinstance(stored, pl.DataFrame):
+            frames.append(stored.cast(OUTCOME_SCHEMA))
+        else:
+            missing.append(day)
+    if missing:
+        outcome_store = store.store()
+        # One read and one validation per run of consecutive missing days.
+        for first, last in _runs(missing):
+            window_days = Window(day_window(first).start, day_window(last).end)
+            frames.append(validate_outcomes(outcome_store.read(window_days)).valid)
+    frame = pl.concat(frames, how="vertical") if frames else empty_outcomes()
+    recorded = pl.col("recorded_at")
+    return frame.filter((recorded >= window.start) & (recorded < window.end)).sort("recorded_at")
+
+
+def _runs(days: list[date]) -> list[tuple[date, date]]:
+    runs = [(days[0], days[0])]
+    for day in days[1:]:
+        if day == runs[-1][1] + timedelta(days=1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def _top_causes_table(summary: pl.DataFrame) -> str:
+    rows = summary.filter(pl.col("service") == ALL_SERVICES)
+    causes = rows["top_root_causes"][0].to_list() if rows.height else []
+    lines = ["| root cause | count | share |", "|---|---:|---:|"]
+    lines += [f"| {item['value']} | {item['count']} | {item['share']:.1%} |" for item in causes[:10]]
+    return "\n".join(lines) if causes else "no outcomes in the window"
+
+
+def summary_metadata(summary: pl.DataFrame) -> dict[str, Any]:
+    """Materialization metadata of one window's pattern summaries."""
+    services = [s for s in summary["service"].to_list() if s != ALL_SERVICES]
+    overall = summary.filter(pl.col("service") == ALL_SERVICES).to_dicts()
+    total = overall[0] if overall else {}
+    warnings = summary.filter(pl.col("detection_warning") & (pl.col("service") != ALL_SERVICES))["service"]
+    emerging = summary.filter(pl.col("service") == ALL_SERVICES)["emerging_root_causes"]
+    return {
+        "services": len(services),
+        "service_names": ", ".join(services) or "-",
+        "total_incidents": int(total.get("total_incidents") or 0),
+        "false_positives": int(total.get("false_positives") or 0),
+        "fp_rate": dg.MetadataValue.float(float(total["fp_rate"]) if total.get("fp_rate") is not None else 0.0),
+        "detection_warnings": ", ".join(warnings.to_list()) or "-",
+        "emerging_root_causes": len(emerging[0]) if emerging.len() else 0,
+        "top_root_causes": dg.MetadataValue.md(_top_causes_table(summary)),
+    }
+
+
+def _range_parameters(context: dg.AssetExecutionContext, time_window: str, **extra: Any) -> dict[str, Any]:
+    window = to_window(context.partition_time_window)
+    return {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": time_window, **extra}
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    freshness_policy=FRESHNESS["daily_outcomes"],
+    output_required=False,
+    group_name="outcomes",
+    kinds={"polars", "parquet"},
+)
+def daily_outcomes(
+    context: dg.AssetExecutionContext, outcome_store: OutcomeStoreResource, asset_storage: AssetStorage
+) -> Iterator[Any]:
+    """Validated outcomes of each UTC day from the outcome store; rejected rows kept beside them."""
+
+    def work() -> Produced:
+        store = outcome_store.store()
+        values, metadata = {}, {}
+        for key in context.partition_keys:
+            result = validate_outcomes(store.read(partition_window(daily_partitions, key)))
+            values[key] = result.valid
+            meta: dict[str, Any] = {
+                "outcomes": result.valid.height,
+                "rejected": result.rejected.height,
+                "services": result.valid["service"].n_unique(),
+            }
+            if result.rejected.height:
+                uri = asset_storage.write(REJECTED_OUTCOMES, key, result.rejected)
+                meta["rejected_uri"] = dg.MetadataValue.path(uri)
+                meta["rejected_by_field"] = dg.MetadataValue.json(result.counts())
+            metadata[key] = meta
+        total = sum(m["outcomes"] for m in metadata.values())
+        rejected = sum(m["rejected"] for m in metadata.values())
+        return Produced(values, metadata, {"outcomes": total, "rejected": rejected}, {"outcomes": total, "rejected": rejected})
+
+    # Read-only input stage, not a learning operation: not audited; the operations downstream are.
+    yield from run_operation(context, None, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[daily_outcomes],
+    freshness_policy=FRESHNESS["pattern_summaries_daily"],
+    output_required=False,
+    group_name="patterns",
+    kinds={"polars", "parquet"},
+)
+def pattern_summaries_daily(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """Per-service pattern summaries of each UTC day (previous day compared for emerging root causes)."""
+    yield from _patterns(context, outcome_store, asset_storage, safety, daily_partitions, "DAILY")
+
+
+@dg.asset(
+    partitions_def=weekly_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[daily_outcomes],
+    freshness_policy=FRESHNESS["pattern_summaries_weekly"],
+    output_required=False,
+    group_name="patterns",
+    kinds={"polars", "parquet"},
+)
+def pattern_summaries_weekly(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """Per-service pattern summaries of each Sunday-to-Sunday UTC week."""
+    yield from _patterns(context, outcome_store, asset_storage, safety, weekly_partitions, "WEEKLY")
+
+
+def _patterns(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    cadence: str,
+) -> Iterator[Any]:
+    def work() -> Produced:
+        keys = context.partition_keys
+        windows = {key: partition_window(partitions_def, key) for key in keys}
+        first = windows[keys[0]]
+        # One read covers the range plus the window before it (emerging root causes).
+        outcomes = read_outcomes(
+            asset_storage, outcome_store, Window(first.previous().start, windows[keys[-1]].end)
+        )
+        values, metadata = {}, {}
+        for key, window in windows.items():
+            frame = outcomes.filter(
+                (pl.col("recorded_at") >= window.previous().start) & (pl.col("recorded_at") < window.end)
+            )
+            values[key] = extract_patterns(frame, window.start, window.end)
+            metadata[key] = summary_metadata(values[key])
+        results = {
+            "summary_ids": sum(len(v) for v in values.values()),
+            "total_incidents": sum(m["total_incidents"] for m in metadata.values()),
+        }
+        summary = {"total_incidents": results["total_incidents"], "summaries": results["summary_ids"]}
+        return Produced(values, metadata, results, summary)
+
+    yield from run_operation(context, safety, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
+
+
+def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
+    """Materialization metadata of one calibration (drift, ECE, bands, recommendations)."""
+    bands = calibration.bands
+    table = ["| band | n | accuracy | mean confidence | drift | severity |", "|---|---:|---:|---:|---:|---|"]
+    for row in bands.iter_rows(named=True):
+        table.append(
+            f"| {row['band']} | {row['n']} | {_fmt(row['accuracy'])} | {_fmt(row['mean_confidence'])} "
+            f"| {_fmt(row['drift'], signed=True)} | {row['severity']} |"
+        )
+    advice = "\n".join(f"- {r['band']}: {r['message']} ({r['severity']})" for r in calibration.recommendations)
+    return {
+        "outcome_count": calibration.outcome_count,
+        "skipped_count": calibration.skipped_count,
+        "ece": dg.MetadataValue.float(calibration.ece),
+        "mce": dg.MetadataValue.float(calibration.mce),
+        "brier": dg.MetadataValue.float(calibration.brier),
+        "max_abs_drift": dg.MetadataValue.float(calibration.max_abs_drift),
+        "drift": dg.MetadataValue.float(calibration.drift),
+        "drift_detected": dg.MetadataValue.bool(calibration.drift_detected),
+        "calibration_id": calibration.calibration_id,
+        "bands": dg.MetadataValue.md("\n".join(table)),
+        "recommendations": dg.MetadataValue.md(advice or "-"),
+        "recommended_thresholds": dg.MetadataValue.json(dict(calibration.recommended_thresholds)),
+    }
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    backfill_policy=PER_PARTITION,
+    deps=[daily_outcomes],
+    freshness_policy=FRESHNESS["confidence_calibration"],
+    output_required=False,
+    group_name="calibration",
+    kinds={"polars", "json"},
+)
+def confidence_calibration(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """Confidence calibration of each calendar month by band, with drift and advisory recommendations."""
+
+    def work() -> Produced:
+        values, metadata = {}, {}
+        for key in context.partition_keys:
+            window = partition_window(monthly_partitions, key)
+            outcomes = read_outcomes(asset_storage, outcome_store, window)
+            try:
+                result = calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
+            except InsufficientData as error:
+                raise InsufficientInput(
+                    f"{key}: {error}",
+                    "INSUFFICIENT_DATA",
+                    {"outcome_count": error.outcome_count, "required": error.required, "month": key},
+                ) from None
+            values[key] = result.to_dict()
+            metadata[key] = calibration_metadata(result)
+        last = metadata[context.partition_keys[-1]]
+        results = {
+            "calibration_ids": [v["calibration_id"] for v in values.values()],
+            "outcome_count": sum(v["outcome_count"] for v in values.values()),
+            "drift": last["drift"].value,
+            "max_abs_drift": last["max_abs_drift"].value,
+        }
+        return Produced(values, metadata, results, {"outcome_count": results["outcome_count"]})
+
+    yield from run_operation(context, safety, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+
+
+@dg.asset(
+    name="drift_metrics",
+    partitions_def=monthly_partitions,
+    backfill_policy=PER_PARTITION,
+    freshness_policy=FRESHNESS["drift_metrics"],
+    output_required=False,
+    group_name="calibration",
+    kinds={"polars", "parquet"},
+)
+def drift_metrics_asset(
+    context: dg.AssetExecutionContext,
+    confidence_calibration: dict[str, dict],
+    asset_storage: AssetStorage,
+) -> Iterator[Any]:
+    """Month-by-month calibration drift (ECE, max |drift|, per band) with the change against the previous month."""
+
+    def work() -> Produced:
+        values, metadata = {}, {}
+        for key in context.partition_keys:
+            current = Calibration.from_dict(confidence_calibration[key])
+            previous = monthly_partitions.get_prev_partition_window(current.window_start)
+            stored = (
+                asset_storage.read("confidence_calibration", previous.start.strftime("%Y-%m-%d"))
+                if previous
+                else None
+            )
+            series = [Calibration.from_dict(stored)] if isinstance(stored, Mapping) else []
+            row = drift_metrics([*series, current]).tail(1)
+            values[key] = row
+            metadata[key] = {"previous_month_available": dg.MetadataValue.bool(bool(series))} | {
+                name: dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.null()
+                for name, value in row.to_dicts()[0].items()
+                if name in _DRIFT_METADATA
+            }
+        return Produced(values, metadata)
+
+    # Derived from the month's (guarded, audited) calibration: no new learning, not audited again.
+    yield from run_operation(context, None, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+
+
+_DRIFT_METADATA = ("ece", "max_abs_drift", "drift", "change_ece", "change_max_abs_drift", "change_drift")
+
+
+def _snapshot_asset(
+    name: str,
+    snapshot_type: str,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    summaries_asset: dg.AssetsDefinition,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        partitions_def=partitions_def,
+        backfill_policy=SINGLE_RUN,
+        ins={"summaries": dg.AssetIn(summaries_asset.key)},
+        deps=[
+            dg.AssetDep(
+                "confidence_calibration",
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
+        freshness_policy=FRESHNESS[name],
+        output_required=False,
+        group_name="snapshots",
+        kinds={"json"},
+        description=f"Immutable, versioned {snapshot_type.lower()} snapshot of the learned state "
+        "(summaries of the window, latest calibration known at its end).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        summaries: dict[str, pl.DataFrame],
+        outcome_store: OutcomeStoreResource,
+        asset_storage: AssetStorage,
+        snapshot_store: SnapshotStoreResource,
+        safety: SafetyResource,
+    ) -> Iterator[Any]:
+        def work() -> Produced:
+            windows = {key: partition_window(partitions_def, key) for key in context.partition_keys}
+            span = Window(min(w.start for w in windows.values()), max(w.end for w in windows.values()))
+            return _snapshots(
+                snapshot_type, windows, span, _by_window(summaries, windows), outcome_store, asset_storage,
+                snapshot_store,
+            )
+
+        parameters = _range_parameters(context, snapshot_type, snapshot_type=snapshot_type)
+        yield from run_operation(context, safety, "SNAPSHOT", parameters, work)
+
+    return _asset
+
+
+def _by_window(summaries: Mapping[str, pl.DataFrame], windows: Mapping[str, Window]) -> dict[str, pl.DataFrame]:
+    """The summaries lying in each snapshot window (a month gets its days' summaries)."""
+    frames = [frame for frame in summaries.values() if frame.height]
+    every = pl.concat(frames, how="vertical") if frames else next(iter(summaries.values()), pl.DataFrame())
+    if every.is_empty():
+        return {key: every for key in windows}
+    return {
+        key: every.filter((pl.col("window_start") >= window.start) & (pl.col("window_end") <= window.end))
+        for key, window in windows.items()
+    }
+
+
+def known_calibrations(asset_storage: AssetStorage, until: Window) -> list[dict[str, Any]]:
+    """Stored calibrations of the 13 months before `until.end` (the candidates for "latest known")."""
+    months = monthly_partitions.get_partition_keys_in_time_window(
+        dg.TimeWindow(until.start - timedelta(days=400), until.end)
+    )
+    found = [asset_storage.read("confidence_calibration", key) for key in months]
+    return [item for item in found if isinstance(item, Mapping)]
+
+
+def _snapshots(
+    snapshot_type: str,
+    windows: dict[str, Window],
+    span: Window,
+    summaries: Mapping[str, pl.DataFrame],
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    snapshot_store: SnapshotStoreResource,
+) -> Produced:
+    outcomes = read_outcomes(asset_storage, outcome_store, span).select("outcome_id", "service", "recorded_at")
+    calibrations = known_calibrations(asset_storage, span)
+    store = snapshot_store.store()
+    values, metadata = {}, {}
+    for key, window in windows.items():
+        in_window = outcomes.filter(
+            (pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end)
+        )
+        built = build_snapshot(snapshot_type, window.start, window.end, in_window, summaries[key], calibrations)
+        stored = store.append(built)
+        values[key] = stored.to_dict()
+        metadata[key] = snapshot_metadata(stored)
+    results = {
+        "snapshot_ids": [v["snapshot_id"] for v in values.values()][:50],
+        "snapshots": len(values),
+        "empty_windows": sum(1 for m in metadata.values() if m["empty"].value),
+    }
+    return Produced(values, metadata, results, {"snapshots": len(values), "empty_windows": results["empty_windows"]})
+
+
+def snapshot_metadata(snapshot: Any) -> dict[str, Any]:
+    """Materialization metadata of one stored snapshot."""
+    return {
+        "snapshot_id": snapshot.snapshot_id,
+        "version": snapshot.version,
+        "content_hash": snapshot.content_hash,
+        "outcomes": snapshot.counts.get("outcomes", 0),
+        "summaries": snapshot.counts.get("summaries", 0),
+        "calibrations": snapshot.counts.get("calibrations", 0),
+        "services": len(snapshot.services),
+        "service_names": ", ".join(snapshot.services) or "-",
+        "calibration_id": str(snapshot.created_from.get("calibration_id") or "-"),
+        # An empty window = no outcomes (its summaries are then the zero "ALL" row only).
+        "empty": dg.MetadataValue.bool(snapshot.counts.get("outcomes", 0) == 0),
+    }
+
+
+learning_snapshots_daily = _snapshot_asset(
+    "learning_snapshots_daily", "DAILY", daily_partitions, pattern_summaries_daily
+)
+learning_snapshots_weekly = _snapshot_asset(
+    "learning_snapshots_weekly", "WEEKLY", weekly_partitions, pattern_summaries_weekly
+)
+learning_snapshots_monthly = _snapshot_asset(
+    "learning_snapshots_monthly", "MONTHLY", monthly_partitions, pattern_summaries_daily
+)
+
+
+@dg.asset(
+    partitions_def=custom_snapshot_partitions,
+    deps=[
+        dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep("confidence_calibration", partition_mapping=dg.AllPartitionMapping()),
+    ],
+    output_required=False,
+    group_name="snapshots",
+    kinds={"json"},
+)
+def learning_snapshot_custom(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    snapshot_store: SnapshotStoreResource,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """CUSTOM snapshot of any window `START..END` (dynamic partition), summaries computed over that window."""
+    window = custom_window(context.partition_key)
+
+    def work() -> Produced:
+        outcomes = read_outcomes(asset_storage, outcome_store, Window(window.previous().start, window.end))
+        summaries = extract_patterns(outcomes, window.start, window.end)
+        produced = _snapshots(
+            "CUSTOM",
+            {context.partition_key: window},
+            window,
+            {context.partition_key: summaries},
+            outcome_store,
+            asset_storage,
+            snapshot_store,
+        )
+        produced.metadata[context.partition_key].update(summary_metadata(summaries))
+        return produced
+
+    parameters = {
+        "start_date": window.start_iso,
+        "end_date": window.end_iso,
+        "snapshot_type": "CUSTOM",
+        "time_window": "CUSTOM",
+    }
+    yield from run_operation(context, safety, "SNAPSHOT", parameters, work)
+
+
+ASSETS = [
+    daily_outcomes,
+    pattern_summaries_daily,
+    pattern_summaries_weekly,
+    confidence_calibration,
+    drift_metrics_asset,
+    learning_snapshots_daily,
+    learning_snapshots_weekly,
+    learning_snapshots_monthly,
+    learning_snapshot_custom,
+]

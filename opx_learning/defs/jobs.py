@@ -1,0 +1,59 @@
+"""Asset jobs: one per cadence of SPEC §0, plus the morning checklist (checks only)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from opx_learning.defs import assets as a
+
+daily_patterns_job = dg.define_asset_job(
+    "daily_patterns_job",
+    selection=dg.AssetSelection.assets(a.daily_outcomes, a.pattern_summaries_daily),
+    description="PATTERN_EXTRACTION of one day (validated outcomes, then summaries).",
+)
+weekly_patterns_job = dg.define_asset_job(
+    "weekly_patterns_job",
+    selection=dg.AssetSelection.assets(a.pattern_summaries_weekly),
+    description="PATTERN_EXTRACTION of one Sunday-to-Sunday week.",
+)
+monthly_calibration_job = dg.define_asset_job(
+    "monthly_calibration_job",
+    selection=dg.AssetSelection.assets(a.confidence_calibration, a.drift_metrics_asset),
+    description="CALIBRATION of one calendar month, then its drift against the previous month.",
+)
+daily_snapshot_job = dg.define_asset_job(
+    "daily_snapshot_job",
+    selection=dg.AssetSelection.assets(a.learning_snapshots_daily),
+    description="DAILY SNAPSHOT of one day.",
+)
+weekly_snapshot_job = dg.define_asset_job(
+    "weekly_snapshot_job",
+    selection=dg.AssetSelection.assets(a.learning_snapshots_weekly),
+    description="WEEKLY SNAPSHOT of one week.",
+)
+monthly_snapshot_job = dg.define_asset_job(
+    "monthly_snapshot_job",
+    selection=dg.AssetSelection.assets(a.learning_snapshots_monthly),
+    description="MONTHLY SNAPSHOT of one month.",
+)
+custom_snapshot_job = dg.define_asset_job(
+    "custom_snapshot_job",
+    selection=dg.AssetSelection.assets(a.learning_snapshot_custom),
+    description="CUSTOM SNAPSHOT of one window START..END (add the window as a partition first).",
+)
+morning_checklist_job = dg.define_asset_job(
+    "morning_checklist_job",
+    selection=dg.AssetSelection.all_asset_checks(),
+    description="Evaluate every check of the runbook's morning checklist on the last complete partitions.",
+)
+
+JOBS = [
+    daily_patterns_job,
+    weekly_patterns_job,
+    monthly_calibration_job,
+    daily_snapshot_job,
+    weekly_snapshot_job,
+    monthly_snapshot_job,
+    custom_snapshot_job,
+    morning_checklist_job,
+]

@@ -1,0 +1,142 @@
+"""In-process launches on the instance of `DAGSTER_HOME` (used by the `trigger` and `demo` commands).
+
+A partition range of a single-run asset is one run (the
+`dagster/asset_partition_range_start` / `_end` tags), per-partition assets
+(calibration, drift) get one run per partition. Runs are recorded in the instance
+`dagster dev` shows, with the asset checks of the selected assets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+# The console shows warnings only; every event is still stored in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunSummary:
+    """What one run did, in plain values (for the CLI's text and JSON output)."""
+
+    run_id: str
+    success: bool
+    assets: list[str]
+    partitions: list[str]
+    materialized: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    audit_ids: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (per-partition metadata left out)."""
+        return {
+            "run_id": self.run_id,
+            "success": self.success,
+            "assets": self.assets,
+            "partitions": [self.partitions[0], self.partitions[-1]] if len(self.partitions) > 1 else self.partitions,
+            "partition_count": len(self.partitions),
+            "materialized": {asset: len(keys) for asset, keys in self.materialized.items()},
+            "skipped": self.skipped,
+            "audit_ids": self.audit_ids,
+            "failures": self.failures,
+            "checks": self.checks,
+        }
+
+
+def definitions() -> dg.Definitions:
+    """The code location's definitions (imported on first use)."""
+    from opx_learning.definitions import defs
+
+    return defs
+
+
+def materialize(
+    instance: dg.DagsterInstance,
+    asset_keys: Sequence[str],
+    partitions: Sequence[str],
+    tags: dict[str, str] | None = None,
+) -> RunSummary:
+    """Materialize `asset_keys` for one partition or one contiguous range in a single in-process run."""
+    defs = definitions()
+    run_tags = dict(tags or {})
+    partition_key = None
+    if len(partitions) == 1:
+        partition_key = partitions[0]
+    elif partitions:
+        run_tags |= {RANGE_START: partitions[0], RANGE_END: partitions[-1]}
+    from opx_learning.defs.assets import ASSETS
+    from opx_learning.defs.checks import CHECKS
+
+    result = dg.materialize(
+        assets=[*ASSETS, *CHECKS],
+        selection=dg.AssetSelection.assets(*asset_keys),
+        instance=instance,
+        resources=defs.resources,
+        partition_key=partition_key,
+        tags=run_tags,
+        raise_on_error=False,
+        run_config=QUIET,
+    )
+    return summarize(result, list(asset_keys), list(partitions))
+
+
+def summarize(result: dg.ExecuteInProcessResult, assets: list[str], partitions: list[str]) -> RunSummary:
+    """Collect materializations, skips, audit ids, failures and check results of a run."""
+    summary = RunSummary(result.run_id, result.success, assets, partitions)
+    audit_ids: set[str] = set()
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            name = materialization.asset_key.to_user_string()
+            values = {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}
+            if materialization.partition:
+                keys = summary.materialized.setdefault(name, [])
+                if materialization.partition not in keys:
+                    keys.append(materialization.partition)
+                summary.metadata.setdefault(name, {})[materialization.partition] = values
+            if values.get("audit_id"):
+                audit_ids.add(str(values["audit_id"]))
+        elif event.event_type_value == "ASSET_OBSERVATION":
+            observation = event.event_specific_data.asset_observation
+            values = {key: getattr(value, "value", value) for key, value in observation.metadata.items()}
+            if "skipped" in values:
+                summary.skipped[observation.asset_key.to_user_string()] = str(values["skipped"])
+                audit_ids.add(str(values.get("audit_id")))
+        elif event.is_step_failure:
+            error = event.step_failure_data.user_failure_data
+            text = error.description if error and error.description else event.step_failure_data.error.message
+            summary.failures.append(f"{event.step_key}: {text.strip()}")
+    for evaluation in result.get_asset_check_evaluations():
+        summary.checks.append(check_row(evaluation))
+    summary.audit_ids = sorted(audit_ids)
+    return summary
+
+
+def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
+    """One check evaluation as `{asset, check, status (PASS/WARN/FAIL), description}`."""
+    if evaluation.passed:
+        status = "PASS"
+    else:
+        status = "WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAIL"
+    return {
+        "asset": evaluation.asset_key.to_user_string(),
+        "check": evaluation.check_name,
+        "status": status,
+        "description": evaluation.description or "",
+    }
+
+
+def run_checklist(instance: dg.DagsterInstance, at: str | None = None) -> list[dict[str, Any]]:
+    """Run the morning checklist job (every asset check) as of `at` (ISO-8601, default now); return its rows."""
+    job = definitions().resolve_job_def("morning_checklist_job")
+    tags = {"opx/checklist_at": at} if at else None
+    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=QUIET)
+    return [check_row(evaluation) for evaluation in result.get_asset_check_evaluations()]

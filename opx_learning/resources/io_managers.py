@@ -1,0 +1,176 @@
+"""Asset storage: polars-native Parquet (and JSON documents) on the local disk or S3.
+
+Layout: `<base>/<asset key path>/<partition key>.parquet` (`.json` for documents such
+as calibrations and snapshots), `<base>/<asset key path>/latest.parquet` for
+unpartitioned assets. `<base>` is `$OPX_HOME/assets` on the local backend and
+`OPX_ASSETS_S3_URI` on the aws backend (boto3 honours `AWS_ENDPOINT_URL`).
+
+The IO manager stores one file per partition, so an asset materializing a whole
+partition range in one run (single-run backfills) returns
+`{partition_key: value}` and every key lands in its own file; partitioned inputs
+are always loaded as `{partition_key: value}` (one or many keys).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import dagster as dg
+import polars as pl
+
+from opx_learning.config import get_settings
+
+Stored = pl.DataFrame | dict[str, Any]
+UNPARTITIONED = "latest"
+
+
+class AssetStorage(dg.ConfigurableResource):
+    """Reads and writes asset values by asset key and partition key.
+
+    Args:
+        base_uri: a directory or `s3://bucket/prefix`; empty means the backend's default
+            (`$OPX_HOME/assets`, or `OPX_ASSETS_S3_URI` on the aws backend).
+    """
+
+    base_uri: str = ""
+
+    def resolved_base(self) -> str:
+        """The base directory or S3 URI in use."""
+        if self.base_uri:
+            return self.base_uri.rstrip("/")
+        settings = get_settings()
+        if settings.backend == "aws" and settings.assets_s3_uri:
+            return settings.assets_s3_uri.rstrip("/")
+        return str(settings.home / "assets")
+
+    def uri(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, suffix: str) -> str:
+        """Where one partition of an asset is stored."""
+        path = "/".join(_key_path(asset_key))
+        return f"{self.resolved_base()}/{path}/{partition or UNPARTITIONED}.{suffix}"
+
+    def write(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, value: Stored) -> str:
+        """Store a frame as Parquet or a dict as JSON; returns the URI written."""
+        buffer = io.BytesIO()
+        if isinstance(value, pl.DataFrame):
+            value.write_parquet(buffer)
+            suffix = "parquet"
+        elif isinstance(value, Mapping):
+            buffer.write(json.dumps(value, sort_keys=True, default=str).encode())
+            suffix = "json"
+        else:
+            raise TypeError(f"asset value: {type(value).__name__} is neither a polars DataFrame nor a dict")
+        uri = self.uri(asset_key, partition, suffix)
+        _put(uri, buffer.getvalue())
+        return uri
+
+    def read(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None) -> Stored | None:
+        """The stored value of one partition, or None when nothing is stored."""
+        for suffix in ("parquet", "json"):
+            data = _get(self.uri(asset_key, partition, suffix))
+            if data is not None:
+                if suffix == "parquet":
+                    return pl.read_parquet(io.BytesIO(data))
+                return json.loads(data)
+        return None
+
+
+class PolarsParquetIOManager(dg.ConfigurableIOManager):
+    """Stores each partition of an asset as its own Parquet (frame) or JSON (dict) file.
+
+    Args:
+        storage: where the files live (local directory or S3).
+    """
+
+    storage: AssetStorage
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Write one file per partition key (a range output is `{partition_key: value}`)."""
+        if obj is None:
+            return
+        if not context.has_asset_partitions:
+            uri = self.storage.write(context.asset_key, None, obj)
+            context.add_output_metadata({"uri": dg.MetadataValue.path(uri)})
+            return
+        keys = list(context.asset_partition_keys)
+        if isinstance(obj, Mapping) and obj and set(obj) <= set(keys):
+            values = dict(obj)
+        elif len(keys) == 1:
+            values = {keys[0]: obj}
+        else:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()}: an output covering {len(keys)} partitions "
+                "must be a dict keyed by partition key"
+            )
+        uris = [self.storage.write(context.asset_key, key, value) for key, value in values.items()]
+        context.add_output_metadata(
+            {"files": len(uris), "uri": dg.MetadataValue.path(uris[-1] if len(uris) == 1 else _parent(uris[-1]))}
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Load an unpartitioned value, or `{partition_key: value}` for partitioned upstreams."""
+        asset_key = context.asset_key
+        if not context.has_asset_partitions:
+            return self._read_required(asset_key, None)
+        return {key: self._read_required(asset_key, key) for key in context.asset_partition_keys}
+
+    def _read_required(self, asset_key: dg.AssetKey, partition: str | None) -> Stored:
+        value = self.storage.read(asset_key, partition)
+        if value is None:
+            where = f"partition {partition}" if partition else "its value"
+            raise dg.Failure(
+                f"{asset_key.to_user_string()}: {where} is not materialized; materialize it first "
+                f"(looked under {self.storage.resolved_base()})"
+            )
+        return value
+
+
+def _key_path(asset_key: dg.AssetKey | Sequence[str] | str) -> list[str]:
+    if isinstance(asset_key, dg.AssetKey):
+        return list(asset_key.path)
+    if isinstance(asset_key, str):
+        return [asset_key]
+    return list(asset_key)
+
+
+def _parent(uri: str) -> str:
+    return uri.rsplit("/", 1)[0]
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3", region_name=get_settings().region)
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _put(uri: str, data: bytes) -> None:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _get(uri: str) -> bytes | None:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        client = _s3_client()
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+    path = Path(uri)
+    return path.read_bytes() if path.exists() else None

@@ -1,0 +1,60 @@
+"""Fixtures of the Dagster tests: a real instance in a temporary DAGSTER_HOME and seeded outcomes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
+from opx_learning.core.synthetic import generate_outcomes
+from opx_learning.stores.outcomes import outcome_store
+
+SEED_START, SEED_END = "2025-09-01", "2025-12-01"
+PRINCIPALS_YAML = """\
+principals:
+  ops-admin:
+    authority: EMERGENCY_OVERRIDE
+  alice:
+    authority: ON_CALL_SRE
+"""
+
+
+@pytest.fixture
+def dagster_home(opx_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh DAGSTER_HOME with the repository's local settings.
+
+    It lives in /dev/shm when available: Dagster's SQLite storage commits (fsync) per
+    event, which dominates test time on a slow disk.
+    """
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(tmp_path)
+    home = Path(tempfile.mkdtemp(prefix="opx-dagster-", dir=base))
+    (home / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    principals = tmp_path / "principals.yaml"
+    principals.write_text(PRINCIPALS_YAML)
+    monkeypatch.setenv("OPX_PRINCIPALS", str(principals))
+    monkeypatch.setenv("OPX_PRINCIPAL", "alice")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The real Dagster instance of the temporary DAGSTER_HOME."""
+    with dg.DagsterInstance.get() as current:
+        yield current
+
+
+@pytest.fixture
+def seeded(dagster_home: Path) -> pl.DataFrame:
+    """Three months of synthetic outcomes (Sep-Nov 2025, October overconfident) in the outcome store."""
+    frame = generate_outcomes(SEED_START, SEED_END, per_day=40, seed=7, overconfident_months=["2025-10"])
+    outcome_store().write(frame)
+    return frame

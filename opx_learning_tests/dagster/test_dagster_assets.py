@@ -1,0 +1,177 @@
+"""Each asset materializes for one partition and for a range on a real instance; results match the core."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from opx_learning.core.calibration import Calibration
+from opx_learning.core.patterns import extract_patterns
+from opx_learning.core.windows import Window
+from opx_learning.defs import launch
+from opx_learning.defs.partitions import CUSTOM_WINDOWS, custom_key
+from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.models import AuditRecord, AuthorityType, Principal
+from opx_learning.stores.outcomes import outcome_store
+
+DAYS = [f"2025-10-{day:02d}" for day in range(1, 8)]
+
+
+def _outcomes(start: str, end: str) -> pl.DataFrame:
+    return outcome_store().read(Window.parse(start, end))
+
+
+def _audit(audit_id: str) -> AuditRecord | None:
+    return SafetyResource().guard().audit.get(audit_id)
+
+
+def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS)
+    assert run.success, run.failures
+    assert run.materialized == {"daily_outcomes": DAYS, "pattern_summaries_daily": DAYS}
+    assert len(instance.get_run_records()) == 1
+    storage = AssetStorage()
+    for previous, day in (("2025-09-30", "2025-10-01"), ("2025-10-03", "2025-10-04")):
+        end = f"{day}T23:59:59.999Z"
+        assert storage.read("daily_outcomes", day).height == _outcomes(day, end).height
+        expected = extract_patterns(_outcomes(previous, end), day, end)
+        assert_frame_equal(storage.read("pattern_summaries_daily", day), expected)
+    (audit_id,) = run.audit_ids
+    record = _audit(audit_id)
+    assert (record.operation_type.value, record.status.value, record.trigger_type.value) == (
+        "PATTERN_EXTRACTION",
+        "SUCCESS",
+        "BACKFILL",
+    )
+    assert record.run_id == run.run_id
+
+
+def test_dagster_single_partition_without_upstream(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    run = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-11-12"])
+    assert run.success, run.failures
+    metadata = run.metadata["pattern_summaries_daily"]["2025-11-12"]
+    day = _outcomes("2025-11-12", "2025-11-13")
+    assert metadata["total_incidents"] == day.height
+    assert metadata["services"] == day["service"].n_unique()
+    assert "| root cause | count | share |" in metadata["top_root_causes"]
+    assert metadata["duration_ms"] >= 0
+
+
+def test_dagster_weekly_summary_equals_its_seven_days(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    week, days = "2025-10-05", [f"2025-10-{day:02d}" for day in range(5, 12)]
+    assert launch.materialize(instance, ["pattern_summaries_weekly"], [week, "2025-10-12"]).success
+    assert launch.materialize(instance, ["pattern_summaries_daily"], days).success
+    storage = AssetStorage()
+    weekly = storage.read("pattern_summaries_weekly", week)
+    assert_frame_equal(weekly, extract_patterns(_outcomes("2025-09-28", "2025-10-12"), "2025-10-05", "2025-10-12"))
+    daily = pl.concat([storage.read("pattern_summaries_daily", day) for day in days])
+    summed = daily.group_by("service").agg(pl.col("total_incidents", "true_positives", "false_positives").sum())
+    assert_frame_equal(
+        weekly.select("service", "total_incidents", "true_positives", "false_positives").sort("service"),
+        summed.sort("service"),
+    )
+
+
+def test_dagster_calibration_and_drift_per_month(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    for month in ("2025-09-01", "2025-10-01"):
+        run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], [month])
+        assert run.success, run.failures
+    storage = AssetStorage()
+    september = Calibration.from_dict(storage.read("confidence_calibration", "2025-09-01"))
+    october = Calibration.from_dict(storage.read("confidence_calibration", "2025-10-01"))
+    assert october.drift_detected and not september.drift_detected
+    drift_october = storage.read("drift_metrics", "2025-10-01").row(0, named=True)
+    assert drift_october["change_max_abs_drift"] == october.max_abs_drift - september.max_abs_drift
+    drift_september = storage.read("drift_metrics", "2025-09-01").row(0, named=True)
+    assert drift_september["change_max_abs_drift"] is None  # no August calibration: null, not a failure
+    assert run.metadata["confidence_calibration"]["2025-10-01"]["drift_detected"] is True
+
+
+def test_dagster_calibration_insufficient_data_fails_and_is_audited(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame
+) -> None:
+    run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-08-01"])
+    assert not run.success
+    assert "INSUFFICIENT_DATA" in " ".join(run.failures)
+    assert run.materialized == {}
+    (record,) = [r for r in SafetyResource().guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
+    assert record.status.value == "FAILED"
+    assert record.results["failure_reason"] == "INSUFFICIENT_DATA"
+
+
+def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    store = outcome_store()
+    day_file = store.day_file(date(2025, 10, 2))
+    frame = pl.read_parquet(day_file)
+    broken = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(True).otherwise(pl.col("false_positive")).alias("false_positive"),
+        pl.when(pl.int_range(pl.len()) == 0).then(True).otherwise(pl.col("true_positive")).alias("true_positive"),
+    )
+    broken.write_parquet(day_file)
+    run = launch.materialize(instance, ["daily_outcomes"], ["2025-10-02"])
+    assert run.success
+    metadata = run.metadata["daily_outcomes"]["2025-10-02"]
+    assert (metadata["outcomes"], metadata["rejected"]) == (frame.height - 1, 1)
+    rejected = AssetStorage().read("rejected_outcomes", "2025-10-02")
+    assert rejected.height == 1 and "reason" in rejected.columns
+    assert {row["status"] for row in run.checks if row["check"] == "daily_outcomes_have_no_rejected_rows"} == {"WARN"}
+
+
+def test_dagster_snapshots_hold_latest_known_calibration(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    october = [f"2025-10-{day:02d}" for day in range(1, 32)]
+    assert launch.materialize(instance, ["pattern_summaries_daily"], october).success
+    for month in ("2025-09-01", "2025-10-01"):
+        assert launch.materialize(instance, ["confidence_calibration"], [month]).success
+    daily = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-15", "2025-10-16"])
+    monthly = launch.materialize(instance, ["learning_snapshots_monthly"], ["2025-10-01"])
+    assert daily.success and monthly.success, daily.failures + monthly.failures
+    storage = AssetStorage()
+    calibrations = {
+        month: storage.read("confidence_calibration", month)["calibration_id"] for month in ("2025-09-01", "2025-10-01")
+    }
+    day = storage.read("learning_snapshots_daily", "2025-10-15")
+    assert day["calibration"]["calibration_id"] == calibrations["2025-09-01"]
+    assert day["counts"]["outcomes"] == _outcomes("2025-10-15", "2025-10-16").height
+    month = storage.read("learning_snapshots_monthly", "2025-10-01")
+    assert month["calibration"]["calibration_id"] == calibrations["2025-10-01"]
+    assert month["counts"]["summaries"] == sum(storage.read("pattern_summaries_daily", d).height for d in october)
+    again = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-15"])
+    assert again.metadata["learning_snapshots_daily"]["2025-10-15"]["snapshot_id"] == day["snapshot_id"]
+    assert again.metadata["learning_snapshots_daily"]["2025-10-15"]["version"] == 1
+
+
+def test_dagster_empty_window_snapshot_warns(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    assert launch.materialize(instance, ["pattern_summaries_daily"], ["2025-08-15"]).success
+    run = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-08-15"])
+    assert run.success
+    assert run.metadata["learning_snapshots_daily"]["2025-08-15"]["empty"] is True
+    statuses = {row["check"]: row["status"] for row in run.checks}
+    assert statuses["snapshot_window_not_empty"] == "WARN"
+    assert statuses["previous_day_snapshot_materialized"] == "PASS"
+
+
+def test_dagster_custom_snapshot_window(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    key = custom_key(Window.parse("2025-10-03", "2025-10-20T12:00:00Z"))
+    assert key == "2025-10-03..2025-10-20T12:00:00.000Z"
+    instance.add_dynamic_partitions(CUSTOM_WINDOWS, [key])
+    run = launch.materialize(instance, ["learning_snapshot_custom"], [key])
+    assert run.success, run.failures
+    snapshot = AssetStorage().read("learning_snapshot_custom", key)
+    assert snapshot["snapshot_type"] == "CUSTOM"
+    assert snapshot["counts"]["outcomes"] == _outcomes("2025-10-03", "2025-10-20T12:00:00Z").height
+    assert {row["check"]: row["status"] for row in run.checks} == {"snapshot_window_not_empty": "PASS"}
+
+
+def test_dagster_kill_switch_skips_without_failing(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    guard = SafetyResource().guard()
+    guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "maintenance")
+    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
+    assert run.success
+    assert run.materialized == {"daily_outcomes": ["2025-10-01"]}
+    assert run.skipped == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
+    record = guard.audit.get(run.audit_ids[0])
+    assert (record.status.value, record.skip_reason) == ("SKIPPED", "KILL_SWITCH_ACTIVE")

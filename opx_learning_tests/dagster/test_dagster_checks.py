@@ -1,0 +1,73 @@
+"""The morning-checklist checks pass and fail on crafted data (real instance, evaluated by Dagster)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from opx_learning.core.synthetic import generate_outcomes
+from opx_learning.defs import launch
+from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.stores.outcomes import outcome_store
+
+MORNING_AFTER_OCTOBER = "2025-11-01T09:00:00Z"
+
+
+def _statuses(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(row["asset"], row["check"]): row for row in rows}
+
+
+def test_dagster_calibration_checks_pass_and_warn_on_drift(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
+    assert launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-10-01"]).success
+    rows = _statuses(launch.run_checklist(instance, MORNING_AFTER_OCTOBER))
+    count = rows[("confidence_calibration", "calibration_has_at_least_30_outcomes")]
+    assert count["status"] == "PASS"
+    assert count["description"] == f"{seeded.filter(pl.col('recorded_at').dt.month() == 10)['predicted_confidence'].is_not_null().sum()} outcomes"
+    assert rows[("confidence_calibration", "calibration_drift_within_0_15")]["status"] == "WARN"
+    assert rows[("confidence_calibration", "previous_month_calibration_materialized")]["status"] == "PASS"
+    assert rows[("confidence_calibration", "calibration_duration_under_10_minutes")]["status"] == "PASS"
+    assert rows[("drift_metrics", "previous_month_drift_metrics_materialized")]["status"] == "PASS"
+    # Nothing else was materialized for that morning: those checks fail (ERROR) or warn.
+    assert rows[("pattern_summaries_daily", "previous_day_patterns_materialized")]["status"] == "FAIL"
+    assert rows[("learning_snapshots_daily", "daily_snapshot_duration_under_1_minute")]["status"] == "WARN"
+
+
+def test_dagster_calibration_count_fails_below_30(instance: dg.DagsterInstance, dagster_home: object) -> None:
+    thin = generate_outcomes("2025-10-01", "2025-11-01", per_day=1, seed=3).head(20)
+    outcome_store().write(thin)
+    run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-10-01"])
+    assert not run.success
+    rows = _statuses(launch.run_checklist(instance, MORNING_AFTER_OCTOBER))
+    count = rows[("confidence_calibration", "calibration_has_at_least_30_outcomes")]
+    expected = thin["predicted_confidence"].is_not_null().sum()
+    assert count["status"] == "FAIL"
+    assert count["description"].startswith(f"INSUFFICIENT_DATA: {expected} outcomes")
+    assert rows[("confidence_calibration", "previous_month_calibration_materialized")]["status"] == "FAIL"
+
+
+def test_dagster_weekly_services_check_fails_on_missing_service(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame
+) -> None:
+    week = "2025-10-19"
+    assert launch.materialize(instance, ["pattern_summaries_weekly"], [week]).success
+    at = "2025-10-26T09:00:00Z"
+    rows = _statuses(launch.run_checklist(instance, at))
+    assert rows[("pattern_summaries_weekly", "all_services_have_weekly_patterns")]["status"] == "PASS"
+    storage = AssetStorage()
+    summary = storage.read("pattern_summaries_weekly", week)
+    storage.write("pattern_summaries_weekly", week, summary.filter(pl.col("service") != "payment-service"))
+    rows = _statuses(launch.run_checklist(instance, at))
+    check = rows[("pattern_summaries_weekly", "all_services_have_weekly_patterns")]
+    assert (check["status"], check["description"]) == ("FAIL", "missing: payment-service")
+
+
+def test_dagster_duration_check_warns_over_runbook_expectation(instance: dg.DagsterInstance) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "pattern_summaries_daily", partition="2025-10-31", metadata={"duration_per_partition_ms": 150_000.0}
+        )
+    )
+    rows = _statuses(launch.run_checklist(instance, MORNING_AFTER_OCTOBER))
+    duration = rows[("pattern_summaries_daily", "pattern_extraction_duration_under_2_minutes")]
+    assert (duration["status"], duration["description"]) == ("WARN", "150.0 s per partition (runbook: < 2 minutes)")
+    assert rows[("pattern_summaries_daily", "previous_day_patterns_materialized")]["status"] == "PASS"

@@ -1,0 +1,114 @@
+"""The code location loads and exposes the asset graph, checks and schedules described in SPEC §7."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from opx_learning.definitions import defs
+from opx_learning.defs.partitions import PARTITIONS_START
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+EXPECTED_PARTITIONS = {
+    "daily_outcomes": dg.DailyPartitionsDefinition,
+    "pattern_summaries_daily": dg.DailyPartitionsDefinition,
+    "pattern_summaries_weekly": dg.WeeklyPartitionsDefinition,
+    "confidence_calibration": dg.MonthlyPartitionsDefinition,
+    "drift_metrics": dg.MonthlyPartitionsDefinition,
+    "learning_snapshots_daily": dg.DailyPartitionsDefinition,
+    "learning_snapshots_weekly": dg.WeeklyPartitionsDefinition,
+    "learning_snapshots_monthly": dg.MonthlyPartitionsDefinition,
+    "learning_snapshot_custom": dg.DynamicPartitionsDefinition,
+}
+EXPECTED_CHECKS = {
+    "daily_outcomes": {"previous_day_outcomes_materialized", "daily_outcomes_have_no_rejected_rows"},
+    "pattern_summaries_daily": {"previous_day_patterns_materialized", "pattern_extraction_duration_under_2_minutes"},
+    "pattern_summaries_weekly": {
+        "previous_week_patterns_materialized",
+        "weekly_pattern_extraction_duration_under_5_minutes",
+        "all_services_have_weekly_patterns",
+    },
+    "confidence_calibration": {
+        "previous_month_calibration_materialized",
+        "calibration_duration_under_10_minutes",
+        "calibration_has_at_least_30_outcomes",
+        "calibration_drift_within_0_15",
+    },
+    "drift_metrics": {"previous_month_drift_metrics_materialized"},
+    "learning_snapshots_daily": {
+        "previous_day_snapshot_materialized",
+        "daily_snapshot_duration_under_1_minute",
+        "snapshot_window_not_empty",
+    },
+    "learning_snapshots_weekly": {
+        "previous_week_snapshot_materialized",
+        "weekly_snapshot_duration_under_2_minutes",
+        "snapshot_window_not_empty",
+    },
+    "learning_snapshots_monthly": {
+        "previous_month_snapshot_materialized",
+        "monthly_snapshot_duration_under_5_minutes",
+        "snapshot_window_not_empty",
+    },
+    "learning_snapshot_custom": {"snapshot_window_not_empty"},
+}
+EXPECTED_SCHEDULES = {
+    "daily_patterns_schedule": "0 0 * * *",
+    "weekly_patterns_schedule": "0 0 * * 0",
+    "monthly_calibration_schedule": "0 0 1 * *",
+    "daily_snapshot_schedule": "0 1 * * *",
+    "weekly_snapshot_schedule": "0 1 * * 0",
+    "monthly_snapshot_schedule": "0 1 1 * *",
+    "morning_checklist_schedule": "0 9 * * *",
+}
+
+
+def test_dagster_definitions_validate_from_repo_root(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "OPX_HOME": str(tmp_path / "opx")}
+    result = subprocess.run(
+        [str(DAGSTER), "definitions", "validate"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_assets_partitions_and_freshness() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_PARTITIONS)
+    for name, kind in EXPECTED_PARTITIONS.items():
+        node = graph.get(dg.AssetKey(name))
+        assert isinstance(node.partitions_def, kind), name
+        if kind is not dg.DynamicPartitionsDefinition:
+            assert node.partitions_def.start.strftime("%Y-%m-%d") == PARTITIONS_START
+            assert node.freshness_policy is not None, name
+    weekly = graph.get(dg.AssetKey("pattern_summaries_weekly")).partitions_def
+    assert weekly.get_first_partition_key() == "2025-01-05"  # the first Sunday
+
+
+@pytest.mark.parametrize("name", ["pattern_summaries_daily", "pattern_summaries_weekly", "learning_snapshots_daily"])
+def test_range_assets_backfill_in_one_run(name: str) -> None:
+    node = defs.resolve_asset_graph().get(dg.AssetKey(name))
+    assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_checks_read_like_the_morning_checklist() -> None:
+    found: dict[str, set[str]] = {}
+    for check_key in defs.resolve_asset_graph().asset_check_keys:
+        found.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+    assert found == EXPECTED_CHECKS
+
+
+def test_schedules_exist_for_every_cadence_and_start_stopped() -> None:
+    schedules = {schedule.name: schedule for schedule in defs.schedules}
+    assert {name: schedule.cron_schedule for name, schedule in schedules.items()} == EXPECTED_SCHEDULES
+    for schedule in schedules.values():
+        assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+        assert schedule.execution_timezone == "UTC"

@@ -1,0 +1,141 @@
+"""`dagster dev` (webserver + daemon) on a free loopback port runs a date-range backfill launched via GraphQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from opx_learning.resources.safety import SafetyResource
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGSTER = Path(sys.executable).with_name("dagster")
+LAUNCH = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions runs(limit: 50) { runId status } }
+  }
+}"""
+MATERIALIZATIONS = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset { assetMaterializations(limit: 100) { partition runId } }
+  }
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A `dagster dev` process and its GraphQL endpoint."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.load(response)
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def server(dagster_home: Path) -> Iterator[Server]:
+    port = _free_port()
+    log = open(dagster_home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(DAGSTER), "dev", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: urllib.request.urlopen(f"{url}/server_info", timeout=2).status == 200, 60, "the webserver")
+        yield Server(url)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_dagster_dev_backfill_over_a_date_range(server: Server, seeded: pl.DataFrame) -> None:
+    assets = ("daily_outcomes", "pattern_summaries_daily")
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": [name]}, "partitions": {"range": {"start": "2025-10-01", "end": "2025-10-31"}}}
+            for name in assets
+        ],
+        "tags": [{"key": "opx/principal", "value": "alice"}],
+        "title": "October backfill",
+    }
+    launched = server.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def finished_runs() -> list[dict[str, Any]] | None:
+        backfill = server.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        runs = backfill["runs"]
+        done = runs and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs)
+        return runs if done else None
+
+    runs = _wait(finished_runs, 150, "the backfill's runs")
+    assert [run["status"] for run in runs] == ["SUCCESS"]  # single-run backfill: one run for 31 days
+
+    for name in assets:
+        found = server.graphql(MATERIALIZATIONS, {"key": {"path": [name]}})["assetOrError"]["assetMaterializations"]
+        assert sorted(m["partition"] for m in found) == [f"2025-10-{day:02d}" for day in range(1, 32)]
+        assert {m["runId"] for m in found} == {runs[0]["runId"]}
+
+    (record,) = [r for r in SafetyResource().guard().audit.recent(10) if r.run_id == runs[0]["runId"]]
+    assert (record.operation_type.value, record.trigger_type.value, record.status.value) == (
+        "PATTERN_EXTRACTION",
+        "BACKFILL",
+        "SUCCESS",
+    )
+    assert record.triggered_by.principal == "alice"
+    assert record.parameters["start_date"] == "2025-10-01T00:00:00.000Z"
+    assert record.parameters["end_date"] == "2025-11-01T00:00:00.000Z"

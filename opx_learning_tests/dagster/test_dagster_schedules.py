@@ -1,0 +1,70 @@
+"""Schedules target the right (previous) partition at chosen tick times and skip under the kill switch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from opx_learning.definitions import defs
+from opx_learning.defs import schedules as s
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.models import AuthorityType, Principal
+
+
+def _tick(schedule: dg.ScheduleDefinition, at: datetime, instance: dg.DagsterInstance) -> dg.ScheduleExecutionData:
+    with dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=at,
+        resources={"safety": SafetyResource()},
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        return schedule.evaluate_tick(context)
+
+
+def _keys(data: dg.ScheduleExecutionData) -> list[str]:
+    return [request.partition_key for request in data.run_requests or []]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "tick", "expected"),
+    [
+        # Year boundary: the 2026-01-01 ticks target the last day / month of 2025.
+        (s.daily_patterns_schedule, datetime(2026, 1, 1, 0, 0, tzinfo=UTC), "2025-12-31"),
+        (s.monthly_calibration_schedule, datetime(2026, 1, 1, 0, 0, tzinfo=UTC), "2025-12-01"),
+        (s.daily_snapshot_schedule, datetime(2026, 1, 1, 1, 0, tzinfo=UTC), "2025-12-31"),
+        (s.monthly_snapshot_schedule, datetime(2026, 1, 1, 1, 0, tzinfo=UTC), "2025-12-01"),
+        # Month boundary (leap-free February) and Sundays.
+        (s.daily_patterns_schedule, datetime(2026, 3, 1, 0, 0, tzinfo=UTC), "2026-02-28"),
+        (s.monthly_calibration_schedule, datetime(2026, 3, 1, 0, 0, tzinfo=UTC), "2026-02-01"),
+        (s.weekly_patterns_schedule, datetime(2026, 1, 4, 0, 0, tzinfo=UTC), "2025-12-28"),
+        (s.weekly_snapshot_schedule, datetime(2026, 1, 4, 1, 0, tzinfo=UTC), "2025-12-28"),
+        (s.weekly_patterns_schedule, datetime(2025, 3, 2, 0, 0, tzinfo=UTC), "2025-02-23"),
+    ],
+)
+def test_dagster_schedule_targets_previous_partition(
+    schedule: dg.ScheduleDefinition, tick: datetime, expected: str, instance: dg.DagsterInstance
+) -> None:
+    data = _tick(schedule, tick, instance)
+    assert _keys(data) == [expected]
+    assert data.run_requests[0].run_key == f"{schedule.name}:{expected}"
+
+
+def test_dagster_schedule_skips_before_the_first_week(instance: dg.DagsterInstance) -> None:
+    data = _tick(s.weekly_patterns_schedule, datetime(2025, 1, 5, 0, 0, tzinfo=UTC), instance)
+    assert not data.run_requests
+    assert "no complete partition" in data.skip_message
+
+
+def test_dagster_schedule_skips_with_audit_while_kill_switch_active(instance: dg.DagsterInstance) -> None:
+    guard = SafetyResource().guard()
+    guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "investigating data quality")
+    data = _tick(s.daily_patterns_schedule, datetime(2026, 1, 1, 0, 0, tzinfo=UTC), instance)
+    assert not data.run_requests
+    assert "KILL_SWITCH_ACTIVE" in data.skip_message
+    skipped = [r for r in guard.audit.recent(10) if r.operation_type.value == "PATTERN_EXTRACTION"]
+    assert [(r.status.value, r.trigger_type.value, r.skip_reason) for r in skipped] == [
+        ("SKIPPED", "SCHEDULED", "KILL_SWITCH_ACTIVE")
+    ]
+    assert skipped[0].parameters["start_date"] == "2025-12-31T00:00:00.000Z"
