@@ -1,4 +1,4 @@
-"""The Dagster code location: composes assets, checks, schedules, jobs and resources."""
+"""The Dagster code location: composes assets, checks, schedules, sensors, jobs and resources."""
 
 import dagster as dg
 
@@ -6,6 +6,7 @@ from opx_learning.defs.assets import ASSETS
 from opx_learning.defs.checks import CHECKS
 from opx_learning.defs.jobs import JOBS
 from opx_learning.defs.schedules import SCHEDULES
+from opx_learning.defs.sensors import SENSORS
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
@@ -17,6 +18,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={
         "io_manager": PolarsParquetIOManager(storage=_storage),
         "asset_storage": _storage,

@@ -11,15 +11,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from opx_learning.config import get_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
+
+if TYPE_CHECKING:
+    from opx_learning.safety.guard import Attempt, Guard
 
 DEFAULT_DAGSTER_YAML = """\
 # Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
@@ -338,10 +341,9 @@ def _trigger(
         AUDIT_ID_TAG,
         PRINCIPAL_TAG,
         TRIGGER_TYPE_TAG,
-        SafetyResource,
     )
-    from opx_learning.safety.models import InvalidRequest
-    from opx_learning.safety.principals import resolve_principal
+    from opx_learning.safety.guard import Guard
+    from opx_learning.safety.models import AuditTransitionError, InvalidRequest
 
     instance = dg.DagsterInstance.get()
     missing = _missing_upstream(instance, assets[0], keys, cadence)
@@ -351,15 +353,15 @@ def _trigger(
             f"--start/--end: {len(missing)} partitions of pattern summaries are missing (first {missing[0]}); "
             f"run `opx-learning trigger {upstream} --start ... --end ...` first"
         )
+    guard = Guard.from_settings()
+    parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
     try:
-        principal = resolve_principal(principal_name)
-        guard = SafetyResource().guard()
-        parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
-        attempt = guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True)
+        attempt = begin_manual(operation, principal_name, parameters, emergency=emergency, guard=guard)
     except InvalidRequest as error:
         raise click.UsageError(str(error)) from None
     if not attempt.allowed:
         _refused(attempt, as_json)
+    principal = attempt.principal
     if cadence == "CUSTOM":
         instance.add_dynamic_partitions(CUSTOM_WINDOWS, keys)
     tags = {AUDIT_ID_TAG: attempt.audit_id, TRIGGER_TYPE_TAG: "MANUAL", PRINCIPAL_TAG: principal.principal}
@@ -368,7 +370,10 @@ def _trigger(
     record = guard.audit.get(attempt.audit_id)
     if record is not None and record.status.value == "RUNNING":
         reason = "; ".join(summary.failures) or "the run ended before the operation started"
-        record = guard.fail(attempt, f"run {summary.run_id} failed: {reason}")
+        try:
+            record = guard.fail(attempt, f"run {summary.run_id} failed: {reason}")
+        except AuditTransitionError:  # completed meanwhile by the audit sensor (RUN_TERMINATED)
+            record = guard.audit.get(attempt.audit_id)
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
     settings = get_settings()
     output = {
@@ -397,13 +402,43 @@ def _trigger(
         sys.exit(1)
 
 
-def _refused(attempt: Any, as_json: bool) -> None:
+def begin_manual(
+    operation: str,
+    principal_name: str | None,
+    parameters: Mapping[str, Any],
+    *,
+    emergency: bool = False,
+    guard: Guard | None = None,
+) -> Attempt:
+    """Decide a manual trigger: resolve the principal, then ask the guard for a rate-limited MANUAL attempt.
+
+    Raises:
+        InvalidRequest: bad parameters or principals file (the CLI shows it as a usage error).
+    """
+    from opx_learning.safety.guard import Guard
+    from opx_learning.safety.principals import resolve_principal
+
+    principal = resolve_principal(principal_name)
+    guard = guard or Guard.from_settings()
+    return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True)
+
+
+def _refused(attempt: Attempt, as_json: bool) -> None:
     data = attempt.to_dict()
+    kill_switch = data["skip_reason"] in ("KILL_SWITCH_ACTIVE", "KILL_SWITCH_UNAVAILABLE")
+    if kill_switch and attempt.parameters.get("emergency") and not attempt.emergency:
+        data["emergency_denied"] = (
+            f"--emergency is granted to EMERGENCY_OVERRIDE principals only; "
+            f"{attempt.principal.principal} is {attempt.principal.authority}"
+        )
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         sys.exit(1)
     retry = f" Retry after {attempt.retry_after} s." if attempt.retry_after is not None else ""
-    raise click.ClickException(f"refused ({data['skip_reason']}): {attempt.message}.{retry} Audit id {attempt.audit_id}")
+    denied = f" ({data['emergency_denied']})" if "emergency_denied" in data else ""
+    raise click.ClickException(
+        f"refused ({data['skip_reason']}): {attempt.message}.{denied}{retry} Audit id {attempt.audit_id}"
+    )
 
 
 def _service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:

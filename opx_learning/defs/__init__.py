@@ -1,4 +1,4 @@
-"""Dagster definitions of opx_learning: partitions, assets, checks, schedules, jobs."""
+"""Dagster definitions of opx_learning: partitions, assets, checks, schedules, sensors, jobs."""
 
 import warnings
 

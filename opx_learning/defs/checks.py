@@ -7,10 +7,14 @@ the run tag `opx/checklist_at` (ISO-8601, e.g. to replay a past morning) or now,
 which is what the `morning_checklist_job` (09:00 UTC) evaluates. Durations come from the
 `duration_per_partition_ms` metadata every asset records (a range run's duration
 divided by its partitions), compared with the runbook's expected durations.
+
+The error-rate check reads the audit trail instead of a partition: the records started
+in the 24 hours before the evaluation, which is always the wall clock (audit records are
+stamped when operations ran, so `opx/checklist_at` does not shift it).
 """
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -32,13 +36,18 @@ from opx_learning.defs.partitions import (
     weekly_partitions,
 )
 from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.resources.safety import SafetyResource
 from opx_learning.resources.stores import OutcomeStoreResource
+from opx_learning.safety.audit import AuditLog, utcnow
+from opx_learning.safety.models import LEARNING_OPERATIONS, AuditStatus
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 _PARTITION_TAG = "dagster/partition"
 _RANGE_END_TAG = "dagster/asset_partition_range_end"
 CHECKLIST_AT_TAG = "opx/checklist_at"
+ERROR_RATE_LIMIT = 0.10
+ERROR_RATE_WINDOW = timedelta(hours=24)
 
 
 def target_partition(context: dg.AssetCheckExecutionContext, partitions_def: dg.PartitionsDefinition) -> str | None:
@@ -220,6 +229,42 @@ def all_services_have_weekly_patterns(
     )
 
 
+def error_rates(audit: AuditLog, now: datetime, window: timedelta = ERROR_RATE_WINDOW) -> dict[str, tuple[int, int]]:
+    """`{operation_type: (failed, succeeded + failed)}` of the records started in `[now - window, now)`."""
+    rates = {}
+    for operation in LEARNING_OPERATIONS:
+        records = audit.by_operation(operation, now - window, now, limit=None)
+        failed = sum(record.status is AuditStatus.FAILED for record in records)
+        succeeded = sum(record.status is AuditStatus.SUCCESS for record in records)
+        rates[operation.value] = (failed, failed + succeeded)
+    return rates
+
+
+@dg.asset_check(
+    asset=a.pattern_summaries_daily,
+    description="Over the last 24 h of audit records, FAILED / (SUCCESS + FAILED) < 10 % for every operation type.",
+)
+def error_rate_under_10_percent(safety: SafetyResource) -> dg.AssetCheckResult:
+    """WARN when any operation type failed in 10 % or more of its completed attempts of the last 24 h."""
+    rates = error_rates(safety.guard().audit, utcnow())
+    parts, metadata, over = [], {}, []
+    for operation, (failed, completed) in rates.items():
+        if not completed:
+            continue
+        rate = failed / completed
+        metadata[f"{operation.lower()}_error_rate"] = round(rate, 4)
+        metadata[f"{operation.lower()}_failed"] = failed
+        metadata[f"{operation.lower()}_completed"] = completed
+        parts.append(f"{operation} {failed}/{completed} failed ({rate:.1%})")
+        if rate >= ERROR_RATE_LIMIT:
+            over.append(operation)
+    if not parts:
+        text = "no SUCCESS or FAILED operation in the last 24 h"
+    else:
+        text = "; ".join(parts) + (f" -- {', '.join(over)} at or over 10 %" if over else ", all under 10 %")
+    return dg.AssetCheckResult(passed=not over, severity=WARN, description=text, metadata=metadata)
+
+
 CHECKS: list[dg.AssetChecksDefinition] = [
     _materialized_check(a.daily_outcomes, "previous_day_outcomes_materialized", daily_partitions, "previous day's"),
     _metadata_check(
@@ -236,6 +281,7 @@ CHECKS: list[dg.AssetChecksDefinition] = [
     _duration_check(
         a.pattern_summaries_daily, "pattern_extraction_duration_under_2_minutes", daily_partitions, "2 minutes"
     ),
+    error_rate_under_10_percent,
     _materialized_check(
         a.pattern_summaries_weekly, "previous_week_patterns_materialized", weekly_partitions, "previous week's"
     ),

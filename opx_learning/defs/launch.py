@@ -65,8 +65,11 @@ def materialize(
     tags: dict[str, str] | None = None,
 ) -> RunSummary:
     """Materialize `asset_keys` for one partition or one contiguous range in a single in-process run."""
+    from opx_learning.defs.sensors import process_tags
+
     defs = definitions()
-    run_tags = dict(tags or {})
+    # The pid lets the audit sensor tell a run whose process was killed from a live one.
+    run_tags = {**process_tags(), **(tags or {})}
     partition_key = None
     if len(partitions) == 1:
         partition_key = partitions[0]

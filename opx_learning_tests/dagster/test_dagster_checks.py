@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.defs import launch
 from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.models import AuditStatus, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
 
 MORNING_AFTER_OCTOBER = "2025-11-01T09:00:00Z"
@@ -71,3 +76,39 @@ def test_dagster_duration_check_warns_over_runbook_expectation(instance: dg.Dags
     duration = rows[("pattern_summaries_daily", "pattern_extraction_duration_under_2_minutes")]
     assert (duration["status"], duration["description"]) == ("WARN", "150.0 s per partition (runbook: < 2 minutes)")
     assert rows[("pattern_summaries_daily", "previous_day_patterns_materialized")]["status"] == "PASS"
+
+
+def _completed(audit: AuditLog, operation: str, status: str, hours_ago: float) -> None:
+    start = utcnow() - timedelta(hours=hours_ago)
+    record = new_record(operation, "MANUAL", Principal("alice", AuthorityType.ON_CALL_SRE), start_time=start)
+    audit.append(record.completed(AuditStatus.parse(status), start + timedelta(seconds=5)))
+
+
+def test_dagster_error_rate_check_passes_under_and_warns_at_10_percent(instance: dg.DagsterInstance) -> None:
+    audit = SafetyResource().guard().audit
+    for hour in range(10):
+        _completed(audit, "PATTERN_EXTRACTION", "SUCCESS", hour + 1)
+    _completed(audit, "PATTERN_EXTRACTION", "FAILED", 2)
+    _completed(audit, "CALIBRATION", "SUCCESS", 3)
+    _completed(audit, "CALIBRATION", "SUCCESS", 4)
+    _completed(audit, "CALIBRATION", "FAILED", 25)  # older than 24 h: not counted
+    for _ in range(5):
+        _completed(audit, "SNAPSHOT", "SKIPPED", 1)  # skips are neither successes nor failures
+
+    check = _statuses(launch.run_checklist(instance))[("pattern_summaries_daily", "error_rate_under_10_percent")]
+    assert (check["status"], check["description"]) == (
+        "PASS",
+        "PATTERN_EXTRACTION 1/11 failed (9.1%); CALIBRATION 0/2 failed (0.0%), all under 10 %",
+    )
+
+    _completed(audit, "CALIBRATION", "FAILED", 1)  # 1 of 3 calibrations failed
+    check = _statuses(launch.run_checklist(instance))[("pattern_summaries_daily", "error_rate_under_10_percent")]
+    assert (check["status"], check["description"]) == (
+        "WARN",
+        "PATTERN_EXTRACTION 1/11 failed (9.1%); CALIBRATION 1/3 failed (33.3%) -- CALIBRATION at or over 10 %",
+    )
+
+
+def test_dagster_error_rate_check_passes_without_operations(instance: dg.DagsterInstance) -> None:
+    check = _statuses(launch.run_checklist(instance))[("pattern_summaries_daily", "error_rate_under_10_percent")]
+    assert (check["status"], check["description"]) == ("PASS", "no SUCCESS or FAILED operation in the last 24 h")

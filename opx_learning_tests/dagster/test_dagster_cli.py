@@ -32,7 +32,8 @@ def test_dagster_demo_end_to_end(instance: dg.DagsterInstance) -> None:
     for asset in ("confidence_calibration", "drift_metrics", "learning_snapshots_monthly"):
         assert {"2025-11-01"} <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
     statuses = {(row["asset"], row["check"]): row["status"] for row in report["checklist"]}
-    assert len(statuses) == 22
+    assert len(statuses) == 23
+    assert statuses[("pattern_summaries_daily", "error_rate_under_10_percent")] == "PASS"
     assert "FAIL" not in statuses.values()
     assert statuses[("confidence_calibration", "calibration_drift_within_0_15")] == "WARN"  # overconfident November
     assert [row["month"] for row in report["drift"]] == ["2025-10", "2025-11"]

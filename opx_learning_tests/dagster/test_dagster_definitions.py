@@ -29,7 +29,11 @@ EXPECTED_PARTITIONS = {
 }
 EXPECTED_CHECKS = {
     "daily_outcomes": {"previous_day_outcomes_materialized", "daily_outcomes_have_no_rejected_rows"},
-    "pattern_summaries_daily": {"previous_day_patterns_materialized", "pattern_extraction_duration_under_2_minutes"},
+    "pattern_summaries_daily": {
+        "previous_day_patterns_materialized",
+        "pattern_extraction_duration_under_2_minutes",
+        "error_rate_under_10_percent",
+    },
     "pattern_summaries_weekly": {
         "previous_week_patterns_materialized",
         "weekly_pattern_extraction_duration_under_5_minutes",
