@@ -41,6 +41,7 @@ from opx_learning.core.schema import (
     DRIFT_CRITICAL,
     DRIFT_WARNING,
     UTC_DATETIME,
+    outcome_frame,
 )
 from opx_learning.core.windows import Instant, Window, to_utc
 
@@ -187,9 +188,12 @@ def calibrate(
     Raises:
         InsufficientData: fewer than `min_outcomes` outcomes with a predicted confidence.
         WindowError: start/end unreadable or end <= start.
+        TypeError, ValueError: bad `outcomes` or `min_outcomes` (named in the message).
     """
     window = Window.parse(start, end)
-    frame = outcomes.lazy() if isinstance(outcomes, pl.DataFrame) else outcomes
+    if isinstance(min_outcomes, bool) or not isinstance(min_outcomes, int) or min_outcomes < 1:
+        raise ValueError(f"min_outcomes: {min_outcomes!r} must be a whole number >= 1")
+    frame = outcome_frame(outcomes, ("recorded_at", "predicted_confidence", "true_positive"))
     recorded = pl.col("recorded_at")
     current = frame.select("recorded_at", "predicted_confidence", "true_positive").filter(
         (recorded >= window.start) & (recorded < window.end)

@@ -35,6 +35,7 @@ from opx_learning.core.schema import (
     EMERGING_P_VALUE,
     FP_RATE_WARNING,
     UTC_DATETIME,
+    outcome_frame,
 )
 from opx_learning.core.windows import Instant, Window
 
@@ -114,11 +115,11 @@ def extract_patterns(
 
     Raises:
         WindowError: start/end unreadable or end <= start.
+        TypeError, ValueError: `outcomes` is not a frame of canonical outcomes.
     """
     window = Window.parse(start, end)
     previous = window.previous()
-    frame = outcomes.lazy() if isinstance(outcomes, pl.DataFrame) else outcomes
-    frame = frame.select(
+    frame = outcome_frame(outcomes, _INPUT_COLUMNS).select(
         pl.col("service").cast(pl.String),
         *(pl.col(name) for name in _INPUT_COLUMNS[1:]),
     )

@@ -66,3 +66,55 @@ BAND_NAMES = tuple(name for name, _, _ in BANDS)
 def empty_outcomes() -> pl.DataFrame:
     """An empty outcomes frame with the canonical schema."""
     return pl.DataFrame(schema=OUTCOME_SCHEMA)
+
+
+def _dtype_ok(actual: pl.DataType, expected: pl.DataType) -> bool:
+    if isinstance(expected, pl.Datetime):
+        return isinstance(actual, pl.Datetime)
+    if expected == pl.Boolean:
+        return actual == pl.Boolean
+    if expected == pl.Float64:
+        return actual.is_numeric()
+    return actual in (pl.String, pl.Categorical) or isinstance(actual, pl.Enum)
+
+
+def outcome_frame(outcomes: pl.DataFrame | pl.LazyFrame, columns: tuple[str, ...]) -> pl.LazyFrame:
+    """A lazy view of canonical outcomes, checked for the columns a computation reads.
+
+    Naive `recorded_at` / `validated_at` values are taken as UTC.
+
+    Raises:
+        TypeError: `outcomes` is not a polars frame.
+        ValueError: a needed column is missing or has an unusable type (named in the message).
+    """
+    if isinstance(outcomes, pl.DataFrame):
+        frame = outcomes.lazy()
+    elif isinstance(outcomes, pl.LazyFrame):
+        frame = outcomes
+    else:
+        raise TypeError(
+            f"outcomes: expected a polars DataFrame or LazyFrame of canonical outcomes, "
+            f"got {type(outcomes).__name__} (validate raw records with opx.validate_outcomes(data).valid)"
+        )
+    schema = frame.collect_schema()
+    missing = [name for name in columns if name not in schema]
+    if missing:
+        raise ValueError(
+            f"outcomes: missing column(s) {', '.join(missing)}; pass canonical outcomes "
+            f"(opx.validate_outcomes(data).valid)"
+        )
+    wrong = [
+        f"{name} is {schema[name]}, expected {OUTCOME_SCHEMA[name]}"
+        for name in columns
+        if not _dtype_ok(schema[name], OUTCOME_SCHEMA[name])
+    ]
+    if wrong:
+        raise ValueError(f"outcomes: {'; '.join(wrong)} (opx.validate_outcomes(data).valid has the right types)")
+    naive = [
+        name
+        for name in columns
+        if isinstance(schema[name], pl.Datetime) and schema[name].time_zone is None  # type: ignore[union-attr]
+    ]
+    if naive:
+        frame = frame.with_columns(pl.col(name).dt.replace_time_zone("UTC") for name in naive)
+    return frame

@@ -116,8 +116,8 @@ class Snapshot:
 
     @property
     def empty(self) -> bool:
-        """Whether nothing (no outcome, summary or calibration) fell in the window."""
-        return not any(self.counts.get(key, 0) for key in COUNT_KEYS)
+        """Whether no outcome fell in the window (its summaries are then only zero `ALL` rows)."""
+        return self.counts.get("outcomes", 0) == 0
 
     def content(self) -> dict[str, Any]:
         """The JSON-safe content that `content_hash` covers."""

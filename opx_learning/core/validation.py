@@ -140,7 +140,8 @@ def validate_outcomes(data: OutcomeSource) -> ValidationResult:
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a file has an unsupported extension or is not JSON at all.
+        ValueError: a file has an unsupported extension, is not JSON at all or is not
+            readable Parquet.
         TypeError: `data` is none of the accepted kinds.
     """
     frame, unreadable = _to_frame(data)
@@ -163,6 +164,8 @@ def _to_frame(data: OutcomeSource) -> tuple[pl.DataFrame, list[str]]:
         return _read_file(Path(data))
     if isinstance(data, Mapping):
         return _from_records([data])
+    if type(data).__module__.startswith("pandas") and hasattr(data, "to_dict"):
+        return _from_records(data.to_dict("records"))
     if isinstance(data, Iterable):
         return _from_records(list(data))
     raise TypeError(f"data: expected a DataFrame, LazyFrame, list of dicts or file path, got {type(data).__name__}")
@@ -173,7 +176,10 @@ def _read_file(path: Path) -> tuple[pl.DataFrame, list[str]]:
         raise FileNotFoundError(f"path: {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        return pl.read_parquet(path), []
+        try:
+            return pl.read_parquet(path), []
+        except (pl.exceptions.PolarsError, OSError) as error:
+            raise ValueError(f"path: {str(path)!r} is not a readable Parquet file ({error})") from None
     if suffix in (".jsonl", ".ndjson"):
         try:
             return pl.read_ndjson(path, infer_schema_length=None), []
