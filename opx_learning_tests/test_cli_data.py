@@ -95,3 +95,12 @@ def test_seed_subprocess(opx_home: Path) -> None:
     result = json.loads(done.stdout)
     assert result["days"] == 3 and result["rows_written"] > 0
     assert len(LocalOutcomeStore(opx_home / "outcomes").days()) == 3
+
+
+def test_seed_refuses_an_overconfident_month_outside_the_range(opx_home: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["seed", "--start", "2026-03-01", "--end", "2026-03-05", "--overconfident-month", "2026-02"]
+    )
+    assert result.exit_code == 2
+    assert "--overconfident-month: '2026-02'" in result.output
+    assert not list((opx_home / "outcomes").glob("**/*.parquet"))

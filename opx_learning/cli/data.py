@@ -95,6 +95,13 @@ def seed(
 
     try:
         window = generation_window(start, end, days)
+        seeded_months = {day.strftime("%Y-%m") for day in window.days()}
+        for month in overconfident_months:
+            if month.strip() not in seeded_months:
+                raise ValueError(
+                    f"--overconfident-month: {month!r} is not a YYYY-MM month inside the seeded range "
+                    f"[{window.start_iso}, {window.end_iso})"
+                )
         frame = generate_outcomes(
             window.start,
             window.end,

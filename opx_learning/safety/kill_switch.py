@@ -126,9 +126,11 @@ class KillSwitch:
         self._authorize(OperationType.KILL_SWITCH_DISABLE, principal, parameters)
 
         def build(current: KillSwitchState | None) -> KillSwitchState:
+            # Re-disabling an active switch updates who/why/until but keeps when it became active.
+            still_active = current is not None and current.active and current.disabled_at is not None
             return KillSwitchState(
                 enabled=False,
-                disabled_at=now,
+                disabled_at=current.disabled_at if still_active else now,  # type: ignore[union-attr]
                 disabled_by=principal,
                 reason=reason,
                 last_modified=now,

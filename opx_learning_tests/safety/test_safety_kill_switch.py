@@ -96,3 +96,15 @@ def test_planned_window_re_enables_once_as_system(backend) -> None:
     assert len(enables) == 1
     assert enables[0].triggered_by.authority == "SYSTEM" and enables[0].trigger_type == "SCHEDULED"
     assert enables[0].status is AuditStatus.SUCCESS and enables[0].parameters["reason"] == "planned window ended"
+
+
+def test_re_disabling_keeps_when_the_switch_became_active(backend) -> None:
+    switch = backend.guard().kill_switch
+    first = switch.disable(ADMIN, "Production incident")
+    original = switch.status().disabled_at
+    second = switch.disable(ADMIN, "Extended: data quality review")
+    state = switch.status()
+    assert state.active and state.disabled_at == original
+    assert state.reason == "Extended: data quality review" and state.last_modified >= original
+    assert backend.audit.get(first.audit_id).status is AuditStatus.SUCCESS
+    assert backend.audit.get(second.audit_id).status is AuditStatus.SUCCESS
