@@ -21,7 +21,7 @@ setup(
     ],
     extras_require={
         "test": [
-            "pytest>=8",
+            "pytest>=8,<10",
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "moto[server]>=5.0",

@@ -5,9 +5,13 @@ history and the 90-day demo, short enough that the UI's partition bars stay read
 `end_offset=0`: a partition exists once its window is complete, so a schedule
 ticking at 00:00 targets the day / week / month that just ended.
 
-Custom snapshots use a dynamic partition per requested window, keyed
+On-demand windows of any length (CUSTOM pattern extraction, calibration and
+snapshot) share one dynamic partition set, a partition per requested window keyed
 `START..END` (half-open, dates when both bounds are midnight, else ISO instants),
-e.g. `2026-01-01..2026-02-01` for January 2026.
+e.g. `2026-01-01..2026-02-01` for January 2026 or
+`2026-01-03T06:00:00.000Z..2026-01-04T06:00:00.000Z`. Its name,
+`custom_snapshot_windows`, predates the custom patterns and calibration and is kept so
+existing instances keep their windows.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end
 # Weeks start Sunday 00:00 UTC (day_offset=0), the runbook's weekly cadence; the key is the Sunday.
 weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=PARTITIONS_START, day_offset=0, end_offset=0)
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=0)
-custom_snapshot_partitions = dg.DynamicPartitionsDefinition(name=CUSTOM_WINDOWS)
+custom_partitions = dg.DynamicPartitionsDefinition(name=CUSTOM_WINDOWS)
+custom_snapshot_partitions = custom_partitions
 
 CADENCE_PARTITIONS: dict[str, dg.TimeWindowPartitionsDefinition] = {
     "DAILY": daily_partitions,
@@ -54,6 +59,15 @@ def keys_in_window(partitions_def: dg.TimeWindowPartitionsDefinition, window: Wi
     ]
 
 
+def whole(partitions_def: dg.TimeWindowPartitionsDefinition, window: Window) -> bool:
+    """Whether both bounds of `window` are partition boundaries (whole days, weeks or months)."""
+    def boundary(instant: datetime) -> bool:
+        span = partitions_def.time_window_for_partition_key(partitions_def.get_partition_key_for_timestamp(instant.timestamp()))
+        return span.start.astimezone(UTC) == instant
+
+    return boundary(window.start) and boundary(window.end)
+
+
 def last_complete_key(partitions_def: dg.TimeWindowPartitionsDefinition, at: datetime) -> str | None:
     """The key of the last partition whose window ended at or before `at` (a schedule's target)."""
     keys = partitions_def.get_partition_keys(current_time=at)
@@ -65,12 +79,12 @@ def _bound(instant: datetime) -> str:
 
 
 def custom_key(window: Window) -> str:
-    """The dynamic partition key of a custom snapshot window."""
+    """The dynamic partition key of a custom window."""
     return f"{_bound(window.start)}{_CUSTOM_SEPARATOR}{_bound(window.end)}"
 
 
 def custom_window(key: str) -> Window:
-    """The window of a custom snapshot partition key `START..END`.
+    """The window of a custom partition key `START..END`.
 
     Raises:
         WindowError: the key is not `START..END` with readable bounds.
