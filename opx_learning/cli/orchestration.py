@@ -2,7 +2,24 @@
 
 DAGSTER_HOME defaults to `$OPX_HOME/dagster_home` (created, with the repository's
 local `dagster.yaml`, when missing), so `dagster dev` started with the same two
-variables shows every run, materialization and check result.
+variables shows every run, materialization and check result. Runs are quiet on the
+console (the commands print their own summary; Dagster's events and stack traces stay
+in the instance for the UI); `--verbose` prints Dagster's own log as well.
+
+`trigger` maps a range onto partitions:
+
+* `extract-patterns --type daily|weekly|custom`: whole days (default when the range is
+  whole days), whole Sunday-to-Sunday weeks, or one summary over the exact window
+  (`pattern_summaries_custom`; the default, said in the output, when the range is not
+  whole days);
+* `calibrate --type monthly|custom`: whole calendar months with their drift metrics
+  (default when the range is whole months), else one calibration over the exact window
+  (`confidence_calibration_custom`, said in the output);
+* `snapshot --type daily|weekly|monthly|custom` (default custom).
+
+Choices accept any case. Inputs are checked before the rate limit is consulted, so a
+mistake (bad date, partial partitions, a `--service` without outcomes in the window)
+costs no rate-limit slot.
 """
 
 from __future__ import annotations
@@ -67,28 +84,32 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
 
 
 @click.command(help="Seed synthetic outcomes, materialize every asset for them in DAGSTER_HOME and print the "
-               "morning checklist (exit 1 if a check FAILs).")
-@click.option("--days", type=click.IntRange(min=7, max=700), default=90, show_default=True,
-              help="Days of synthetic outcomes, ending yesterday.")
+               "morning checklist as of 09:00 on the end day (exit 1 if a check FAILs). At least 32 days, so "
+               "the previous calendar month, which the checklist's calibration checks read, always has data. "
+               "While the kill switch is active the operations are SKIPPED (audited, nothing fails) and the "
+               "checklist shows what was materialized before.")
+@click.option("--days", type=click.IntRange(min=32, max=700), default=90, show_default=True,
+              help="Days of synthetic outcomes, ending the day before --end (32..700).")
 @click.option("--per-day", type=click.IntRange(min=1), default=200, show_default=True, help="Mean outcomes per day.")
 @click.option("--end", "end_text", help="Exclusive end day of the data (default: today 00:00 UTC).")
 @click.option("--seed", "seed_value", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (progress goes to stderr).")
-def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json: bool) -> None:
+@click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr.")
+def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json: bool, verbose: bool) -> None:
     """Seed, materialize, run the morning checklist and tell the user what to open."""
     from opx_learning.defs.partitions import PARTITIONS_START
 
     try:
-        end = to_utc(end_text, "end") if end_text else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = to_utc(end_text, "--end") if end_text else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     except WindowError as error:
-        raise click.UsageError(f"--end: {error}") from None
+        raise click.UsageError(str(error)) from None
     end = end.replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     if start < to_utc(PARTITIONS_START):
         raise click.UsageError(f"--days/--end: the data would start {start.date()}, before the partitions ({PARTITIONS_START})")
     started = time.perf_counter()
     dagster_home = ensure_dagster_home()
-    report = run_demo(Window(start, end), per_day, seed_value, as_json)
+    report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose)
     report |= {
         "dagster_home": str(dagster_home),
         "opx_home": str(get_settings().home),
@@ -103,7 +124,7 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
         sys.exit(1)
 
 
-def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool) -> dict[str, Any]:
+def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbose: bool = False) -> dict[str, Any]:
     """Seed `window`, materialize every asset over it with as few runs as possible, run the checklist."""
     import dagster as dg
 
@@ -120,6 +141,9 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool) -> di
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
 
+    kill_switch = _kill_switch_note()
+    if kill_switch:
+        _say(as_json, f"note: {kill_switch}")
     middle = window.start + (window.end - window.start) / 2
     overconfident = f"{middle.year:04d}-{middle.month:02d}"
     frame = generate_outcomes(
@@ -138,7 +162,7 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool) -> di
 
     def step(label: str, assets: Sequence[str], keys: Sequence[str]) -> None:
         if keys:
-            runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags)))
+            runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags, verbose)))
 
     step(f"daily outcomes + pattern summaries ({len(days)} days, one run)",
          ["daily_outcomes", "pattern_summaries_daily"], days)
@@ -150,8 +174,10 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool) -> di
     step(f"monthly snapshots ({len(months)} months, one run)", ["learning_snapshots_monthly"], months)
     custom = custom_key(window)
     instance.add_dynamic_partitions(CUSTOM_WINDOWS, [custom])
-    step(f"custom snapshot {custom}", ["learning_snapshot_custom"], [custom])
-    checklist = _timed(as_json, "morning checklist (every asset check)", lambda: launch.run_checklist(instance, iso(window.end + timedelta(hours=9))))
+    step(f"custom window {custom}: patterns, calibration, snapshot (one run)",
+         ["pattern_summaries_custom", "confidence_calibration_custom", "learning_snapshot_custom"], [custom])
+    checklist = _timed(as_json, "morning checklist (every asset check)",
+                       lambda: launch.run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose))
     drift = [
         {"month": month[:7], **{k: v for k, v in meta.items() if k in ("max_abs_drift", "drift", "change_max_abs_drift")}}
         for run in runs
@@ -162,8 +188,14 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool) -> di
     }
     for row in drift:
         row["drift_detected"] = bool(calibrations.get(row["month"], {}).get("drift_detected"))
+    skipped: dict[str, int] = {}
+    for run in runs:
+        for reason in run.skipped.values():
+            skipped[reason] = skipped.get(reason, 0) + 1
     return {
         "window": {"start": iso(window.start), "end": iso(window.end)},
+        "kill_switch": kill_switch,
+        "skipped": skipped,
         "outcomes_written": written,
         "overconfident_month": overconfident,
         "partitions": {"daily": len(days), "weekly": len(weeks), "monthly": len(months), "custom": custom},
@@ -178,14 +210,21 @@ def _print_demo(report: dict[str, Any]) -> None:
     click.echo(f"Seeded {report['outcomes_written']} outcomes ({report['window']['start']} .. {report['window']['end']}), "
                f"overconfident month {report['overconfident_month']}.")
     failed = [run for run in report["runs"] if not run["success"]]
-    click.echo(f"{len(report['runs'])} runs, {len(failed)} failed.")
+    skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report["skipped"].items()))
+    click.echo(f"{len(report['runs'])} runs, {len(failed)} failed" + (f"; steps skipped: {skipped}." if skipped else "."))
     for run in failed:
         for failure in run["failures"]:
             click.echo(f"  FAILED {failure}")
+    if report["kill_switch"]:
+        click.echo(f"Note: {report['kill_switch']} Every learning operation was SKIPPED with an audit record "
+                   "(`opx-learning audit list --status SKIPPED`); the checklist below shows what was materialized "
+                   "before the kill switch was disabled.")
     click.echo("\nMorning checklist:")
     for row in sorted(report["checklist"], key=lambda r: (r["asset"], r["check"])):
         click.echo(f"  {row['status']:<4}  {row['asset']:<28} {row['check']:<52} {row['description']}")
     click.echo("\nCalibration drift by month (|drift| > 0.15 is advisory):")
+    if not report["drift"]:
+        click.echo("  none computed in this demo")
     for row in report["drift"]:
         change = row.get("change_max_abs_drift")
         change_text = f", change {change:+.3f}" if isinstance(change, float) else ""
@@ -196,6 +235,21 @@ def _print_demo(report: dict[str, Any]) -> None:
     click.echo(f"  then {report['open']['url']} -> Assets (partitions, plots of counts and drift), Checks, Runs.")
     click.echo(f"Files: {report['opx_home']}/assets (Parquet/JSON per partition), {report['opx_home']}/snapshots, "
                f"{report['opx_home']}/outcomes.")
+
+
+def _kill_switch_note() -> str | None:
+    """A sentence about the kill switch when it blocks work (active or unreadable), else None."""
+    from opx_learning.safety.guard import Guard
+    from opx_learning.safety.models import BackendUnavailable
+
+    try:
+        state = Guard.from_settings().kill_switch.status()
+    except BackendUnavailable as error:
+        return f"the kill switch state cannot be read ({error}); operations are skipped (fail closed)."
+    if not state.active:
+        return None
+    who = state.disabled_by.principal if state.disabled_by else "unknown"
+    return f"the kill switch is active (disabled by {who}: {state.reason})."
 
 
 _OPERATIONS = {
@@ -212,6 +266,7 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--principal", help="Who triggers (default OPX_PRINCIPAL, else the OS user / AWS identity)."),
         click.option("--emergency", is_flag=True, help="Ask to bypass the kill switch (EMERGENCY_OVERRIDE only)."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -223,38 +278,70 @@ def trigger() -> None:
     """Manual triggers of the learning operations."""
 
 
-@trigger.command("extract-patterns", help="PATTERN_EXTRACTION: daily (or weekly) pattern summaries over a range, one run.")
+_PATTERN_ASSETS = {
+    "DAILY": ["daily_outcomes", "pattern_summaries_daily"],
+    "WEEKLY": ["pattern_summaries_weekly"],
+    "CUSTOM": ["pattern_summaries_custom"],
+}
+_CALIBRATION_ASSETS = {
+    "MONTHLY": ["confidence_calibration", "drift_metrics"],
+    "CUSTOM": ["confidence_calibration_custom"],
+}
+
+
+@trigger.command(
+    "extract-patterns",
+    help="PATTERN_EXTRACTION over a range, one run: per day (--type daily, the default for a range of whole days), "
+    "per Sunday-to-Sunday week (--type weekly), or one summary over the exact window (--type custom, the default "
+    "for a range that is not whole days).",
+)
 @_common
-@click.option("--service", help="Report this service's numbers (summaries always cover every service).")
-@click.option("--type", "cadence", type=click.Choice(["DAILY", "WEEKLY"], case_sensitive=False), default="DAILY",
-              show_default=True, help="Which summaries: per day or per Sunday-to-Sunday week.")
-def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool,
-                     service: str | None, cadence: str) -> None:
-    """Map the range onto daily (or weekly) partitions and materialize them in one run."""
-    cadence = cadence.upper()
-    assets = ["daily_outcomes", "pattern_summaries_daily"] if cadence == "DAILY" else ["pattern_summaries_weekly"]
-    extra = {"service": service.strip()} if service else {}
-    _trigger("extract-patterns", start, end, principal, emergency, as_json, cadence, assets, extra, service=service)
+@click.option("--service", help="Report this service's numbers (summaries always cover every service); it must "
+              "have outcomes in the window.")
+@click.option("--type", "cadence", type=click.Choice(["daily", "weekly", "custom"], case_sensitive=False),
+              help="daily, weekly or custom (any case). Default: daily for whole days, else custom.")
+def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
+                     service: str | None, cadence: str | None) -> None:
+    """Map the range onto daily / weekly partitions (one run) or one custom window."""
+    window = _window(start, end)
+    kind, note = _choose(cadence, window, "DAILY", "days", "extract-patterns")
+    extra: dict[str, Any] = {}
+    if service is not None:
+        service = _check_service(service, window)
+        extra["service"] = service
+    _trigger("extract-patterns", window, principal, emergency, as_json, kind, _PATTERN_ASSETS[kind], extra,
+             service=service, note=note, verbose=verbose)
 
 
-@trigger.command("calibrate", help="CALIBRATION of whole calendar months (and their drift metrics), one run.")
+@trigger.command(
+    "calibrate",
+    help="CALIBRATION over a range, one run per month: whole calendar months with their drift metrics "
+    "(--type monthly, the default for a range of whole months), or one calibration over the exact window "
+    "(--type custom, the default otherwise). Fewer than 30 outcomes with a confidence: FAILED, INSUFFICIENT_DATA.",
+)
 @_common
-def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool) -> None:
-    """Map the range onto monthly partitions and materialize calibration and drift."""
-    _trigger("calibrate", start, end, principal, emergency, as_json, "MONTHLY",
-             ["confidence_calibration", "drift_metrics"], {})
+@click.option("--type", "cadence", type=click.Choice(["monthly", "custom"], case_sensitive=False),
+              help="monthly or custom (any case). Default: monthly for whole calendar months, else custom.")
+def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
+                      cadence: str | None) -> None:
+    """Map the range onto monthly partitions (calibration and drift) or one custom window."""
+    window = _window(start, end)
+    kind, note = _choose(cadence, window, "MONTHLY", "calendar months", "calibrate")
+    _trigger("calibrate", window, principal, emergency, as_json, kind, _CALIBRATION_ASSETS[kind], {},
+             note=note, verbose=verbose)
 
 
-@trigger.command("snapshot", help="SNAPSHOT of a range: DAILY/WEEKLY/MONTHLY partitions, or one CUSTOM window.")
+@trigger.command("snapshot", help="SNAPSHOT of a range: daily/weekly/monthly partitions, or one custom window.")
 @_common
-@click.option("--type", "snapshot_type", type=click.Choice(["DAILY", "WEEKLY", "MONTHLY", "CUSTOM"], case_sensitive=False),
-              default="CUSTOM", show_default=True, help="Snapshot type.")
-def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool,
+@click.option("--type", "snapshot_type", type=click.Choice(["daily", "weekly", "monthly", "custom"], case_sensitive=False),
+              default="custom", show_default=True, help="Snapshot type (any case).")
+def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                      snapshot_type: str) -> None:
-    """Materialize the snapshot partitions of the range (CUSTOM: one dynamic partition START..END)."""
+    """Materialize the snapshot partitions of the range (custom: one dynamic partition START..END)."""
     kind = snapshot_type.upper()
     asset = "learning_snapshot_custom" if kind == "CUSTOM" else f"learning_snapshots_{kind.lower()}"
-    _trigger("snapshot", start, end, principal, emergency, as_json, kind, [asset], {"snapshot_type": kind})
+    _trigger("snapshot", _window(start, end), principal, emergency, as_json, kind, [asset],
+             {"snapshot_type": kind}, verbose=verbose)
 
 
 def _window(start: str, end: str) -> Window:
@@ -263,6 +350,39 @@ def _window(start: str, end: str) -> Window:
     except WindowError as error:
         field, _, detail = str(error).partition(": ")
         raise click.UsageError(f"--{field}: {detail}" if field in ("start", "end") else str(error)) from None
+
+
+def _choose(requested: str | None, window: Window, cadence: str, unit: str, command: str) -> tuple[str, str | None]:
+    """The partition type of a trigger: the requested one, else `cadence` when the range fits it, else CUSTOM."""
+    from opx_learning.defs.partitions import CADENCE_PARTITIONS, custom_key, whole
+
+    if requested:
+        return requested.upper(), None
+    if whole(CADENCE_PARTITIONS[cadence], window):
+        return cadence, None
+    note = (
+        f"{window.start_iso}..{window.end_iso} is not whole {unit}: running it as one custom window "
+        f"{custom_key(window)} (pass `{command} --type {cadence.lower()}` for {cadence.lower()} partitions)"
+    )
+    return "CUSTOM", note
+
+
+def _check_service(service: str, window: Window) -> str:
+    """The trimmed `--service`, which must have outcomes in the window (checked before any rate-limit slot)."""
+    import polars as pl
+
+    from opx_learning.stores.outcomes import outcome_store
+
+    name = service.strip()
+    if not name:
+        raise click.UsageError(f"--service: {service!r} is empty; name a service, or leave --service out")
+    frame = outcome_store(get_settings()).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
+    services = sorted(value for value in frame["service"].to_list() if value)
+    if name not in services:
+        shown = f"{window.start_iso}..{window.end_iso}"
+        known = f"services with outcomes there: {', '.join(services)}" if services else "no service has outcomes there"
+        raise click.UsageError(f"--service: {service!r} has no outcomes in {shown}; {known}")
+    return name
 
 
 def _partition_keys(cadence: str, window: Window) -> list[str]:
@@ -278,14 +398,15 @@ def _partition_keys(cadence: str, window: Window) -> list[str]:
     unit = {"DAILY": "days", "WEEKLY": "Sunday-to-Sunday weeks", "MONTHLY": "calendar months"}[cadence]
     shown = f"{window.start_iso}..{window.end_iso}"
     if window.start < to_utc(PARTITIONS_START):
-        raise click.UsageError(f"--start: {window.start_iso} is before the first partition ({PARTITIONS_START})")
+        raise click.UsageError(f"--start: {window.start_iso} is before the first partition ({PARTITIONS_START}); "
+                               "use --type custom for an earlier window")
     if not keys:
         raise click.UsageError(f"--start/--end: {shown} holds no complete {unit} (a partition exists once its window ended)")
     first, last = partition_window(partitions_def, keys[0]), partition_window(partitions_def, keys[-1])
     if first.start != window.start or last.end != window.end:
         raise click.UsageError(
             f"--start/--end: {shown} does not cover whole, complete {unit} "
-            f"(nearest: {first.start_iso}..{last.end_iso}); use `snapshot --type CUSTOM` for any window"
+            f"(nearest: {first.start_iso}..{last.end_iso}); use --type custom for any window"
         )
     return keys
 
@@ -314,8 +435,7 @@ def _missing_upstream(instance: Any, asset: str, keys: list[str], cadence: str) 
 
 def _trigger(
     command: str,
-    start: str,
-    end: str,
+    window: Window,
     principal_name: str | None,
     emergency: bool,
     as_json: bool,
@@ -323,8 +443,9 @@ def _trigger(
     assets: list[str],
     extra: dict[str, Any],
     service: str | None = None,
+    note: str | None = None,
+    verbose: bool = False,
 ) -> None:
-    window = _window(start, end)
     operation = _OPERATIONS[command]
     if cadence == "CUSTOM":
         from opx_learning.defs.partitions import custom_key
@@ -348,11 +469,13 @@ def _trigger(
     instance = dg.DagsterInstance.get()
     missing = _missing_upstream(instance, assets[0], keys, cadence)
     if missing:
-        upstream = "extract-patterns --type WEEKLY" if cadence == "WEEKLY" else "extract-patterns"
+        upstream = "extract-patterns --type weekly" if cadence == "WEEKLY" else "extract-patterns"
         raise click.UsageError(
             f"--start/--end: {len(missing)} partitions of pattern summaries are missing (first {missing[0]}); "
             f"run `opx-learning trigger {upstream} --start ... --end ...` first"
         )
+    if note:
+        _say(as_json, f"note: {note}")
     guard = Guard.from_settings()
     parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
     try:
@@ -363,10 +486,10 @@ def _trigger(
         _refused(attempt, as_json)
     principal = attempt.principal
     if cadence == "CUSTOM":
-        instance.add_dynamic_partitions(CUSTOM_WINDOWS, keys)
+        instance.add_dynamic_partitions(CUSTOM_WINDOWS, [key for key in keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)])
     tags = {AUDIT_ID_TAG: attempt.audit_id, TRIGGER_TYPE_TAG: "MANUAL", PRINCIPAL_TAG: principal.principal}
-    label = f"{operation} {cadence}: {len(keys)} partition(s) {keys[0]}" + (f"..{keys[-1]}" if len(keys) > 1 else "")
-    summary = _timed(as_json, label + " (one run)", lambda: launch.materialize(instance, assets, keys, tags))
+    label = f"{operation} {cadence}: " + (f"{len(keys)} partitions {keys[0]}..{keys[-1]}" if len(keys) > 1 else f"partition {keys[0]}")
+    summary = _timed(as_json, label + " (one run)", lambda: launch.materialize(instance, assets, keys, tags, verbose))
     record = guard.audit.get(attempt.audit_id)
     if record is not None and record.status.value == "RUNNING":
         reason = "; ".join(summary.failures) or "the run ended before the operation started"
@@ -392,6 +515,8 @@ def _trigger(
             "audit": f"opx-learning audit get {attempt.audit_id}",
         },
     }
+    if note:
+        output["note"] = note
     if service:
         output["service"] = _service_report(summary, assets[-1], service)
     if as_json:
@@ -434,11 +559,24 @@ def _refused(attempt: Attempt, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         sys.exit(1)
-    retry = f" Retry after {attempt.retry_after} s." if attempt.retry_after is not None else ""
-    denied = f" ({data['emergency_denied']})" if "emergency_denied" in data else ""
-    raise click.ClickException(
-        f"refused ({data['skip_reason']}): {attempt.message}.{denied}{retry} Audit id {attempt.audit_id}"
-    )
+    raise click.ClickException(refusal_text(attempt, data.get("emergency_denied")))
+
+
+def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
+    """One sentence saying why a trigger was refused (with the retry time for a rate limit), then its audit id."""
+    reason = str(attempt.skip_reason)
+    limit = attempt.rate_limit
+    if limit is not None and not limit.allowed:
+        at = iso(datetime.now(UTC) + timedelta(seconds=limit.retry_after))
+        why = (
+            f"{attempt.principal.principal} may start {limit.limit} {attempt.operation_type} per hour; "
+            f"retry in {limit.retry_after} s (after {at})"
+        )
+    else:
+        # The guard's message starts with the reason, which the prefix already names.
+        why = attempt.message.removeprefix(f"{reason}: ").rstrip(".")
+    denied = f" ({emergency_denied})" if emergency_denied else ""
+    return f"refused ({reason}): {why}{denied}. Audit id {attempt.audit_id}"
 
 
 def _service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:
@@ -461,8 +599,12 @@ def _service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:
 def _print_trigger(output: dict[str, Any], summary: Any) -> None:
     run = output["run"]
     click.echo(f"{output['operation_type']} {output['status']}  audit id {output['audit_id']}")
-    click.echo(f"  partitions {output['partitions']['first']}..{output['partitions']['last']} "
-               f"({output['partitions']['count']} {output['partitions']['type'].lower()}), run {run['run_id']}")
+    partitions = output["partitions"]
+    if partitions["count"] == 1:
+        shown = f"partition {partitions['first']} ({partitions['type'].lower()})"
+    else:
+        shown = f"partitions {partitions['first']}..{partitions['last']} ({partitions['count']} {partitions['type'].lower()})"
+    click.echo(f"  {shown}, run {run['run_id']}")
     for name, count in run["materialized"].items():
         click.echo(f"  materialized {name}: {count}")
     for name, reason in run["skipped"].items():

@@ -3,7 +3,17 @@
 Graph: `daily_outcomes` -> `pattern_summaries_daily` / `pattern_summaries_weekly` /
 `confidence_calibration` -> `drift_metrics`; snapshots (`learning_snapshots_daily`,
 `_weekly`, `_monthly`, `learning_snapshot_custom`) hold the summaries of their window
-and the latest calibration known at the window's end.
+and the latest calibration known at the window's end. On demand, any window (SPEC §0
+"any date range") is one dynamic partition `START..END` of `pattern_summaries_custom`
+(one extraction over the exact window; the previous window of equal length is read for
+emerging root causes), `confidence_calibration_custom` (one calibration over the
+window; fewer than 30 outcomes fails INSUFFICIENT_DATA like a month) and
+`learning_snapshot_custom`.
+
+Every guarded asset starts with the guard (kill switch, audit record) before it reads
+anything: upstream assets are `deps`, read through `AssetStorage` inside the work, so
+a skipped upstream never makes a later run fail on loading, and a missing upstream
+partition fails the operation with an audited UPSTREAM_MISSING naming the partitions.
 
 Outcomes are read per UTC day: the materialized `daily_outcomes` partition when it
 exists, else the outcome store validated on the fly (so a weekly run at Sunday 00:00
@@ -11,7 +21,7 @@ does not wait for Saturday's daily run, and a manual calibration works on a fres
 store). Daily-cadence and weekly assets use single-run backfills: a range is one run
 that computes each partition in one pass and stores one file per partition.
 Calibration and drift are one run per month, so one month with too few outcomes
-fails alone. Custom snapshots are a dynamic partition per window `START..END`.
+fails alone. The custom assets share one dynamic partition per window `START..END`.
 
 Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`);
 an unchanged window keeps its id and version. A snapshot window is "empty" when it
@@ -19,7 +29,7 @@ holds no outcome (the WARN check `snapshot_window_not_empty`).
 
 Freshness policies follow the runbook: a scheduled run starting at 00:00 (snapshots
 01:00) must have materialized within the expected duration (daily patterns 2 min,
-weekly 5 min, calibration 10 min; snapshots 1 / 2 / 5 min). The custom snapshot has
+weekly 5 min, calibration 10 min; snapshots 1 / 2 / 5 min). The custom assets have
 no cadence, hence no freshness policy.
 """
 
@@ -46,9 +56,14 @@ from opx_learning.core.schema import (
 from opx_learning.core.snapshots import build_snapshot
 from opx_learning.core.validation import validate_outcomes
 from opx_learning.core.windows import Window, day_window
-from opx_learning.defs.operations import InsufficientInput, Produced, run_operation
+from opx_learning.defs.operations import (
+    InsufficientInput,
+    Produced,
+    missing_upstream,
+    run_operation,
+)
 from opx_learning.defs.partitions import (
-    custom_snapshot_partitions,
+    custom_partitions,
     custom_window,
     daily_partitions,
     monthly_partitions,
@@ -255,10 +270,10 @@ def _patterns(
             values[key] = extract_patterns(frame, window.start, window.end)
             metadata[key] = summary_metadata(values[key])
         results = {
-            "summary_ids": sum(len(v) for v in values.values()),
+            "summary_count": sum(len(v) for v in values.values()),
             "total_incidents": sum(m["total_incidents"] for m in metadata.values()),
         }
-        summary = {"total_incidents": results["total_incidents"], "summaries": results["summary_ids"]}
+        summary = {"total_incidents": results["total_incidents"], "summaries": results["summary_count"]}
         return Produced(values, metadata, results, summary)
 
     yield from run_operation(context, safety, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
@@ -344,29 +359,31 @@ def confidence_calibration(
     name="drift_metrics",
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
+    deps=[confidence_calibration],
     freshness_policy=FRESHNESS["drift_metrics"],
     output_required=False,
     group_name="calibration",
     kinds={"polars", "parquet"},
 )
-def drift_metrics_asset(
-    context: dg.AssetExecutionContext,
-    confidence_calibration: dict[str, dict],
-    asset_storage: AssetStorage,
-) -> Iterator[Any]:
+def drift_metrics_asset(context: dg.AssetExecutionContext, asset_storage: AssetStorage) -> Iterator[Any]:
     """Month-by-month calibration drift (ECE, max |drift|, per band) with the change against the previous month."""
 
     def work() -> Produced:
+        stored = {key: asset_storage.read("confidence_calibration", key) for key in context.partition_keys}
+        missing = [key for key, value in stored.items() if not isinstance(value, Mapping)]
+        if missing:
+            error = missing_upstream("confidence_calibration", missing, "calibrate those months first")
+            raise dg.Failure(description=f"not computed ({error.reason}): {error}", metadata=error.metadata)
         values, metadata = {}, {}
         for key in context.partition_keys:
-            current = Calibration.from_dict(confidence_calibration[key])
+            current = Calibration.from_dict(stored[key])
             previous = monthly_partitions.get_prev_partition_window(current.window_start)
-            stored = (
+            before = (
                 asset_storage.read("confidence_calibration", previous.start.strftime("%Y-%m-%d"))
                 if previous
                 else None
             )
-            series = [Calibration.from_dict(stored)] if isinstance(stored, Mapping) else []
+            series = [Calibration.from_dict(before)] if isinstance(before, Mapping) else []
             row = drift_metrics([*series, current]).tail(1)
             values[key] = row
             metadata[key] = {"previous_month_available": dg.MetadataValue.bool(bool(series))} | {
@@ -388,13 +405,17 @@ def _snapshot_asset(
     snapshot_type: str,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     summaries_asset: dg.AssetsDefinition,
+    summaries_partitions: dg.TimeWindowPartitionsDefinition,
 ) -> dg.AssetsDefinition:
+    summaries_name = summaries_asset.key.to_user_string()
+    cadence = "--type weekly" if summaries_partitions is weekly_partitions else "--type daily"
+
     @dg.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
-        ins={"summaries": dg.AssetIn(summaries_asset.key)},
         deps=[
+            summaries_asset,
             dg.AssetDep(
                 "confidence_calibration",
                 partition_mapping=dg.TimeWindowPartitionMapping(
@@ -411,7 +432,6 @@ def _snapshot_asset(
     )
     def _asset(
         context: dg.AssetExecutionContext,
-        summaries: dict[str, pl.DataFrame],
         outcome_store: OutcomeStoreResource,
         asset_storage: AssetStorage,
         snapshot_store: SnapshotStoreResource,
@@ -420,6 +440,15 @@ def _snapshot_asset(
         def work() -> Produced:
             windows = {key: partition_window(partitions_def, key) for key in context.partition_keys}
             span = Window(min(w.start for w in windows.values()), max(w.end for w in windows.values()))
+            needed = summaries_partitions.get_partition_keys_in_time_window(dg.TimeWindow(span.start, span.end))
+            summaries = {key: asset_storage.read(summaries_name, key) for key in needed}
+            missing = [key for key, value in summaries.items() if not isinstance(value, pl.DataFrame)]
+            if missing:
+                hint = (
+                    f"run `opx-learning trigger extract-patterns {cadence} --start {span.start_iso} "
+                    f"--end {span.end_iso}` first"
+                )
+                raise missing_upstream(summaries_name, missing, hint)
             return _snapshots(
                 snapshot_type, windows, span, _by_window(summaries, windows), outcome_store, asset_storage,
                 snapshot_store,
@@ -499,18 +528,18 @@ def snapshot_metadata(snapshot: Any) -> dict[str, Any]:
 
 
 learning_snapshots_daily = _snapshot_asset(
-    "learning_snapshots_daily", "DAILY", daily_partitions, pattern_summaries_daily
+    "learning_snapshots_daily", "DAILY", daily_partitions, pattern_summaries_daily, daily_partitions
 )
 learning_snapshots_weekly = _snapshot_asset(
-    "learning_snapshots_weekly", "WEEKLY", weekly_partitions, pattern_summaries_weekly
+    "learning_snapshots_weekly", "WEEKLY", weekly_partitions, pattern_summaries_weekly, weekly_partitions
 )
 learning_snapshots_monthly = _snapshot_asset(
-    "learning_snapshots_monthly", "MONTHLY", monthly_partitions, pattern_summaries_daily
+    "learning_snapshots_monthly", "MONTHLY", monthly_partitions, pattern_summaries_daily, daily_partitions
 )
 
 
 @dg.asset(
-    partitions_def=custom_snapshot_partitions,
+    partitions_def=custom_partitions,
     deps=[
         dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping()),
         dg.AssetDep("confidence_calibration", partition_mapping=dg.AllPartitionMapping()),
@@ -544,20 +573,92 @@ def learning_snapshot_custom(
         produced.metadata[context.partition_key].update(summary_metadata(summaries))
         return produced
 
-    parameters = {
-        "start_date": window.start_iso,
-        "end_date": window.end_iso,
-        "snapshot_type": "CUSTOM",
-        "time_window": "CUSTOM",
-    }
-    yield from run_operation(context, safety, "SNAPSHOT", parameters, work)
+    yield from run_operation(context, safety, "SNAPSHOT", _custom_parameters(window, snapshot_type="CUSTOM"), work)
+
+
+def _custom_parameters(window: Window, **extra: Any) -> dict[str, Any]:
+    return {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": "CUSTOM", **extra}
+
+
+@dg.asset(
+    partitions_def=custom_partitions,
+    deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
+    output_required=False,
+    group_name="patterns",
+    kinds={"polars", "parquet"},
+)
+def pattern_summaries_custom(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """Per-service pattern summaries of any window `START..END` (dynamic partition), one extraction over it.
+
+    Emerging root causes are tested against the previous window of the same length.
+    """
+    key = context.partition_key
+    window = custom_window(key)
+
+    def work() -> Produced:
+        outcomes = read_outcomes(asset_storage, outcome_store, Window(window.previous().start, window.end))
+        summary = extract_patterns(outcomes, window.start, window.end)
+        metadata = summary_metadata(summary)
+        results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
+        return Produced({key: summary}, {key: metadata}, results, {"summaries": summary.height})
+
+    yield from run_operation(context, safety, "PATTERN_EXTRACTION", _custom_parameters(window), work)
+
+
+@dg.asset(
+    partitions_def=custom_partitions,
+    deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
+    output_required=False,
+    group_name="calibration",
+    kinds={"polars", "json"},
+)
+def confidence_calibration_custom(
+    context: dg.AssetExecutionContext,
+    outcome_store: OutcomeStoreResource,
+    asset_storage: AssetStorage,
+    safety: SafetyResource,
+) -> Iterator[Any]:
+    """Confidence calibration of any window `START..END` (dynamic partition); under 30 outcomes it FAILs.
+
+    The failure is INSUFFICIENT_DATA, as for a month; custom windows feed no drift series.
+    """
+    key = context.partition_key
+    window = custom_window(key)
+
+    def work() -> Produced:
+        outcomes = read_outcomes(asset_storage, outcome_store, window)
+        try:
+            result = calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
+        except InsufficientData as error:
+            raise InsufficientInput(
+                f"{key}: {error}",
+                "INSUFFICIENT_DATA",
+                {"outcome_count": error.outcome_count, "required": error.required, "window": key},
+            ) from None
+        metadata = calibration_metadata(result)
+        results = {
+            "calibration_ids": [result.calibration_id],
+            "outcome_count": result.outcome_count,
+            "drift": result.drift,
+            "max_abs_drift": result.max_abs_drift,
+        }
+        return Produced({key: result.to_dict()}, {key: metadata}, results, {"outcome_count": result.outcome_count})
+
+    yield from run_operation(context, safety, "CALIBRATION", _custom_parameters(window), work)
 
 
 ASSETS = [
     daily_outcomes,
     pattern_summaries_daily,
     pattern_summaries_weekly,
+    pattern_summaries_custom,
     confidence_calibration,
+    confidence_calibration_custom,
     drift_metrics_asset,
     learning_snapshots_daily,
     learning_snapshots_weekly,

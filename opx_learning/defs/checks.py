@@ -29,6 +29,7 @@ from opx_learning.core.windows import to_utc
 from opx_learning.defs import assets as a
 from opx_learning.defs.partitions import (
     CADENCE_PARTITIONS,
+    custom_partitions,
     daily_partitions,
     last_complete_key,
     monthly_partitions,
@@ -341,7 +342,7 @@ CHECKS: list[dg.AssetChecksDefinition] = [
             (a.learning_snapshots_daily, CADENCE_PARTITIONS["DAILY"]),
             (a.learning_snapshots_weekly, CADENCE_PARTITIONS["WEEKLY"]),
             (a.learning_snapshots_monthly, CADENCE_PARTITIONS["MONTHLY"]),
-            (a.learning_snapshot_custom, a.custom_snapshot_partitions),
+            (a.learning_snapshot_custom, custom_partitions),
         )
     ),
 ]

@@ -1,4 +1,4 @@
-"""Asset jobs: one per cadence of SPEC §0, plus the morning checklist (checks only)."""
+"""Asset jobs: one per cadence of SPEC §0, one per on-demand custom window, and the morning checklist."""
 
 from __future__ import annotations
 
@@ -41,6 +41,16 @@ custom_snapshot_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(a.learning_snapshot_custom),
     description="CUSTOM SNAPSHOT of one window START..END (add the window as a partition first).",
 )
+custom_patterns_job = dg.define_asset_job(
+    "custom_patterns_job",
+    selection=dg.AssetSelection.assets(a.pattern_summaries_custom),
+    description="PATTERN_EXTRACTION of one window START..END (add the window as a partition first).",
+)
+custom_calibration_job = dg.define_asset_job(
+    "custom_calibration_job",
+    selection=dg.AssetSelection.assets(a.confidence_calibration_custom),
+    description="CALIBRATION of one window START..END (add the window as a partition first).",
+)
 morning_checklist_job = dg.define_asset_job(
     "morning_checklist_job",
     selection=dg.AssetSelection.all_asset_checks(),
@@ -55,5 +65,7 @@ JOBS = [
     weekly_snapshot_job,
     monthly_snapshot_job,
     custom_snapshot_job,
+    custom_patterns_job,
+    custom_calibration_job,
     morning_checklist_job,
 ]

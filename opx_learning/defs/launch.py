@@ -4,6 +4,11 @@ A partition range of a single-run asset is one run (the
 `dagster/asset_partition_range_start` / `_end` tags), per-partition assets
 (calibration, drift) get one run per partition. Runs are recorded in the instance
 `dagster dev` shows, with the asset checks of the selected assets.
+
+The console is quiet by default: Dagster's console logger only prints CRITICAL
+events, so an expected failure (e.g. INSUFFICIENT_DATA) does not print a stack trace
+before the CLI's own summary. Every event, traces included, is still stored in the
+instance for the UI. `verbose=True` prints Dagster's full (DEBUG) console log.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ import dagster as dg
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-# The console shows warnings only; every event is still stored in the instance for the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+
+
+def console(verbose: bool) -> dict[str, Any]:
+    """Run config of the console logger: quiet (CRITICAL only) unless `verbose`."""
+    return VERBOSE if verbose else QUIET
 
 
 @dataclass
@@ -63,6 +73,7 @@ def materialize(
     asset_keys: Sequence[str],
     partitions: Sequence[str],
     tags: dict[str, str] | None = None,
+    verbose: bool = False,
 ) -> RunSummary:
     """Materialize `asset_keys` for one partition or one contiguous range in a single in-process run."""
     from opx_learning.defs.sensors import process_tags
@@ -86,7 +97,7 @@ def materialize(
         partition_key=partition_key,
         tags=run_tags,
         raise_on_error=False,
-        run_config=QUIET,
+        run_config=console(verbose),
     )
     return summarize(result, list(asset_keys), list(partitions))
 
@@ -113,6 +124,9 @@ def summarize(result: dg.ExecuteInProcessResult, assets: list[str], partitions: 
             if "skipped" in values:
                 summary.skipped[observation.asset_key.to_user_string()] = str(values["skipped"])
                 audit_ids.add(str(values.get("audit_id")))
+        elif event.event_type_value == "STEP_SKIPPED" and event.step_key in assets:
+            # Dagster skips a step whose upstream step yielded nothing (e.g. skipped by the kill switch).
+            summary.skipped.setdefault(event.step_key, "UPSTREAM_SKIPPED")
         elif event.is_step_failure:
             error = event.step_failure_data.user_failure_data
             text = error.description if error and error.description else event.step_failure_data.error.message
@@ -137,9 +151,9 @@ def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
     }
 
 
-def run_checklist(instance: dg.DagsterInstance, at: str | None = None) -> list[dict[str, Any]]:
+def run_checklist(instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
     """Run the morning checklist job (every asset check) as of `at` (ISO-8601, default now); return its rows."""
     job = definitions().resolve_job_def("morning_checklist_job")
     tags = {"opx/checklist_at": at} if at else None
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=QUIET)
+    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=console(verbose))
     return [check_row(evaluation) for evaluation in result.get_asset_check_evaluations()]

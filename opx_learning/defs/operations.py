@@ -8,6 +8,16 @@ or FAILED with the error. A refused operation yields no output (assets declare
 `output_required=False`) and an `AssetObservation` carrying the reason, so the run
 ends SUCCESS, downstream steps are skipped and nothing cascades.
 
+Guarded assets therefore never take upstream data as Dagster inputs (an input is
+loaded before the asset body, i.e. before the guard): they declare their upstreams as
+`deps=` and read them inside `work`, after the guard. Missing upstream data raises
+`InsufficientInput` (reason UPSTREAM_MISSING, naming the partitions), which completes
+the record FAILED and fails the step with a plain `dg.Failure`.
+
+The audit record's `results` hold the work's results plus `work_duration_ms` (the
+time spent in the work itself; the record's own `duration_ms` spans the whole
+attempt) and `partitions`.
+
 Trigger type and principal come from the run tags (`SafetyResource`):
 `opx/trigger_type`, else schedule/sensor -> SCHEDULED (principal SYSTEM), backfill or
 partition range -> BACKFILL, else MANUAL; principal `opx/principal`, else
@@ -50,7 +60,7 @@ class Produced:
 
 
 class InsufficientInput(Exception):
-    """The operation cannot run on its input (calibration below 30 outcomes): FAILED with a reason."""
+    """The operation cannot run on its input (too few outcomes, upstream not materialized): FAILED with a reason."""
 
     def __init__(self, message: str, reason: str, metadata: dict[str, Any]) -> None:
         super().__init__(message)
@@ -90,7 +100,7 @@ def run_operation(
     try:
         produced = work()
     except InsufficientInput as error:
-        guard.fail(attempt, str(error), reason=error.reason)
+        guard.fail(attempt, str(error), reason=error.reason, results=error.metadata)
         raise dg.Failure(
             description=f"{operation_type} FAILED ({error.reason}): {error}",
             metadata={**error.metadata, "reason": error.reason, "audit_id": attempt.audit_id},
@@ -99,9 +109,22 @@ def run_operation(
         guard.fail(attempt, error)
         raise
     timing = _timing(started, produced)
-    guard.succeed(attempt, results={**produced.results, **timing})
+    guard.succeed(
+        attempt,
+        results={**produced.results, "work_duration_ms": timing["duration_ms"], "partitions": timing["partitions"]},
+    )
     timing |= {"audit_id": attempt.audit_id, "trigger_type": attempt.trigger_type.value}
     yield from _events(produced, timing)
+
+
+def missing_upstream(asset: str, missing: list[str], hint: str) -> InsufficientInput:
+    """The failure of an operation whose upstream `asset` lacks the `missing` partitions (listed, capped at 10)."""
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return InsufficientInput(
+        f"{asset} is not materialized for {len(missing)} partition(s): {shown}; {hint}",
+        "UPSTREAM_MISSING",
+        {"upstream": asset, "missing_partitions": len(missing), "first_missing": missing[0]},
+    )
 
 
 def _timing(started: float, produced: Produced) -> dict[str, Any]:

@@ -80,7 +80,9 @@ def test_dagster_trigger_custom_snapshot(instance: dg.DagsterInstance, seeded: p
     [
         (["calibrate", "--start", "2025-13-01", "--end", "2025-12-01"], "--start: '2025-13-01'"),
         (["calibrate", "--start", "2025-10-01", "--end", "2025-09-01"], "--end: 2025-09-01T00:00:00.000Z must be after"),
-        (["calibrate", "--start", "2025-10-03", "--end", "2025-11-01"], "does not cover whole, complete calendar months"),
+        (["calibrate", "--type", "monthly", "--start", "2025-10-03", "--end", "2025-11-01"],
+         "does not cover whole, complete calendar months"),
+        (["calibrate", "--start", "2025-10-01", "--end", "garbage"], "Error: --end: 'garbage' is not a date"),
         (["snapshot", "--type", "WEEKLY", "--start", "2025-10-05", "--end", "2025-10-12"], "pattern summaries are missing"),
     ],
 )
@@ -102,3 +104,65 @@ def test_dagster_trigger_rate_limit_refusal(
     assert refusal["skip_reason"] == "RATE_LIMIT_EXCEEDED"
     assert refusal["rate_limit"]["remaining"] == 0 and refusal["rate_limit"]["retry_after"] > 0
     assert len(instance.get_run_records()) == 1
+
+
+def test_dagster_demo_needs_32_days(dagster_home: Path) -> None:
+    code, output = _invoke("demo", "--days", "7")
+    assert code == 2 and "7 is not in the range 32<=x<=700" in output
+    code, output = _invoke("demo", "--end", "garbage")
+    assert code == 2 and "Error: --end: 'garbage' is not a date" in output and "end: end" not in output
+
+
+def test_dagster_trigger_service_is_checked_before_any_rate_limit_slot(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPX_RATE_LIMITS", "PATTERN_EXTRACTION=1")
+    day = ["trigger", "extract-patterns", "--start", "2025-10-01", "--end", "2025-10-02"]
+    code, output = _invoke(*day, "--service", "  ")
+    assert code == 2 and "Error: --service: '  ' is empty" in output
+    code, output = _invoke(*day, "--service", "no-such-service")
+    services = sorted(seeded.filter(pl.col("recorded_at").dt.day() == 1).filter(pl.col("recorded_at").dt.month() == 10)["service"].unique())
+    assert code == 2
+    assert f"--service: 'no-such-service' has no outcomes in 2025-10-01T00:00:00.000Z..2025-10-02T00:00:00.000Z; " \
+        f"services with outcomes there: {', '.join(services)}" in output
+    code, output = _invoke(*day, "--start", "2025-08-01", "--end", "2025-08-02", "--service", "payment-service")
+    assert code == 2 and "no service has outcomes there" in output
+    assert instance.get_run_records() == []
+    code, output = _invoke(*day, "--service", f" {services[0]} ")  # the one slot is still free
+    assert code == 0, output
+    assert f"{services[0]}: " in output
+
+
+def test_dagster_trigger_messages_are_single_and_clear(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, output = _invoke("trigger", "snapshot", "--start", "2025-10-03", "--end", "2025-10-10")
+    assert code == 0, output
+    assert "  partition 2025-10-03..2025-10-10 (custom), run " in output
+    assert "2025-10-10..2025-10-03" not in output
+    monkeypatch.setenv("OPX_RATE_LIMITS", "SNAPSHOT=1")
+    code, output = _invoke("trigger", "snapshot", "--start", "2025-10-03", "--end", "2025-10-10")
+    assert code == 1
+    assert "Error: refused (RATE_LIMIT_EXCEEDED): alice may start 1 SNAPSHOT per hour; retry in " in output
+    assert output.count("RATE_LIMIT_EXCEEDED") == 1 and output.lower().count("retry") == 1
+    assert "Audit id SNAPSHOT#" in output
+
+
+def test_dagster_trigger_type_choices_are_lowercase(dagster_home: Path) -> None:
+    for command, shown in (("extract-patterns", "[daily|weekly|custom]"), ("calibrate", "[monthly|custom]"),
+                           ("snapshot", "[daily|weekly|monthly|custom]")):
+        code, output = _invoke("trigger", command, "--help")
+        assert code == 0 and shown in " ".join(output.split()), output
+        assert "DAILY]" not in output and "CUSTOM]" not in output
+    assert "[default: custom]" in _invoke("trigger", "snapshot", "--help")[1]
+
+
+def test_dagster_trigger_is_quiet_unless_verbose(instance: dg.DagsterInstance) -> None:
+    args = ["trigger", "calibrate", "--start", "2025-06-01", "--end", "2025-06-30T23:59:59.999Z"]
+    quiet = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert quiet.exit_code == 1
+    assert "CALIBRATION FAILED" in quiet.stdout and "INSUFFICIENT_DATA" in quiet.stdout
+    assert "Stack Trace" not in quiet.output and "Traceback" not in quiet.output
+    assert len(quiet.stdout.splitlines()) <= 6
+    verbose = CliRunner().invoke(cli, [*args, "--verbose"], catch_exceptions=False)
+    assert verbose.exit_code == 1 and "STEP_FAILURE" in verbose.stderr

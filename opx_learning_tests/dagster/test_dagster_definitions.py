@@ -26,6 +26,8 @@ EXPECTED_PARTITIONS = {
     "learning_snapshots_weekly": dg.WeeklyPartitionsDefinition,
     "learning_snapshots_monthly": dg.MonthlyPartitionsDefinition,
     "learning_snapshot_custom": dg.DynamicPartitionsDefinition,
+    "pattern_summaries_custom": dg.DynamicPartitionsDefinition,
+    "confidence_calibration_custom": dg.DynamicPartitionsDefinition,
 }
 EXPECTED_CHECKS = {
     "daily_outcomes": {"previous_day_outcomes_materialized", "daily_outcomes_have_no_rejected_rows"},
