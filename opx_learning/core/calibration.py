@@ -327,23 +327,27 @@ def _recommendation(band: Mapping[str, Any]) -> dict[str, Any]:
     return {"band": name, "severity": band["severity"], "message": message, "actionable": False}
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal consecutive values begins."""
+    return np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+
+
 def _thresholds(ordered: pl.DataFrame) -> dict[str, float | None]:
     x = ordered["confidence"].to_numpy()
-    label = ordered["label"].to_numpy()
-    distinct = x[1:] != x[:-1]
-    if distinct.all():
-        starts = np.arange(x.size)
-        fitted = isotonic_regression(label.astype(np.float64), increasing=True).x
-    else:
-        # One point per distinct confidence: label mean weighted by its count (ties pooled).
-        starts = np.concatenate(([0], np.flatnonzero(distinct) + 1))
-        weight = np.diff(np.append(starts, x.size)).astype(np.float64)
-        rate = np.add.reduceat(label, starts) / weight
-        fitted = isotonic_regression(rate, weights=weight, increasing=True).x
+    label = ordered["label"].to_numpy().astype(np.float64)
+    # Equal confidences must share one fitted value: pool them (label mean, weighted by count).
+    starts = _run_starts(x)
+    weight = np.diff(np.append(starts, x.size)).astype(np.float64)
+    rate = np.add.reduceat(label, starts) / weight if starts.size < x.size else label
+    # The L2 isotonic fit is constant on runs of equal values (PAVA merges them all or none),
+    # so pooling those runs is exact and shrinks 10M binary labels several-fold.
+    runs = _run_starts(rate)
+    fitted = isotonic_regression(rate[runs], weights=np.add.reduceat(weight, runs), increasing=True).x
+    first_x = x[starts[runs]]
     result: dict[str, float | None] = {}
     for boundary in THRESHOLD_BOUNDARIES:
         reached = np.flatnonzero(fitted >= boundary - 1e-12)
-        result[str(boundary)] = float(x[starts[reached[0]]]) if reached.size else None
+        result[str(boundary)] = float(first_x[reached[0]]) if reached.size else None
     return result
 
 
