@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "kill-switch": "opx_learning.cli.safety:kill_switch",
     "audit": "opx_learning.cli.safety:audit",
     "aws": "opx_learning.cli.safety:aws",
+    "status": "opx_learning.cli.monitoring:status",
+    "monitoring": "opx_learning.cli.monitoring:monitoring",
 }
 
 HELP = {
@@ -26,6 +28,8 @@ HELP = {
     "kill-switch": "Show or change the kill switch.",
     "audit": "Read the audit trail.",
     "aws": "Create the AWS resources the aws backend needs.",
+    "status": "Show the dashboard's six rows from the audit trail.",
+    "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
 }
 
 

@@ -35,7 +35,8 @@ class SafetyResource(dg.ConfigurableResource):
         """A guard over the active backend.
 
         Args:
-            on_alert: optional `on_alert(severity, alarm, details)` hook (default: log).
+            on_alert: optional `on_alert(severity, alarm, details)` hook (default: publish through
+                the active backend's alert publisher, SNS or `alerts.jsonl`, logged if delivery fails).
 
         Returns:
             The Guard (see `opx_learning.safety.guard`).

@@ -17,6 +17,7 @@ Because nothing is cached, a kill-switch disable takes effect at the next operat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,19 @@ from opx_learning.safety.models import (
 from opx_learning.safety.rate_limit import RateLimiter
 
 SNAPSHOT_TYPES = ("DAILY", "WEEKLY", "MONTHLY", "CUSTOM")
+_log = logging.getLogger("opx_learning.safety")
+
+
+def _never_raising(hook: AlertHook) -> AlertHook:
+    """Wrap an alert hook so a delivery error is logged (by `log_alert`) instead of failing the operation."""
+
+    def on_alert(severity: str, alarm: str, details: dict) -> None:
+        try:
+            hook(severity, alarm, details)
+        except Exception as exc:  # noqa: BLE001 - alert delivery never fails the operation
+            log_alert(severity, alarm, {**details, "delivery_error": f"{type(exc).__name__}: {exc}"})
+
+    return on_alert
 _DATE_KEYS = (("start_date", "end_date"), ("start", "end"))
 
 
@@ -150,7 +164,10 @@ class Guard:
         rate_limiter: manual-trigger rate limiter.
         calendar: maintenance calendar (default: `OPX_MAINTENANCE_WINDOWS` or the runbook's).
         on_alert: `on_alert(severity, alarm, details)`; receives the P1 alert when the kill
-            switch is unreadable (default: log it).
+            switch is unreadable and the kill switch's INFO changes (default: log it;
+            `from_settings` publishes through the active backend's alert publisher).
+        on_complete: called with every record this guard completes or writes terminal
+            (CloudWatch metrics on the aws backend); its errors are logged, never raised.
         clock: source of "now".
     """
 
@@ -162,25 +179,41 @@ class Guard:
         *,
         calendar: MaintenanceCalendar | None = None,
         on_alert: AlertHook = log_alert,
+        on_complete: Callable[[AuditRecord], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.audit = audit
         self.rate_limiter = rate_limiter
         self.calendar = calendar if calendar is not None else MaintenanceCalendar.from_env()
-        self.on_alert = on_alert
+        self.on_alert = _never_raising(on_alert)
+        self.on_complete = on_complete
         self.clock = clock
-        self.kill_switch = KillSwitch(kill_switch, audit, on_alert=on_alert, clock=clock)
+        self.kill_switch = KillSwitch(kill_switch, audit, on_alert=self.on_alert, clock=clock)
 
     @classmethod
     def from_settings(
         cls,
         settings: Settings | None = None,
         *,
-        on_alert: AlertHook = log_alert,
+        on_alert: AlertHook | None = None,
         calendar: MaintenanceCalendar | None = None,
+        on_complete: Callable[[AuditRecord], None] | None = None,
     ) -> Guard:
-        """A guard over the active backend: SQLite at `settings.state_db`, or the DynamoDB tables."""
+        """A guard over the active backend: SQLite at `settings.state_db`, or the DynamoDB tables.
+
+        Alerts go to the active backend's publisher (SNS or `alerts.jsonl`, logged if that
+        fails) unless `on_alert` is given; on the aws backend completed records also
+        publish CloudWatch metrics unless `on_complete` is given.
+        """
         settings = settings or get_settings()
+        if on_alert is None:
+            from opx_learning.alerts.publishers import alert_hook
+
+            on_alert = alert_hook(settings)
+        if on_complete is None and settings.backend == "aws":
+            from opx_learning.alerts.metrics import metrics_sink
+
+            on_complete = metrics_sink(settings)
         if settings.backend == "aws":
             from opx_learning.safety.dynamo_backend import open_dynamo
 
@@ -189,7 +222,7 @@ class Guard:
             from opx_learning.safety.sqlite_backend import open_sqlite
 
             stores = open_sqlite(settings.state_db)
-        return cls(*stores, calendar=calendar, on_alert=on_alert)
+        return cls(*stores, calendar=calendar, on_alert=on_alert, on_complete=on_complete)
 
     def begin(
         self,
@@ -287,8 +320,8 @@ class Guard:
 
     def succeed(self, attempt: Attempt, results: Mapping[str, Any] | None = None) -> AuditRecord:
         """Complete an allowed attempt as SUCCESS with `attempt.results` plus `results`."""
-        return self.audit.complete(
-            attempt.audit_id, AuditStatus.SUCCESS, results={**attempt.results, **dict(results or {})}
+        return self._completed(
+            self.audit.complete(attempt.audit_id, AuditStatus.SUCCESS, results={**attempt.results, **dict(results or {})})
         )
 
     def fail(
@@ -303,14 +336,16 @@ class Guard:
         extra = {**attempt.results, **dict(results or {})}
         if reason:
             extra["failure_reason"] = str(reason)
-        return self.audit.complete(attempt.audit_id, AuditStatus.FAILED, results=extra, error_message=text)
+        return self._completed(
+            self.audit.complete(attempt.audit_id, AuditStatus.FAILED, results=extra, error_message=text)
+        )
 
     def skip(self, attempt: Attempt, reason: SkipReason | str, message: str | None = None) -> AuditRecord:
         """Complete an allowed attempt as SKIPPED (the operation decided not to run after all)."""
         results = {**attempt.results, "skip_reason": str(reason)}
         if message:
             results["message"] = message
-        return self.audit.complete(attempt.audit_id, AuditStatus.SKIPPED, results=results)
+        return self._completed(self.audit.complete(attempt.audit_id, AuditStatus.SKIPPED, results=results))
 
     @contextmanager
     def operation(
@@ -424,7 +459,7 @@ class Guard:
         )
         audited = True
         try:
-            self.audit.append(record)
+            self._completed(self.audit.append(record))
         except BackendUnavailable as exc:
             audited = False
             self.on_alert(
@@ -435,11 +470,21 @@ class Guard:
         return self._attempt(record, False, block.reason, block.message, bypass, decision, audited=audited)
 
     def _complete_skipped(self, audit_id: str, block: _Block) -> None:
-        self.audit.complete(
-            audit_id,
-            AuditStatus.SKIPPED,
-            results={"skip_reason": block.reason.value, "message": block.message, **block.details},
+        self._completed(
+            self.audit.complete(
+                audit_id,
+                AuditStatus.SKIPPED,
+                results={"skip_reason": block.reason.value, "message": block.message, **block.details},
+            )
         )
+
+    def _completed(self, record: AuditRecord) -> AuditRecord:
+        if self.on_complete is not None:
+            try:
+                self.on_complete(record)
+            except Exception:  # noqa: BLE001 - metrics never fail the operation
+                _log.exception("on_complete hook failed for %s", record.audit_id)
+        return record
 
     @staticmethod
     def _attempt(
