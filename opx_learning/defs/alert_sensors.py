@@ -1,0 +1,47 @@
+"""Sensor raising the alerts of SPEC §6 from the audit trail.
+
+`operations_alert_sensor` runs every 60 s: it reads the audit records that are new
+or changed since its cursor, evaluates the rules of `opx_learning.alerts.rules`
+(failures, consecutive failures, error rates, timeouts, drift, kill-switch changes)
+and publishes through `AlertsResource` (SNS FIFO on aws, `$OPX_HOME/alerts.jsonl`
+locally). Its cursor remembers the dedup ids it delivered, and every alert carries
+a dedup id derived from alarm, operation and audit id, so re-evaluating a tick
+never pages twice (see `opx_learning.alerts.monitor`).
+
+It starts RUNNING, unlike the schedules: it launches no run and changes no data,
+and a CALIBRATION failure is a P0 from the first day of a deployment, so alerting
+must not wait for an operator to remember to switch it on (the runbook's "enable
+after verification" applies to schedules that do work). The kill switch does not
+stop it either: SKIPPED records raise nothing, and kill-switch changes are INFO.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from opx_learning.alerts.monitor import alert_tick
+from opx_learning.resources.alerts import AlertsResource
+from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.audit import utcnow
+
+
+@dg.sensor(
+    name="operations_alert_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Publishes SPEC §6 alerts (P0-P3, INFO) for new audit records; idempotent across re-evaluations.",
+)
+def operations_alert_sensor(
+    context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
+) -> dg.SkipReason:
+    """Evaluate the alert rules on the audit records changed since the cursor; the tick never launches a run."""
+    result = alert_tick(safety.guard().audit, alerts.publisher(), context.cursor, now=utcnow(), metrics=alerts.metrics())
+    context.update_cursor(result.cursor)
+    for alert in result.published:
+        context.log.warning(f"alert {alert.severity} {alert.alarm} {alert.operation} ({alert.audit_id or '-'})")
+    for alert in result.failed:
+        context.log.error(f"alert delivery failed: {alert.severity} {alert.alarm} {alert.operation}")
+    return dg.SkipReason(result.summary())
+
+
+ALERT_SENSORS = [operations_alert_sensor]
