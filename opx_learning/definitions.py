@@ -2,11 +2,13 @@
 
 import dagster as dg
 
+from opx_learning.defs.alert_sensors import ALERT_SENSORS
 from opx_learning.defs.assets import ASSETS
 from opx_learning.defs.checks import CHECKS
 from opx_learning.defs.jobs import JOBS
 from opx_learning.defs.schedules import SCHEDULES
 from opx_learning.defs.sensors import SENSORS
+from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
@@ -18,13 +20,14 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=SENSORS,
+    sensors=[*SENSORS, *ALERT_SENSORS],
     resources={
         "io_manager": PolarsParquetIOManager(storage=_storage),
         "asset_storage": _storage,
         "outcome_store": OutcomeStoreResource(),
         "snapshot_store": SnapshotStoreResource(),
         "safety": SafetyResource(),
+        "alerts": AlertsResource(),
     },
     # Steps of one run share a process: a run of these small assets is ~1 s instead of ~5 s.
     executor=dg.in_process_executor,

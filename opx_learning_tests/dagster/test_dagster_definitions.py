@@ -118,3 +118,11 @@ def test_schedules_exist_for_every_cadence_and_start_stopped() -> None:
     for schedule in schedules.values():
         assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
         assert schedule.execution_timezone == "UTC"
+
+
+def test_housekeeping_and_alert_sensors_are_registered_running() -> None:
+    sensors = {sensor.name: sensor for sensor in defs.sensors or []}
+    assert {"audit_run_terminated_sensor", "operations_alert_sensor"} <= set(sensors)
+    for name in ("audit_run_terminated_sensor", "operations_alert_sensor"):
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
+    assert "alerts" in defs.resources
