@@ -55,7 +55,7 @@ from opx_learning.core.schema import (
 )
 from opx_learning.core.snapshots import build_snapshot
 from opx_learning.core.validation import validate_outcomes
-from opx_learning.core.windows import Window, day_window
+from opx_learning.core.windows import Window, day_window, iso
 from opx_learning.defs.operations import (
     InsufficientInput,
     Produced,
@@ -305,6 +305,39 @@ def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
     }
 
 
+def _calibrate_window(outcomes: pl.DataFrame, window: Window, key: str, label: str) -> Calibration:
+    try:
+        return calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
+    except InsufficientData as error:
+        raise InsufficientInput(
+            f"{key}: {error}",
+            "INSUFFICIENT_DATA",
+            {"outcome_count": error.outcome_count, "required": error.required, label: key},
+        ) from None
+
+
+def calibration_results(calibrations: list[Calibration]) -> dict[str, Any]:
+    """Audit results of a calibration run: ids, counts and the most drifted window's bands (alerts read them)."""
+    worst = max(calibrations, key=lambda c: c.max_abs_drift)
+    bands = worst.bands.select("band", "drift", "n", "sufficient")
+    ranked = bands.filter(pl.col("sufficient")).with_columns(size=pl.col("drift").abs())
+    ranked = ranked.sort("size", descending=True, maintain_order=True)
+    return {
+        "calibration_ids": [c.calibration_id for c in calibrations],
+        "outcome_count": sum(c.outcome_count for c in calibrations),
+        "skipped_count": sum(c.skipped_count for c in calibrations),
+        "drift": worst.drift,
+        "max_abs_drift": worst.max_abs_drift,
+        "drift_band": ranked["band"][0] if ranked.height else None,
+        "drift_window_start": iso(worst.window_start),
+        "bands": bands.to_dicts(),
+        "windows": [
+            {"window_start": iso(c.window_start), "max_abs_drift": c.max_abs_drift, "drift": c.drift}
+            for c in calibrations
+        ],
+    }
+
+
 def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
@@ -329,27 +362,14 @@ def confidence_calibration(
     """Confidence calibration of each calendar month by band, with drift and advisory recommendations."""
 
     def work() -> Produced:
-        values, metadata = {}, {}
+        values, metadata, calibrations = {}, {}, []
         for key in context.partition_keys:
             window = partition_window(monthly_partitions, key)
-            outcomes = read_outcomes(asset_storage, outcome_store, window)
-            try:
-                result = calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
-            except InsufficientData as error:
-                raise InsufficientInput(
-                    f"{key}: {error}",
-                    "INSUFFICIENT_DATA",
-                    {"outcome_count": error.outcome_count, "required": error.required, "month": key},
-                ) from None
+            result = _calibrate_window(read_outcomes(asset_storage, outcome_store, window), window, key, "month")
+            calibrations.append(result)
             values[key] = result.to_dict()
             metadata[key] = calibration_metadata(result)
-        last = metadata[context.partition_keys[-1]]
-        results = {
-            "calibration_ids": [v["calibration_id"] for v in values.values()],
-            "outcome_count": sum(v["outcome_count"] for v in values.values()),
-            "drift": last["drift"].value,
-            "max_abs_drift": last["max_abs_drift"].value,
-        }
+        results = calibration_results(calibrations)
         return Produced(values, metadata, results, {"outcome_count": results["outcome_count"]})
 
     yield from run_operation(context, safety, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
@@ -631,22 +651,9 @@ def confidence_calibration_custom(
     window = custom_window(key)
 
     def work() -> Produced:
-        outcomes = read_outcomes(asset_storage, outcome_store, window)
-        try:
-            result = calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
-        except InsufficientData as error:
-            raise InsufficientInput(
-                f"{key}: {error}",
-                "INSUFFICIENT_DATA",
-                {"outcome_count": error.outcome_count, "required": error.required, "window": key},
-            ) from None
+        result = _calibrate_window(read_outcomes(asset_storage, outcome_store, window), window, key, "window")
+        results = calibration_results([result])
         metadata = calibration_metadata(result)
-        results = {
-            "calibration_ids": [result.calibration_id],
-            "outcome_count": result.outcome_count,
-            "drift": result.drift,
-            "max_abs_drift": result.max_abs_drift,
-        }
         return Produced({key: result.to_dict()}, {key: metadata}, results, {"outcome_count": result.outcome_count})
 
     yield from run_operation(context, safety, "CALIBRATION", _custom_parameters(window), work)

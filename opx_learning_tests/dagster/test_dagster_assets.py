@@ -175,3 +175,21 @@ def test_dagster_kill_switch_skips_without_failing(instance: dg.DagsterInstance,
     assert run.skipped == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
     record = guard.audit.get(run.audit_ids[0])
     assert (record.status.value, record.skip_reason) == ("SKIPPED", "KILL_SWITCH_ACTIVE")
+
+
+def test_dagster_calibration_audit_names_the_most_drifted_month_and_band(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame
+) -> None:
+    run = launch.materialize(instance, ["confidence_calibration"], ["2025-09-01", "2025-10-01"])
+    assert run.success, run.failures
+    (record,) = [r for r in SafetyResource().guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
+    storage = AssetStorage()
+    months = [Calibration.from_dict(storage.read("confidence_calibration", m)) for m in ("2025-09-01", "2025-10-01")]
+    october = months[1]
+    # The overconfident October drifts more than September: its numbers are the run's headline.
+    assert record.results["max_abs_drift"] == october.max_abs_drift > months[0].max_abs_drift
+    assert record.results["skipped_count"] == sum(m.skipped_count for m in months)
+    sufficient = [b for b in october.bands.to_dicts() if b["sufficient"]]
+    worst = max(sufficient, key=lambda b: abs(b["drift"]))
+    assert record.results["drift_band"] == worst["band"]
+    assert [w["window_start"][:10] for w in record.results["windows"]] == ["2025-09-01", "2025-10-01"]
