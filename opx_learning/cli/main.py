@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "kill-switch": "opx_learning.cli.safety:kill_switch",
     "audit": "opx_learning.cli.safety:audit",
     "aws": "opx_learning.cli.safety:aws",
+    "api": "opx_learning.cli.api:api",
     "status": "opx_learning.cli.monitoring:status",
     "monitoring": "opx_learning.cli.monitoring:monitoring",
 }
@@ -28,6 +29,7 @@ HELP = {
     "kill-switch": "Show or change the kill switch.",
     "audit": "Read the audit trail.",
     "aws": "Create the AWS resources the aws backend needs.",
+    "api": "Serve the REST API (runbook paths and bodies) with uvicorn.",
     "status": "Show the dashboard's six rows from the audit trail.",
     "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
 }
@@ -44,10 +46,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
+        return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -63,3 +62,7 @@ def cli() -> None:
 def main() -> None:
     """Run the CLI; user mistakes exit non-zero with a message, never a traceback."""
     sys.exit(cli.main(standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -29,17 +29,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from opx_learning.config import get_settings
+from opx_learning.config import Settings, get_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
 if TYPE_CHECKING:
     from opx_learning.safety.guard import Attempt, Guard
+    from opx_learning.safety.models import AuditRecord
 
 DEFAULT_DAGSTER_YAML = """\
 # Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
@@ -53,10 +55,10 @@ _REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 _UI = "http://127.0.0.1:3000"
 
 
-def ensure_dagster_home() -> Path:
+def ensure_dagster_home(settings: Settings | None = None) -> Path:
     """Use DAGSTER_HOME, else `$OPX_HOME/dagster_home`; create it with a `dagster.yaml` if missing."""
     raw = os.environ.get("DAGSTER_HOME")
-    home = Path(raw).expanduser().absolute() if raw else get_settings().home / "dagster_home"
+    home = Path(raw).expanduser().absolute() if raw else (settings or get_settings()).home / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     config = home / "dagster.yaml"
@@ -303,14 +305,8 @@ _CALIBRATION_ASSETS = {
 def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                      service: str | None, cadence: str | None) -> None:
     """Map the range onto daily / weekly partitions (one run) or one custom window."""
-    window = _window(start, end)
-    kind, note = _choose(cadence, window, "DAILY", "days", "extract-patterns")
-    extra: dict[str, Any] = {}
-    if service is not None:
-        service = _check_service(service, window)
-        extra["service"] = service
-    _trigger("extract-patterns", window, principal, emergency, as_json, kind, _PATTERN_ASSETS[kind], extra,
-             service=service, note=note, verbose=verbose)
+    plan = _cli_plan("extract-patterns", start, end, cadence, service)
+    _trigger(plan, principal, emergency, as_json, verbose)
 
 
 @trigger.command(
@@ -325,10 +321,7 @@ def extract_patterns(start: str, end: str, principal: str | None, emergency: boo
 def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                       cadence: str | None) -> None:
     """Map the range onto monthly partitions (calibration and drift) or one custom window."""
-    window = _window(start, end)
-    kind, note = _choose(cadence, window, "MONTHLY", "calendar months", "calibrate")
-    _trigger("calibrate", window, principal, emergency, as_json, kind, _CALIBRATION_ASSETS[kind], {},
-             note=note, verbose=verbose)
+    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose)
 
 
 @trigger.command("snapshot", help="SNAPSHOT of a range: daily/weekly/monthly partitions, or one custom window.")
@@ -338,80 +331,222 @@ def calibrate_command(start: str, end: str, principal: str | None, emergency: bo
 def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                      snapshot_type: str) -> None:
     """Materialize the snapshot partitions of the range (custom: one dynamic partition START..END)."""
-    kind = snapshot_type.upper()
-    asset = "learning_snapshot_custom" if kind == "CUSTOM" else f"learning_snapshots_{kind.lower()}"
-    _trigger("snapshot", _window(start, end), principal, emergency, as_json, kind, [asset],
-             {"snapshot_type": kind}, verbose=verbose)
+    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose)
 
 
-def _window(start: str, end: str) -> Window:
+CLI_FIELDS: Mapping[str, str] = {"start": "--start", "end": "--end", "service": "--service", "type": "--type"}
+"""How `plan_manual` names the inputs in its messages (the REST API passes its body field names)."""
+
+_KINDS = {
+    "extract-patterns": {kind: (assets, kind) for kind, assets in _PATTERN_ASSETS.items()},
+    "calibrate": {kind: (assets, kind) for kind, assets in _CALIBRATION_ASSETS.items()},
+    "snapshot": {
+        "DAILY": (["learning_snapshots_daily"], "DAILY"),
+        "WEEKLY": (["learning_snapshots_weekly"], "WEEKLY"),
+        "MONTHLY": (["learning_snapshots_monthly"], "MONTHLY"),
+        "CUSTOM": (["learning_snapshot_custom"], "CUSTOM"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class ManualPlan:
+    """A checked manual trigger: operation, window, partition type and keys, and the assets of its one run."""
+
+    operation: str
+    window: Window
+    cadence: str
+    assets: tuple[str, ...]
+    keys: tuple[str, ...]
+    parameters: dict[str, Any]
+    service: str | None = None
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        """`OPERATION CADENCE: partition K` or `... N partitions FIRST..LAST` (progress and log lines)."""
+        shown = f"{len(self.keys)} partitions {self.keys[0]}..{self.keys[-1]}" if len(self.keys) > 1 else f"partition {self.keys[0]}"
+        return f"{self.operation} {self.cadence}: {shown}"
+
+    def partitions(self) -> dict[str, Any]:
+        """`{type, first, last, count}` of the partitions the run materializes."""
+        return {"type": self.cadence, "first": self.keys[0], "last": self.keys[-1], "count": len(self.keys)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (handed to a background worker)."""
+        return {
+            "operation": self.operation,
+            "start": self.window.start_iso,
+            "end": self.window.end_iso,
+            "cadence": self.cadence,
+            "assets": list(self.assets),
+            "keys": list(self.keys),
+            "parameters": self.parameters,
+            "service": self.service,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ManualPlan:
+        """Inverse of `to_dict`."""
+        return cls(
+            operation=str(data["operation"]),
+            window=Window.parse(data["start"], data["end"]),
+            cadence=str(data["cadence"]),
+            assets=tuple(data["assets"]),
+            keys=tuple(data["keys"]),
+            parameters=dict(data["parameters"]),
+            service=data.get("service"),
+            note=data.get("note"),
+        )
+
+
+def plan_manual(
+    command: str,
+    start: Any,
+    end: Any,
+    *,
+    kind: str | None = None,
+    service: str | None = None,
+    fields: Mapping[str, str] = CLI_FIELDS,
+    settings: Settings | None = None,
+) -> ManualPlan:
+    """Check a manual trigger and map its range onto partitions (shared by `opx-learning trigger` and the REST API).
+
+    Args:
+        command: extract-patterns, calibrate or snapshot.
+        start: window start (date, datetime or ISO-8601 string).
+        end: window end, exclusive.
+        kind: partition type (daily/weekly/custom, monthly/custom, or a snapshot type; any case);
+            default: the operation's cadence when the range fits it, else custom (snapshot: custom).
+        service: extract-patterns only; must have outcomes in the window.
+        fields: names of start, end, service and type used in messages (and optionally `extract`, how to
+            extract missing upstream patterns, with `{kind}` for daily/weekly).
+        settings: backend settings (default: the environment).
+
+    Raises:
+        InvalidRequest: bad dates, unknown type, a range that does not fit the partitions, a service
+            without outcomes, or missing upstream partitions (checked before any rate-limit slot is used).
+    """
+    from opx_learning.safety.models import InvalidRequest
+
+    operation = _OPERATIONS[command]
+    window = _window(start, end, fields)
+    kinds = _KINDS[command]
+    note = None
+    if kind is None and command == "extract-patterns":
+        kind, note = _choose(window, "DAILY", "days", fields)
+    elif kind is None and command == "calibrate":
+        kind, note = _choose(window, "MONTHLY", "calendar months", fields)
+    kind = str(kind or "CUSTOM").strip().upper()
+    if kind not in kinds:
+        raise InvalidRequest(f"{fields['type']}: {kind!r} is not one of {', '.join(kinds)}")
+    assets, cadence = kinds[kind]
+    extra: dict[str, Any] = {}
+    if command == "snapshot":
+        extra["snapshot_type"] = kind
+    if service is not None and command == "extract-patterns":
+        service = _check_service(service, window, fields, settings)
+        extra["service"] = service
+    if cadence == "CUSTOM":
+        from opx_learning.defs.partitions import custom_key
+
+        keys = [custom_key(window)]
+    else:
+        keys = _partition_keys(cadence, window, fields)
+    missing = _missing_upstream(assets[0], keys, cadence, settings)
+    if missing:
+        upstream = "weekly" if cadence == "WEEKLY" else "daily"
+        how = fields.get("extract", "`opx-learning trigger extract-patterns --type {kind} --start ... --end ...`")
+        raise InvalidRequest(
+            f"{fields['start']}/{fields['end']}: {len(missing)} partitions of pattern summaries are missing "
+            f"(first {missing[0]}); extract the {upstream} patterns of that range first ({how.format(kind=upstream)})"
+        )
+    parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
+    return ManualPlan(operation, window, cadence, tuple(assets), tuple(keys), parameters, service, note)
+
+
+def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str | None = None) -> ManualPlan:
+    from opx_learning.safety.models import InvalidRequest
+
+    try:
+        return plan_manual(command, start, end, kind=kind, service=service)
+    except InvalidRequest as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _window(start: Any, end: Any, fields: Mapping[str, str]) -> Window:
+    from opx_learning.safety.models import InvalidRequest
+
     try:
         return Window.parse(start, end)
     except WindowError as error:
         field, _, detail = str(error).partition(": ")
-        raise click.UsageError(f"--{field}: {detail}" if field in ("start", "end") else str(error)) from None
+        raise InvalidRequest(f"{fields[field]}: {detail}" if field in ("start", "end") else str(error)) from None
 
 
-def _choose(requested: str | None, window: Window, cadence: str, unit: str, command: str) -> tuple[str, str | None]:
-    """The partition type of a trigger: the requested one, else `cadence` when the range fits it, else CUSTOM."""
+def _choose(window: Window, cadence: str, unit: str, fields: Mapping[str, str]) -> tuple[str, str | None]:
+    """The default partition type of a trigger: `cadence` when the range fits it, else CUSTOM (with a note)."""
     from opx_learning.defs.partitions import CADENCE_PARTITIONS, custom_key, whole
 
-    if requested:
-        return requested.upper(), None
     if whole(CADENCE_PARTITIONS[cadence], window):
         return cadence, None
     note = (
         f"{window.start_iso}..{window.end_iso} is not whole {unit}: running it as one custom window "
-        f"{custom_key(window)} (pass `{command} --type {cadence.lower()}` for {cadence.lower()} partitions)"
+        f"{custom_key(window)} (pass {fields['type']} {cadence.lower()} for {cadence.lower()} partitions)"
     )
     return "CUSTOM", note
 
 
-def _check_service(service: str, window: Window) -> str:
-    """The trimmed `--service`, which must have outcomes in the window (checked before any rate-limit slot)."""
+def _check_service(service: str, window: Window, fields: Mapping[str, str], settings: Settings | None) -> str:
+    """The trimmed service, which must have outcomes in the window (checked before any rate-limit slot)."""
     import polars as pl
 
+    from opx_learning.safety.models import InvalidRequest
     from opx_learning.stores.outcomes import outcome_store
 
     name = service.strip()
     if not name:
-        raise click.UsageError(f"--service: {service!r} is empty; name a service, or leave --service out")
-    frame = outcome_store(get_settings()).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
+        raise InvalidRequest(f"{fields['service']}: {service!r} is empty; name a service, or leave {fields['service']} out")
+    frame = outcome_store(settings or get_settings()).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
     services = sorted(value for value in frame["service"].to_list() if value)
     if name not in services:
         shown = f"{window.start_iso}..{window.end_iso}"
         known = f"services with outcomes there: {', '.join(services)}" if services else "no service has outcomes there"
-        raise click.UsageError(f"--service: {service!r} has no outcomes in {shown}; {known}")
+        raise InvalidRequest(f"{fields['service']}: {service!r} has no outcomes in {shown}; {known}")
     return name
 
 
-def _partition_keys(cadence: str, window: Window) -> list[str]:
+def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str]) -> list[str]:
     from opx_learning.defs.partitions import (
         CADENCE_PARTITIONS,
         PARTITIONS_START,
         keys_in_window,
         partition_window,
     )
+    from opx_learning.safety.models import InvalidRequest
 
     partitions_def = CADENCE_PARTITIONS[cadence]
     keys = keys_in_window(partitions_def, window)
     unit = {"DAILY": "days", "WEEKLY": "Sunday-to-Sunday weeks", "MONTHLY": "calendar months"}[cadence]
     shown = f"{window.start_iso}..{window.end_iso}"
+    both = f"{fields['start']}/{fields['end']}"
+    custom = f"use {fields['type']} custom"
     if window.start < to_utc(PARTITIONS_START):
-        raise click.UsageError(f"--start: {window.start_iso} is before the first partition ({PARTITIONS_START}); "
-                               "use --type custom for an earlier window")
+        raise InvalidRequest(f"{fields['start']}: {window.start_iso} is before the first partition ({PARTITIONS_START}); "
+                             f"{custom} for an earlier window")
     if not keys:
-        raise click.UsageError(f"--start/--end: {shown} holds no complete {unit} (a partition exists once its window ended)")
+        raise InvalidRequest(f"{both}: {shown} holds no complete {unit} (a partition exists once its window ended)")
     first, last = partition_window(partitions_def, keys[0]), partition_window(partitions_def, keys[-1])
     if first.start != window.start or last.end != window.end:
-        raise click.UsageError(
-            f"--start/--end: {shown} does not cover whole, complete {unit} "
-            f"(nearest: {first.start_iso}..{last.end_iso}); use --type custom for any window"
+        raise InvalidRequest(
+            f"{both}: {shown} does not cover whole, complete {unit} "
+            f"(nearest: {first.start_iso}..{last.end_iso}); {custom} for any window"
         )
     return keys
 
 
-def _missing_upstream(instance: Any, asset: str, keys: list[str], cadence: str) -> list[str]:
+def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Settings | None) -> list[str]:
     from opx_learning.defs.partitions import (
         CADENCE_PARTITIONS,
         daily_partitions,
@@ -423,37 +558,30 @@ def _missing_upstream(instance: Any, asset: str, keys: list[str], cadence: str) 
         return []
     import dagster as dg
 
+    ensure_dagster_home(settings)
     upstream = "pattern_summaries_weekly" if cadence == "WEEKLY" else "pattern_summaries_daily"
     needed = keys
     if cadence == "MONTHLY":
         partitions_def = CADENCE_PARTITIONS[cadence]
         window = Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
         needed = keys_in_window(daily_partitions, window)
-    done = instance.get_materialized_partitions(dg.AssetKey(upstream))
+    done = dg.DagsterInstance.get().get_materialized_partitions(dg.AssetKey(upstream))
     return [key for key in needed if key not in done]
 
 
-def _trigger(
-    command: str,
-    window: Window,
-    principal_name: str | None,
-    emergency: bool,
-    as_json: bool,
-    cadence: str,
-    assets: list[str],
-    extra: dict[str, Any],
-    service: str | None = None,
-    note: str | None = None,
+def launch_manual(
+    plan: ManualPlan,
+    audit_id: str,
+    principal: str,
+    *,
     verbose: bool = False,
-) -> None:
-    operation = _OPERATIONS[command]
-    if cadence == "CUSTOM":
-        from opx_learning.defs.partitions import custom_key
+    guard: Guard | None = None,
+) -> tuple[Any, AuditRecord | None]:
+    """Run a planned trigger in one in-process run adopting `audit_id`; FAILED if the run left the record RUNNING.
 
-        keys = [custom_key(window)]
-    else:
-        keys = _partition_keys(cadence, window)
-    dagster_home = ensure_dagster_home()
+    Returns:
+        The run's `launch.RunSummary` and the audit record as the run left it.
+    """
     import dagster as dg
 
     from opx_learning.defs import launch
@@ -464,49 +592,68 @@ def _trigger(
         TRIGGER_TYPE_TAG,
     )
     from opx_learning.safety.guard import Guard
-    from opx_learning.safety.models import AuditTransitionError, InvalidRequest
 
+    ensure_dagster_home()
     instance = dg.DagsterInstance.get()
-    missing = _missing_upstream(instance, assets[0], keys, cadence)
-    if missing:
-        upstream = "extract-patterns --type weekly" if cadence == "WEEKLY" else "extract-patterns"
-        raise click.UsageError(
-            f"--start/--end: {len(missing)} partitions of pattern summaries are missing (first {missing[0]}); "
-            f"run `opx-learning trigger {upstream} --start ... --end ...` first"
-        )
-    if note:
-        _say(as_json, f"note: {note}")
-    guard = Guard.from_settings()
-    parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
+    if plan.cadence == "CUSTOM":
+        new = [key for key in plan.keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)]
+        try:
+            if new:
+                instance.add_dynamic_partitions(CUSTOM_WINDOWS, new)
+        except Exception:
+            # A concurrent trigger of the same window may add the key between the check and the insert.
+            if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
+                raise
+    tags = {AUDIT_ID_TAG: audit_id, TRIGGER_TYPE_TAG: "MANUAL", PRINCIPAL_TAG: principal}
+    summary = launch.materialize(instance, list(plan.assets), list(plan.keys), tags, verbose)
+    guard = guard or Guard.from_settings()
+    reason = "; ".join(summary.failures) or "the run ended before the operation started"
+    return summary, fail_running(guard, audit_id, f"run {summary.run_id} failed: {reason}")
+
+
+def fail_running(guard: Guard, audit_id: str, error: str) -> AuditRecord | None:
+    """Complete a manual attempt still RUNNING as FAILED; return the record (as found when already completed)."""
+    from opx_learning.safety.guard import Attempt
+    from opx_learning.safety.models import AuditStatus, AuditTransitionError
+
+    record = guard.audit.get(audit_id)
+    if record is None or record.status is not AuditStatus.RUNNING:
+        return record
+    attempt = Attempt(audit_id, True, None, record.operation_type, record.trigger_type, record.triggered_by,
+                      record.parameters, error, run_id=record.run_id, record=record)
     try:
-        attempt = begin_manual(operation, principal_name, parameters, emergency=emergency, guard=guard)
+        return guard.fail(attempt, error)
+    except AuditTransitionError:  # completed meanwhile by the run or the audit sensor (RUN_TERMINATED)
+        return guard.audit.get(audit_id)
+
+
+def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool) -> None:
+    from opx_learning.safety.guard import Guard
+    from opx_learning.safety.models import InvalidRequest
+
+    dagster_home = ensure_dagster_home()
+    if plan.note:
+        _say(as_json, f"note: {plan.note}")
+    guard = Guard.from_settings()
+    try:
+        attempt = begin_manual(plan.operation, principal_name, plan.parameters, emergency=emergency, guard=guard)
     except InvalidRequest as error:
         raise click.UsageError(str(error)) from None
     if not attempt.allowed:
         _refused(attempt, as_json)
     principal = attempt.principal
-    if cadence == "CUSTOM":
-        instance.add_dynamic_partitions(CUSTOM_WINDOWS, [key for key in keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)])
-    tags = {AUDIT_ID_TAG: attempt.audit_id, TRIGGER_TYPE_TAG: "MANUAL", PRINCIPAL_TAG: principal.principal}
-    label = f"{operation} {cadence}: " + (f"{len(keys)} partitions {keys[0]}..{keys[-1]}" if len(keys) > 1 else f"partition {keys[0]}")
-    summary = _timed(as_json, label + " (one run)", lambda: launch.materialize(instance, assets, keys, tags, verbose))
-    record = guard.audit.get(attempt.audit_id)
-    if record is not None and record.status.value == "RUNNING":
-        reason = "; ".join(summary.failures) or "the run ended before the operation started"
-        try:
-            record = guard.fail(attempt, f"run {summary.run_id} failed: {reason}")
-        except AuditTransitionError:  # completed meanwhile by the audit sensor (RUN_TERMINATED)
-            record = guard.audit.get(attempt.audit_id)
+    summary, record = _timed(as_json, plan.label + " (one run)",
+                             lambda: launch_manual(plan, attempt.audit_id, principal.principal, verbose=verbose, guard=guard))
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
     settings = get_settings()
     output = {
         "audit_id": attempt.audit_id,
         "status": status,
-        "operation_type": operation,
+        "operation_type": plan.operation,
         "trigger_type": "MANUAL",
         "triggered_by": principal.to_dict(),
-        "window": {"start": window.start_iso, "end": window.end_iso},
-        "partitions": {"type": cadence, "first": keys[0], "last": keys[-1], "count": len(keys)},
+        "window": {"start": plan.window.start_iso, "end": plan.window.end_iso},
+        "partitions": plan.partitions(),
         "run": summary.to_dict(),
         "where": {
             "run": f"{_UI}/runs/{summary.run_id}",
@@ -515,10 +662,10 @@ def _trigger(
             "audit": f"opx-learning audit get {attempt.audit_id}",
         },
     }
-    if note:
-        output["note"] = note
-    if service:
-        output["service"] = _service_report(summary, assets[-1], service)
+    if plan.note:
+        output["note"] = plan.note
+    if plan.service:
+        output["service"] = _service_report(summary, plan.assets[-1], plan.service)
     if as_json:
         click.echo(json.dumps(output, indent=2, default=str))
     else:

@@ -1,0 +1,137 @@
+"""Background execution of accepted triggers: one worker process per request, at most N at a time.
+
+An accepted request already has its RUNNING audit record. A daemon thread waits for a
+slot, starts `python -m opx_learning.api.worker` (own session, so it outlives an API
+restart) which runs the same launch code as `opx-learning trigger` with the record adopted
+through the `opx/audit_id` run tag, and waits for it. The run completes the record; if the
+worker exits without that (crash, kill) the thread completes it as FAILED at once, and the
+audit sensor (RUN_TERMINATED) covers a worker that dies with the API. Requests still queued
+when the server stops are completed as FAILED. Worker output goes to
+`$OPX_HOME/api/runs/<audit id>.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from opx_learning.cli.orchestration import ManualPlan, ensure_dagster_home, fail_running
+from opx_learning.config import Settings
+from opx_learning.safety.guard import Guard
+
+MAX_RUNS_ENV = "OPX_API_MAX_RUNS"
+DEFAULT_MAX_RUNS = 4
+_log = logging.getLogger("opx_learning.api")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce `settings` (and the Dagster home) in a worker process."""
+    env = {
+        "OPX_BACKEND": settings.backend,
+        "OPX_HOME": str(settings.home),
+        "AWS_REGION": settings.region,
+        "OPX_AUDIT_TABLE": settings.audit_table,
+        "OPX_CONFIG_TABLE": settings.config_table,
+        "OPX_OUTCOMES_TABLE": settings.outcomes_table,
+        "OPX_ALERTS_TOPIC_NAME": settings.alerts_topic_name,
+        "OPX_METRICS_NAMESPACE": settings.metrics_namespace,
+        "DAGSTER_HOME": str(ensure_dagster_home(settings)),
+    }
+    optional = {
+        "OPX_OUTCOMES_S3_URI": settings.outcomes_s3_uri,
+        "OPX_ASSETS_S3_URI": settings.assets_s3_uri,
+        "OPX_ALERTS_TOPIC_ARN": settings.alerts_topic_arn,
+        "OPX_PRINCIPALS": str(settings.principals_file) if settings.principals_file else None,
+    }
+    env.update({name: value for name, value in optional.items() if value})
+    return env
+
+
+class BackgroundRuns:
+    """Runs accepted triggers in worker processes, `max_runs` at a time.
+
+    Args:
+        settings: backend settings the workers use.
+        max_runs: concurrent worker processes (default `OPX_API_MAX_RUNS`, else 4).
+    """
+
+    def __init__(self, settings: Settings, max_runs: int | None = None) -> None:
+        self.settings = settings
+        self.max_runs = max_runs or int(os.environ.get(MAX_RUNS_ENV) or DEFAULT_MAX_RUNS)
+        self._slots = threading.Semaphore(self.max_runs)
+        self._lock = threading.Lock()
+        self._queued: set[str] = set()
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+        self._env = {**os.environ, **settings_env(settings)}
+        self.log_dir = settings.home / "api" / "runs"
+
+    def counts(self) -> dict[str, int]:
+        """`{running, queued}` worker counts."""
+        with self._lock:
+            return {"running": len(self._running), "queued": len(self._queued)}
+
+    def submit(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
+        """Queue the run of an accepted trigger (returns at once)."""
+        with self._lock:
+            self._queued.add(audit_id)
+        thread = threading.Thread(target=self._run, args=(plan, audit_id, principal), name=f"opx-run-{audit_id}", daemon=True)
+        thread.start()
+
+    def stop(self) -> None:
+        """Complete queued, never started requests as FAILED; running workers carry on in their own session."""
+        with self._lock:
+            self._stopping = True
+            queued = sorted(self._queued)
+            self._queued.clear()
+        for audit_id in queued:
+            self._fail(audit_id, "the API server stopped before the run started; trigger it again")
+
+    def _run(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
+        with self._slots:
+            with self._lock:
+                if self._stopping or audit_id not in self._queued:
+                    return
+                self._queued.discard(audit_id)
+                try:
+                    process = self._spawn(plan, audit_id, principal)
+                except OSError as error:
+                    process = None
+                    failure = f"cannot start the background worker: {error}"
+                else:
+                    self._running[audit_id] = process
+            if process is None:
+                self._fail(audit_id, failure)
+                return
+            code = process.wait()
+            with self._lock:
+                self._running.pop(audit_id, None)
+        if code != 0:
+            self._fail(audit_id, f"background worker (pid {process.pid}) exited with code {code}; see {self._log_file(audit_id)}")
+
+    def _spawn(self, plan: ManualPlan, audit_id: str, principal: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"plan": plan.to_dict(), "audit_id": audit_id, "principal": principal})
+        with open(self._log_file(audit_id), "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "opx_learning.api.worker", payload],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,
+            )
+
+    def _log_file(self, audit_id: str) -> Path:
+        return self.log_dir / f"{audit_id.replace('#', '_')}.log"
+
+    def _fail(self, audit_id: str, error: str) -> None:
+        try:
+            fail_running(Guard.from_settings(self.settings), audit_id, error)
+        except Exception:  # noqa: BLE001 - the audit sensor completes the record later
+            _log.exception("could not complete audit record %s as FAILED", audit_id)
