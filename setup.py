@@ -6,6 +6,7 @@ setup(
     description="Learning operations for an incident-response platform, on Dagster.",
     python_requires=">=3.11",
     packages=find_packages(exclude=["opx_learning_tests*", "benchmarks*"]),
+    package_data={"opx_learning.deploy": ["*.yaml"]},
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
@@ -20,6 +21,7 @@ setup(
         "uvicorn>=0.29",
     ],
     extras_require={
+        "scale-out": ["dagster-postgres==0.29.27"],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5",
