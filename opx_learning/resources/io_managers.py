@@ -16,14 +16,13 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import dagster as dg
 import polars as pl
 
 from opx_learning.config import get_settings
+from opx_learning.stores.blobs import get_bytes, put_bytes
 
 Stored = pl.DataFrame | dict[str, Any]
 UNPARTITIONED = "latest"
@@ -65,13 +64,13 @@ class AssetStorage(dg.ConfigurableResource):
         else:
             raise TypeError(f"asset value: {type(value).__name__} is neither a polars DataFrame nor a dict")
         uri = self.uri(asset_key, partition, suffix)
-        _put(uri, buffer.getvalue())
+        put_bytes(uri, buffer.getvalue())
         return uri
 
     def read(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None) -> Stored | None:
         """The stored value of one partition, or None when nothing is stored."""
         for suffix in ("parquet", "json"):
-            data = _get(self.uri(asset_key, partition, suffix))
+            data = get_bytes(self.uri(asset_key, partition, suffix))
             if data is not None:
                 if suffix == "parquet":
                     return pl.read_parquet(io.BytesIO(data))
@@ -141,36 +140,3 @@ def _parent(uri: str) -> str:
     return uri.rsplit("/", 1)[0]
 
 
-def _s3_client() -> Any:
-    import boto3
-
-    return boto3.client("s3", region_name=get_settings().region)
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def _put(uri: str, data: bytes) -> None:
-    if uri.startswith("s3://"):
-        bucket, key = _split_s3(uri)
-        _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
-        return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
-
-
-def _get(uri: str) -> bytes | None:
-    if uri.startswith("s3://"):
-        bucket, key = _split_s3(uri)
-        client = _s3_client()
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except client.exceptions.NoSuchKey:
-            return None
-    path = Path(uri)
-    return path.read_bytes() if path.exists() else None

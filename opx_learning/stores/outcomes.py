@@ -1,7 +1,8 @@
-"""Outcome stores: day-partitioned Parquet (local) and the platform's DynamoDB table (aws)."""
+"""Outcome stores: day-partitioned Parquet (local or S3) and the platform's DynamoDB table (aws)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import uuid
@@ -19,6 +20,7 @@ from opx_learning.config import Settings, get_settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
 from opx_learning.core.validation import OutcomeSource, validate_outcomes
 from opx_learning.core.windows import Instant, Window
+from opx_learning.stores.blobs import get_bytes, list_keys, put_bytes, split_s3
 
 try:
     import fcntl
@@ -38,6 +40,23 @@ def _canonical(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     if isinstance(frame, pl.LazyFrame):
         frame = frame.collect()
     return frame.select([pl.col(c).cast(OUTCOME_SCHEMA[c]) for c in OUTCOME_COLUMNS])
+
+
+def _merge(existing: pl.DataFrame, part: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """A day's rows plus new ones, first row per `outcome_id` kept, sorted by time; and the count added."""
+    merged = pl.concat([existing, part]).unique(subset="outcome_id", keep="first", maintain_order=True)
+    return merged.sort("recorded_at", maintain_order=True), merged.height - existing.height
+
+
+def _by_day(frame: pl.DataFrame | pl.LazyFrame) -> list[tuple[date, pl.DataFrame]]:
+    """Canonical rows split by UTC day of `recorded_at`, days ascending."""
+    data = _canonical(frame)
+    if data.is_empty():
+        return []
+    parts = data.with_columns(pl.col("recorded_at").dt.date().alias("__day")).partition_by(
+        "__day", as_dict=True, include_key=False
+    )
+    return [(day, part) for (day,), part in sorted(parts.items())]
 
 
 def _in_window(window: Window) -> pl.Expr:
@@ -98,16 +117,13 @@ class LocalOutcomeStore(OutcomeStore):
 
     def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
         """Merge rows into their day files (first row per `outcome_id` wins); returns new rows written."""
-        data = _canonical(frame)
-        if data.is_empty():
+        parts = _by_day(frame)
+        if not parts:
             return 0
-        parts = data.with_columns(pl.col("recorded_at").dt.date().alias("__day")).partition_by(
-            "__day", as_dict=True, include_key=False
-        )
         written = 0
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
-            for done, ((day,), part) in enumerate(sorted(parts.items()), start=1):
+            for done, (day, part) in enumerate(parts, start=1):
                 written += self._merge_day(day, part)
                 if progress is not None:
                     progress(done, len(parts))
@@ -117,15 +133,12 @@ class LocalOutcomeStore(OutcomeStore):
         target = self.day_file(day)
         target.parent.mkdir(parents=True, exist_ok=True)
         existing = pl.read_parquet(target) if target.exists() else empty_outcomes()
-        merged = pl.concat([existing, part]).unique(subset="outcome_id", keep="first", maintain_order=True)
-        added = merged.height - existing.height
+        merged, added = _merge(existing, part)
         if added == 0:
             return 0
         temporary = target.with_name(f".{_PART}.{uuid.uuid4().hex}.tmp")
         try:
-            merged.sort("recorded_at", maintain_order=True).write_parquet(
-                temporary, compression="zstd", compression_level=1, statistics=True
-            )
+            merged.write_parquet(temporary, compression="zstd", compression_level=1, statistics=True)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -170,6 +183,71 @@ class LocalOutcomeStore(OutcomeStore):
                 continue
             if (folder / _PART).exists():
                 found.append(day)
+        return sorted(found)
+
+
+class S3OutcomeStore(OutcomeStore):
+    """The same day-partitioned Parquet layout on S3: `<uri>/recorded_date=YYYY-MM-DD/part-0.parquet`.
+
+    A read fetches only the window's day objects. Writes merge into each day's object
+    (first row per `outcome_id` wins); S3 has no cross-process lock, so run one writer at a time.
+
+    Args:
+        uri: `s3://bucket/prefix` (on the aws backend, `OPX_OUTCOMES_S3_URI`); the bucket must exist.
+
+    Raises:
+        ValueError: `uri` is not an s3:// URI.
+    """
+
+    def __init__(self, uri: str) -> None:
+        split_s3(uri)
+        self.uri = uri.rstrip("/")
+
+    @property
+    def location(self) -> str:
+        """The S3 URI of the store."""
+        return self.uri
+
+    def day_uri(self, day: date) -> str:
+        """The object that holds `day`'s outcomes."""
+        return f"{self.uri}/{_DAY_PREFIX}{day.isoformat()}/{_PART}"
+
+    def _day(self, day: date) -> pl.DataFrame | None:
+        data = get_bytes(self.day_uri(day))
+        return None if data is None else pl.read_parquet(io.BytesIO(data))
+
+    def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
+        """Merge rows into their day objects (first row per `outcome_id` wins); returns new rows written."""
+        parts = _by_day(frame)
+        written = 0
+        for done, (day, part) in enumerate(parts, start=1):
+            existing = self._day(day)
+            merged, added = _merge(empty_outcomes() if existing is None else existing, part)
+            if added:
+                buffer = io.BytesIO()
+                merged.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
+                put_bytes(self.day_uri(day), buffer.getvalue())
+                written += added
+            if progress is not None:
+                progress(done, len(parts))
+        return written
+
+    def scan(self, window: Window) -> pl.LazyFrame:
+        """The window's day objects (and no others), filtered half-open on `recorded_at`."""
+        frames = [frame for frame in (self._day(day) for day in window.days()) if frame is not None]
+        if not frames:
+            return empty_outcomes().lazy()
+        return _canonical(pl.concat(frames)).lazy().filter(_in_window(window))
+
+    def days(self) -> list[date]:
+        """The days that have an object, ascending."""
+        found = set()
+        for key in list_keys(f"{self.uri}/{_DAY_PREFIX}"):
+            folder = key.rsplit("/", 2)[-2] if key.endswith(f"/{_PART}") else ""
+            try:
+                found.add(date.fromisoformat(folder.removeprefix(_DAY_PREFIX)))
+            except ValueError:
+                continue
         return sorted(found)
 
 
@@ -387,9 +465,11 @@ class DynamoOutcomeStore(OutcomeStore):
 
 
 def outcome_store(settings: Settings | None = None) -> OutcomeStore:
-    """The active backend's outcome store: Parquet under OPX_HOME/outcomes, or DynamoDB on aws."""
+    """The active backend's outcome store: Parquet under OPX_HOME/outcomes; on aws, Parquet on S3 if OPX_OUTCOMES_S3_URI is set, else DynamoDB."""
     settings = settings or get_settings()
     if settings.backend == "aws":
+        if settings.outcomes_s3_uri:
+            return S3OutcomeStore(settings.outcomes_s3_uri)
         return DynamoOutcomeStore(settings.outcomes_table, region=settings.region)
     return LocalOutcomeStore(settings.outcomes_dir)
 
