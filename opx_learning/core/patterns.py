@@ -16,6 +16,11 @@ Choices where the spec is silent:
   test for two Poisson rates with equal exposure). Causes with p < 0.01 are listed,
   by p-value then value, with no top-N cut. The list is empty for every row when the
   frame has no row recorded before the window's start (it does not reach back).
+- `extract_patterns_windows` summarises several windows of equal length, sorted and
+  non-overlapping (the days or weeks of a backfill), in one vectorised pass: every
+  group-by carries the window index, so the result is exactly the concatenation of
+  `extract_patterns` of each window; `extract_patterns` is the one-window case. The
+  `ALL` averages are select-context means per window, bit-identical to a one-window run.
 - `service=` restricts the input to that service: the result is the `ALL` row
   (computed over that service only) and, if it had outcomes, the service's row.
   `service=None` or `"ALL"` means every service.
@@ -24,6 +29,8 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -81,6 +88,7 @@ _INPUT_COLUMNS = (
     "human_confidence_rating",
 )
 _TIMINGS = (("ttd_ms", "ttd"), ("ttr_ms", "ttr"))
+_MEANS = {"human_confidence_rating": "avg_confidence", "ttd_ms": "avg_ttd_ms", "ttr_ms": "avg_ttr_ms"}
 
 
 def summary_id(service: str, window: Window) -> str:
@@ -117,46 +125,105 @@ def extract_patterns(
         WindowError: start/end unreadable or end <= start.
         TypeError, ValueError: `outcomes` is not a frame of canonical outcomes.
     """
-    window = Window.parse(start, end)
-    previous = window.previous()
+    return extract_patterns_windows(outcomes, [Window.parse(start, end)], service)
+
+
+def extract_patterns_windows(
+    outcomes: pl.DataFrame | pl.LazyFrame,
+    windows: Sequence[Window],
+    service: str | None = None,
+) -> pl.DataFrame:
+    """Summarise several equal-length windows in one pass: `extract_patterns` of each, concatenated.
+
+    Args:
+        outcomes: canonical outcomes (OUTCOME_SCHEMA); rows of each window's previous
+            window of equal length feed its `emerging_root_causes`, and a window's list is
+            empty when the frame has no row recorded before that window's start.
+        windows: windows of equal length, sorted and non-overlapping (e.g. the days or
+            weeks of a backfill); contiguous windows compare window i with window i - 1.
+        service: restrict to one service (each `ALL` row then covers that service only).
+
+    Returns:
+        The windows in order; within each, `ALL` first then services ascending; columns
+        and dtypes of `SUMMARY_SCHEMA` (no rows for no windows).
+
+    Raises:
+        TypeError: an item of `windows` is not a `Window`, or `outcomes` is not a frame.
+        ValueError: windows of unequal length, unsorted or overlapping; `outcomes` is
+            not a frame of canonical outcomes.
+    """
+    windows = _checked(windows)
     frame = outcome_frame(outcomes, _INPUT_COLUMNS).select(
         pl.col("service").cast(pl.String),
-        *(pl.col(name) for name in _INPUT_COLUMNS[1:]),
+        pl.col("recorded_at").dt.convert_time_zone("UTC").dt.cast_time_unit("us"),
+        *(pl.col(name) for name in _INPUT_COLUMNS[2:]),
     )
+    if not windows:
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+    length = windows[0].length
+    starts = pl.Series("window_start", [w.start for w in windows], dtype=UTC_DATETIME)
+    first_recorded = frame.select(pl.col("recorded_at").min())
     recorded = pl.col("recorded_at")
-    reaches_back = frame.select((recorded < window.start).any().alias("reaches_back"))
+    # Only rows of a window or of a window's previous window count from here on.
+    frame = frame.filter((recorded >= windows[0].start - length) & (recorded < windows[-1].end))
     only = None if service is None or service.strip() == ALL_SERVICES else service.strip()
     if only is not None:
         frame = frame.filter(pl.col("service") == only)
-    in_window = (recorded >= window.start) & (recorded < window.end)
-    current = frame.filter(in_window)
+    # Each row lies in at most one window and in at most one window's previous window.
+    current = frame.with_columns(window=_window_index(windows, 0)).drop_nulls("window")
+    previous = frame.with_columns(window=_window_index(windows, 1)).drop_nulls("window")
 
-    per_service = current.group_by("service").agg(*_stat_exprs(grouped=True))
-    overall = current.select(*_stat_exprs(grouped=False))
-    causes = (
-        frame.filter((recorded >= previous.start) & (recorded < window.end) & pl.col("root_cause").is_not_null())
-        .group_by("service", "root_cause")
-        .agg(
-            current=in_window.sum().cast(pl.Int64),
-            previous=(~in_window).sum().cast(pl.Int64),
-        )
+    per_service = current.group_by("window", "service").agg(*_stat_exprs())
+    overall = current.group_by("window").agg(*(e for e in _stat_exprs() if e.meta.output_name() not in _MEANS))
+    # A select-context mean per window, so a window's ALL averages are bit-identical to a one-window select.
+    overall_means = current.select(
+        pl.col(column).filter(pl.col("window") == index).mean().cast(pl.Float64).alias(f"{name}:{index}")
+        for column, name in _MEANS.items()
+        for index in range(len(windows))
+    )
+    current_causes = (
+        current.filter(pl.col("root_cause").is_not_null())
+        .group_by("window", "service", "root_cause")
+        .agg(current=pl.len().cast(pl.Int64))
+    )
+    previous_causes = (
+        previous.filter(pl.col("root_cause").is_not_null())
+        .group_by("window", "service", "root_cause")
+        .agg(previous=pl.len().cast(pl.Int64))
     )
     resolutions = (
         current.filter(pl.col("resolution_type").is_not_null())
-        .group_by("service", "resolution_type")
+        .group_by("window", "service", "resolution_type")
         .agg(count=pl.len().cast(pl.Int64))
     )
-    reach, per_service_df, overall_df, causes_df, resolutions_df = pl.collect_all(
-        [reaches_back, per_service, overall, causes, resolutions]
+    first_df, per_service_df, overall_df, means_df, current_df, previous_df, resolutions_df = pl.collect_all(
+        [first_recorded, per_service, overall, overall_means, current_causes, previous_causes, resolutions]
     )
 
-    stats = _stats_table(per_service_df, overall_df)
-    causes_df = _with_all(causes_df, "root_cause", ("current", "previous"))
-    causes_df = _with_root_cause_keys(causes_df)
-    totals = stats.select("service", "total_incidents")
+    first = first_df.item()
+    spans = pl.DataFrame(
+        {
+            "window": pl.Series(range(len(windows)), dtype=pl.UInt32),
+            "window_start": starts,
+            "window_end": starts + length,
+            "reaches_back": [first is not None and first < w.start for w in windows],
+        }
+    )
+    means = means_df.row(0, named=True)
+    means_df = pl.DataFrame(
+        {name: [means[f"{name}:{index}"] for index in range(len(windows))] for name in _MEANS.values()},
+        schema={name: pl.Float64 for name in _MEANS.values()},
+    )
+    stats = _stats_table(per_service_df, overall_df, means_df, spans)
+    keys = ["window", "service"]
+    causes_df = current_df.join(previous_df, on=[*keys, "root_cause"], how="full", coalesce=True).with_columns(
+        pl.col("current", "previous").fill_null(0)
+    )
+    causes_df = _with_root_cause_keys(_with_all(causes_df, "root_cause", ("current", "previous")))
+    totals = stats.select(*keys, "total_incidents")
     top_causes = _top_lists(
         causes_df.filter(pl.col("current") > 0).select(
-            "service", pl.col("display").alias("value"), pl.col("current").alias("count")
+            *keys, pl.col("display").alias("value"), pl.col("current").alias("count")
         ),
         totals,
         "top_root_causes",
@@ -165,33 +232,79 @@ def extract_patterns(
         resolutions_df.with_columns(pl.col("resolution_type").cast(pl.String)), "resolution_type", ("count",)
     )
     top_resolutions = _top_lists(
-        resolutions_df.select("service", pl.col("resolution_type").alias("value"), "count"),
+        resolutions_df.select(*keys, pl.col("resolution_type").alias("value"), "count"),
         totals,
         "top_resolutions",
     )
-    emerging = _emerging(causes_df) if reach.item() else _empty_lists("emerging_root_causes", EMERGING_ITEM)
+    reaching = spans.filter("reaches_back").select("window")
+    emerging = _emerging(causes_df.join(reaching, on="window", how="semi"))
 
     result = (
-        stats.join(top_causes, on="service", how="left")
-        .join(top_resolutions, on="service", how="left")
-        .join(emerging, on="service", how="left")
+        stats.join(top_causes, on=keys, how="left")
+        .join(top_resolutions, on=keys, how="left")
+        .join(emerging, on=keys, how="left")
+        .join(spans.select("window", "window_start", "window_end"), on="window", how="left")
         .with_columns(
             pl.col("top_root_causes").fill_null(pl.lit([], dtype=pl.List(TOP_ITEM))),
             pl.col("top_resolutions").fill_null(pl.lit([], dtype=pl.List(TOP_ITEM))),
             pl.col("emerging_root_causes").fill_null(pl.lit([], dtype=pl.List(EMERGING_ITEM))),
-            pl.lit(window.start, dtype=UTC_DATETIME).alias("window_start"),
-            pl.lit(window.end, dtype=UTC_DATETIME).alias("window_end"),
             pl.lit(ALGORITHM_VERSION, dtype=pl.String).alias("version"),
             (pl.col("fp_rate") > FP_RATE_WARNING).alias("detection_warning"),
         )
-        .sort(pl.col("service") != ALL_SERVICES, "service")
+        .sort("window", pl.col("service") != ALL_SERVICES, "service")
     )
-    ids = [summary_id(name, window) for name in result["service"].to_list()]
+    ids = [
+        summary_id(name, windows[index])
+        for name, index in zip(result["service"].to_list(), result["window"].to_list(), strict=True)
+    ]
     result = result.with_columns(pl.Series("summary_id", ids, dtype=pl.String))
     return result.select(list(SUMMARY_SCHEMA)).cast(SUMMARY_SCHEMA)
 
 
-def _stat_exprs(*, grouped: bool) -> list[pl.Expr]:
+def _checked(windows: Sequence[Window]) -> list[Window]:
+    """The windows as a list, or a ValueError naming the first of unequal length, unsorted or overlapping."""
+    checked = list(windows)
+    for index, window in enumerate(checked):
+        if not isinstance(window, Window):
+            raise TypeError(f"windows[{index}]: expected a Window, got {type(window).__name__}")
+        if index == 0:
+            continue
+        before = checked[index - 1]
+        if window.length != checked[0].length:
+            raise ValueError(
+                f"windows[{index}]: {window.start_iso}..{window.end_iso} lasts {window.length}, "
+                f"windows[0] lasts {checked[0].length}; windows must have equal length"
+            )
+        if window.start < before.end:
+            raise ValueError(
+                f"windows[{index}]: {window.start_iso}..{window.end_iso} starts before windows[{index - 1}] "
+                f"ends ({before.end_iso}); windows must be sorted and non-overlapping"
+            )
+    return checked
+
+
+def _window_index(windows: list[Window], shift: int) -> pl.Expr:
+    """Index i of the window `windows[i]` moved back `shift` lengths that holds `recorded_at`, else null."""
+    recorded = pl.col("recorded_at")
+    length = windows[0].length
+    first = windows[0].start - shift * length
+    if all(w.start == windows[0].start + i * length for i, w in enumerate(windows)):
+        # Contiguous windows (every partition range): the index is arithmetic, no search.
+        micros = length // timedelta(microseconds=1)
+        slot = (recorded.dt.epoch("us") - _epoch_us(first)) // micros
+        return pl.when((slot >= 0) & (slot < len(windows))).then(slot.cast(pl.UInt32))
+    starts = pl.Series([w.start - shift * length for w in windows], dtype=UTC_DATETIME)
+    started = pl.lit(starts).search_sorted(recorded, side="right")
+    ended = pl.lit(starts + length).search_sorted(recorded, side="right")
+    # Sorted, non-overlapping windows: inside one iff one more has started than has ended.
+    return pl.when(started > ended).then(ended)
+
+
+def _epoch_us(instant: datetime) -> int:
+    return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _stat_exprs() -> list[pl.Expr]:
     exprs = [
         pl.len().cast(pl.Int64).alias("total_incidents"),
         pl.col("true_positive").sum().cast(pl.Int64).alias("true_positives"),
@@ -200,26 +313,25 @@ def _stat_exprs(*, grouped: bool) -> list[pl.Expr]:
     ]
     for column, short in _TIMINGS:
         exprs.append(pl.col(column).mean().alias(f"avg_{short}_ms"))
-        if grouped:
-            exprs.extend(
-                pl.col(column).quantile(q, interpolation="linear").alias(f"p{round(q * 100)}_{short}_ms")
-                for q in PERCENTILES
-            )
-        else:
-            # One selection pass for both percentiles of the whole window.
-            exprs.append(pl.col(column).quantile(list(PERCENTILES), interpolation="linear").alias(f"q_{short}"))
+        exprs.extend(
+            pl.col(column).quantile(q, interpolation="linear").alias(f"p{round(q * 100)}_{short}_ms")
+            for q in PERCENTILES
+        )
     return exprs
 
 
-def _stats_table(per_service: pl.DataFrame, overall: pl.DataFrame) -> pl.DataFrame:
-    overall = overall.with_columns(
-        *(
-            pl.col(f"q_{short}").list.get(i).alias(f"p{round(q * 100)}_{short}_ms")
-            for _, short in _TIMINGS
-            for i, q in enumerate(PERCENTILES)
-        ),
-        service=pl.lit(ALL_SERVICES),
-    ).select(per_service.columns)
+def _stats_table(
+    per_service: pl.DataFrame, overall: pl.DataFrame, means: pl.DataFrame, spans: pl.DataFrame
+) -> pl.DataFrame:
+    """Per-service rows plus one `ALL` row per window (zero counts for a window without outcomes)."""
+    overall = (
+        spans.select("window")
+        .hstack(means)
+        .join(overall, on="window", how="left")
+        .with_columns(pl.col("total_incidents", "true_positives", "false_positives").fill_null(0))
+        .with_columns(service=pl.lit(ALL_SERVICES))
+        .select(per_service.columns)
+    )
     stats = pl.concat([overall, per_service.cast(dict(overall.schema))], how="vertical")
     total = pl.col("total_incidents")
     return stats.with_columns(
@@ -228,20 +340,24 @@ def _stats_table(per_service: pl.DataFrame, overall: pl.DataFrame) -> pl.DataFra
 
 
 def _with_all(frame: pl.DataFrame, key: str, counts: tuple[str, ...]) -> pl.DataFrame:
-    """Append the `ALL` rows: the per-service counts summed over services."""
-    overall = frame.group_by(key).agg(pl.col(c).sum() for c in counts).with_columns(service=pl.lit(ALL_SERVICES))
+    """Append the `ALL` rows: the per-service counts summed over services, per window."""
+    overall = (
+        frame.group_by("window", key)
+        .agg(pl.col(c).sum() for c in counts)
+        .with_columns(service=pl.lit(ALL_SERVICES))
+    )
     return pl.concat([frame, overall.select(frame.columns)], how="vertical")
 
 
 def _with_root_cause_keys(causes: pl.DataFrame) -> pl.DataFrame:
-    """Group spellings by normalised key per service; `display` = most frequent spelling (ties: smallest)."""
+    """Group spellings by normalised key per window and service; `display` = most frequent spelling (ties: smallest)."""
     spellings = causes["root_cause"].unique()
     keys = pl.DataFrame(
         {"root_cause": spellings, "key": [normalize_root_cause(s) for s in spellings.to_list()]},
         schema={"root_cause": pl.String, "key": pl.String},
     )
     causes = causes.join(keys, on="root_cause", how="left")
-    return causes.group_by("service", "key").agg(
+    return causes.group_by("window", "service", "key").agg(
         pl.col("root_cause").sort_by("current", "root_cause", descending=[True, False]).first().alias("display"),
         pl.col("current").sum(),
         pl.col("previous").sum(),
@@ -249,15 +365,16 @@ def _with_root_cause_keys(causes: pl.DataFrame) -> pl.DataFrame:
 
 
 def _top_lists(counts: pl.DataFrame, totals: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Top `TOP_N` `{value, count, share}` per service, count desc then value asc."""
+    """Top `TOP_N` `{value, count, share}` per window and service, count desc then value asc."""
+    keys = ["window", "service"]
     top = (
-        counts.sort("service", "count", "value", descending=[False, True, False])
-        .group_by("service", maintain_order=True)
+        counts.sort(*keys, "count", "value", descending=[False, False, True, False])
+        .group_by(keys, maintain_order=True)
         .head(TOP_N)
-        .join(totals, on="service", how="left")
+        .join(totals, on=keys, how="left")
         .with_columns(share=pl.col("count") / pl.col("total_incidents"))
     )
-    return top.group_by("service").agg(pl.struct("value", "count", "share").alias(name))
+    return top.group_by(keys).agg(pl.struct("value", "count", "share").alias(name))
 
 
 def _emerging(causes: pl.DataFrame) -> pl.DataFrame:
@@ -269,8 +386,8 @@ def _emerging(causes: pl.DataFrame) -> pl.DataFrame:
     return (
         seen.with_columns(pl.Series("p_value", p_values, dtype=pl.Float64))
         .filter(pl.col("p_value") < EMERGING_P_VALUE)
-        .sort("service", "p_value", "display")
-        .group_by("service", maintain_order=True)
+        .sort("window", "service", "p_value", "display")
+        .group_by("window", "service", maintain_order=True)
         .agg(
             pl.struct(
                 pl.col("display").alias("value"),
@@ -280,7 +397,3 @@ def _emerging(causes: pl.DataFrame) -> pl.DataFrame:
             ).alias("emerging_root_causes")
         )
     )
-
-
-def _empty_lists(name: str, item: pl.Struct) -> pl.DataFrame:
-    return pl.DataFrame(schema={"service": pl.String, name: pl.List(item)})

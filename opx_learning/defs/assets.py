@@ -46,7 +46,7 @@ from opx_learning.core.calibration import (
     calibrate,
     drift_metrics,
 )
-from opx_learning.core.patterns import extract_patterns
+from opx_learning.core.patterns import extract_patterns, extract_patterns_windows
 from opx_learning.core.schema import (
     ALL_SERVICES,
     CALIBRATION_MIN_OUTCOMES,
@@ -262,12 +262,10 @@ def _patterns(
         outcomes = read_outcomes(
             asset_storage, outcome_store, Window(first.previous().start, windows[keys[-1]].end)
         )
+        summaries = _as_run_alone(extract_patterns_windows(outcomes, list(windows.values())), outcomes, windows)
         values, metadata = {}, {}
         for key, window in windows.items():
-            frame = outcomes.filter(
-                (pl.col("recorded_at") >= window.previous().start) & (pl.col("recorded_at") < window.end)
-            )
-            values[key] = extract_patterns(frame, window.start, window.end)
+            values[key] = summaries.filter(pl.col("window_start") == window.start)
             metadata[key] = summary_metadata(values[key])
         results = {
             "summary_count": sum(len(v) for v in values.values()),
@@ -277,6 +275,24 @@ def _patterns(
         return Produced(values, metadata, results, summary)
 
     yield from run_operation(context, safety, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
+
+
+def _as_run_alone(summaries: pl.DataFrame, outcomes: pl.DataFrame, windows: Mapping[str, Window]) -> pl.DataFrame:
+    """Empty the emerging lists of windows whose previous window holds no outcome, as a one-partition run would."""
+    # A partition run alone reads back only to its previous window, so it compares only when
+    # that window has outcomes; a range run's frame reaches further back, hence this rule.
+    recorded = outcomes["recorded_at"]  # sorted by read_outcomes
+    starts = pl.Series([w.start for w in windows.values()], dtype=recorded.dtype)
+    length = next(iter(windows.values())).length
+    empty = starts.filter(recorded.search_sorted(starts - length) == recorded.search_sorted(starts))
+    if empty.is_empty():
+        return summaries
+    return summaries.with_columns(
+        pl.when(pl.col("window_start").is_in(empty.implode()))
+        .then(pl.lit([], dtype=summaries.schema["emerging_root_causes"]))
+        .otherwise(pl.col("emerging_root_causes"))
+        .alias("emerging_root_causes")
+    )
 
 
 def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
