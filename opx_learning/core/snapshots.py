@@ -400,7 +400,7 @@ def _latest_calibration(calibrations: Sequence[dict[str, Any]], window: Window) 
 
 
 def _json_safe(value: Any) -> Any:
-    """Convert polars / Python values to JSON-safe ones: ISO instants, lists, None for NaN."""
+    """Convert polars / Python values to JSON-safe ones: ISO instants, lists, None for NaN, 12-digit floats."""
     if isinstance(value, Mapping):
         return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, datetime):
@@ -408,7 +408,9 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        # 12 significant digits: the last bits of a mean depend on how polars sliced the data,
+        # and must not make an unchanged window look changed (a new snapshot version).
+        return float(f"{value:.12g}") if math.isfinite(value) else None
     if isinstance(value, pl.DataFrame):
         return [_json_safe(row) for row in value.to_dicts()]
     if isinstance(value, pl.Series):
