@@ -14,10 +14,10 @@
 
 "Consecutive" counts the most recent SUCCESS/FAILED attempts of one operation type
 (SKIPPED and RUNNING records are ignored) back from a FAILED record to the first
-SUCCESS. A failed attempt raises one alert, the most severe that applies
-(CALIBRATION_FAILURE for calibrations, carrying the consecutive count), and when
-several attempts of one operation fail between two evaluations only the newest
-is alerted, naming the others. The error rate is FAILED / (SUCCESS + FAILED) of
+SUCCESS. Every failed attempt raises one failure alert, the most severe of the
+failure rows that applies (CALIBRATION_FAILURE for calibrations, carrying the
+consecutive count), even when several fail between two evaluations. The error
+rate is a separate condition: the error rate is FAILED / (SUCCESS + FAILED) of
 the attempts started in the last hour, per learning operation type, and its
 alert is keyed by the newest failure in that hour, so it pages again only when
 a new failure keeps the rate over the threshold. KILL_SWITCH_UNAVAILABLE (P1)
@@ -237,12 +237,7 @@ def evaluate(records: Iterable[AuditRecord], *, history: Iterable[AuditRecord] =
     fresh = {r.audit_id: r for r in records}
     everything = {r.audit_id: r for r in history} | fresh
     alerts: list[Alert] = []
-    newest_failure: dict[OperationType, AuditRecord] = {}
     for record in fresh.values():
-        if record.status is AuditStatus.FAILED and record.operation_type in LEARNING_OPERATIONS:
-            current = newest_failure.get(record.operation_type)
-            if current is None or _order(record) > _order(current):
-                newest_failure[record.operation_type] = record
         for rule in (drift_alert, kill_switch_alert):
             alert = rule(record)
             if alert is not None:
@@ -250,7 +245,7 @@ def evaluate(records: Iterable[AuditRecord], *, history: Iterable[AuditRecord] =
         alert = timeout_alert(record, now)
         if alert is not None:
             alerts.append(alert)
-    for record in newest_failure.values():
+    for record in fresh.values():
         alert = failure_alert(record, everything.values())
         if alert is not None:
             alerts.append(alert)

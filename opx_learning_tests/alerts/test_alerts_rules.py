@@ -129,16 +129,28 @@ def test_kill_switch_changes_are_info() -> None:
     assert kill_switch_alert(refused) is None
 
 
-def test_evaluate_alerts_the_newest_failure_of_a_batch_once_and_is_stable() -> None:
+def test_evaluate_alerts_every_failure_of_a_batch_as_ticks_in_between_would() -> None:
     failures = [record("SNAPSHOT", "FAILED", started=minutes(m)) for m in (70, 65, 62)]
     older = [record("SNAPSHOT", "SUCCESS", started=minutes(90))]
     alerts = evaluate(failures, history=older, now=NOW)
-    assert [(a.severity, a.alarm) for a in alerts] == [("P0", "CONSECUTIVE_FAILURES")]
-    assert alerts[0].audit_id == failures[-1].audit_id
+    # Oldest first: 1 in a row (P2), 2 in a row (P1), 3 in a row (P0); sorted by severity.
+    assert [(a.severity, a.alarm, a.audit_id) for a in alerts] == [
+        ("P0", "CONSECUTIVE_FAILURES", failures[2].audit_id),
+        ("P1", "REPEATED_FAILURE", failures[1].audit_id),
+        ("P2", "OPERATION_FAILURE", failures[0].audit_id),
+    ]
     assert alerts[0].details["failed_audit_ids"] == [r.audit_id for r in reversed(failures)]
+    one_at_a_time = [evaluate(failures[: i + 1], history=older, now=NOW)[0] for i in range(3)]
+    assert {a.dedup_id for a in one_at_a_time} == {a.dedup_id for a in alerts}
     again = evaluate(failures, history=older, now=NOW + minutes(1))
     assert [a.dedup_id for a in again] == [a.dedup_id for a in alerts]
-    assert len({a.dedup_id for a in alerts + evaluate([failures[0]], history=older, now=NOW)}) == 2
+
+
+def test_every_failed_calibration_is_its_own_p0() -> None:
+    failures = [record("CALIBRATION", "FAILED", started=minutes(m)) for m in (75, 70)]
+    alerts = evaluate(failures, now=NOW)
+    assert [(a.severity, a.alarm) for a in alerts] == [("P0", "CALIBRATION_FAILURE")] * 2
+    assert {a.audit_id for a in alerts} == {r.audit_id for r in failures}
 
 
 def test_evaluate_orders_by_severity() -> None:
