@@ -1,7 +1,10 @@
 """Every registered command loads and answers --help."""
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -32,3 +35,33 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code == 2
     assert "No such command 'frobnicate'" in result.output
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opx_learning.cli.main", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+def test_malformed_setting_is_a_clear_error_not_a_traceback(opx_home: Path) -> None:
+    result = _run(
+        ["trigger", "calibrate", "--start", "2026-10-01", "--end", "2026-11-01"],
+        {"OPX_RATE_LIMITS": "CALIBRATION=abc"},
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "OPX_RATE_LIMITS: 'CALIBRATION=abc'" in result.stderr
+
+
+def test_json_mode_reports_errors_as_json(opx_home: Path) -> None:
+    refused = _run(["kill-switch", "disable", "--reason", "r", "--principal", "alice", "--json"], {})
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"] == "INSUFFICIENT_AUTHORITY"
+    usage = _run(["trigger", "calibrate", "--start", "2026-10-01", "--end", "2026-10-01", "--json"], {})
+    assert usage.returncode == 2
+    body = json.loads(usage.stdout)
+    assert body["error"] == "USAGE_ERROR" and body["message"].startswith("--end:")

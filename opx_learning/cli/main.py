@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
 import sys
 
 import click
@@ -59,9 +61,37 @@ def cli() -> None:
     """Learning operations for an incident-response platform (patterns, calibration, snapshots)."""
 
 
-def main() -> None:
-    """Run the CLI; user mistakes exit non-zero with a message, never a traceback."""
-    sys.exit(cli.main(standalone_mode=True))
+_CODE = re.compile(r"^([A-Z][A-Z0-9_]+): ")
+
+
+def _error_json(kind: str, message: str) -> str:
+    code = _CODE.match(message)
+    return json.dumps({"error": code.group(1) if code else kind, "message": message})
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback."""
+    from opx_learning.safety.models import InvalidRequest
+
+    argv = sys.argv[1:] if args is None else args
+    as_json = "--json" in argv
+    try:
+        result = cli.main(args=argv, prog_name="opx-learning", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        kind = "USAGE_ERROR" if isinstance(error, click.UsageError) else "ERROR"
+        if as_json:
+            click.echo(_error_json(kind, error.format_message()))
+        else:
+            error.show()
+        sys.exit(error.exit_code)
+    except InvalidRequest as error:
+        # A configuration mistake (e.g. a malformed OPX_RATE_LIMITS), not a bug: say which setting.
+        click.echo(_error_json("INVALID_CONFIGURATION", str(error)) if as_json else f"Error: {error}", err=not as_json)
+        sys.exit(2)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":
