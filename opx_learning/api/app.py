@@ -125,6 +125,11 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
         return error.response()
 
+    @app.exception_handler(InvalidRequest)
+    async def invalid_configuration(_: Request, error: InvalidRequest) -> JSONResponse:
+        # Request mistakes are mapped to 400 where they are caught; what reaches here is the server's settings.
+        return ApiError(500, "INVALID_CONFIGURATION", str(error)).response()
+
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
         return ApiError(400, "INVALID_REQUEST", validation_message(list(error.errors()))).response()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import sys
 
 import click
 
@@ -45,6 +46,7 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
     import uvicorn
 
     from opx_learning.api.auth import trusted_header_from_env
+    from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import PrincipalsFileError, principals_for
 
     problem = port_problem(host, port)
@@ -55,6 +57,8 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
         principals = principals_for(settings)
     except PrincipalsFileError as error:
         raise click.ClickException(str(error)) from None
+    # Fail at startup, not per request, on a malformed OPX_RATE_LIMITS / OPX_MAINTENANCE_WINDOWS.
+    Guard.from_settings(settings)
     trusted = trusted_header_from_env()
     url = f"http://{host}:{port}"
     info = {
@@ -82,4 +86,6 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
 
 
 if __name__ == "__main__":
-    api()
+    from opx_learning.cli.main import main
+
+    main(["api", *sys.argv[1:]])

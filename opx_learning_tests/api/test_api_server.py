@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlparse
 
 from opx_learning_tests.api.conftest import ADMIN_ARN, Server, auth
+from opx_learning_tests.conftest import _free_port
 
 PATHS = {
     "/learning/extract-patterns": "post",
@@ -94,3 +97,13 @@ def test_a_crashing_worker_leaves_its_record_failed(opx_home: object) -> None:
     assert record is not None and record.status.value == "FAILED"
     assert (record.error_message or "").startswith("DagsterInvalidDefinitionError")
     assert (settings.home / "api" / "runs" / f"{attempt.audit_id.replace('#', '_')}.log").exists()
+
+
+def test_malformed_settings_stop_the_server_at_startup(tmp_path: Path) -> None:
+    env = {**os.environ, "OPX_HOME": str(tmp_path), "OPX_RATE_LIMITS": "CALIBRATION=abc"}
+    result = subprocess.run(
+        [sys.executable, "-m", "opx_learning.cli.api", "--port", str(_free_port())],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "OPX_RATE_LIMITS: 'CALIBRATION=abc'" in result.stderr and "Traceback" not in result.stderr
