@@ -493,7 +493,7 @@ def _choose(window: Window, cadence: str, unit: str, fields: Mapping[str, str]) 
         return cadence, None
     note = (
         f"{window.start_iso}..{window.end_iso} is not whole {unit}: running it as one custom window "
-        f"{custom_key(window)} (pass {fields['type']} {cadence.lower()} for {cadence.lower()} partitions)"
+        f"{custom_key(window)} ({cadence.lower()} partitions need a range of whole {unit})"
     )
     return "CUSTOM", note
 

@@ -495,4 +495,12 @@ def load_outcomes(source: OutcomeStore | OutcomeSource, start: Instant, end: Ins
         return source.read(window)
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         return LocalOutcomeStore(source).read(window)
-    return validate_outcomes(source).valid.filter(_in_window(window))
+    result = validate_outcomes(source)
+    if result.rejected.height:
+        log.warning(
+            "load_outcomes: %d of %d records rejected (use validate_outcomes to see why): %s",
+            result.rejected.height,
+            result.total,
+            "; ".join(result.rejected["reason"].head(3).to_list()),
+        )
+    return result.valid.filter(_in_window(window))

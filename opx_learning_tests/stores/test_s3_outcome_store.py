@@ -53,3 +53,4 @@ def test_aws_backend_uses_s3_when_configured(bucket: str, monkeypatch: pytest.Mo
 def test_not_an_s3_uri_is_refused() -> None:
     with pytest.raises(ValueError, match="not an s3://bucket/prefix URI"):
         S3OutcomeStore("/tmp/outcomes")
+
