@@ -23,6 +23,7 @@ from opx_learning.api.models import (
     CalibrateRequest,
     CreateSnapshotRequest,
     DisableRequest,
+    EnableRequest,
     ErrorResponse,
     ExtractPatternsRequest,
     HealthResponse,
@@ -208,8 +209,8 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
 
     @app.post("/learning/kill-switch/enable", response_model=KillSwitchChangeResponse, responses=_ERRORS,
               tags=["kill switch"], summary="Allow learning operations again (EMERGENCY_OVERRIDE only)")
-    def enable(caller: Caller) -> dict[str, Any]:
-        """Deactivate the kill switch."""
+    def enable(caller: Caller, _: EnableRequest | None = None) -> dict[str, Any]:
+        """Deactivate the kill switch (no body, or an empty JSON object)."""
         return change(lambda safety: safety.kill_switch.enable(caller))
 
     @app.get("/learning/kill-switch/status", response_model=KillSwitchStatusResponse, response_model_exclude_unset=True,

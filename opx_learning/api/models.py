@@ -68,6 +68,10 @@ class DisableRequest(_Body):
     until: str | None = Field(None, description="Optional planned re-enable time (ISO-8601, in the future).")
 
 
+class EnableRequest(_Body):
+    """Body of `POST /learning/kill-switch/enable`: none needed; an empty object is accepted."""
+
+
 class PrincipalBody(BaseModel):
     """Who triggered an operation and with which authority (from the principals file)."""
 

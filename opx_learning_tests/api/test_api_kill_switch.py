@@ -100,3 +100,14 @@ def test_disable_requires_a_reason(api: Server) -> None:
         assert response.status_code == 400, response.text
         assert response.json() == {"error": "INVALID_REQUEST",
                                    "message": "reason: a reason is required to disable the kill switch"}
+
+
+def test_enable_accepts_an_empty_object_and_refuses_other_bodies(enabled_afterwards: Server) -> None:
+    api = enabled_afterwards
+    headers = {**auth("admin-token"), **JSON}
+    unknown = api.client.post("/learning/kill-switch/enable", json={"foo": 1}, headers=headers)
+    assert unknown.status_code == 400 and unknown.json()["error"] == "INVALID_REQUEST"
+    assert "foo" in unknown.json()["message"]
+    malformed = api.client.post("/learning/kill-switch/enable", content=b"{", headers=headers)
+    assert malformed.status_code == 400
+    assert api.client.post("/learning/kill-switch/enable", json={}, headers=headers).status_code == 200
