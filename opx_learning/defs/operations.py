@@ -111,7 +111,12 @@ def run_operation(
     timing = _timing(started, produced)
     guard.succeed(
         attempt,
-        results={**produced.results, "work_duration_ms": timing["duration_ms"], "partitions": timing["partitions"]},
+        results={
+            **produced.results,
+            "work_duration_ms": timing["duration_ms"],
+            "partitions": timing["partitions"],
+            "partition_keys": list(produced.values),  # a range run's record accounts for each partition
+        },
     )
     timing |= {"audit_id": attempt.audit_id, "trigger_type": attempt.trigger_type.value}
     yield from _events(produced, timing)

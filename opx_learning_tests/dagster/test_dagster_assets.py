@@ -48,6 +48,7 @@ def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterIns
         "BACKFILL",
     )
     assert record.run_id == run.run_id
+    assert record.results["partition_keys"] == DAYS  # one record accounts for every partition of the range
 
 
 def test_dagster_single_partition_without_upstream(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
