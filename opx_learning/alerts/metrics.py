@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from contextlib import suppress
 from typing import Any
 
 from opx_learning.config import Settings, get_settings
@@ -192,10 +193,8 @@ def ensure_log_stream(logs: Any) -> None:
         (logs.create_log_group, {"logGroupName": OPERATIONS_LOG_GROUP}),
         (logs.create_log_stream, {"logGroupName": OPERATIONS_LOG_GROUP, "logStreamName": OPERATIONS_LOG_STREAM}),
     ):
-        try:
+        with suppress(logs.exceptions.ResourceAlreadyExistsException):
             create(**kwargs)
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
 
 
 def metrics_sink(settings: Settings | None = None) -> MetricsSink:

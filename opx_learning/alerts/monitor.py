@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -50,7 +51,7 @@ class AlertCursor:
     @classmethod
     def parse(cls, text: str | None, now: datetime) -> AlertCursor:
         """Read a cursor; a missing or unreadable one starts one hour back."""
-        try:
+        with suppress(ValueError, KeyError, TypeError):
             data = json.loads(text) if text else None
             if isinstance(data, dict):
                 return cls(
@@ -58,8 +59,6 @@ class AlertCursor:
                     [str(i) for i in data.get("running", [])],
                     {str(k): int(v) for k, v in dict(data.get("sent", {})).items()},
                 )
-        except (ValueError, KeyError, TypeError):
-            pass
         return cls(now - FIRST_LOOKBACK)
 
     def serialize(self) -> str:

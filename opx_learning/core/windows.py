@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -30,12 +31,10 @@ def to_utc(value: Instant, field: str = "value") -> datetime:
         return datetime.combine(value, time(), tzinfo=UTC)
     if isinstance(value, str):
         text = value.strip()
-        try:
+        with suppress(ValueError):
             if _DATE_ONLY.match(text):
                 return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
             return to_utc(datetime.fromisoformat(text.replace("z", "Z")), field)
-        except ValueError:
-            pass
     raise WindowError(
         f"{field}: {value!r} is not a date or ISO-8601 instant (e.g. 2026-01-01 or 2026-01-01T00:00:00.000Z)"
     )
