@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +48,7 @@ from opx_learning.safety.principals import PrincipalsFileError
 
 _STATUS_NAMES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 429, 503)}
+_CHANGE_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 503)}  # endpoints without rate limits
 
 
 class ApiError(Exception):
@@ -200,14 +202,14 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
                   "extract": 'POST /learning/extract-patterns with "timeWindow": "{kind}"'}
         return accept("snapshot", caller, body, body.snapshotType, fields)
 
-    @app.post("/learning/kill-switch/disable", response_model=KillSwitchChangeResponse, responses=_ERRORS,
+    @app.post("/learning/kill-switch/disable", response_model=KillSwitchChangeResponse, responses=_CHANGE_ERRORS,
               tags=["kill switch"], summary="Block all learning operations (EMERGENCY_OVERRIDE only)")
     def disable(caller: Caller, body: DisableRequest | None = None) -> dict[str, Any]:
         """Activate the kill switch with a reason (optionally until a planned time)."""
         body = body or DisableRequest()
         return change(lambda safety: safety.kill_switch.disable(caller, body.reason, until=body.until))
 
-    @app.post("/learning/kill-switch/enable", response_model=KillSwitchChangeResponse, responses=_ERRORS,
+    @app.post("/learning/kill-switch/enable", response_model=KillSwitchChangeResponse, responses=_CHANGE_ERRORS,
               tags=["kill switch"], summary="Allow learning operations again (EMERGENCY_OVERRIDE only)")
     def enable(caller: Caller, _: EnableRequest | None = None) -> dict[str, Any]:
         """Deactivate the kill switch (no body, or an empty JSON object)."""
@@ -223,7 +225,7 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
             raise ApiError(503, SkipReason.KILL_SWITCH_UNAVAILABLE.value,
                            f"the kill switch state cannot be read ({error}); non-emergency work is skipped") from None
 
-    @app.get("/learning/audit/{audit_id:path}", responses={**_ERRORS, 404: {"model": ErrorResponse}},
+    @app.get("/learning/audit/{audit_id:path}", responses={**_CHANGE_ERRORS, 404: {"model": ErrorResponse}},
              tags=["audit"], summary="One audit record (SPEC §5 field names)")
     def audit(audit_id: str, _: Caller) -> dict[str, Any]:
         """The audit record with this id (`#` URL-encoded as `%23`), snake_case §5 fields as `audit get --json`."""
@@ -251,6 +253,17 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
         except BackendUnavailable as error:
             raise ApiError(503, SkipReason.STATE_UNAVAILABLE.value, f"the kill switch could not be changed: {error}") from None
 
+    def openapi() -> dict[str, Any]:
+        """The OpenAPI document without FastAPI's default 422: invalid bodies are answered 400."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
