@@ -60,3 +60,10 @@ def aws_env(moto_endpoint: str, opx_home: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_endpoint
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Silence Dagster's notices about its own beta/preview APIs so real warnings stand out."""
+    for category in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
+        config.addinivalue_line("filterwarnings", f"ignore::dagster.{category}")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:dagster.*")
