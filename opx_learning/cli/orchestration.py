@@ -81,7 +81,9 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
     _say(as_json, f"-> {label} ...")
     started = time.perf_counter()
     result = action()
-    _say(as_json, f"   done in {time.perf_counter() - started:.1f} s")
+    run = result[0] if isinstance(result, tuple) and result else result
+    failed = getattr(run, "success", True) is False
+    _say(as_json, f"   {'failed' if failed else 'done'} in {time.perf_counter() - started:.1f} s")
     return result
 
 
