@@ -212,9 +212,11 @@ def calibrate(
         )
         .sort("index")
     )
-    # Isotonic input, sorted by confidence; ties are pooled in `_thresholds`.
-    sorted_q = scored.select(confidence.alias("confidence"), label.alias("label")).sort("confidence")
-    skipped_df, bands_raw, ordered = pl.collect_all([skipped_q, bands_q, sorted_q])
+    # Isotonic input: the scored (confidence, label) pairs, sorted and pooled in `_thresholds`.
+    pairs_q = scored.select(
+        confidence.cast(pl.Float64).alias("confidence"), pl.col("true_positive").fill_null(False)
+    )
+    skipped_df, bands_raw, pairs = pl.collect_all([skipped_q, bands_q, pairs_q])
     skipped = int(skipped_df.item())
     total = int(bands_raw["n"].sum())
     if total < min_outcomes:
@@ -243,7 +245,7 @@ def calibrate(
         outcome_count=total,
         skipped_count=skipped,
         recommendations=tuple(_recommendation(r) for r in rows),
-        recommended_thresholds=_thresholds(ordered),
+        recommended_thresholds=_thresholds(pairs),
     )
 
 
@@ -332,9 +334,15 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
 
 
-def _thresholds(ordered: pl.DataFrame) -> dict[str, float | None]:
-    x = ordered["confidence"].to_numpy()
-    label = ordered["label"].to_numpy().astype(np.float64)
+def _thresholds(pairs: pl.DataFrame) -> dict[str, float | None]:
+    confidence = pairs["confidence"].to_numpy()
+    positive = pairs["true_positive"].to_numpy()
+    # Sorting the two labels' confidences apart and merging them (a stable sort of two sorted
+    # runs is one merge) is several times faster than sorting (confidence, label) rows.
+    runs_of_two = np.concatenate((np.sort(confidence[positive]), np.sort(confidence[~positive])))
+    order = np.argsort(runs_of_two, kind="stable")
+    x = runs_of_two[order]
+    label = (order < np.count_nonzero(positive)).astype(np.float64)
     # Equal confidences must share one fitted value: pool them (label mean, weighted by count).
     starts = _run_starts(x)
     weight = np.diff(np.append(starts, x.size)).astype(np.float64)
