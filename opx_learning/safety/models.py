@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from opx_learning.core.windows import iso, to_utc
 
@@ -72,7 +72,23 @@ def _parse_enum(enum: type[StrEnum], value: Any, field_name: str) -> Any:
         raise InvalidRequest(f"{field_name}: {value!r} is not one of {allowed}") from None
 
 
-class OperationType(StrEnum):
+class _ParsedEnum(StrEnum):
+    """A StrEnum read from its name: case-insensitive, `-` for `_`."""
+
+    @classmethod
+    def parse(cls, value: Any, field_name: str | None = None) -> Self:
+        """The member named by `value`.
+
+        Raises:
+            InvalidRequest: unknown name (the message names the field and the allowed values).
+        """
+        return _parse_enum(cls, value, field_name or _FIELD_NAMES[cls.__name__])
+
+
+_FIELD_NAMES = {'OperationType': 'operation_type', 'TriggerType': 'trigger_type', 'AuditStatus': 'status', 'AuthorityType': 'authority'}
+
+
+class OperationType(_ParsedEnum):
     """Audited operation types."""
 
     PATTERN_EXTRACTION = "PATTERN_EXTRACTION"
@@ -80,15 +96,6 @@ class OperationType(StrEnum):
     SNAPSHOT = "SNAPSHOT"
     KILL_SWITCH_DISABLE = "KILL_SWITCH_DISABLE"
     KILL_SWITCH_ENABLE = "KILL_SWITCH_ENABLE"
-
-    @classmethod
-    def parse(cls, value: Any, field_name: str = "operation_type") -> OperationType:
-        """Read an operation type from its name (case-insensitive, `-` for `_`).
-
-        Raises:
-            InvalidRequest: unknown operation type.
-        """
-        return _parse_enum(cls, value, field_name)
 
     @property
     def is_learning(self) -> bool:
@@ -99,24 +106,15 @@ class OperationType(StrEnum):
 LEARNING_OPERATIONS = (OperationType.PATTERN_EXTRACTION, OperationType.CALIBRATION, OperationType.SNAPSHOT)
 
 
-class TriggerType(StrEnum):
+class TriggerType(_ParsedEnum):
     """How an operation was started."""
 
     SCHEDULED = "SCHEDULED"
     MANUAL = "MANUAL"
     BACKFILL = "BACKFILL"
 
-    @classmethod
-    def parse(cls, value: Any, field_name: str = "trigger_type") -> TriggerType:
-        """Read a trigger type from its name.
 
-        Raises:
-            InvalidRequest: unknown trigger type.
-        """
-        return _parse_enum(cls, value, field_name)
-
-
-class AuditStatus(StrEnum):
+class AuditStatus(_ParsedEnum):
     """Status of an audit record; RUNNING moves to exactly one terminal status."""
 
     RUNNING = "RUNNING"
@@ -124,37 +122,19 @@ class AuditStatus(StrEnum):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
 
-    @classmethod
-    def parse(cls, value: Any, field_name: str = "status") -> AuditStatus:
-        """Read a status from its name.
-
-        Raises:
-            InvalidRequest: unknown status.
-        """
-        return _parse_enum(cls, value, field_name)
-
     @property
     def terminal(self) -> bool:
         """Whether no further change is allowed."""
         return self is not AuditStatus.RUNNING
 
 
-class AuthorityType(StrEnum):
+class AuthorityType(_ParsedEnum):
     """Authority levels; SYSTEM is reserved for scheduled runs."""
 
     SYSTEM = "SYSTEM"
     HUMAN_OPERATOR = "HUMAN_OPERATOR"
     ON_CALL_SRE = "ON_CALL_SRE"
     EMERGENCY_OVERRIDE = "EMERGENCY_OVERRIDE"
-
-    @classmethod
-    def parse(cls, value: Any, field_name: str = "authority") -> AuthorityType:
-        """Read an authority from its name.
-
-        Raises:
-            InvalidRequest: unknown authority.
-        """
-        return _parse_enum(cls, value, field_name)
 
 
 class SkipReason(StrEnum):
