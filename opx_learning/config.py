@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKENDS = ("local", "aws")
+DEFAULT_HOME = "~/.opx"
+
+
+class ConfigurationError(ValueError):
+    """A setting in the environment has a value opx_learning cannot use; the message names it."""
 
 
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings resolved from the environment.
 
-    Unknown `OPX_BACKEND` values fall back to the embedded `local` backend.
+    `OPX_BACKEND` unset or empty means `local`; any other value than `local` / `aws`
+    (any case, trimmed) is a `ConfigurationError`, never a silent fallback, so a typo
+    cannot split the safety state. `OPX_HOME` defaults to the absolute `~/.opx`.
     """
 
     backend: str
@@ -28,6 +35,7 @@ class Settings:
     alerts_topic_name: str
     metrics_namespace: str
     principals_file: Path | None
+    aws_endpoint: str | None = None
 
     @property
     def outcomes_dir(self) -> Path:
@@ -40,6 +48,17 @@ class Settings:
         return self.home / "state.db"
 
     @property
+    def store_description(self) -> str:
+        """Which safety store this process uses: the SQLite path, or tables + region + endpoint."""
+        if self.backend == "aws":
+            endpoint = self.aws_endpoint or "the AWS default endpoint"
+            return (
+                f"aws: DynamoDB tables {self.config_table} (kill switch) and {self.audit_table} (audit) "
+                f"in {self.region} at {endpoint}"
+            )
+        return f"local: {self.state_db}"
+
+    @property
     def alerts_file(self) -> Path:
         """JSON-lines file that receives alerts on the local backend."""
         return self.home / "alerts.jsonl"
@@ -48,13 +67,17 @@ class Settings:
 def get_settings(env: dict[str, str] | None = None) -> Settings:
     """Resolve settings from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
-    backend = env.get("OPX_BACKEND", "local").strip().lower()
+    raw_backend = env.get("OPX_BACKEND", "")
+    backend = raw_backend.strip().lower() or "local"
     if backend not in BACKENDS:
-        backend = "local"
+        raise ConfigurationError(
+            f"OPX_BACKEND: {raw_backend!r} is not a backend; use 'local' or 'aws' (unset means local)"
+        )
     principals = env.get("OPX_PRINCIPALS")
+    raw_home = env.get("OPX_HOME", "").strip() or DEFAULT_HOME
     return Settings(
         backend=backend,
-        home=Path(env.get("OPX_HOME", ".opx")).expanduser().absolute(),
+        home=Path(raw_home).expanduser().absolute(),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         audit_table=env.get("OPX_AUDIT_TABLE", "opx-automation-audit"),
         config_table=env.get("OPX_CONFIG_TABLE", "opx-automation-config"),
@@ -65,4 +88,5 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         alerts_topic_name=env.get("OPX_ALERTS_TOPIC_NAME", "opx-learning-operations-alerts.fifo"),
         metrics_namespace=env.get("OPX_METRICS_NAMESPACE", "LearningOperations"),
         principals_file=Path(principals).expanduser() if principals else None,
+        aws_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
     )

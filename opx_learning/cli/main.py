@@ -71,6 +71,7 @@ def _error_json(kind: str, message: str) -> str:
 
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback."""
+    from opx_learning.config import ConfigurationError
     from opx_learning.safety.models import InvalidRequest
 
     argv = sys.argv[1:] if args is None else args
@@ -87,7 +88,7 @@ def main(args: list[str] | None = None) -> None:
         else:
             error.show()
         sys.exit(error.exit_code)
-    except InvalidRequest as error:
+    except (InvalidRequest, ConfigurationError) as error:
         # A configuration mistake (e.g. a malformed OPX_RATE_LIMITS), not a bug: say which setting.
         click.echo(_error_json("INVALID_CONFIGURATION", str(error)) if as_json else f"Error: {error}", err=not as_json)
         sys.exit(2)
