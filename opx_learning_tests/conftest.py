@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from opx_learning_tests.processes import leftovers
+
 
 @pytest.fixture
 def opx_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -60,6 +62,14 @@ def aws_env(moto_endpoint: str, opx_home: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_endpoint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """After the session, no process a test started (servers, daemons, code servers) is still alive."""
+    yield
+    alive = leftovers()
+    assert not alive, f"processes started by tests outlived them (now killed): {alive}"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,6 +19,7 @@ from opx_learning.config import Settings, get_settings
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.conftest import _free_port
+from opx_learning_tests.processes import spawn, stop
 
 ADMIN_ARN = "arn:aws:iam::123456789012:user/ops-admin"
 TOKENS = {
@@ -104,8 +105,8 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = _free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "opx_learning.cli.api", "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = spawn([sys.executable, "-m", "opx_learning.cli.api", "--port", str(port)],
+                        env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)
     deadline = time.monotonic() + 30
@@ -126,8 +127,7 @@ def stop_server(server: Server) -> None:
         server.idle()
     finally:
         server.client.close()
-        server.process.terminate()
-        server.process.wait(timeout=20)
+        stop(server.process, timeout=20)
 
 
 @pytest.fixture(scope="session")

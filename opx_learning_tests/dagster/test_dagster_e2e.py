@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import polars as pl
 import pytest
 
 from opx_learning.resources.safety import SafetyResource
+from opx_learning_tests.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -81,7 +81,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 def server(dagster_home: Path) -> Iterator[Server]:
     port = _free_port()
     log = open(dagster_home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
+    process = spawn(
         [str(DAGSTER), "dev", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=dict(os.environ),
@@ -93,12 +93,7 @@ def server(dagster_home: Path) -> Iterator[Server]:
         _wait(lambda: urllib.request.urlopen(f"{url}/server_info", timeout=2).status == 200, 60, "the webserver")
         yield Server(url)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
