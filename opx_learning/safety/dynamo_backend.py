@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -46,6 +47,15 @@ from opx_learning.safety.rate_limit import WINDOW_SECONDS, RateLimiter
 OPERATION_TYPE_INDEX = "OperationTypeIndex"
 KILL_SWITCH_KEY = {"PK": {"S": "CONFIG#KILL_SWITCH"}, "SK": {"S": "METADATA"}}
 DEFAULT_MAX_ATTEMPTS = 8
+MAX_ITEM_BYTES = 400 * 1024
+# Stored audit items stay under this (an upper bound, see `item_size`), well inside MAX_ITEM_BYTES.
+ITEM_BUDGET_BYTES = 350_000
+TRUNCATION_MARKER = "… [truncated:"
+# Free-form audit fields, clipped (characters per string, elements per list) until an item fits.
+_CLIPPABLE = frozenset({"parameters", "results", "errorMessage"})
+_CLIP_LEVELS = ((16_384, 10_000), (4_096, 1_000), (1_024, 100), (256, 10))
+_CLIPPED_TEXT = re.compile(r"(?P<kept>.*)… \[truncated: \d+ of (?P<total>\d+) characters stored\]", re.DOTALL)
+_CLIPPED_LIST = re.compile(r"… \[truncated: \d+ of (?P<total>\d+) items stored\]")
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -111,6 +121,63 @@ def _is_conditional(exc: ClientError) -> bool:
     return _code(exc) == "ConditionalCheckFailedException"
 
 
+def item_size(item: Mapping[str, Any]) -> int:
+    """An upper bound of a serialized item's DynamoDB size: the UTF-8 length of its typed JSON.
+
+    DynamoDB counts attribute names and values with at most a few bytes of overhead per
+    element; the typed JSON (`{"S": ...}` wrappers, quotes, separators) is never smaller.
+    """
+    return len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _clip_text(text: str, keep: int) -> str:
+    earlier = _CLIPPED_TEXT.fullmatch(text) if text.endswith("characters stored]") else None
+    if earlier is not None:
+        text, total = earlier["kept"], int(earlier["total"])
+    else:
+        total = len(text)
+    if total <= keep:
+        return text
+    kept = min(keep, len(text))
+    return f"{text[:kept]}{TRUNCATION_MARKER} {kept} of {total} characters stored]"
+
+
+def _clip(value: Any, keep: int, items: int) -> Any:
+    """Strings cut to `keep` characters and lists to `items` elements, each with a visible marker.
+
+    Clipping what was clipped before keeps the original size in the marker, so a record read
+    back and completed is not marked twice.
+    """
+    if isinstance(value, str):
+        return _clip_text(value, keep)
+    if isinstance(value, dict):
+        return {key: _clip(inner, keep, items) for key, inner in value.items()}
+    if isinstance(value, list):
+        total = len(value)
+        if value and isinstance(value[-1], str) and (earlier := _CLIPPED_LIST.fullmatch(value[-1])) is not None:
+            value, total = value[:-1], int(earlier["total"])
+        clipped = [_clip(inner, keep, items) for inner in value[:items]]
+        if total > len(clipped):
+            clipped.append(f"{TRUNCATION_MARKER} {len(clipped)} of {total} items stored]")
+        return clipped
+    return value
+
+
+def _fit(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The serialized item, its free-form fields clipped until it is under the DynamoDB item limit."""
+    for keep, items in _CLIP_LEVELS:
+        clipped = {key: _clip(value, keep, items) if key in _CLIPPABLE else value for key, value in item.items()}
+        serialized = {key: _to_attr(value) for key, value in clipped.items()}
+        if item_size(serialized) <= ITEM_BUDGET_BYTES:
+            return serialized
+    dropped = f"{TRUNCATION_MARKER} not stored: the record exceeded the DynamoDB item size limit]"
+    for key in ("parameters", "results"):
+        clipped[key] = {"truncated": dropped}
+    clipped["triggeredBy"] = _clip(clipped["triggeredBy"], 256, 10)
+    clipped["runId"] = _clip(clipped.get("runId"), 256, 10)
+    return {key: _to_attr(value) for key, value in clipped.items() if value is not None}
+
+
 def _record_item(record: AuditRecord) -> dict[str, Any]:
     item: dict[str, Any] = {
         "PK": f"AUDIT#{record.audit_id}",
@@ -132,7 +199,7 @@ def _record_item(record: AuditRecord) -> dict[str, Any]:
         "runId": record.run_id,
     }
     item.update({key: value for key, value in optional.items() if value is not None})
-    return {key: _to_attr(value) for key, value in item.items()}
+    return _fit(item)
 
 
 def _item_record(item: Mapping[str, Any]) -> AuditRecord:
