@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -50,6 +51,8 @@ DEFAULT_MAX_ATTEMPTS = 8
 MAX_ITEM_BYTES = 400 * 1024
 # Stored audit items stay under this (an upper bound, see `item_size`), well inside MAX_ITEM_BYTES.
 ITEM_BUDGET_BYTES = 350_000
+ENABLED_NOW = "ENABLED"
+ALREADY_ENABLED = "ALREADY_ENABLED"
 TRUNCATION_MARKER = "… [truncated:"
 # Free-form audit fields, clipped (characters per string, elements per list) until an item fits.
 _CLIPPABLE = frozenset({"parameters", "results", "errorMessage"})
@@ -502,12 +505,84 @@ def _create_table(client: Any, spec: dict[str, Any]) -> str:
         if not (isinstance(cause, ClientError) and _code(cause) == "ResourceInUseException"):
             raise
         outcome = "EXISTS"
-    client.get_waiter("table_exists").wait(TableName=spec["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    _wait_active(client, spec["TableName"])
     return outcome
+
+
+def _wait_active(client: Any, name: str) -> None:
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+
+def _ensure_deletion_protection(client: Any, name: str) -> str:
+    table = _call(client.describe_table, TableName=name)["Table"]
+    if table.get("DeletionProtectionEnabled"):
+        return ALREADY_ENABLED
+    _call(client.update_table, TableName=name, DeletionProtectionEnabled=True)
+    _wait_active(client, name)
+    return ENABLED_NOW
+
+
+def _ensure_point_in_time_recovery(client: Any, name: str, *, attempts: int, delay_seconds: float) -> str:
+    described = _call(client.describe_continuous_backups, TableName=name)["ContinuousBackupsDescription"]
+    if described.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
+        return ALREADY_ENABLED
+    for _ in range(attempts - 1):
+        try:
+            return _enable_point_in_time_recovery(client, name)
+        except BackendUnavailable as exc:
+            # A table created moments ago answers ContinuousBackupsUnavailableException for a while.
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and _code(cause) == "ContinuousBackupsUnavailableException"):
+                raise
+            time.sleep(delay_seconds)
+    return _enable_point_in_time_recovery(client, name)
+
+
+def _enable_point_in_time_recovery(client: Any, name: str) -> str:
+    _call(
+        client.update_continuous_backups,
+        TableName=name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+    )
+    return ENABLED_NOW
+
+
+def protect_tables(
+    settings: Settings | None = None, *, client: Any = None, attempts: int = 10, delay_seconds: float = 3.0
+) -> dict[str, dict[str, str]]:
+    """Turn on deletion protection and point-in-time recovery on the audit and config tables (idempotent).
+
+    Args:
+        settings: table names and region (default `get_settings()`).
+        client: a DynamoDB client (default: a new one).
+        attempts: tries of enabling point-in-time recovery while a new table's backups are not ready yet.
+        delay_seconds: pause between those tries.
+
+    Returns:
+        Table name -> {"deletion_protection": ..., "point_in_time_recovery": ...}, each
+        "ENABLED" (turned on by this call) or "ALREADY_ENABLED".
+
+    Raises:
+        BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
+    """
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region)
+    return {
+        name: {
+            "deletion_protection": _ensure_deletion_protection(client, name),
+            "point_in_time_recovery": _ensure_point_in_time_recovery(
+                client, name, attempts=attempts, delay_seconds=delay_seconds
+            ),
+        }
+        for name in (settings.audit_table, settings.config_table)
+    }
 
 
 def create_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, str]:
     """Create the audit and config tables of §5 if missing (idempotent) and wait until ACTIVE.
+
+    New tables have deletion protection from the start; `protect_tables` turns it (and
+    point-in-time recovery) on for tables that exist already.
 
     Returns:
         Table name -> "CREATED" or "EXISTS".
@@ -538,14 +613,40 @@ def create_tables(settings: Settings | None = None, *, client: Any = None) -> di
             }
         ],
         "BillingMode": "PAY_PER_REQUEST",
+        "DeletionProtectionEnabled": True,
     }
     config = {
         "TableName": settings.config_table,
         "KeySchema": key_schema,
         "AttributeDefinitions": key_attrs,
         "BillingMode": "PAY_PER_REQUEST",
+        "DeletionProtectionEnabled": True,
     }
     return {spec["TableName"]: _create_table(client, spec) for spec in (audit, config)}
+
+
+def init_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, dict[str, str]]:
+    """Create the audit and config tables if missing and protect them (what `aws init` does).
+
+    Returns:
+        Table name -> {"table": "CREATED" | "EXISTS", "deletion_protection": ..., "point_in_time_recovery": ...},
+        protection steps "ENABLED" when this call turned them on (a new table is created
+        protected) and "ALREADY_ENABLED" otherwise.
+
+    Raises:
+        BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
+    """
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region)
+    created = create_tables(settings, client=client)
+    protection = protect_tables(settings, client=client)
+    done = {}
+    for name, outcome in created.items():
+        steps = dict(protection[name])
+        if outcome == "CREATED":
+            steps["deletion_protection"] = ENABLED_NOW
+        done[name] = {"table": outcome, **steps}
+    return done
 
 
 __all__ = [
@@ -554,5 +655,7 @@ __all__ = [
     "DynamoRateLimiter",
     "create_tables",
     "dynamo_client",
+    "init_tables",
     "open_dynamo",
+    "protect_tables",
 ]
