@@ -6,7 +6,7 @@ setup(
     description="Learning operations for an incident-response platform, on Dagster.",
     python_requires=">=3.11",
     packages=find_packages(exclude=["opx_learning_tests*", "benchmarks*"]),
-    package_data={"opx_learning.deploy": ["*.yaml"]},
+    package_data={"opx_learning.deploy": ["*.yaml", "*.json"]},
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",

@@ -192,22 +192,33 @@ def _outcomes_creator() -> Callable[..., Any]:
     return create_table
 
 
+_PROTECTION_STEPS = (("deletion_protection", "deletion protection"), ("point_in_time_recovery", "point-in-time recovery"))
+
+
 @aws.command("init")
 @click.option("--outcomes-table", is_flag=True, help="Also create the sandbox opx-outcomes table with its TimeIndex.")
-@click.option("--json", "as_json", is_flag=True, help="Print table -> CREATED/EXISTS as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done per table as JSON.")
 def aws_init(outcomes_table: bool, as_json: bool) -> None:
-    """Create the DynamoDB audit and config tables of §5 (idempotent; waits until ACTIVE)."""
-    from opx_learning.safety.dynamo_backend import create_tables, dynamo_client
+    """Create the DynamoDB audit and config tables of §5 and protect them (idempotent; waits until ACTIVE).
+
+    Deletion protection and point-in-time recovery are turned on for the audit and config
+    tables, also when they exist already.
+    """
+    from opx_learning.safety.dynamo_backend import dynamo_client, init_tables
 
     settings = get_settings()
     client = dynamo_client(settings.region)
     with _user_errors():
-        created = create_tables(settings, client=client)
+        done = init_tables(settings, client=client)
         if outcomes_table:
             made = _outcomes_creator()(client, settings.outcomes_table)
-            created[settings.outcomes_table] = "CREATED" if made else "EXISTS"
+            done[settings.outcomes_table] = {"table": "CREATED" if made else "EXISTS"}
     if as_json:
-        _emit(created)
-    else:
-        for name, outcome in created.items():
-            click.echo(f"{name}: {outcome}")
+        _emit(done)
+        return
+    for name, steps in done.items():
+        shown = [steps["table"]]
+        for step, label in _PROTECTION_STEPS:
+            if step in steps:
+                shown.append(f"{label} {'turned on' if steps[step] == 'ENABLED' else 'already on'}")
+        click.echo(f"{name}: {', '.join(shown)}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -46,6 +48,17 @@ from opx_learning.safety.rate_limit import WINDOW_SECONDS, RateLimiter
 OPERATION_TYPE_INDEX = "OperationTypeIndex"
 KILL_SWITCH_KEY = {"PK": {"S": "CONFIG#KILL_SWITCH"}, "SK": {"S": "METADATA"}}
 DEFAULT_MAX_ATTEMPTS = 8
+MAX_ITEM_BYTES = 400 * 1024
+# Stored audit items stay under this (an upper bound, see `item_size`), well inside MAX_ITEM_BYTES.
+ITEM_BUDGET_BYTES = 350_000
+ENABLED_NOW = "ENABLED"
+ALREADY_ENABLED = "ALREADY_ENABLED"
+TRUNCATION_MARKER = "… [truncated:"
+# Free-form audit fields, clipped (characters per string, elements per list) until an item fits.
+_CLIPPABLE = frozenset({"parameters", "results", "errorMessage"})
+_CLIP_LEVELS = ((16_384, 10_000), (4_096, 1_000), (1_024, 100), (256, 10))
+_CLIPPED_TEXT = re.compile(r"(?P<kept>.*)… \[truncated: \d+ of (?P<total>\d+) characters stored\]", re.DOTALL)
+_CLIPPED_LIST = re.compile(r"… \[truncated: \d+ of (?P<total>\d+) items stored\]")
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -111,6 +124,63 @@ def _is_conditional(exc: ClientError) -> bool:
     return _code(exc) == "ConditionalCheckFailedException"
 
 
+def item_size(item: Mapping[str, Any]) -> int:
+    """An upper bound of a serialized item's DynamoDB size: the UTF-8 length of its typed JSON.
+
+    DynamoDB counts attribute names and values with at most a few bytes of overhead per
+    element; the typed JSON (`{"S": ...}` wrappers, quotes, separators) is never smaller.
+    """
+    return len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _clip_text(text: str, keep: int) -> str:
+    earlier = _CLIPPED_TEXT.fullmatch(text) if text.endswith("characters stored]") else None
+    if earlier is not None:
+        text, total = earlier["kept"], int(earlier["total"])
+    else:
+        total = len(text)
+    if total <= keep:
+        return text
+    kept = min(keep, len(text))
+    return f"{text[:kept]}{TRUNCATION_MARKER} {kept} of {total} characters stored]"
+
+
+def _clip(value: Any, keep: int, items: int) -> Any:
+    """Strings cut to `keep` characters and lists to `items` elements, each with a visible marker.
+
+    Clipping what was clipped before keeps the original size in the marker, so a record read
+    back and completed is not marked twice.
+    """
+    if isinstance(value, str):
+        return _clip_text(value, keep)
+    if isinstance(value, dict):
+        return {key: _clip(inner, keep, items) for key, inner in value.items()}
+    if isinstance(value, list):
+        total = len(value)
+        if value and isinstance(value[-1], str) and (earlier := _CLIPPED_LIST.fullmatch(value[-1])) is not None:
+            value, total = value[:-1], int(earlier["total"])
+        clipped = [_clip(inner, keep, items) for inner in value[:items]]
+        if total > len(clipped):
+            clipped.append(f"{TRUNCATION_MARKER} {len(clipped)} of {total} items stored]")
+        return clipped
+    return value
+
+
+def _fit(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The serialized item, its free-form fields clipped until it is under the DynamoDB item limit."""
+    for keep, items in _CLIP_LEVELS:
+        clipped = {key: _clip(value, keep, items) if key in _CLIPPABLE else value for key, value in item.items()}
+        serialized = {key: _to_attr(value) for key, value in clipped.items()}
+        if item_size(serialized) <= ITEM_BUDGET_BYTES:
+            return serialized
+    dropped = f"{TRUNCATION_MARKER} not stored: the record exceeded the DynamoDB item size limit]"
+    for key in ("parameters", "results"):
+        clipped[key] = {"truncated": dropped}
+    clipped["triggeredBy"] = _clip(clipped["triggeredBy"], 256, 10)
+    clipped["runId"] = _clip(clipped.get("runId"), 256, 10)
+    return {key: _to_attr(value) for key, value in clipped.items() if value is not None}
+
+
 def _record_item(record: AuditRecord) -> dict[str, Any]:
     item: dict[str, Any] = {
         "PK": f"AUDIT#{record.audit_id}",
@@ -132,7 +202,7 @@ def _record_item(record: AuditRecord) -> dict[str, Any]:
         "runId": record.run_id,
     }
     item.update({key: value for key, value in optional.items() if value is not None})
-    return {key: _to_attr(value) for key, value in item.items()}
+    return _fit(item)
 
 
 def _item_record(item: Mapping[str, Any]) -> AuditRecord:
@@ -435,12 +505,84 @@ def _create_table(client: Any, spec: dict[str, Any]) -> str:
         if not (isinstance(cause, ClientError) and _code(cause) == "ResourceInUseException"):
             raise
         outcome = "EXISTS"
-    client.get_waiter("table_exists").wait(TableName=spec["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    _wait_active(client, spec["TableName"])
     return outcome
+
+
+def _wait_active(client: Any, name: str) -> None:
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+
+def _ensure_deletion_protection(client: Any, name: str) -> str:
+    table = _call(client.describe_table, TableName=name)["Table"]
+    if table.get("DeletionProtectionEnabled"):
+        return ALREADY_ENABLED
+    _call(client.update_table, TableName=name, DeletionProtectionEnabled=True)
+    _wait_active(client, name)
+    return ENABLED_NOW
+
+
+def _ensure_point_in_time_recovery(client: Any, name: str, *, attempts: int, delay_seconds: float) -> str:
+    described = _call(client.describe_continuous_backups, TableName=name)["ContinuousBackupsDescription"]
+    if described.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
+        return ALREADY_ENABLED
+    for _ in range(attempts - 1):
+        try:
+            return _enable_point_in_time_recovery(client, name)
+        except BackendUnavailable as exc:
+            # A table created moments ago answers ContinuousBackupsUnavailableException for a while.
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and _code(cause) == "ContinuousBackupsUnavailableException"):
+                raise
+            time.sleep(delay_seconds)
+    return _enable_point_in_time_recovery(client, name)
+
+
+def _enable_point_in_time_recovery(client: Any, name: str) -> str:
+    _call(
+        client.update_continuous_backups,
+        TableName=name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+    )
+    return ENABLED_NOW
+
+
+def protect_tables(
+    settings: Settings | None = None, *, client: Any = None, attempts: int = 10, delay_seconds: float = 3.0
+) -> dict[str, dict[str, str]]:
+    """Turn on deletion protection and point-in-time recovery on the audit and config tables (idempotent).
+
+    Args:
+        settings: table names and region (default `get_settings()`).
+        client: a DynamoDB client (default: a new one).
+        attempts: tries of enabling point-in-time recovery while a new table's backups are not ready yet.
+        delay_seconds: pause between those tries.
+
+    Returns:
+        Table name -> {"deletion_protection": ..., "point_in_time_recovery": ...}, each
+        "ENABLED" (turned on by this call) or "ALREADY_ENABLED".
+
+    Raises:
+        BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
+    """
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region)
+    return {
+        name: {
+            "deletion_protection": _ensure_deletion_protection(client, name),
+            "point_in_time_recovery": _ensure_point_in_time_recovery(
+                client, name, attempts=attempts, delay_seconds=delay_seconds
+            ),
+        }
+        for name in (settings.audit_table, settings.config_table)
+    }
 
 
 def create_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, str]:
     """Create the audit and config tables of §5 if missing (idempotent) and wait until ACTIVE.
+
+    New tables have deletion protection from the start; `protect_tables` turns it (and
+    point-in-time recovery) on for tables that exist already.
 
     Returns:
         Table name -> "CREATED" or "EXISTS".
@@ -471,14 +613,40 @@ def create_tables(settings: Settings | None = None, *, client: Any = None) -> di
             }
         ],
         "BillingMode": "PAY_PER_REQUEST",
+        "DeletionProtectionEnabled": True,
     }
     config = {
         "TableName": settings.config_table,
         "KeySchema": key_schema,
         "AttributeDefinitions": key_attrs,
         "BillingMode": "PAY_PER_REQUEST",
+        "DeletionProtectionEnabled": True,
     }
     return {spec["TableName"]: _create_table(client, spec) for spec in (audit, config)}
+
+
+def init_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, dict[str, str]]:
+    """Create the audit and config tables if missing and protect them (what `aws init` does).
+
+    Returns:
+        Table name -> {"table": "CREATED" | "EXISTS", "deletion_protection": ..., "point_in_time_recovery": ...},
+        protection steps "ENABLED" when this call turned them on (a new table is created
+        protected) and "ALREADY_ENABLED" otherwise.
+
+    Raises:
+        BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
+    """
+    settings = settings or get_settings()
+    client = client or dynamo_client(settings.region)
+    created = create_tables(settings, client=client)
+    protection = protect_tables(settings, client=client)
+    done = {}
+    for name, outcome in created.items():
+        steps = dict(protection[name])
+        if outcome == "CREATED":
+            steps["deletion_protection"] = ENABLED_NOW
+        done[name] = {"table": outcome, **steps}
+    return done
 
 
 __all__ = [
@@ -487,5 +655,7 @@ __all__ = [
     "DynamoRateLimiter",
     "create_tables",
     "dynamo_client",
+    "init_tables",
     "open_dynamo",
+    "protect_tables",
 ]

@@ -255,6 +255,22 @@ def _iso_us(column: str) -> pl.Expr:
     return pl.col(column).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")
 
 
+def _key_floor(instant: datetime) -> str:
+    """The instant's whole second as `YYYY-MM-DDTHH:MM:SS`, a sort-key bound for stored `recordedAt` strings.
+
+    A stored ISO-8601 UTC value starts with its own whole second in this fixed-width form and
+    then has any suffix (no fraction, 3 or 6 digits, `Z` or `+00:00`), so it sorts at or after
+    the floor of every instant at or before it, whatever its fractional digits.
+    """
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _key_ceiling(instant: datetime) -> str:
+    """The smallest whole second at or after `instant`: every stored value of an earlier instant sorts before it."""
+    whole = instant.replace(microsecond=0)
+    return _key_floor(whole if whole == instant else whole + timedelta(seconds=1))
+
+
 def _number(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(value))
 
@@ -409,19 +425,19 @@ class DynamoOutcomeStore(OutcomeStore):
         day_end = day_start + timedelta(days=1)
         values: dict[str, Any] = {":d": {"S": day.isoformat()}}
         condition = "recordedDate = :d"
-        lower = window.start if window.start > day_start else None
-        upper = window.end if window.end < day_end else None
-        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        # The key range is whole seconds around the window (see `_key_floor`), so it holds every
+        # stored form of an instant inside it; `read` then filters the parsed instants exactly.
+        lower = _key_floor(window.start) if window.start > day_start else None
+        upper = _key_ceiling(window.end) if window.end < day_end else None
         if lower is not None and upper is not None:
             condition += " AND recordedAt BETWEEN :lo AND :hi"
-            values[":lo"] = {"S": lower.strftime(fmt)}
-            values[":hi"] = {"S": (upper - timedelta(microseconds=1)).strftime(fmt)}
+            values[":lo"], values[":hi"] = {"S": lower}, {"S": upper}
         elif lower is not None:
             condition += " AND recordedAt >= :lo"
-            values[":lo"] = {"S": lower.strftime(fmt)}
+            values[":lo"] = {"S": lower}
         elif upper is not None:
             condition += " AND recordedAt < :hi"
-            values[":hi"] = {"S": upper.strftime(fmt)}
+            values[":hi"] = {"S": upper}
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": TIME_INDEX,

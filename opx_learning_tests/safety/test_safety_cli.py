@@ -98,7 +98,11 @@ def test_aws_init_is_idempotent(aws_env) -> None:
     runner = CliRunner()
     first = runner.invoke(cli, ["aws", "init", "--json"], catch_exceptions=False)
     assert first.exit_code == 0
-    assert json.loads(first.output) == {"opx-automation-audit": "CREATED", "opx-automation-config": "CREATED"}
+    protected = {"deletion_protection": "ENABLED", "point_in_time_recovery": "ENABLED"}
+    assert json.loads(first.output) == {
+        "opx-automation-audit": {"table": "CREATED", **protected},
+        "opx-automation-config": {"table": "CREATED", **protected},
+    }
     second = runner.invoke(cli, ["aws", "init", "--outcomes-table"], catch_exceptions=False)
     assert second.exit_code == 0 and "opx-automation-audit: EXISTS" in second.output
     assert "opx-outcomes: CREATED" in second.output
