@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "api": "opx_learning.cli.api:api",
     "status": "opx_learning.cli.monitoring:status",
     "monitoring": "opx_learning.cli.monitoring:monitoring",
+    "verify": "opx_learning.cli.integrity:verify",
 }
 
 HELP = {
@@ -34,6 +35,7 @@ HELP = {
     "api": "Serve the REST API (runbook paths and bodies) with uvicorn.",
     "status": "Show the dashboard's six rows from the audit trail.",
     "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
+    "verify": "Re-read stored snapshots, partitions and audit records; P0 on corruption.",
 }
 
 

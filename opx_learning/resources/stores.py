@@ -6,7 +6,7 @@ import dagster as dg
 
 from opx_learning.config import get_settings
 from opx_learning.stores.outcomes import OutcomeStore, outcome_store
-from opx_learning.stores.snapshots import SnapshotStore
+from opx_learning.stores.snapshots import SnapshotStore, snapshot_store
 
 
 class OutcomeStoreResource(dg.ConfigurableResource):
@@ -18,8 +18,8 @@ class OutcomeStoreResource(dg.ConfigurableResource):
 
 
 class SnapshotStoreResource(dg.ConfigurableResource):
-    """The append-only snapshot store under `$OPX_HOME/snapshots`."""
+    """The append-only snapshot store: `$OPX_HOME/snapshots`, or `OPX_ASSETS_S3_URI/snapshots/` on aws."""
 
     def store(self) -> SnapshotStore:
-        """The snapshot store of the current settings."""
-        return SnapshotStore(settings=get_settings())
+        """The snapshot store of the current settings (the one `opx-learning verify` sweeps)."""
+        return snapshot_store(get_settings())

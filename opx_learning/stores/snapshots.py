@@ -9,6 +9,13 @@ atomic and fails if the name exists. `S3SnapshotStore` keeps it under
 (`If-None-Match: *`). Either way a version is never overwritten, and two processes
 appending to one window at once end with distinct versions (the loser of a race
 retries with the next number).
+
+Every read is verified: the version file must parse, its `snapshot_id` and
+`content_hash` must match its type, window, version and content, it must be the
+snapshot its path names, and its bytes must be exactly what the store wrote for that
+content (so damage to a field outside the hash, or to the layout, shows too). A
+failure raises `IntegrityError` (never the wrong content) and one P0
+`DATA_CORRUPTION` alert naming the file; the file is left as it is, as evidence.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ from opx_learning.core.snapshots import (
     snapshot_id,
 )
 from opx_learning.core.windows import Instant, Window
+from opx_learning.integrity.findings import (
+    Finding,
+    IntegrityError,
+    digest,
+    publish_corruption,
+)
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.json$")
 _DIR_INSTANT = "%Y-%m-%dT%H%M%S.%fZ"
@@ -50,6 +63,7 @@ class SnapshotStore:
         if root is None:
             root = (settings or get_settings()).home / "snapshots"
         self.root = Path(root)
+        self.settings = settings
 
     def append(self, snapshot: Snapshot | Mapping[str, Any]) -> Snapshot:
         """Store a snapshot as the next version of its window, unless its content is unchanged.
@@ -111,6 +125,27 @@ class SnapshotStore:
         """Where the snapshots live (a directory or an S3 URI)."""
         return str(self.root)
 
+    def entries(self) -> list[tuple[str, Window, int]]:
+        """Every stored `(type, window, version)`, without reading the files."""
+        return self._entries()
+
+    def where(self, kind: str, window: Window, version: int) -> str:
+        """The path (or S3 URI) of one stored version."""
+        return str(self._folder(kind, window) / f"v{version}.json")
+
+    def check(self, kind: str, window: Window, version: int) -> Finding | None:
+        """Re-read one stored version and verify it; the finding if it fails (no alert is raised).
+
+        Raises:
+            OSError, botocore errors: the store could not be read at all (not a verdict on the data).
+        """
+        try:
+            data = self._read_bytes(kind, window, version)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            return Finding("snapshots", self.where(kind, window, version), f"unreadable: {exc}")
+        result = self._verify(kind, window, version, data)
+        return result if isinstance(result, Finding) else None
+
     def _latest(self, kind: str, window: Window) -> Snapshot | None:
         versions = self._versions(kind, window)
         return self._read(kind, window, versions[-1]) if versions else None
@@ -123,6 +158,36 @@ class SnapshotStore:
         ]
         entries.sort(key=lambda entry: (SNAPSHOT_TYPES.index(entry[0]), entry[1].start, entry[1].end, entry[2]))
         return entries
+
+    def _read(self, kind: str, window: Window, version: int) -> Snapshot:
+        data = self._read_bytes(kind, window, version)
+        result = self._verify(kind, window, version, data)
+        if isinstance(result, Finding):
+            publish_corruption([result], source="read", settings=self.settings or get_settings())
+            raise IntegrityError(result)
+        return result
+
+    def _verify(self, kind: str, window: Window, version: int, data: bytes) -> Snapshot | Finding:
+        """The snapshot in `data` if it passes every check, else the finding."""
+        problem = None
+        try:
+            snapshot = Snapshot.from_json(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Unicode and JSON decode errors are ValueErrors; so are id and content-hash mismatches.
+            snapshot, problem = None, f"unparsable or inconsistent snapshot: {exc}"
+        if snapshot is not None:
+            named = (kind, window, version)
+            held = (snapshot.snapshot_type, snapshot.window, snapshot.version)
+            if held != named:
+                problem = (
+                    f"holds {held[0]} {held[1].start_iso}..{held[1].end_iso} v{held[2]} but is stored as "
+                    f"{kind} {window.start_iso}..{window.end_iso} v{version}"
+                )
+            elif data not in (snapshot.to_json(indent=1).encode(), snapshot.to_json().encode()):
+                problem = "bytes differ from the stored form of their content (a field outside the content hash changed)"
+        if snapshot is not None and problem is None:
+            return snapshot
+        return Finding("snapshots", self.where(kind, window, version), str(problem), digest(data))
 
     # Storage primitives: the only methods a backend overrides.
 
@@ -143,8 +208,8 @@ class SnapshotStore:
                 found.extend((kind, window) for d in type_dir.iterdir() if (window := _parse_folder(d.name)))
         return found
 
-    def _read(self, kind: str, window: Window, version: int) -> Snapshot:
-        return Snapshot.from_json((self._folder(kind, window) / f"v{version}.json").read_bytes())
+    def _read_bytes(self, kind: str, window: Window, version: int) -> bytes:
+        return (self._folder(kind, window) / f"v{version}.json").read_bytes()
 
     def _create(self, kind: str, window: Window, version: int, text: str) -> bool:
         folder = self._folder(kind, window)
@@ -166,6 +231,7 @@ class S3SnapshotStore(SnapshotStore):
 
     def __init__(self, uri: str | None = None, settings: Settings | None = None, client: Any = None) -> None:
         settings = settings or get_settings()
+        self.settings = settings
         uri = uri or settings.assets_s3_uri
         parsed = urlparse(uri or "")
         if parsed.scheme != "s3" or not parsed.netloc:
@@ -203,9 +269,12 @@ class S3SnapshotStore(SnapshotStore):
                 found.add((parts[0], window))
         return list(found)
 
-    def _read(self, kind: str, window: Window, version: int) -> Snapshot:
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(kind, window, version))["Body"]
-        return Snapshot.from_json(body.read())
+    def where(self, kind: str, window: Window, version: int) -> str:
+        """The S3 URI of one stored version."""
+        return f"s3://{self.bucket}/{self._key(kind, window, version)}"
+
+    def _read_bytes(self, kind: str, window: Window, version: int) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(kind, window, version))["Body"].read()
 
     def _create(self, kind: str, window: Window, version: int, text: str) -> bool:
         from botocore.exceptions import ClientError

@@ -15,6 +15,7 @@ import pytest
 
 from opx_learning.core.schema import OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot, build_snapshot
+from opx_learning.integrity.findings import IntegrityError
 from opx_learning.stores.snapshots import SnapshotStore
 
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -131,14 +132,14 @@ def test_list_get_and_unknown_ids(tmp_path: Path) -> None:
         store.list("YEARLY")
 
 
-def test_a_tampered_file_is_refused(tmp_path: Path) -> None:
+def test_a_tampered_file_is_refused(tmp_path: Path, opx_home: Path) -> None:
     store = SnapshotStore(tmp_path)
     stored = store.append(daily(["a"]))
     path = tmp_path / "DAILY" / DAY_DIR / "v1.json"
     data = json.loads(path.read_text())
     data["ids"]["outcome_ids"] = ["forged"]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="content_hash"):
+    with pytest.raises(IntegrityError, match="content_hash"):
         store.get(stored.snapshot_id)
 
 

@@ -1,0 +1,64 @@
+"""The daily integrity sweep as a morning-checklist item (SPEC §6 "data corruption detected", P0).
+
+`stored_data` stands for what the learning operations stored (snapshots, outcome and
+asset partitions, audit records); nothing materializes it, so the check runs only
+where every check runs: the `morning_checklist_job` of the 09:00 UTC schedule (and
+`opx-learning checklist` / the demo), never inside a learning run. The check sweeps
+the 35 days before the checklist time (the `opx/checklist_at` tag, else now) with the
+same module as `opx-learning verify`, raises one P0 `DATA_CORRUPTION` alert listing
+the findings, and fails (ERROR) with them; the damaged items are left as evidence.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from opx_learning.config import get_settings
+from opx_learning.core.windows import to_utc
+from opx_learning.defs.checks import CHECKLIST_AT_TAG
+from opx_learning.integrity.sweep import DEFAULT_DAYS, default_window, run_sweep
+from opx_learning.resources.alerts import AlertsResource
+
+_LISTED = 20
+
+stored_data = dg.AssetSpec(
+    "stored_data",
+    group_name="integrity",
+    kinds={"parquet", "json", "sqlite"},
+    description="What the learning operations stored: snapshots, outcome and asset partitions, audit records "
+    "(verified daily by the integrity sweep; `opx-learning verify` runs the same sweep).",
+)
+
+
+@dg.asset_check(
+    asset=stored_data.key,
+    name="stored_data_integrity",
+    description=f"Snapshots, outcome and asset partitions and audit records of the last {DEFAULT_DAYS} days "
+    "re-read intact (P0 DATA_CORRUPTION otherwise).",
+)
+def stored_data_integrity(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
+    """Sweep the window before the checklist time; FAIL with the findings and one P0 alert when anything is damaged."""
+    at = context.run.tags.get(CHECKLIST_AT_TAG)
+    window = default_window(DEFAULT_DAYS, to_utc(at, CHECKLIST_AT_TAG) if at else datetime.now(UTC))
+    report = run_sweep(window, get_settings(), source="daily sweep", publisher=alerts.publisher())
+    metadata: dict[str, object] = {
+        "window": f"{window.start_iso}..{window.end_iso}",
+        "backend": report.backend,
+        **{f"checked_{name}": count for name, count in report.checked.items()},
+        "findings": len(report.findings),
+    }
+    if report.clean:
+        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=report.summary(), metadata=metadata)
+    listed = "\n".join(f"- {finding}" for finding in report.findings[:_LISTED])
+    more = len(report.findings) - _LISTED
+    metadata["alert_dedup_id"] = str(report.alert_dedup_id)
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"DATA_CORRUPTION: {report.summary()}\n{listed}" + (f"\n- ... and {more} more" if more > 0 else ""),
+        metadata=metadata,
+    )
+
+
+INTEGRITY_DEFS = dg.Definitions(assets=[stored_data], asset_checks=[stored_data_integrity])

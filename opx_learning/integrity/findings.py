@@ -1,0 +1,147 @@
+"""What an integrity check reports, and the one P0 `DATA_CORRUPTION` alert it raises (SPEC §6).
+
+A `Finding` names the store, where (a path, an S3 URI or a table and key) and what is
+wrong, plus a digest of the evidence as it was read. Its `fingerprint` depends on
+store, location and evidence only, so a snapshot read and a later sweep that meet the
+same corrupt bytes raise the same alert (same deduplication id), while new damage to
+the same file is a new alert. Nothing here changes or removes the evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opx_learning.alerts.models import DATA_CORRUPTION, Alert
+from opx_learning.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+INTEGRITY_OPERATION = "INTEGRITY"
+# An SNS message is at most 256 KB: the alert lists this many findings and counts the rest.
+MAX_ALERT_FINDINGS = 50
+
+
+def digest(data: bytes | str) -> str:
+    """SHA-256 hex of bytes (text is UTF-8 encoded)."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One integrity failure: which store, where, what is wrong, and a digest of the evidence read.
+
+    Attributes:
+        store: `snapshots`, `outcomes`, `assets` or `audit`.
+        location: file path, S3 URI or `table#key` of the damaged item.
+        problem: what is wrong, in words.
+        evidence: SHA-256 of the bytes (or row) as read; empty when nothing could be read.
+    """
+
+    store: str
+    location: str
+    problem: str
+    evidence: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of this damage: SHA-256 of store, location and evidence."""
+        return digest(f"{self.store}|{self.location}|{self.evidence}")
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-safe fields plus the fingerprint."""
+        return {
+            "store": self.store,
+            "location": self.location,
+            "problem": self.problem,
+            "evidence_sha256": self.evidence,
+            "fingerprint": self.fingerprint,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.store}: {self.location}: {self.problem}"
+
+
+class IntegrityError(RuntimeError):
+    """Stored data failed its integrity check; the finding says what and where."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"{DATA_CORRUPTION}: {finding.location}: {finding.problem}")
+        self.finding = finding
+
+
+def corruption_alert(
+    findings: Sequence[Finding], *, source: str, store: str | None = None, window: dict[str, str] | None = None
+) -> Alert:
+    """The P0 `DATA_CORRUPTION` alert listing `findings`.
+
+    Args:
+        findings: at least one finding.
+        source: what detected it (`read`, `verify`, `daily sweep`).
+        store: description of the stores read (e.g. `Settings.store_description`).
+        window: the sweep window `{"start", "end"}`, if any.
+
+    Returns:
+        The alert; its deduplication key is the finding's fingerprint (one finding) or
+        the digest of the sorted fingerprints, so the same damage never pages twice.
+
+    Raises:
+        ValueError: `findings` is empty.
+    """
+    if not findings:
+        raise ValueError("findings: at least one finding is needed for a DATA_CORRUPTION alert")
+    prints = sorted({finding.fingerprint for finding in findings})
+    key = prints[0] if len(prints) == 1 else digest("\n".join(prints))
+    first = findings[0]
+    details: dict[str, Any] = {
+        "source": source,
+        "count": len(findings),
+        "what": first.store if len({f.store for f in findings}) == 1 else "several stores",
+        "where": first.location,
+        "problem": first.problem,
+        "findings": [finding.to_dict() for finding in findings[:MAX_ALERT_FINDINGS]],
+        "evidence_kept": True,
+    }
+    if len(findings) > MAX_ALERT_FINDINGS:
+        details["findings_not_listed"] = len(findings) - MAX_ALERT_FINDINGS
+    if store:
+        details["store"] = store
+    if window:
+        details["window"] = window
+    return Alert(alarm=DATA_CORRUPTION, severity="P0", operation=INTEGRITY_OPERATION, details=details, key=key)
+
+
+def publish_corruption(
+    findings: Sequence[Finding],
+    *,
+    source: str,
+    settings: Settings | None = None,
+    window: dict[str, str] | None = None,
+    publisher: Any = None,
+) -> tuple[Alert, bool]:
+    """Raise the P0 alert for `findings` through the active backend's publisher (never raises on delivery).
+
+    Args:
+        findings: at least one finding.
+        source: what detected it (`read`, `verify`, `daily sweep`).
+        settings: settings naming the backend (default `get_settings()`).
+        window: the sweep window, if any.
+        publisher: an `AlertPublisher` (default: the active backend's, `alerts.jsonl` or SNS).
+
+    Returns:
+        The alert and whether it was delivered.
+    """
+    from opx_learning.alerts.publishers import alert_publisher
+
+    settings = settings or get_settings()
+    alert = corruption_alert(findings, source=source, store=settings.store_description, window=window)
+    try:
+        publisher = publisher or alert_publisher(settings)
+    except Exception as exc:  # noqa: BLE001 - a missing publisher must not hide the corruption itself
+        log.error("DATA_CORRUPTION alert not delivered (no publisher: %s): %s", exc, json.dumps(alert.to_dict()))
+        return alert, False
+    return alert, publisher.publish(alert)

@@ -1,0 +1,42 @@
+"""The daily integrity sweep is a morning-checklist item: PASS on intact data, FAIL with a P0 on damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from opx_learning.defs import launch
+
+MORNING = "2025-11-01T09:00:00Z"
+
+
+def _integrity(rows: list[dict]) -> dict:
+    [row] = [row for row in rows if (row["asset"], row["check"]) == ("stored_data", "stored_data_integrity")]
+    return row
+
+
+def test_dagster_integrity_check_passes_then_fails_with_the_finding(
+    instance: dg.DagsterInstance, seeded: pl.DataFrame, opx_home: Path
+) -> None:
+    assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-20"]).success
+    assert launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-20"]).success
+    clean = _integrity(launch.run_checklist(instance, MORNING))
+    assert clean["status"] == "PASS"
+    assert "1 snapshot versions, 36 outcome partitions, 3 asset partitions" in clean["description"]
+
+    snapshot = next((opx_home / "snapshots").rglob("v1.json"))
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    snapshot.write_bytes(bytes(data))
+    failed = _integrity(launch.run_checklist(instance, MORNING))
+    assert failed["status"] == "FAIL"
+    assert failed["description"].startswith("DATA_CORRUPTION:")
+    assert f"- snapshots: {snapshot}:" in failed["description"]
+    alerts = [json.loads(line) for line in (opx_home / "alerts.jsonl").read_text().splitlines()]
+    [alert] = [a for a in alerts if a["alarm"] == "DATA_CORRUPTION"]
+    assert alert["severity"] == "P0" and alert["details"]["source"] == "daily sweep"
+    assert alert["details"]["where"] == str(snapshot)
+    assert snapshot.read_bytes() == bytes(data)
