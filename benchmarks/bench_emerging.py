@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from opx_learning.core.emerging import BASELINE_REACH  # noqa: E402
-from opx_learning.core.patterns import extract_patterns_windows, normalize_root_cause  # noqa: E402
-from opx_learning.core.synthetic import EMERGING_ROOT_CAUSE, generate_outcomes  # noqa: E402
-from opx_learning.core.windows import day_window  # noqa: E402
+from opx_learning.core.emerging import BASELINE_REACH
+from opx_learning.core.patterns import extract_patterns_windows, normalize_root_cause
+from opx_learning.core.synthetic import EMERGING_ROOT_CAUSE, generate_outcomes
+from opx_learning.core.windows import day_window
 
 START = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
 
