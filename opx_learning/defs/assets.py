@@ -380,7 +380,17 @@ def confidence_calibration(
     name="drift_metrics",
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
-    deps=[confidence_calibration],
+    # The month and the month before: a backfill runs a month's drift only once both calibrations
+    # are done, so parallel months never compute change columns from a month not yet written.
+    # The first partition has no month before it (allowed; its change columns are null).
+    deps=[
+        dg.AssetDep(
+            confidence_calibration,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
     freshness_policy=FRESHNESS["drift_metrics"],
     output_required=False,
     group_name="calibration",
