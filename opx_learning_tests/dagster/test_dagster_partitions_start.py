@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,3 +57,15 @@ def test_partitions_before_2025_materialize_with_an_earlier_start(opx_home: Path
     default = {k: v for k, v in env.items() if k != "OPX_PARTITIONS_START"}
     refused = run(["trigger", "extract-patterns", "--start", "2024-06-10", "--end", "2024-06-12"], default)
     assert refused.returncode == 2 and "before the first partition (2025-01-01)" in refused.stderr
+
+
+def test_demo_moves_the_start_back_to_fit_its_days(opx_home: Path, dagster_home: Path) -> None:
+    # 40 days ending 2025-02-01 start on 2024-12-23, before the default start: the demo moves it to 2024-12-01.
+    env = {k: v for k, v in os.environ.items() if k != "OPX_PARTITIONS_START"}
+    done = run(["demo", "--days", "40", "--per-day", "30", "--end", "2025-02-01", "--json"], env, timeout=900)
+    assert "note: partitions start 2024-12-01 for this demo (OPX_PARTITIONS_START)" in done.stderr
+    report = json.loads(done.stdout)
+    assert all(r["success"] for r in report["runs"]), report["runs"]
+    assert report["partitions"]["daily"] == 62 and report["partitions"]["monthly"] == 2  # Dec 1..Jan 31
+    assert "OPX_PARTITIONS_START=2024-12-01 " in report["open"]["command"]
+    assert [row["month"] for row in report["drift"]] == ["2024-12", "2025-01"]
