@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 BACKENDS = ("local", "aws")
 DEFAULT_HOME = "~/.opx"
+DEFAULT_PARTITIONS_START = "2025-01-01"
 
 
 class ConfigurationError(ValueError):
@@ -21,6 +23,8 @@ class Settings:
     `OPX_BACKEND` unset or empty means `local`; any other value than `local` / `aws`
     (any case, trimmed) is a `ConfigurationError`, never a silent fallback, so a typo
     cannot split the safety state. `OPX_HOME` defaults to the absolute `~/.opx`.
+    `OPX_PARTITIONS_START` (a `YYYY-MM-DD` day, default 2025-01-01) is the first day of the
+    daily, weekly and monthly partitions.
     """
 
     backend: str
@@ -36,6 +40,7 @@ class Settings:
     metrics_namespace: str
     principals_file: Path | None
     aws_endpoint: str | None = None
+    partitions_start: date = date(2025, 1, 1)
 
     @property
     def outcomes_dir(self) -> Path:
@@ -76,6 +81,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     principals = env.get("OPX_PRINCIPALS")
     raw_home = env.get("OPX_HOME", "").strip() or DEFAULT_HOME
     return Settings(
+        partitions_start=partitions_start(env),
         backend=backend,
         home=Path(raw_home).expanduser().absolute(),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -90,3 +96,23 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         principals_file=Path(principals).expanduser() if principals else None,
         aws_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
     )
+
+
+def partitions_start(env: dict[str, str] | None = None) -> date:
+    """The first partition day from `OPX_PARTITIONS_START` (unset or empty: 2025-01-01).
+
+    Raises:
+        ConfigurationError: not a `YYYY-MM-DD` day from 1970-01-01 to 2199-12-31.
+    """
+    raw = (os.environ if env is None else env).get("OPX_PARTITIONS_START", "")
+    text = raw.strip() or DEFAULT_PARTITIONS_START
+    try:
+        day = date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or not date(1970, 1, 1) <= day < date(2200, 1, 1):
+        raise ConfigurationError(
+            f"OPX_PARTITIONS_START: {raw!r} is not a day (YYYY-MM-DD, 1970-01-01..2199-12-31); "
+            f"unset means {DEFAULT_PARTITIONS_START}"
+        )
+    return day

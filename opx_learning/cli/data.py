@@ -214,20 +214,21 @@ def summary(start: str | None, end: str | None, days: int, service: str | None, 
     import polars as pl
 
     from opx_learning.core.calibration import InsufficientData, calibrate
-    from opx_learning.core.patterns import extract_patterns
+    from opx_learning.core.emerging import baseline_reach
+    from opx_learning.core.patterns import extract_patterns_windows
     from opx_learning.stores.outcomes import outcome_store
 
     window = _summary_window(start, end, days)
     store = outcome_store()
     with _store_errors(store.location):
-        # The previous window of equal length feeds the emerging root causes.
-        outcomes = store.read(Window(window.previous().start, window.end))
+        # The 8 windows of equal length before it hold the emerging root causes' baseline.
+        outcomes = store.read(baseline_reach(window))
     if service is not None:
         service = service.strip()
         if not service:
             raise click.UsageError("--service: '' is empty")
         outcomes = outcomes.filter(pl.col("service") == service)
-    patterns = extract_patterns(outcomes, window.start, window.end, service=service)
+    patterns = extract_patterns_windows(outcomes, [window], service=service)
     calibration = None
     calibration_error = None
     try:

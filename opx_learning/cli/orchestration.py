@@ -70,7 +70,10 @@ def ensure_dagster_home(settings: Settings | None = None) -> Path:
 
 def dev_command(dagster_home: Path) -> str:
     """The shell command that opens this instance in the Dagster UI."""
-    return f"OPX_HOME={get_settings().home} DAGSTER_HOME={dagster_home} dagster dev"
+    settings = get_settings()
+    start = os.environ.get("OPX_PARTITIONS_START", "").strip()
+    partitions = f"OPX_PARTITIONS_START={settings.partitions_start.isoformat()} " if start else ""
+    return f"OPX_HOME={settings.home} {partitions}DAGSTER_HOME={dagster_home} dagster dev"
 
 
 def _say(as_json: bool, text: str) -> None:
@@ -101,16 +104,13 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
 @click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr.")
 def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json: bool, verbose: bool) -> None:
     """Seed, materialize, run the morning checklist and tell the user what to open."""
-    from opx_learning.defs.partitions import PARTITIONS_START
-
     try:
         end = to_utc(end_text, "--end") if end_text else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     except WindowError as error:
         raise click.UsageError(str(error)) from None
     end = end.replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
-    if start < to_utc(PARTITIONS_START):
-        raise click.UsageError(f"--days/--end: the data would start {start.date()}, before the partitions ({PARTITIONS_START})")
+    _fit_partitions_start(start, as_json)
     started = time.perf_counter()
     dagster_home = ensure_dagster_home()
     report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose)
@@ -126,6 +126,24 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
         _print_demo(report)
     if any(row["status"] == "FAIL" for row in report["checklist"]):
         sys.exit(1)
+
+
+def _fit_partitions_start(start: datetime, as_json: bool) -> None:
+    """Move OPX_PARTITIONS_START back to the first of the data's first month when the data starts earlier."""
+    from opx_learning.config import partitions_start
+
+    needed = start.date().replace(day=1)
+    if needed >= partitions_start():
+        return
+    loaded = sys.modules.get("opx_learning.defs.partitions")
+    if loaded is not None and to_utc(loaded.PARTITIONS_START).date() > needed:
+        # The definitions of this process were built already (e.g. the CLI called in-process).
+        raise click.UsageError(
+            f"--days/--end: the data would start {start.date()}, before the partitions ({loaded.PARTITIONS_START}); "
+            f"set OPX_PARTITIONS_START={needed.isoformat()}"
+        )
+    os.environ["OPX_PARTITIONS_START"] = needed.isoformat()
+    _say(as_json, f"note: partitions start {needed.isoformat()} for this demo (OPX_PARTITIONS_START)")
 
 
 def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbose: bool = False) -> dict[str, Any]:

@@ -9,13 +9,10 @@ Choices where the spec is silent:
 - Root causes are grouped by `" ".join(value.split()).casefold()` (trim, collapse
   inner whitespace, case-fold); a null root cause or resolution is not listed, but
   `share` is always count / total_incidents of the row's service.
-- `emerging_root_causes` compares the count `c` of a root cause in the window with
-  its count `p` in the previous window of the same length, both taken from the
-  given frame. Under "same Poisson rate", `c` given `c + p` is Binomial(c + p, 1/2),
-  so the exact one-sided p-value is `binom.sf(c - 1, c + p, 0.5)` (the conditional
-  test for two Poisson rates with equal exposure). Causes with p < 0.01 are listed,
-  by p-value then value, with no top-N cut. The list is empty for every row when the
-  frame has no row recorded before the window's start (it does not reach back).
+- `emerging_root_causes` (`core/emerging.py`): causes whose share of the window rose
+  against a baseline of the 4 nearest earlier windows with outcomes (within 8), taken
+  from the given frame; `emerging_baseline_windows` says how many formed the baseline,
+  and `extract_patterns` warns (`BaselineNotCovered`) when the frame held fewer than 4.
 - `extract_patterns_windows` summarises several windows of equal length, sorted and
   non-overlapping (the days or weeks of a backfill), in one vectorised pass: every
   group-by carries the window index, so the result is exactly the concatenation of
@@ -32,14 +29,16 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import polars as pl
-from scipy.stats import binom
 
+from opx_learning.core.emerging import (
+    EMERGING_ITEM,
+    emerging_root_causes,
+    warn_uncovered,
+)
 from opx_learning.core.schema import (
     ALGORITHM_VERSION,
     ALL_SERVICES,
-    EMERGING_P_VALUE,
     FP_RATE_WARNING,
     UTC_DATETIME,
     outcome_frame,
@@ -50,9 +49,6 @@ TOP_N = 10
 PERCENTILES = (0.5, 0.9)
 
 TOP_ITEM = pl.Struct({"value": pl.String(), "count": pl.Int64(), "share": pl.Float64()})
-EMERGING_ITEM = pl.Struct(
-    {"value": pl.String(), "count": pl.Int64(), "previous_count": pl.Int64(), "p_value": pl.Float64()}
-)
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "summary_id": pl.String(),
     "service": pl.String(),
@@ -74,6 +70,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "top_resolutions": pl.List(TOP_ITEM),
     "detection_warning": pl.Boolean(),
     "emerging_root_causes": pl.List(EMERGING_ITEM),
+    "emerging_baseline_windows": pl.Int64(),
 }
 
 _INPUT_COLUMNS = (
@@ -112,7 +109,8 @@ def extract_patterns(
 
     Args:
         outcomes: canonical outcomes (OUTCOME_SCHEMA); may extend beyond the window,
-            rows of the previous window of equal length feed `emerging_root_causes`.
+            rows of the 8 windows of equal length before it feed `emerging_root_causes`
+            (a `BaselineNotCovered` warning says when fewer than 4 of them hold outcomes).
         start: window start (date, datetime or ISO-8601; naive = UTC).
         end: window end, exclusive (`...T23:59:59.999Z` means the end of that day).
         service: restrict to one service (the `ALL` row then covers that service only).
@@ -125,7 +123,10 @@ def extract_patterns(
         WindowError: start/end unreadable or end <= start.
         TypeError, ValueError: `outcomes` is not a frame of canonical outcomes.
     """
-    return extract_patterns_windows(outcomes, [Window.parse(start, end)], service)
+    window = Window.parse(start, end)
+    result = extract_patterns_windows(outcomes, [window], service)
+    warn_uncovered([window], result["emerging_baseline_windows"][:1].to_list())
+    return result
 
 
 def extract_patterns_windows(
@@ -136,11 +137,10 @@ def extract_patterns_windows(
     """Summarise several equal-length windows in one pass: `extract_patterns` of each, concatenated.
 
     Args:
-        outcomes: canonical outcomes (OUTCOME_SCHEMA); rows of each window's previous
-            window of equal length feed its `emerging_root_causes`, and a window's list is
-            empty when the frame has no row recorded before that window's start.
+        outcomes: canonical outcomes (OUTCOME_SCHEMA); rows of the 8 windows of equal
+            length before each window feed its `emerging_root_causes` (core/emerging.py).
         windows: windows of equal length, sorted and non-overlapping (e.g. the days or
-            weeks of a backfill); contiguous windows compare window i with window i - 1.
+            weeks of a backfill).
         service: restrict to one service (each `ALL` row then covers that service only).
 
     Returns:
@@ -162,16 +162,14 @@ def extract_patterns_windows(
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
     length = windows[0].length
     starts = pl.Series("window_start", [w.start for w in windows], dtype=UTC_DATETIME)
-    first_recorded = frame.select(pl.col("recorded_at").min())
     recorded = pl.col("recorded_at")
-    # Only rows of a window or of a window's previous window count from here on.
-    frame = frame.filter((recorded >= windows[0].start - length) & (recorded < windows[-1].end))
     only = None if service is None or service.strip() == ALL_SERVICES else service.strip()
     if only is not None:
         frame = frame.filter(pl.col("service") == only)
-    # Each row lies in at most one window and in at most one window's previous window.
+    emerging = emerging_root_causes(frame, windows)
+    frame = frame.filter((recorded >= windows[0].start) & (recorded < windows[-1].end))
+    # Each row lies in at most one window.
     current = frame.with_columns(window=_window_index(windows, 0)).drop_nulls("window")
-    previous = frame.with_columns(window=_window_index(windows, 1)).drop_nulls("window")
 
     per_service = current.group_by("window", "service").agg(*_stat_exprs())
     overall = current.group_by("window").agg(*(e for e in _stat_exprs() if e.meta.output_name() not in _MEANS))
@@ -186,27 +184,21 @@ def extract_patterns_windows(
         .group_by("window", "service", "root_cause")
         .agg(current=pl.len().cast(pl.Int64))
     )
-    previous_causes = (
-        previous.filter(pl.col("root_cause").is_not_null())
-        .group_by("window", "service", "root_cause")
-        .agg(previous=pl.len().cast(pl.Int64))
-    )
     resolutions = (
         current.filter(pl.col("resolution_type").is_not_null())
         .group_by("window", "service", "resolution_type")
         .agg(count=pl.len().cast(pl.Int64))
     )
-    first_df, per_service_df, overall_df, means_df, current_df, previous_df, resolutions_df = pl.collect_all(
-        [first_recorded, per_service, overall, overall_means, current_causes, previous_causes, resolutions]
+    per_service_df, overall_df, means_df, current_df, resolutions_df = pl.collect_all(
+        [per_service, overall, overall_means, current_causes, resolutions]
     )
 
-    first = first_df.item()
     spans = pl.DataFrame(
         {
             "window": pl.Series(range(len(windows)), dtype=pl.UInt32),
             "window_start": starts,
             "window_end": starts + length,
-            "reaches_back": [first is not None and first < w.start for w in windows],
+            "emerging_baseline_windows": pl.Series(emerging.baseline_windows, dtype=pl.Int64),
         }
     )
     means = means_df.row(0, named=True)
@@ -216,10 +208,7 @@ def extract_patterns_windows(
     )
     stats = _stats_table(per_service_df, overall_df, means_df, spans)
     keys = ["window", "service"]
-    causes_df = current_df.join(previous_df, on=[*keys, "root_cause"], how="full", coalesce=True).with_columns(
-        pl.col("current", "previous").fill_null(0)
-    )
-    causes_df = _with_root_cause_keys(_with_all(causes_df, "root_cause", ("current", "previous")))
+    causes_df = _with_root_cause_keys(_with_all(current_df, "root_cause", ("current",)))
     totals = stats.select(*keys, "total_incidents")
     top_causes = _top_lists(
         causes_df.filter(pl.col("current") > 0).select(
@@ -236,14 +225,11 @@ def extract_patterns_windows(
         totals,
         "top_resolutions",
     )
-    reaching = spans.filter("reaches_back").select("window")
-    emerging = _emerging(causes_df.join(reaching, on="window", how="semi"))
-
     result = (
         stats.join(top_causes, on=keys, how="left")
         .join(top_resolutions, on=keys, how="left")
-        .join(emerging, on=keys, how="left")
-        .join(spans.select("window", "window_start", "window_end"), on="window", how="left")
+        .join(emerging.lists, on=keys, how="left")
+        .join(spans, on="window", how="left")
         .with_columns(
             pl.col("top_root_causes").fill_null(pl.lit([], dtype=pl.List(TOP_ITEM))),
             pl.col("top_resolutions").fill_null(pl.lit([], dtype=pl.List(TOP_ITEM))),
@@ -360,7 +346,6 @@ def _with_root_cause_keys(causes: pl.DataFrame) -> pl.DataFrame:
     return causes.group_by("window", "service", "key").agg(
         pl.col("root_cause").sort_by("current", "root_cause", descending=[True, False]).first().alias("display"),
         pl.col("current").sum(),
-        pl.col("previous").sum(),
     )
 
 
@@ -376,24 +361,3 @@ def _top_lists(counts: pl.DataFrame, totals: pl.DataFrame, name: str) -> pl.Data
     )
     return top.group_by(keys).agg(pl.struct("value", "count", "share").alias(name))
 
-
-def _emerging(causes: pl.DataFrame) -> pl.DataFrame:
-    """Root causes whose window count exceeds the previous window's (exact conditional Poisson test)."""
-    seen = causes.filter(pl.col("current") > 0)
-    current = seen["current"].to_numpy()
-    previous = seen["previous"].to_numpy()
-    p_values = binom.sf(current - 1, current + previous, 0.5).astype(np.float64)
-    return (
-        seen.with_columns(pl.Series("p_value", p_values, dtype=pl.Float64))
-        .filter(pl.col("p_value") < EMERGING_P_VALUE)
-        .sort("window", "service", "p_value", "display")
-        .group_by("window", "service", maintain_order=True)
-        .agg(
-            pl.struct(
-                pl.col("display").alias("value"),
-                pl.col("current").alias("count"),
-                pl.col("previous").alias("previous_count"),
-                "p_value",
-            ).alias("emerging_root_causes")
-        )
-    )

@@ -5,8 +5,8 @@ Graph: `daily_outcomes` -> `pattern_summaries_daily` / `pattern_summaries_weekly
 `_weekly`, `_monthly`, `learning_snapshot_custom`) hold the summaries of their window
 and the latest calibration known at the window's end. On demand, any window (SPEC §0
 "any date range") is one dynamic partition `START..END` of `pattern_summaries_custom`
-(one extraction over the exact window; the previous window of equal length is read for
-emerging root causes), `confidence_calibration_custom` (one calibration over the
+(one extraction over the exact window; the 8 windows of equal length before it are read
+for the emerging root causes' baseline), `confidence_calibration_custom` (one calibration over the
 window; fewer than 30 outcomes fails INSUFFICIENT_DATA like a month) and
 `learning_snapshot_custom`.
 
@@ -46,7 +46,8 @@ from opx_learning.core.calibration import (
     calibrate,
     drift_metrics,
 )
-from opx_learning.core.patterns import extract_patterns, extract_patterns_windows
+from opx_learning.core.emerging import baseline_reach
+from opx_learning.core.patterns import extract_patterns_windows
 from opx_learning.core.schema import (
     ALL_SERVICES,
     CALIBRATION_MIN_OUTCOMES,
@@ -162,6 +163,8 @@ def summary_metadata(summary: pl.DataFrame) -> dict[str, Any]:
         "fp_rate": dg.MetadataValue.float(float(total["fp_rate"]) if total.get("fp_rate") is not None else 0.0),
         "detection_warnings": ", ".join(warnings.to_list()) or "-",
         "emerging_root_causes": len(emerging[0]) if emerging.len() else 0,
+        # Earlier windows with outcomes behind the emerging test (4 = full baseline).
+        "emerging_baseline_windows": int(total.get("emerging_baseline_windows") or 0),
         "top_root_causes": dg.MetadataValue.md(_top_causes_table(summary)),
     }
 
@@ -223,7 +226,7 @@ def pattern_summaries_daily(
     asset_storage: AssetStorage,
     safety: SafetyResource,
 ) -> Iterator[Any]:
-    """Per-service pattern summaries of each UTC day (previous day compared for emerging root causes)."""
+    """Per-service pattern summaries of each UTC day (emerging root causes against the earlier days)."""
     yield from _patterns(context, outcome_store, asset_storage, safety, daily_partitions, "DAILY")
 
 
@@ -258,11 +261,11 @@ def _patterns(
         keys = context.partition_keys
         windows = {key: partition_window(partitions_def, key) for key in keys}
         first = windows[keys[0]]
-        # One read covers the range plus the window before it (emerging root causes).
+        # One read covers the range plus the emerging root causes' baseline before it.
         outcomes = read_outcomes(
-            asset_storage, outcome_store, Window(first.previous().start, windows[keys[-1]].end)
+            asset_storage, outcome_store, Window(baseline_reach(first).start, windows[keys[-1]].end)
         )
-        summaries = _as_run_alone(extract_patterns_windows(outcomes, list(windows.values())), outcomes, windows)
+        summaries = extract_patterns_windows(outcomes, list(windows.values()))
         values, metadata = {}, {}
         for key, window in windows.items():
             values[key] = summaries.filter(pl.col("window_start") == window.start)
@@ -275,24 +278,6 @@ def _patterns(
         return Produced(values, metadata, results, summary)
 
     yield from run_operation(context, safety, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
-
-
-def _as_run_alone(summaries: pl.DataFrame, outcomes: pl.DataFrame, windows: Mapping[str, Window]) -> pl.DataFrame:
-    """Empty the emerging lists of windows whose previous window holds no outcome, as a one-partition run would."""
-    # A partition run alone reads back only to its previous window, so it compares only when
-    # that window has outcomes; a range run's frame reaches further back, hence this rule.
-    recorded = outcomes["recorded_at"]  # sorted by read_outcomes
-    starts = pl.Series([w.start for w in windows.values()], dtype=recorded.dtype)
-    length = next(iter(windows.values())).length
-    empty = starts.filter(recorded.search_sorted(starts - length) == recorded.search_sorted(starts))
-    if empty.is_empty():
-        return summaries
-    return summaries.with_columns(
-        pl.when(pl.col("window_start").is_in(empty.implode()))
-        .then(pl.lit([], dtype=summaries.schema["emerging_root_causes"]))
-        .otherwise(pl.col("emerging_root_causes"))
-        .alias("emerging_root_causes")
-    )
 
 
 def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
@@ -395,7 +380,17 @@ def confidence_calibration(
     name="drift_metrics",
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
-    deps=[confidence_calibration],
+    # The month and the month before: a backfill runs a month's drift only once both calibrations
+    # are done, so parallel months never compute change columns from a month not yet written.
+    # The first partition has no month before it (allowed; its change columns are null).
+    deps=[
+        dg.AssetDep(
+            confidence_calibration,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
     freshness_policy=FRESHNESS["drift_metrics"],
     output_required=False,
     group_name="calibration",
@@ -595,8 +590,8 @@ def learning_snapshot_custom(
     window = custom_window(context.partition_key)
 
     def work() -> Produced:
-        outcomes = read_outcomes(asset_storage, outcome_store, Window(window.previous().start, window.end))
-        summaries = extract_patterns(outcomes, window.start, window.end)
+        outcomes = read_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        summaries = extract_patterns_windows(outcomes, [window])
         produced = _snapshots(
             "CUSTOM",
             {context.partition_key: window},
@@ -631,14 +626,14 @@ def pattern_summaries_custom(
 ) -> Iterator[Any]:
     """Per-service pattern summaries of any window `START..END` (dynamic partition), one extraction over it.
 
-    Emerging root causes are tested against the previous window of the same length.
+    Emerging root causes are tested against the earlier windows of the same length (core/emerging.py).
     """
     key = context.partition_key
     window = custom_window(key)
 
     def work() -> Produced:
-        outcomes = read_outcomes(asset_storage, outcome_store, Window(window.previous().start, window.end))
-        summary = extract_patterns(outcomes, window.start, window.end)
+        outcomes = read_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        summary = extract_patterns_windows(outcomes, [window])
         metadata = summary_metadata(summary)
         results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
         return Produced({key: summary}, {key: metadata}, results, {"summaries": summary.height})

@@ -1,7 +1,10 @@
 """The partitions of every asset, and the only bridge from Dagster time windows to `Window`.
 
-Partitions start on 2025-01-01 (`PARTITIONS_START`): far enough back for a year of
-history and the 90-day demo, short enough that the UI's partition bars stay readable.
+Partitions start on `OPX_PARTITIONS_START` (default 2025-01-01; `PARTITIONS_START`,
+read once when this module is imported, like every definition): far enough back for a
+year of history and the 90-day demo, short enough that the UI's partition bars stay
+readable. Set it earlier to backfill older outcomes. Weekly partitions begin on the first
+Sunday on or after it, monthly ones on the first 1st of a month on or after it.
 `end_offset=0`: a partition exists once its window is complete, so a schedule
 ticking at 00:00 targets the day / week / month that just ended.
 
@@ -20,9 +23,10 @@ from datetime import UTC, datetime, time
 
 import dagster as dg
 
+from opx_learning.config import partitions_start
 from opx_learning.core.windows import Instant, Window, WindowError, iso
 
-PARTITIONS_START = "2025-01-01"
+PARTITIONS_START = partitions_start().isoformat()
 CUSTOM_WINDOWS = "custom_snapshot_windows"
 _CUSTOM_SEPARATOR = ".."
 

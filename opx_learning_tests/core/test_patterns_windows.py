@@ -62,84 +62,15 @@ def test_windows_equal_one_extraction_per_window_and_the_reference(
         part = together.filter(pl.col("window_start") == window.start)
         kept = [r for r in rows if window.contains(r["recorded_at"]) and service in (None, r["service"])]
         assert_matches_reference(part, kept)
-        # Emerging root causes against the reference: counts now vs in the previous window.
-        if not any(r["recorded_at"] < window.start for r in rows):
-            assert all(items == [] for items in part["emerging_root_causes"].to_list())
-        previous = window.previous()
-        for row in part.iter_rows(named=True):
-            for item in row["emerging_root_causes"]:
-                key = " ".join(item["value"].split()).casefold()
-
-                def count(w: Window, row: dict[str, Any] = row, key: str = key) -> int:
-                    return sum(
-                        1
-                        for r in rows
-                        if w.contains(r["recorded_at"])
-                        and service in (None, r["service"])
-                        and row["service"] in ("ALL", r["service"])
-                        and " ".join(r["root_cause"].split()).casefold() == key
-                    )
-
-                assert (item["count"], item["previous_count"]) == (count(window), count(previous))
-                assert item["p_value"] == pytest.approx(
-                    sum(_binomial(item["count"] + item["previous_count"], j) for j in range(item["count"], 999))
-                )
 
 
-def _binomial(n: int, j: int) -> float:
-    """P(X = j) for X ~ Binomial(n, 1/2), by hand."""
-    if j > n:
-        return 0.0
-    coefficient = 1
-    for i in range(j):
-        coefficient = coefficient * (n - i) // (i + 1)
-    return coefficient / 2**n
-
-
-def test_cause_emerging_on_day_three_only() -> None:
-    # day 1: "dns" x1 (and nothing before: empty lists); day 2: "dns" x1; day 3: "dns" x12 and "oom" x3.
-    rows = (
-        [{"recorded_at": at(0, hours=1), "root_cause": "dns"}]
-        + [{"recorded_at": at(1, hours=1), "root_cause": "dns"}]
-        + [{"recorded_at": at(2, minutes=i), "root_cause": "DNS "} for i in range(12)]
-        + [{"recorded_at": at(2, hours=5), "root_cause": "oom"} for _ in range(3)]
-    )
-    days = [day_window((T0 + timedelta(days=i)).date()) for i in range(3)]
-    result = extract_patterns_windows(outcomes(rows), days)
-    assert result["service"].to_list() == ["ALL", "api"] * 3
-    assert result["window_start"].to_list() == [d.start for d in days for _ in range(2)]
-    emerging = result["emerging_root_causes"].to_list()
-    assert emerging[:4] == [[], [], [], []]
-    # 12 vs 1: P(X >= 12 | Bin(13, 1/2)) = (13 + 1) / 8192; oom 3 vs 0: 1/8 -> not emerging.
-    expected = [{"value": "DNS ", "count": 12, "previous_count": 1, "p_value": pytest.approx(14 / 8192)}]
-    assert emerging[4] == emerging[5] == expected
-    assert result["total_incidents"].to_list() == [1, 1, 1, 1, 15, 15]
-
-
-def test_first_window_without_earlier_rows_has_empty_lists_and_empty_windows_have_the_all_row() -> None:
+def test_empty_windows_have_the_all_row() -> None:
     rows = [{"recorded_at": at(1, minutes=i), "root_cause": "new"} for i in range(20)]
     days = [day_window((T0 + timedelta(days=i)).date()) for i in range(1, 4)]
     result = extract_patterns_windows(outcomes(rows), days)
     assert result["service"].to_list() == ["ALL", "api", "ALL", "ALL"]
     assert result["total_incidents"].to_list() == [20, 20, 0, 0]
-    assert result["emerging_root_causes"].to_list() == [[], [], [], []]
-    # Starting a day later the frame reaches back: "new" 20 vs 0 would be emerging, but day 2 has none.
-    later = extract_patterns_windows(outcomes(rows), days[1:])
-    assert later["emerging_root_causes"].to_list() == [[], []]
     assert by_service(extract_patterns_windows(outcomes(rows), days[:1]))["api"]["top_root_causes"][0]["count"] == 20
-
-
-def test_windows_with_gaps_compare_with_their_own_previous_window() -> None:
-    # Windows Jan 5 and Jan 7: Jan 7's previous window is Jan 6, not Jan 5.
-    rows = (
-        [{"recorded_at": at(0, hours=1), "root_cause": "x"}]
-        + [{"recorded_at": at(1, minutes=i), "root_cause": "x"} for i in range(10)]
-        + [{"recorded_at": at(3, minutes=i), "root_cause": "x"} for i in range(10)]
-    )
-    windows = [day_window(at(1).date()), day_window(at(3).date())]
-    emerging = extract_patterns_windows(outcomes(rows), windows).filter(pl.col("service") == "ALL")
-    counts = [[(e["count"], e["previous_count"]) for e in items] for items in emerging["emerging_root_causes"]]
-    assert counts == [[(10, 1)], [(10, 0)]]
 
 
 def test_no_windows_give_an_empty_frame() -> None:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
 from opx_learning.cli.main import cli
+from opx_learning.core.emerging import baseline_reach
 from opx_learning.core.patterns import extract_patterns
 from opx_learning.core.windows import Window
 from opx_learning.defs.partitions import CUSTOM_WINDOWS
@@ -57,7 +58,7 @@ def test_custom_calibration_with_too_few_outcomes_fails_insufficient_data(
     assert record.results["outcome_count"] < 30
 
 
-def test_extract_patterns_partial_days_is_custom_with_previous_window(
+def test_extract_patterns_partial_days_is_custom_with_its_baseline(
     instance: dg.DagsterInstance, seeded: pl.DataFrame
 ) -> None:
     start, end = "2025-10-03T06:00:00Z", "2025-10-05T18:00:00Z"
@@ -69,7 +70,7 @@ def test_extract_patterns_partial_days_is_custom_with_previous_window(
     assert report["partitions"]["first"] == key and report["partitions"]["type"] == "CUSTOM"
     assert "is not whole days" in report["note"]
     window = Window.parse(start, end)
-    outcomes = outcome_store().read(Window(window.previous().start, window.end))
+    outcomes = outcome_store().read(baseline_reach(window))
     stored = AssetStorage().read("pattern_summaries_custom", key)
     assert_frame_equal(stored, extract_patterns(outcomes, start, end))
     in_window = seeded.filter(pl.col("recorded_at").is_between(window.start, window.end, closed="left"))
