@@ -66,6 +66,8 @@ ALIASES = {column: tuple(dict.fromkeys(names)) for column, names in ALIASES.item
 NULLABLE = frozenset({"predicted_confidence", "human_confidence_rating"})
 ROOT_CAUSE_MAX = 500
 ID_MAX = 256
+ID_COLUMNS = ("outcome_id", "incident_id", "service")
+TIME_COLUMNS = ("recorded_at", "validated_at")
 # Allowed range of the numeric columns the analyst functions compute with (None: unbounded).
 NUMERIC_RANGES: dict[str, tuple[float, float | None]] = {
     "predicted_confidence": (0.0, 1.0),
@@ -73,8 +75,6 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None]] = {
     "ttd_ms": (0.0, None),
     "ttr_ms": (0.0, None),
 }
-ID_COLUMNS = ("outcome_id", "incident_id", "service")
-TIME_COLUMNS = ("recorded_at", "validated_at")
 REJECTED_SCHEMA: dict[str, pl.DataType] = {**{c: pl.String() for c in OUTCOME_COLUMNS}, "reason": pl.String()}
 
 _NESTED = "#nested"
@@ -82,7 +82,7 @@ _KNOWN_NAMES = frozenset(name for names in ALIASES.values() for name in names)
 _TEXT_LIMIT = 80
 _CONTROL = r"\p{Cc}"
 _BOUNDS_TEXT = f"{MIN_INSTANT.date()} (inclusive) to {MAX_INSTANT.date()} (exclusive) UTC"
-# Epoch milliseconds accepted as timestamps: 1970-01-01 .. 9999-12-31.
+# Epoch milliseconds read as timestamps: 1970-01-01 .. 9999-12-31 (the bounds rule then rejects 2200 on).
 _EPOCH_MS_MAX = 253_402_300_799_999
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 _TYPE_NAMES = {
