@@ -16,6 +16,7 @@ setup(
         "numpy>=1.26",
         "boto3>=1.34",
         "click>=8.1",
+        "filelock>=3.12",
         "pyyaml>=6",
         "fastapi>=0.110",
         "uvicorn>=0.29",

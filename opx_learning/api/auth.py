@@ -10,7 +10,8 @@
   identity with it. Without that setting a SigV4 request is answered 401 with this explanation.
 
 Authority always comes from the principals file (unknown principals are HUMAN_OPERATOR); no
-header or body field can raise it.
+header or body field can raise it. A credential header (the trusted identity header or
+`Authorization`) sent more than once is refused (401): which copy the gateway set is unknowable.
 """
 
 from __future__ import annotations
@@ -48,14 +49,14 @@ def authenticate(headers: Mapping[str, str], settings: Settings, trusted_header:
         trusted_header: identity header set by a trusted gateway (None: not honoured).
 
     Raises:
-        Unauthenticated: missing, unknown or unsupported credentials.
+        Unauthenticated: missing, unknown, unsupported or repeated credentials.
         PrincipalsFileError: the principals file is unreadable or malformed.
     """
     if trusted_header:
-        identity = (headers.get(trusted_header) or "").strip()
+        identity = _single(headers, trusted_header).strip()
         if identity:
             return _principal(identity, settings, f"{trusted_header} header")
-    authorization = (headers.get("authorization") or "").strip()
+    authorization = _single(headers, "Authorization").strip()
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         principal = resolve_token(credentials.strip(), settings)
@@ -75,6 +76,16 @@ def authenticate(headers: Mapping[str, str], settings: Settings, trusted_header:
     if not authorization:
         raise Unauthenticated(f"missing credentials: {_HOW}")
     raise Unauthenticated(f"unsupported Authorization scheme {scheme!r}: {_HOW}")
+
+
+def _single(headers: Mapping[str, str], name: str) -> str:
+    """The one value of a credential header ("" when absent); sent more than once, the request is refused."""
+    getlist = getattr(headers, "getlist", None)
+    values = list(getlist(name)) if getlist is not None else [headers.get(name) or ""]
+    if len(values) > 1:
+        # Which copy a gateway or proxy set is unknowable, so neither identity is taken.
+        raise Unauthenticated(f"{name} header: sent {len(values)} times; send it exactly once")
+    return values[0] if values else ""
 
 
 def _principal(name: str, settings: Settings, source: str) -> Principal:

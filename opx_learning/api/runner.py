@@ -8,6 +8,12 @@ worker exits without that (crash, kill) the thread completes it as FAILED at onc
 audit sensor (RUN_TERMINATED) covers a worker that dies with the API. Requests still queued
 when the server stops are completed as FAILED. Worker output goes to
 `$OPX_HOME/api/runs/<audit id>.log`.
+
+While a request waits for a slot (or its worker starts) it has no Dagster run, so a
+heartbeat thread tells the audit sensor every 30 s that this server still holds it
+(`defs.sensors.heartbeat_requests`); without that, a request queued for more than 10
+minutes would be closed as RUN_TERMINATED. The Dagster instance is initialised when the
+server starts (`ensure_dagster_home`), before concurrent workers open it.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class BackgroundRuns:
         self._stopping = False
         self._env = {**os.environ, **settings_env(settings)}
         self.log_dir = settings.home / "api" / "runs"
+        self._wake = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def counts(self) -> dict[str, int]:
         """`{running, queued}` worker counts."""
@@ -80,6 +88,10 @@ class BackgroundRuns:
         """Queue the run of an accepted trigger (returns at once)."""
         with self._lock:
             self._queued.add(audit_id)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="opx-queue-heartbeat", daemon=True)
+                self._heartbeat.start()
+        self._wake.set()
         thread = threading.Thread(target=self._run, args=(plan, audit_id, principal), name=f"opx-run-{audit_id}", daemon=True)
         thread.start()
 
@@ -91,6 +103,9 @@ class BackgroundRuns:
             self._queued.clear()
         for audit_id in queued:
             self._fail(audit_id, "the API server stopped before the run started; trigger it again")
+        self._wake.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=10)
 
     def _run(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
         with self._slots:
@@ -111,8 +126,35 @@ class BackgroundRuns:
             code = process.wait()
             with self._lock:
                 self._running.pop(audit_id, None)
+            self._wake.set()  # release its heartbeat now
         if code != 0:
             self._fail(audit_id, f"background worker (pid {process.pid}) exited with code {code}; see {self._log_file(audit_id)}")
+
+    def _beat(self) -> None:
+        """Heartbeat the held requests (queued or in a worker) until the server stops; release the others."""
+        from opx_learning.defs.sensors import HEARTBEAT_EVERY, heartbeat_requests
+
+        instance = None
+        last: set[str] = set()
+        while True:
+            self._wake.clear()
+            with self._lock:
+                stopping = self._stopping
+                held = set() if stopping else self._queued | set(self._running)
+            try:
+                if instance is None:
+                    import dagster as dg
+
+                    instance = dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"])
+                heartbeat_requests(instance, sorted(held), sorted(last - held))
+                last = held
+            except Exception:  # noqa: BLE001 - retried on the next beat; the sensor waits 2 minutes
+                _log.exception("could not heartbeat the queued requests %s", ", ".join(sorted(held)))
+            if stopping:
+                if instance is not None:
+                    instance.dispose()
+                return
+            self._wake.wait(HEARTBEAT_EVERY.total_seconds())
 
     def _spawn(self, plan: ManualPlan, audit_id: str, principal: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,9 @@ def _emit(data: Any) -> None:
 
 
 @click.command("status")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
-              help="Window of rows 1-4 (counts, error rates, durations, trigger types), in hours.")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True, max=87_600), default=24.0, show_default=True,
+              help="Window of rows 1-4 (counts, error rates, durations, trigger types), in hours (at most 87600, "
+              "ten years).")
 @click.option("--json", "as_json", is_flag=True, help="Print the six rows as JSON.")
 def status(hours: float, as_json: bool) -> None:
     """Show the dashboard's six rows from the audit trail (counts, error rates, durations, triggers, drift, last 20)."""

@@ -43,6 +43,7 @@ from opx_learning.core.schema import (
     UTC_DATETIME,
     outcome_frame,
 )
+from opx_learning.core.validation import check_numeric_input
 from opx_learning.core.windows import Instant, Window, to_utc
 
 Z_95 = float(norm.ppf(0.975))
@@ -187,12 +188,15 @@ def calibrate(
 
     Raises:
         InsufficientData: fewer than `min_outcomes` outcomes with a predicted confidence.
-        WindowError: start/end unreadable or end <= start.
+        WindowError: start/end unreadable, outside 1970-01-01..2200-01-01 UTC, or end <= start.
         TypeError, ValueError: bad `outcomes` or `min_outcomes` (named in the message).
+        ValueError: rows in the window hold a NaN, infinite or out-of-[0, 1] `predicted_confidence`
+            (unvalidated input is refused, not calibrated; the message names the column and count).
     """
     window = Window.parse(start, end)
     if isinstance(min_outcomes, bool) or not isinstance(min_outcomes, int) or min_outcomes < 1:
         raise ValueError(f"min_outcomes: {min_outcomes!r} must be a whole number >= 1")
+    check_numeric_input(outcomes, window, ("predicted_confidence",))
     frame = outcome_frame(outcomes, ("recorded_at", "predicted_confidence", "true_positive"))
     recorded = pl.col("recorded_at")
     current = frame.select("recorded_at", "predicted_confidence", "true_positive").filter(

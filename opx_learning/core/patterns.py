@@ -43,6 +43,7 @@ from opx_learning.core.schema import (
     UTC_DATETIME,
     outcome_frame,
 )
+from opx_learning.core.validation import check_numeric_input
 from opx_learning.core.windows import Instant, Window
 
 TOP_N = 10
@@ -120,10 +121,14 @@ def extract_patterns(
         columns and dtypes of `SUMMARY_SCHEMA`.
 
     Raises:
-        WindowError: start/end unreadable or end <= start.
+        WindowError: start/end unreadable, outside 1970-01-01..2200-01-01 UTC, or end <= start.
         TypeError, ValueError: `outcomes` is not a frame of canonical outcomes.
+        ValueError: rows in the window hold NaN, infinite or out-of-range `ttd_ms`, `ttr_ms` or
+            `human_confidence_rating` (unvalidated input is refused, not summarised; the message
+            names each column and count).
     """
     window = Window.parse(start, end)
+    check_numeric_input(outcomes, window, ("ttd_ms", "ttr_ms", "human_confidence_rating"))
     result = extract_patterns_windows(outcomes, [window], service)
     warn_uncovered([window], result["emerging_baseline_windows"][:1].to_list())
     return result

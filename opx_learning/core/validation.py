@@ -13,13 +13,16 @@ Choices where the spec is silent:
 - A duplicate `outcome_id` is judged against the first *accepted* row with that id: every later
   row carrying it is rejected, so a broken first copy does not block a corrected later one.
 - `rejected` holds the canonical columns rendered as text (null when absent) plus `reason`.
+- Bounds (SPEC §1): `recorded_at`/`validated_at` in 1970-01-01 (inclusive) .. 2200-01-01 (exclusive)
+  UTC; `outcome_id`, `incident_id` and `service` (after trimming) at most 256 characters and free of
+  control characters (Unicode category Cc: NUL, tab, newline, DEL, C1 controls).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -33,7 +36,9 @@ from opx_learning.core.schema import (
     OUTCOME_SCHEMA,
     RESOLUTION_TYPES,
     UTC_DATETIME,
+    outcome_frame,
 )
+from opx_learning.core.windows import MAX_INSTANT, MIN_INSTANT, Window
 
 OutcomeSource = pl.DataFrame | pl.LazyFrame | Iterable[Mapping[str, Any]] | Path | str
 
@@ -60,12 +65,24 @@ ALIASES = {column: tuple(dict.fromkeys(names)) for column, names in ALIASES.item
 
 NULLABLE = frozenset({"predicted_confidence", "human_confidence_rating"})
 ROOT_CAUSE_MAX = 500
+ID_MAX = 256
+ID_COLUMNS = ("outcome_id", "incident_id", "service")
+TIME_COLUMNS = ("recorded_at", "validated_at")
+# Allowed range of the numeric columns the analyst functions compute with (None: unbounded).
+NUMERIC_RANGES: dict[str, tuple[float, float | None]] = {
+    "predicted_confidence": (0.0, 1.0),
+    "human_confidence_rating": (0.0, 1.0),
+    "ttd_ms": (0.0, None),
+    "ttr_ms": (0.0, None),
+}
 REJECTED_SCHEMA: dict[str, pl.DataType] = {**{c: pl.String() for c in OUTCOME_COLUMNS}, "reason": pl.String()}
 
 _NESTED = "#nested"
 _KNOWN_NAMES = frozenset(name for names in ALIASES.values() for name in names)
 _TEXT_LIMIT = 80
-# Epoch milliseconds accepted as timestamps: 1970-01-01 .. 9999-12-31.
+_CONTROL = r"\p{Cc}"
+_BOUNDS_TEXT = f"{MIN_INSTANT.date()} (inclusive) to {MAX_INSTANT.date()} (exclusive) UTC"
+# Epoch milliseconds read as timestamps: 1970-01-01 .. 9999-12-31 (the bounds rule then rejects 2200 on).
 _EPOCH_MS_MAX = 253_402_300_799_999
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 _TYPE_NAMES = {
@@ -152,6 +169,49 @@ def validate_outcomes(data: OutcomeSource) -> ValidationResult:
         ).select([pl.lit(None, pl.String).alias(c) for c in OUTCOME_COLUMNS] + [pl.col("reason")])
         rejected = pl.concat([rejected, extra])
     return ValidationResult(valid=valid, rejected=rejected)
+
+
+def check_numeric_input(
+    outcomes: pl.DataFrame | pl.LazyFrame, window: Window, columns: Sequence[str]
+) -> None:
+    """Refuse frames whose rows in `window` hold NaN, infinite or out-of-range values in `columns` (nulls pass).
+
+    The analyst functions may be handed frames that never went through `validate_outcomes`;
+    such values would otherwise turn silently into NaN or infinite metrics.
+
+    Args:
+        outcomes: canonical outcomes (needs `recorded_at` and `columns`).
+        window: only rows recorded in this window are checked (the rows a computation reads).
+        columns: keys of `NUMERIC_RANGES`.
+
+    Raises:
+        ValueError: names each offending column with its count and allowed range.
+        TypeError: `outcomes` is not a polars frame.
+    """
+    frame = outcome_frame(outcomes, ("recorded_at", *columns))
+    recorded = pl.col("recorded_at")
+    inside = (recorded >= window.start) & (recorded < window.end)
+    counts = frame.select((inside & _out_of_range(c)).sum().alias(c) for c in columns).collect().row(0, named=True)
+    problems = []
+    for column, count in counts.items():
+        if count:
+            low, high = NUMERIC_RANGES[column]
+            allowed = f"outside [{low:g}, {high:g}]" if high is not None else "negative"
+            problems.append(f"{column} has {count} value(s) that are NaN, infinite or {allowed}")
+    if problems:
+        raise ValueError(
+            f"outcomes: in {window.start_iso}..{window.end_iso}, {'; '.join(problems)}; "
+            "pass validated outcomes (opx.validate_outcomes(data).valid) or drop those rows"
+        )
+
+
+def _out_of_range(column: str) -> pl.Expr:
+    low, high = NUMERIC_RANGES[column]
+    value = pl.col(column).cast(pl.Float64)
+    bad = value.is_nan() | value.is_infinite() | (value < low)
+    if high is not None:
+        bad = bad | (value > high)
+    return bad.fill_null(False)
 
 
 def _to_frame(data: OutcomeSource) -> tuple[pl.DataFrame, list[str]]:
@@ -472,6 +532,12 @@ def _flags(work: pl.DataFrame) -> dict[str, pl.Expr]:
         flags[f"flag:negative:{column}"] = (pl.col(column) < 0).fill_null(False)
     for column in ("predicted_confidence", "human_confidence_rating"):
         flags[f"flag:range:{column}"] = ((pl.col(column) < 0) | (pl.col(column) > 1)).fill_null(False)
+    for column in TIME_COLUMNS:
+        flags[f"flag:bounds:{column}"] = (pl.col(column) < MIN_INSTANT) | (pl.col(column) >= MAX_INSTANT)
+    for column in ID_COLUMNS:
+        value = pl.col(column)
+        flags[f"flag:length:{column}"] = (value.str.len_bytes() > ID_MAX) & (value.str.len_chars() > ID_MAX)
+        flags[f"flag:control:{column}"] = value.str.contains(_CONTROL)
     return {name: expr.fill_null(False) for name, expr in flags.items()}
 
 
@@ -498,7 +564,7 @@ def _reasons(rejected: pl.DataFrame, flag_names: list[str]) -> pl.Expr:
     }
 
     def shown(column: str) -> pl.Expr:
-        text = raw_text[column]
+        text = raw_text[column].str.replace_all(_CONTROL, "\ufffd")
         clipped = pl.when(text.str.len_chars() > _TEXT_LIMIT).then(
             text.str.slice(0, _TEXT_LIMIT - 3) + pl.lit("...")
         ).otherwise(text)
@@ -526,6 +592,21 @@ def _reasons(rejected: pl.DataFrame, flag_names: list[str]) -> pl.Expr:
         messages[f"flag:negative:{column}"] = pl.format(f"{column}: {{}} is negative", pl.col(column))
     for column in ("predicted_confidence", "human_confidence_rating"):
         messages[f"flag:range:{column}"] = pl.format(f"{column}: {{}} is outside [0, 1]", pl.col(column))
+    for column in TIME_COLUMNS:
+        messages[f"flag:bounds:{column}"] = pl.format(
+            f"{column}: {{}} is outside the supported range {_BOUNDS_TEXT}", shown(column)
+        )
+    for column in ID_COLUMNS:
+        messages[f"flag:length:{column}"] = pl.format(
+            f"{column}: {{}} has length {{}} (at most {ID_MAX} characters)", shown(column), pl.col(column).str.len_chars()
+        )
+        # Every control character (category Cc) is below U+0100: its code point is the last UTF-8 byte.
+        code = pl.col(column).str.extract(f"({_CONTROL})", 1).str.encode("hex").str.slice(-2).str.to_uppercase()
+        messages[f"flag:control:{column}"] = pl.format(
+            f"{column}: {{}} contains control character U+00{{}} (control characters are not allowed)",
+            shown(column),
+            code,
+        )
     messages["flag:duplicate"] = pl.format(
         "outcome_id: {} is a duplicate (first accepted occurrence kept)", shown("outcome_id")
     )

@@ -12,40 +12,73 @@ Instant = date | datetime | str
 _END_OF_DAY = time(23, 59, 59, 999000)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
+MIN_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+"""First supported instant (SPEC §1 bounds, every interface and backend)."""
+MAX_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+"""End of the supported instants (exclusive); a window may end exactly here."""
+
 
 class WindowError(ValueError):
     """A start/end value or window is invalid; the message names the field and value."""
 
 
 def to_utc(value: Instant, field: str = "value") -> datetime:
-    """Convert a date, datetime or ISO-8601 string to an aware UTC datetime.
+    """Convert a date, datetime or ISO-8601 string to an aware UTC datetime in `[MIN_INSTANT, MAX_INSTANT)`.
 
     Naive datetimes are taken as UTC; a date means its midnight.
 
     Raises:
-        WindowError: the value cannot be read as an instant.
+        WindowError: the value cannot be read as an instant, or lies outside the supported range.
     """
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
+    instant = _read(value, field)
+    if not MIN_INSTANT <= instant < MAX_INSTANT:
+        raise _out_of_range(value, field)
+    return instant
+
+
+def to_utc_end(value: Instant, field: str = "end") -> datetime:
+    """Like `to_utc`, but a runbook-style `...T23:59:59.999` end means the end of that day.
+
+    An end may be `MAX_INSTANT` itself (windows are half-open).
+
+    Raises:
+        WindowError: the value cannot be read as an instant, or lies outside the supported range.
+    """
+    instant = _read(value, field)
+    if not MIN_INSTANT <= instant <= MAX_INSTANT:
+        raise _out_of_range(value, field)
+    if instant.timetz().replace(tzinfo=None) >= _END_OF_DAY:
+        instant = datetime.combine(instant.date() + timedelta(days=1), time(), tzinfo=UTC)
+        if instant > MAX_INSTANT:
+            raise _out_of_range(value, field)
+    return instant
+
+
+def _read(value: Instant, field: str) -> datetime:
+    """Any accepted form as an aware UTC datetime, unbounded."""
+    parsed: object = value
     if isinstance(value, str):
         text = value.strip()
         with suppress(ValueError):
-            if _DATE_ONLY.match(text):
-                return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
-            return to_utc(datetime.fromisoformat(text.replace("z", "Z")), field)
+            parsed = date.fromisoformat(text) if _DATE_ONLY.match(text) else datetime.fromisoformat(text.replace("z", "Z"))
+    try:
+        if isinstance(parsed, datetime):
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        if isinstance(parsed, date):
+            return datetime.combine(parsed, time(), tzinfo=UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC datetime
+        raise _out_of_range(value, field) from None
     raise WindowError(
         f"{field}: {value!r} is not a date or ISO-8601 instant (e.g. 2026-01-01 or 2026-01-01T00:00:00.000Z)"
     )
 
 
-def to_utc_end(value: Instant, field: str = "end") -> datetime:
-    """Like `to_utc`, but a runbook-style `...T23:59:59.999` end means the end of that day."""
-    instant = to_utc(value, field)
-    if instant.timetz().replace(tzinfo=None) >= _END_OF_DAY:
-        return datetime.combine(instant.date() + timedelta(days=1), time(), tzinfo=UTC)
-    return instant
+def _out_of_range(value: Instant, field: str) -> WindowError:
+    shown = value.isoformat() if isinstance(value, (date, datetime)) else value
+    return WindowError(
+        f"{field}: {shown!r} is outside the supported range {MIN_INSTANT.date()} (inclusive) to "
+        f"{MAX_INSTANT.date()} (exclusive) UTC"
+    )
 
 
 def iso(instant: datetime) -> str:
@@ -71,7 +104,7 @@ class Window:
         """Build a window from any accepted start/end form (SPEC §7).
 
         Raises:
-            WindowError: a bound is unreadable or end <= start.
+            WindowError: a bound is unreadable, outside 1970-01-01..2200-01-01 UTC, or end <= start.
         """
         return cls(to_utc(start, "start"), to_utc_end(end, "end"))
 

@@ -24,19 +24,26 @@ When is a record's run gone?
   DefaultRunLauncher (its run workers are local subprocesses of the code server).
   Other launchers report a dead worker themselves when Dagster run monitoring is
   enabled (the run becomes FAILURE, which the first rule catches).
-* No run is found and the record is older than 10 minutes: it was begun by a process
-  that died before launching its run, or by a run on another (e.g. ephemeral)
-  instance. This assumes one Dagster instance per audit store.
+* No run is found, the record is older than 10 minutes and no API server holds it: it
+  was begun by a process that died before launching its run, or by a run on another
+  (e.g. ephemeral) instance. This assumes one Dagster instance per audit store. A REST
+  request waiting in an API server's queue has no run yet; the server heartbeats it in
+  the instance's key-value store (`opx/api-request/<audit id>`, every 30 s) until its
+  worker ends, and a heartbeat younger than 2 minutes keeps the record alive however
+  long it waits.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import dagster as dg
 
+from opx_learning.core.windows import iso, to_utc
 from opx_learning.resources.safety import AUDIT_ID_TAG, SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
@@ -46,6 +53,9 @@ PID_TAG = "opx/pid"
 HOST_TAG = "opx/host"
 STALE_AFTER = timedelta(minutes=2)
 MISSING_RUN_AFTER = timedelta(minutes=10)
+REQUEST_KEY_PREFIX = "opx/api-request/"
+HEARTBEAT_EVERY = timedelta(seconds=30)
+HEARTBEAT_STALE_AFTER = timedelta(minutes=2)
 
 
 def process_tags() -> dict[str, str]:
@@ -66,6 +76,41 @@ def pid_alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return True
+
+
+def heartbeat_requests(
+    instance: dg.DagsterInstance,
+    held: Iterable[str],
+    released: Iterable[str] = (),
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Record that this process holds the REST requests `held` (queued or starting) and no longer holds `released`.
+
+    Args:
+        instance: the Dagster instance the audit sensor reads.
+        held: audit ids of requests still waiting for, or running in, a worker of this server.
+        released: audit ids whose worker has ended (their heartbeat is cleared).
+        now: heartbeat time (default: now).
+    """
+    beat = json.dumps({"heartbeat": iso(now or utcnow()), **process_tags()})
+    # One key per call: Dagster's multi-key upsert skips new keys when any key already exists.
+    for audit_id in held:
+        instance.run_storage.set_cursor_values({REQUEST_KEY_PREFIX + audit_id: beat})
+    for audit_id in released:
+        instance.run_storage.set_cursor_values({REQUEST_KEY_PREFIX + audit_id: ""})
+
+
+def request_heartbeat(instance: dg.DagsterInstance, audit_id: str) -> datetime | None:
+    """When an API server last said it holds this request (None: never, or released)."""
+    key = REQUEST_KEY_PREFIX + audit_id
+    value = instance.run_storage.get_cursor_values({key}).get(key)
+    if not value:
+        return None
+    try:
+        return to_utc(json.loads(value)["heartbeat"], "heartbeat")
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def find_run(instance: dg.DagsterInstance, record: AuditRecord) -> dg.DagsterRun | None:
@@ -100,7 +145,10 @@ def run_is_alive(
     """Whether the run of a RUNNING record may still complete it (rules in the module docstring)."""
     run = find_run(instance, record)
     if run is None:
-        return now - record.start_time < missing_after
+        if now - record.start_time < missing_after:
+            return True
+        beat = request_heartbeat(instance, record.audit_id)
+        return beat is not None and now - beat < HEARTBEAT_STALE_AFTER
     if run.is_finished:
         return False
     pid = _worker_pid(instance, run)
