@@ -3,7 +3,8 @@
 An accepted request already has its RUNNING audit record. A daemon thread waits for a
 slot, starts `python -m opx_learning.api.worker` (own session, so it outlives an API
 restart) which runs the same launch code as `opx-learning trigger` with the record adopted
-through the `opx/audit_id` run tag, and waits for it. The run completes the record; if the
+through the `opx/audit_id` run tag and the attempt's adoption token (handed to the worker
+in its environment, never on its command line), and waits for it. The run completes the record; if the
 worker exits without that (crash, kill) the thread completes it as FAILED at once, and the
 audit sensor (RUN_TERMINATED) covers a worker that dies with the API. Requests still queued
 when the server stops are completed as FAILED. Worker output goes to
@@ -25,6 +26,7 @@ from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 
 MAX_RUNS_ENV = "OPX_API_MAX_RUNS"
+TOKEN_ENV = "OPX_ADOPTION_TOKEN"
 DEFAULT_MAX_RUNS = 4
 _log = logging.getLogger("opx_learning.api")
 
@@ -76,11 +78,12 @@ class BackgroundRuns:
         with self._lock:
             return {"running": len(self._running), "queued": len(self._queued)}
 
-    def submit(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
-        """Queue the run of an accepted trigger (returns at once)."""
+    def submit(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:
+        """Queue the run of an accepted trigger (returns at once); `token` is the attempt's adoption token."""
         with self._lock:
             self._queued.add(audit_id)
-        thread = threading.Thread(target=self._run, args=(plan, audit_id, principal), name=f"opx-run-{audit_id}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(plan, audit_id, principal, token), name=f"opx-run-{audit_id}",
+                                  daemon=True)
         thread.start()
 
     def stop(self) -> None:
@@ -92,14 +95,14 @@ class BackgroundRuns:
         for audit_id in queued:
             self._fail(audit_id, "the API server stopped before the run started; trigger it again")
 
-    def _run(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
+    def _run(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:
         with self._slots:
             with self._lock:
                 if self._stopping or audit_id not in self._queued:
                     return
                 self._queued.discard(audit_id)
                 try:
-                    process = self._spawn(plan, audit_id, principal)
+                    process = self._spawn(plan, audit_id, principal, token)
                 except OSError as error:
                     process = None
                     failure = f"cannot start the background worker: {error}"
@@ -114,7 +117,7 @@ class BackgroundRuns:
         if code != 0:
             self._fail(audit_id, f"background worker (pid {process.pid}) exited with code {code}; see {self._log_file(audit_id)}")
 
-    def _spawn(self, plan: ManualPlan, audit_id: str, principal: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"plan": plan.to_dict(), "audit_id": audit_id, "principal": principal})
         with open(self._log_file(audit_id), "ab") as log:
@@ -123,7 +126,7 @@ class BackgroundRuns:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self._env,
+                env={**self._env, TOKEN_ENV: token},
                 start_new_session=True,
             )
 

@@ -1,12 +1,14 @@
 """`python -m opx_learning.api.worker PAYLOAD`: run one accepted REST trigger (see `runner.py`).
 
-PAYLOAD is JSON `{plan, audit_id, principal}`; the run adopts the audit record, so the record
-ends SUCCESS / FAILED / SKIPPED as the run decides. Exit code 0 once the record is complete.
+PAYLOAD is JSON `{plan, audit_id, principal}`; the attempt's adoption token comes in
+`OPX_ADOPTION_TOKEN`. The run adopts the audit record with it, so the record ends
+SUCCESS / FAILED / SKIPPED as the run decides. Exit code 0 once the record is complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from opx_learning.cli.orchestration import ManualPlan, fail_running, launch_manual
@@ -18,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = json.loads((argv if argv is not None else sys.argv[1:])[0])
     audit_id = payload["audit_id"]
     try:
-        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, payload["principal"])
+        token = os.environ.pop("OPX_ADOPTION_TOKEN", "")
+        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token)
     except Exception as error:
         fail_running(Guard.from_settings(), audit_id, f"{type(error).__name__}: {error}")
         raise
