@@ -19,7 +19,6 @@ import dagster as dg
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
 from opx_learning.cli.main import cli
 from opx_learning.definitions import defs
@@ -28,7 +27,13 @@ from opx_learning.defs.alert_sensors import operations_alert_sensor
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.guard import Guard
-from opx_learning.safety.models import AuditRecord, AuditStatus, AuthorityType, Principal
+from opx_learning.safety.models import (
+    AuditRecord,
+    AuditStatus,
+    AuthorityType,
+    Principal,
+)
+from opx_learning_tests.dagster.conftest import daemon_tick
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
 MONTH = {"start_date": "2025-10-01", "end_date": "2025-11-01", "time_window": "MONTHLY"}
@@ -257,21 +262,6 @@ def test_ui_backfill_is_backfill_as_dagster_ui(instance: dg.DagsterInstance, see
 # --- Schedules ---------------------------------------------------------------------------------
 
 
-def _daemon_tick(instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition, at: datetime) -> int:
-    """The tick the daemon stores (STARTED) before it evaluates a schedule; returns its id."""
-    tick = instance.create_tick(
-        TickData(
-            instigator_origin_id=f"origin-{schedule.name}",
-            instigator_name=schedule.name,
-            instigator_type=InstigatorType.SCHEDULE,
-            status=TickStatus.STARTED,
-            timestamp=at.timestamp(),
-            selector_id=f"selector-{schedule.name}",
-        )
-    )
-    return tick.tick_id
-
-
 def _evaluate(
     instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition, at: datetime, log_key: list[str] | None
 ) -> dg.ScheduleExecutionData:
@@ -299,7 +289,7 @@ def test_schedule_dry_run_writes_nothing_but_a_daemon_tick_audits_its_skip(
     assert _guard().audit.recent(100) == before
     assert _records("PATTERN_EXTRACTION") == []
 
-    tick_id = _daemon_tick(instance, schedule, at)
+    tick_id = daemon_tick(instance, schedule.name, at.timestamp())
     real = _evaluate(instance, schedule, at, [defs.get_repository_def().name, schedule.name, str(tick_id)])
     assert not real.run_requests and "KILL_SWITCH_ACTIVE" in real.skip_message
     (record,) = _records("PATTERN_EXTRACTION")
@@ -314,7 +304,7 @@ def test_only_the_run_a_schedule_tick_created_is_scheduled(instance: dg.DagsterI
     schedule = schedules.monthly_calibration_schedule
     spoofed = _ui_run(instance, "confidence_calibration", "2025-10-01",
                       {"dagster/schedule_name": schedule.name, "dagster/tick": "12345"})
-    tick_id = _daemon_tick(instance, schedule, datetime(2025, 11, 1, tzinfo=UTC))
+    tick_id = daemon_tick(instance, schedule.name, datetime(2025, 11, 1, tzinfo=UTC).timestamp())
     tags = {"dagster/schedule_name": schedule.name, "dagster/tick": str(tick_id)}
     scheduled = _ui_run(instance, "confidence_calibration", "2025-10-01", tags)
     copied = _ui_run(instance, "confidence_calibration", "2025-10-01", tags)  # a second run claiming the tick
