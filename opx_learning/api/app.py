@@ -166,13 +166,13 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
         safety = guard()
         try:
             attempt = safety.begin(plan.operation, "MANUAL", caller, plan.parameters, emergency=body.emergency,
-                                   rate_limited=True)
+                                   rate_limited=True, adoptable=True)
         except InvalidRequest as error:
             raise ApiError(400, "INVALID_REQUEST", str(error)) from None
         if not attempt.allowed:
             raise refusal(attempt, body.emergency)
         try:
-            runs.submit(plan, attempt.audit_id, caller.principal)
+            runs.submit(plan, attempt.audit_id, caller.principal, attempt.adoption_token or "")
         except RuntimeError as error:  # no thread could be started
             fail_running(safety, attempt.audit_id, f"cannot queue the background run: {error}")
             raise ApiError(503, "RUN_NOT_STARTED", f"the run could not be started: {error}",

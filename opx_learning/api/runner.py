@@ -3,7 +3,8 @@
 An accepted request already has its RUNNING audit record. A daemon thread waits for a
 slot, starts `python -m opx_learning.api.worker` (own session, so it outlives an API
 restart) which runs the same launch code as `opx-learning trigger` with the record adopted
-through the `opx/audit_id` run tag, and waits for it. The run completes the record; if the
+through the `opx/audit_id` run tag and the attempt's adoption token (handed to the worker
+in its environment, never on its command line), and waits for it. The run completes the record; if the
 worker exits without that (crash, kill) the thread completes it as FAILED at once, and the
 audit sensor (RUN_TERMINATED) covers a worker that dies with the API. Requests still queued
 when the server stops are completed as FAILED. Worker output goes to
@@ -31,6 +32,7 @@ from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 
 MAX_RUNS_ENV = "OPX_API_MAX_RUNS"
+TOKEN_ENV = "OPX_ADOPTION_TOKEN"
 DEFAULT_MAX_RUNS = 4
 _log = logging.getLogger("opx_learning.api")
 
@@ -84,15 +86,15 @@ class BackgroundRuns:
         with self._lock:
             return {"running": len(self._running), "queued": len(self._queued)}
 
-    def submit(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
-        """Queue the run of an accepted trigger (returns at once)."""
+    def submit(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:
+        """Queue the run of an accepted trigger (returns at once); `token` is the attempt's adoption token."""
         with self._lock:
             self._queued.add(audit_id)
             if self._heartbeat is None:
                 self._heartbeat = threading.Thread(target=self._beat, name="opx-queue-heartbeat", daemon=True)
                 self._heartbeat.start()
         self._wake.set()
-        thread = threading.Thread(target=self._run, args=(plan, audit_id, principal), name=f"opx-run-{audit_id}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(plan, audit_id, principal, token), name=f"opx-run-{audit_id}", daemon=True)
         thread.start()
 
     def stop(self) -> None:
@@ -107,14 +109,14 @@ class BackgroundRuns:
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=10)
 
-    def _run(self, plan: ManualPlan, audit_id: str, principal: str) -> None:
+    def _run(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:
         with self._slots:
             with self._lock:
                 if self._stopping or audit_id not in self._queued:
                     return
                 self._queued.discard(audit_id)
                 try:
-                    process = self._spawn(plan, audit_id, principal)
+                    process = self._spawn(plan, audit_id, principal, token)
                 except OSError as error:
                     process = None
                     failure = f"cannot start the background worker: {error}"
@@ -156,7 +158,7 @@ class BackgroundRuns:
                 return
             self._wake.wait(HEARTBEAT_EVERY.total_seconds())
 
-    def _spawn(self, plan: ManualPlan, audit_id: str, principal: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"plan": plan.to_dict(), "audit_id": audit_id, "principal": principal})
         with open(self._log_file(audit_id), "ab") as log:
@@ -165,7 +167,7 @@ class BackgroundRuns:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self._env,
+                env={**self._env, TOKEN_ENV: token},
                 start_new_session=True,
             )
 

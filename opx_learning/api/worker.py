@@ -1,7 +1,8 @@
 """`python -m opx_learning.api.worker PAYLOAD`: run one accepted REST trigger (see `runner.py`).
 
-PAYLOAD is JSON `{plan, audit_id, principal}`; the run adopts the audit record, so the record
-ends SUCCESS / FAILED / SKIPPED as the run decides. Exit code 0 once the record is complete.
+PAYLOAD is JSON `{plan, audit_id, principal}`; the attempt's adoption token comes in
+`OPX_ADOPTION_TOKEN`. The run adopts the audit record with it, so the record ends
+SUCCESS / FAILED / SKIPPED as the run decides. Exit code 0 once the record is complete.
 
 A record already completed when the worker starts (e.g. closed as RUN_TERMINATED while the
 request waited in the queue) is not run: the worker says so in its log, raises a P2
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 from opx_learning.cli.orchestration import ManualPlan, fail_running, launch_manual
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if record is None or record.status is not AuditStatus.RUNNING:
         return _not_run(guard, audit_id, record)
     try:
-        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, payload["principal"])
+        token = os.environ.pop("OPX_ADOPTION_TOKEN", "")
+        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token)
     except Exception as error:
         fail_running(guard, audit_id, f"{type(error).__name__}: {error}")
         raise

@@ -178,13 +178,18 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     from opx_learning.core.synthetic import generate_outcomes
     from opx_learning.defs import launch
     from opx_learning.defs.partitions import (
+        CADENCE_PARTITIONS,
         CUSTOM_WINDOWS,
         custom_key,
+        custom_window,
         daily_partitions,
         keys_in_window,
         monthly_partitions,
+        partition_window,
         weekly_partitions,
     )
+    from opx_learning.resources.safety import adoption_tags
+    from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
 
@@ -199,7 +204,8 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     written = _timed(as_json, f"seeding {frame.height} outcomes {window.start.date()}..{window.end.date()}",
                      lambda: outcome_store(get_settings()).write(frame))
     instance = dg.DagsterInstance.get()
-    tags = {"opx/trigger_type": "BACKFILL", "opx/principal": resolve_principal().principal, "opx/demo": "true"}
+    guard = Guard.from_settings()
+    principal = resolve_principal()
     # Daily partitions start at the first month's start so monthly snapshots find every day's summaries.
     month_start = window.start.replace(day=1)
     days = keys_in_window(daily_partitions, Window(month_start, window.end))
@@ -207,22 +213,47 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     months = keys_in_window(monthly_partitions, window)
     runs: list[launch.RunSummary] = []
 
-    def step(label: str, assets: Sequence[str], keys: Sequence[str]) -> None:
-        if keys:
-            runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags, verbose)))
+    def step(label: str, assets: Sequence[str], keys: Sequence[str], operation: str, cadence: str) -> None:
+        if not keys:
+            return
+        # The demo begins each operation's attempt itself (BACKFILL, its own principal) and its run adopts it.
+        partitions_def = CADENCE_PARTITIONS.get(cadence)
+        span = (
+            Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
+            if partitions_def is not None
+            else custom_window(keys[0])
+        )
+        parameters = {"start_date": span.start_iso, "end_date": span.end_iso, "time_window": cadence}
+        if operation == "SNAPSHOT":
+            parameters["snapshot_type"] = cadence
+        attempt = guard.begin(operation, "BACKFILL", principal, parameters, adoptable=True)
+        if not attempt.allowed:
+            _say(as_json, f"-> {label}: {attempt.skip_reason} (audit {attempt.audit_id})")
+            skipped = {asset: str(attempt.skip_reason) if asset not in _UNGUARDED else "NOT_LAUNCHED" for asset in assets}
+            runs.append(launch.RunSummary("", True, list(assets), list(keys), skipped=skipped,
+                                          audit_ids=[attempt.audit_id]))
+            return
+        tags = {**adoption_tags(attempt), "opx/demo": "true"}
+        runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags, verbose)))
+        fail_running(guard, attempt.audit_id, "the demo's run ended before the operation started")
 
+    # Each step has one guarded operation (the other assets are the unguarded input stage and drift).
     step(f"daily outcomes + pattern summaries ({len(days)} days, one run)",
-         ["daily_outcomes", "pattern_summaries_daily"], days)
-    step(f"weekly pattern summaries ({len(weeks)} weeks, one run)", ["pattern_summaries_weekly"], weeks)
+         ["daily_outcomes", "pattern_summaries_daily"], days, "PATTERN_EXTRACTION", "DAILY")
+    step(f"weekly pattern summaries ({len(weeks)} weeks, one run)", ["pattern_summaries_weekly"], weeks,
+         "PATTERN_EXTRACTION", "WEEKLY")
     for month in months:
-        step(f"calibration + drift {month[:7]}", ["confidence_calibration", "drift_metrics"], [month])
-    step(f"daily snapshots ({len(days)} days, one run)", ["learning_snapshots_daily"], days)
-    step(f"weekly snapshots ({len(weeks)} weeks, one run)", ["learning_snapshots_weekly"], weeks)
-    step(f"monthly snapshots ({len(months)} months, one run)", ["learning_snapshots_monthly"], months)
+        step(f"calibration + drift {month[:7]}", ["confidence_calibration", "drift_metrics"], [month],
+             "CALIBRATION", "MONTHLY")
+    step(f"daily snapshots ({len(days)} days, one run)", ["learning_snapshots_daily"], days, "SNAPSHOT", "DAILY")
+    step(f"weekly snapshots ({len(weeks)} weeks, one run)", ["learning_snapshots_weekly"], weeks, "SNAPSHOT", "WEEKLY")
+    step(f"monthly snapshots ({len(months)} months, one run)", ["learning_snapshots_monthly"], months,
+         "SNAPSHOT", "MONTHLY")
     custom = custom_key(window)
     instance.add_dynamic_partitions(CUSTOM_WINDOWS, [custom])
-    step(f"custom window {custom}: patterns, calibration, snapshot (one run)",
-         ["pattern_summaries_custom", "confidence_calibration_custom", "learning_snapshot_custom"], [custom])
+    step(f"custom window {custom}: patterns", ["pattern_summaries_custom"], [custom], "PATTERN_EXTRACTION", "CUSTOM")
+    step(f"custom window {custom}: calibration", ["confidence_calibration_custom"], [custom], "CALIBRATION", "CUSTOM")
+    step(f"custom window {custom}: snapshot", ["learning_snapshot_custom"], [custom], "SNAPSHOT", "CUSTOM")
     checklist = _timed(as_json, "morning checklist (every asset check)",
                        lambda: launch.run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose))
     drift = [
@@ -299,6 +330,7 @@ def _kill_switch_note() -> str | None:
     return f"the kill switch is active (disabled by {who}: {state.reason})."
 
 
+_UNGUARDED = ("daily_outcomes", "drift_metrics")
 _OPERATIONS = {
     "extract-patterns": "PATTERN_EXTRACTION",
     "calibrate": "CALIBRATION",
@@ -617,12 +649,19 @@ def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Setti
 def launch_manual(
     plan: ManualPlan,
     audit_id: str,
-    principal: str,
+    token: str,
     *,
     verbose: bool = False,
     guard: Guard | None = None,
 ) -> tuple[Any, AuditRecord | None]:
     """Run a planned trigger in one in-process run adopting `audit_id`; FAILED if the run left the record RUNNING.
+
+    Args:
+        plan: the checked trigger.
+        audit_id: the RUNNING record begun `adoptable` for it.
+        token: that attempt's `adoption_token` (the run presents it to adopt the record).
+        verbose: print Dagster's own log.
+        guard: reuse a guard.
 
     Returns:
         The run's `launch.RunSummary` and the audit record as the run left it.
@@ -631,11 +670,7 @@ def launch_manual(
 
     from opx_learning.defs import launch
     from opx_learning.defs.partitions import CUSTOM_WINDOWS
-    from opx_learning.resources.safety import (
-        AUDIT_ID_TAG,
-        PRINCIPAL_TAG,
-        TRIGGER_TYPE_TAG,
-    )
+    from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
     from opx_learning.safety.guard import Guard
 
     ensure_dagster_home()
@@ -649,7 +684,7 @@ def launch_manual(
             # A concurrent trigger of the same window may add the key between the check and the insert.
             if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
                 raise
-    tags = {AUDIT_ID_TAG: audit_id, TRIGGER_TYPE_TAG: "MANUAL", PRINCIPAL_TAG: principal}
+    tags = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
     summary = launch.materialize(instance, list(plan.assets), list(plan.keys), tags, verbose)
     guard = guard or Guard.from_settings()
     reason = "; ".join(summary.failures) or "the run ended before the operation started"
@@ -688,7 +723,8 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         _refused(attempt, as_json)
     principal = attempt.principal
     summary, record = _timed(as_json, plan.label + " (one run)",
-                             lambda: launch_manual(plan, attempt.audit_id, principal.principal, verbose=verbose, guard=guard))
+                             lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
+                                                   guard=guard))
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
     settings = get_settings()
     output = {
@@ -727,7 +763,7 @@ def begin_manual(
     emergency: bool = False,
     guard: Guard | None = None,
 ) -> Attempt:
-    """Decide a manual trigger: resolve the principal, then ask the guard for a rate-limited MANUAL attempt.
+    """Decide a manual trigger: resolve the principal, then ask the guard for a rate-limited, adoptable MANUAL attempt.
 
     Raises:
         InvalidRequest: bad parameters or principals file (the CLI shows it as a usage error).
@@ -737,7 +773,8 @@ def begin_manual(
 
     principal = resolve_principal(principal_name)
     guard = guard or Guard.from_settings()
-    return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True)
+    return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True,
+                       adoptable=True)
 
 
 def _refused(attempt: Attempt, as_json: bool) -> None:

@@ -23,7 +23,8 @@ that computes each partition in one pass and stores one file per partition.
 Calibration and drift are one run per month, so one month with too few outcomes
 fails alone. The custom assets share one dynamic partition per window `START..END`.
 
-Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`);
+Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`)
+when each partition is stored (after the kill-switch re-check, see `operations.py`);
 an unchanged window keeps its id and version. A snapshot window is "empty" when it
 holds no outcome (the WARN check `snapshot_window_not_empty`).
 
@@ -208,7 +209,7 @@ def daily_outcomes(
         return Produced(values, metadata, {"outcomes": total, "rejected": rejected}, {"outcomes": total, "rejected": rejected})
 
     # Read-only input stage, not a learning operation: not audited; the operations downstream are.
-    yield from run_operation(context, None, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
+    yield from run_operation(context, None, asset_storage, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
 
 
 @dg.asset(
@@ -277,7 +278,7 @@ def _patterns(
         summary = {"total_incidents": results["total_incidents"], "summaries": results["summary_count"]}
         return Produced(values, metadata, results, summary)
 
-    yield from run_operation(context, safety, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
+    yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
 
 
 def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
@@ -373,7 +374,7 @@ def confidence_calibration(
         results = calibration_results(calibrations)
         return Produced(values, metadata, results, {"outcome_count": results["outcome_count"]})
 
-    yield from run_operation(context, safety, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+    yield from run_operation(context, safety, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
 
 
 @dg.asset(
@@ -425,7 +426,7 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, asset_storage: AssetS
         return Produced(values, metadata)
 
     # Derived from the month's (guarded, audited) calibration: no new learning, not audited again.
-    yield from run_operation(context, None, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+    yield from run_operation(context, None, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
 
 
 _DRIFT_METADATA = ("ece", "max_abs_drift", "drift", "change_ece", "change_max_abs_drift", "change_drift")
@@ -486,7 +487,7 @@ def _snapshot_asset(
             )
 
         parameters = _range_parameters(context, snapshot_type, snapshot_type=snapshot_type)
-        yield from run_operation(context, safety, "SNAPSHOT", parameters, work)
+        yield from run_operation(context, safety, asset_storage, "SNAPSHOT", parameters, work)
 
     return _asset
 
@@ -529,16 +530,24 @@ def _snapshots(
         in_window = outcomes.filter(
             (pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end)
         )
-        built = build_snapshot(snapshot_type, window.start, window.end, in_window, summaries[key], calibrations)
-        stored = store.append(built)
-        values[key] = stored.to_dict()
-        metadata[key] = snapshot_metadata(stored)
+        values[key] = build_snapshot(snapshot_type, window.start, window.end, in_window, summaries[key], calibrations)
+        metadata[key] = snapshot_metadata(values[key])
+    snapshot_ids: list[str] = []
     results = {
-        "snapshot_ids": [v["snapshot_id"] for v in values.values()][:50],
+        "snapshot_ids": snapshot_ids,  # filled as each snapshot is stored (at most 50 listed)
         "snapshots": len(values),
         "empty_windows": sum(1 for m in metadata.values() if m["empty"].value),
     }
-    return Produced(values, metadata, results, {"snapshots": len(values), "empty_windows": results["empty_windows"]})
+
+    def persist(key: str, built: Any) -> dict[str, Any]:
+        stored = store.append(built)
+        metadata[key] |= {"snapshot_id": stored.snapshot_id, "version": stored.version}
+        if len(snapshot_ids) < 50:
+            snapshot_ids.append(stored.snapshot_id)
+        return stored.to_dict()
+
+    summary = {"snapshots": len(values), "empty_windows": results["empty_windows"]}
+    return Produced(values, metadata, results, summary, persist=persist)
 
 
 def snapshot_metadata(snapshot: Any) -> dict[str, Any]:
@@ -604,7 +613,7 @@ def learning_snapshot_custom(
         produced.metadata[context.partition_key].update(summary_metadata(summaries))
         return produced
 
-    yield from run_operation(context, safety, "SNAPSHOT", _custom_parameters(window, snapshot_type="CUSTOM"), work)
+    yield from run_operation(context, safety, asset_storage, "SNAPSHOT", _custom_parameters(window, snapshot_type="CUSTOM"), work)
 
 
 def _custom_parameters(window: Window, **extra: Any) -> dict[str, Any]:
@@ -638,7 +647,7 @@ def pattern_summaries_custom(
         results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
         return Produced({key: summary}, {key: metadata}, results, {"summaries": summary.height})
 
-    yield from run_operation(context, safety, "PATTERN_EXTRACTION", _custom_parameters(window), work)
+    yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _custom_parameters(window), work)
 
 
 @dg.asset(
@@ -667,7 +676,7 @@ def confidence_calibration_custom(
         metadata = calibration_metadata(result)
         return Produced({key: result.to_dict()}, {key: metadata}, results, {"outcome_count": result.outcome_count})
 
-    yield from run_operation(context, safety, "CALIBRATION", _custom_parameters(window), work)
+    yield from run_operation(context, safety, asset_storage, "CALIBRATION", _custom_parameters(window), work)
 
 
 ASSETS = [

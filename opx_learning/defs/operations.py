@@ -1,31 +1,38 @@
-"""The one wrapper every guarded asset runs its work through: guard, timing, metadata.
+"""The one wrapper every guarded asset runs its work through: guard, storage, timing, metadata.
 
 A guarded operation (SPEC §5) starts with the safety guard: the kill switch is
-checked and a RUNNING audit record written before any work (or, for a run launched
-by `opx-learning trigger`, the trigger's record carried in the `opx/audit_id` tag is
-adopted and re-checked); afterwards the record is completed SUCCESS with the results
-or FAILED with the error. A refused operation yields no output (assets declare
-`output_required=False`) and an `AssetObservation` carrying the reason, so the run
-ends SUCCESS, downstream steps are skipped and nothing cascades.
+checked and a RUNNING audit record written before any work (or the record of the
+process that launched the run is adopted and re-checked, see `SafetyResource`);
+afterwards the record is completed SUCCESS with the results or FAILED with the error.
+A refused operation yields no output (assets declare `output_required=False`) and an
+`AssetObservation` carrying the reason, so the run ends SUCCESS, downstream steps are
+skipped and nothing cascades.
 
-Guarded assets therefore never take upstream data as Dagster inputs (an input is
-loaded before the asset body, i.e. before the guard): they declare their upstreams as
-`deps=` and read them inside `work`, after the guard. Missing upstream data raises
+SUCCESS means stored: the operation writes its own outputs through `AssetStorage`
+(and, for snapshots, the snapshot store) inside the guarded block, one partition at a
+time, and completes the record only once every partition is stored; the asset then
+returns a `MaterializeResult` (Dagster's IO manager stores nothing, so nothing is
+written after the record is complete). A partition that cannot be stored completes
+the record FAILED (reason PERSIST_FAILED, naming the partition and the error) and
+fails the step; the partitions stored before it are reported as materialized.
+Before storing each partition the kill switch is read again: disabled (or unreadable)
+in the middle of a range, the partitions not yet stored are not stored, the record is
+completed SKIPPED with the reason, and the stored ones are materialized alone.
+The record's `results` list `partitions_stored` and `partitions_skipped`.
+
+Guarded assets never take upstream data as Dagster inputs (an input is loaded before
+the asset body, i.e. before the guard): they declare their upstreams as `deps=` and
+read them inside `work`, after the guard. Missing upstream data raises
 `InsufficientInput` (reason UPSTREAM_MISSING, naming the partitions), which completes
 the record FAILED and fails the step with a plain `dg.Failure`.
 
 The audit record's `results` hold the work's results plus `work_duration_ms` (the
-time spent in the work itself; the record's own `duration_ms` spans the whole
+time spent computing and storing; the record's own `duration_ms` spans the whole
 attempt) and `partitions`.
 
-Trigger type and principal come from the run tags (`SafetyResource`):
-`opx/trigger_type`, else schedule/sensor -> SCHEDULED (principal SYSTEM), backfill or
-partition range -> BACKFILL, else MANUAL; principal `opx/principal`, else
-`dagster/user`, else the process identity.
-
-A run covering several partitions (single-run backfills) returns one output
-`{partition_key: value}`: Dagster records one materialization per partition with
-the run's metadata (range totals), and the per-partition numbers are kept in the
+A run covering several partitions (single-run backfills) returns one
+`MaterializeResult`: Dagster records one materialization per partition with the run's
+metadata (range totals), and the per-partition numbers are kept in the
 `per_partition` JSON. A one-partition run (every scheduled run) carries that
 partition's own numbers, which the UI plots over time.
 """
@@ -34,12 +41,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
 
+from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.guard import Attempt, Guard
+
+PERSIST_FAILED = "PERSIST_FAILED"
+Event = dg.MaterializeResult | dg.AssetMaterialization | dg.AssetObservation
 
 
 @dataclass
@@ -47,16 +59,19 @@ class Produced:
     """What an operation's work returns.
 
     Attributes:
-        values: `{partition_key: value}` stored by the IO manager (one file per key).
+        values: `{partition_key: value}` stored through `AssetStorage` (one file per key).
         metadata: per-partition materialization metadata.
         results: JSON-safe results written to the audit record.
         summary: metadata for a whole range run.
+        persist: optional `persist(key, value) -> value to store`, called for each partition
+            just before it is written (e.g. appending a snapshot to the snapshot store).
     """
 
     values: dict[str, Any]
     metadata: dict[str, dict[str, Any]]
     results: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    persist: Callable[[str, Any], Any] | None = None
 
 
 class InsufficientInput(Exception):
@@ -71,30 +86,35 @@ class InsufficientInput(Exception):
 def run_operation(
     context: dg.AssetExecutionContext,
     safety: SafetyResource | None,
+    storage: AssetStorage,
     operation_type: str,
     parameters: dict[str, Any],
     work: Callable[[], Produced],
-) -> Iterator[dg.Output | dg.AssetObservation]:
-    """Run `work` under the guard (`safety=None`: unguarded input stage) and yield the asset's events."""
+) -> Iterator[Event]:
+    """Run `work` under the guard (`safety=None`: unguarded input stage), store its outputs, yield the asset's events."""
     if safety is None:
         started = time.perf_counter()
         produced = work()
-        yield from _events(produced, _timing(started, produced))
+        stored = _Stored(context, storage, produced)
+        for key in produced.values:
+            error = stored.store(key)
+            if error is not None:
+                yield from stored.materializations({})
+                raise dg.Failure(description=error, metadata={"reason": PERSIST_FAILED}) from None
+        yield _result(produced, stored, _timing(started, produced))
         return
     guard = safety.guard()
     attempt = safety.begin_for_run(
-        operation_type, run_id=context.run.run_id, tags=context.run.tags, parameters=parameters, guard=guard
+        operation_type,
+        run_id=context.run.run_id,
+        tags=context.run.tags,
+        parameters=parameters,
+        guard=guard,
+        instance=context.instance,
     )
     if not attempt.allowed:
         context.log.warning(f"{operation_type} skipped: {attempt.message} (audit {attempt.audit_id})")
-        yield dg.AssetObservation(
-            asset_key=context.asset_key,
-            metadata={
-                "skipped": str(attempt.skip_reason),
-                "message": attempt.message,
-                "audit_id": attempt.audit_id,
-            },
-        )
+        yield _skipped(context, attempt.skip_reason, attempt.message, attempt.audit_id)
         return
     started = time.perf_counter()
     try:
@@ -108,6 +128,39 @@ def run_operation(
     except Exception as error:
         guard.fail(attempt, error)
         raise
+    yield from _store_guarded(context, guard, attempt, storage, produced, started)
+
+
+def _store_guarded(
+    context: dg.AssetExecutionContext,
+    guard: Guard,
+    attempt: Attempt,
+    storage: AssetStorage,
+    produced: Produced,
+    started: float,
+) -> Iterator[Event]:
+    """Store each partition after re-checking the kill switch; complete the record from what was stored."""
+    stored = _Stored(context, storage, produced)
+    keys = list(produced.values)
+    for key in keys:
+        stop = guard.recheck(attempt)
+        if stop is not None:
+            reason, message = stop
+            outcome = stored.outcome(keys)
+            text = f"{message}; stored {len(stored.keys)} of {len(keys)} partition(s) before it"
+            guard.skip(replace(attempt, results={**produced.results, **outcome}), reason, text)
+            context.log.warning(f"{attempt.operation_type} stopped: {text} (audit {attempt.audit_id})")
+            yield from stored.materializations({"audit_id": attempt.audit_id})
+            yield _skipped(context, reason, text, attempt.audit_id, outcome)
+            return
+        error = stored.store(key)
+        if error is not None:
+            guard.fail(attempt, error, reason=PERSIST_FAILED, results={**produced.results, **stored.outcome(keys)})
+            yield from stored.materializations({"audit_id": attempt.audit_id})
+            raise dg.Failure(
+                description=f"{attempt.operation_type} FAILED ({PERSIST_FAILED}): {error}",
+                metadata={"reason": PERSIST_FAILED, "audit_id": attempt.audit_id, "partition": key},
+            ) from None
     timing = _timing(started, produced)
     guard.succeed(
         attempt,
@@ -115,11 +168,65 @@ def run_operation(
             **produced.results,
             "work_duration_ms": timing["duration_ms"],
             "partitions": timing["partitions"],
-            "partition_keys": list(produced.values),  # a range run's record accounts for each partition
+            "partition_keys": keys,
+            **stored.outcome(keys),
         },
     )
     timing |= {"audit_id": attempt.audit_id, "trigger_type": attempt.trigger_type.value}
-    yield from _events(produced, timing)
+    yield _result(produced, stored, timing)
+
+
+class _Stored:
+    """The partitions of one operation written so far, and where."""
+
+    def __init__(self, context: dg.AssetExecutionContext, storage: AssetStorage, produced: Produced) -> None:
+        self.context = context
+        self.storage = storage
+        self.produced = produced
+        self.keys: list[str] = []
+        self.uris: list[str] = []
+
+    def store(self, key: str) -> str | None:
+        """Persist one partition; None when stored, else the error text."""
+        asset = self.context.asset_key.to_user_string()
+        try:
+            value = self.produced.values[key]
+            if self.produced.persist is not None:
+                value = self.produced.persist(key, value)
+            uri = self.storage.write(self.context.asset_key, key, value)
+        except Exception as error:  # noqa: BLE001 - any storage error fails the operation with its text
+            where = self.storage.uri(self.context.asset_key, key, "*")
+            return f"{asset} partition {key} could not be stored ({where}): {type(error).__name__}: {error}"
+        self.keys.append(key)
+        self.uris.append(uri)
+        return None
+
+    def outcome(self, keys: list[str]) -> dict[str, list[str]]:
+        """`partitions_stored` / `partitions_skipped` for the audit record."""
+        done = set(self.keys)
+        return {"partitions_stored": list(self.keys), "partitions_skipped": [k for k in keys if k not in done]}
+
+    def materializations(self, extra: dict[str, Any]) -> Iterator[dg.AssetMaterialization]:
+        """One materialization per stored partition (for a run that stopped before storing all)."""
+        for key, uri in zip(self.keys, self.uris, strict=True):
+            yield dg.AssetMaterialization(
+                asset_key=self.context.asset_key,
+                partition=key,
+                metadata={**self.produced.metadata[key], **extra, "uri": dg.MetadataValue.path(uri)},
+            )
+
+
+def _skipped(
+    context: dg.AssetExecutionContext,
+    reason: Any,
+    message: str,
+    audit_id: str,
+    outcome: dict[str, list[str]] | None = None,
+) -> dg.AssetObservation:
+    metadata: dict[str, Any] = {"skipped": str(reason), "message": message, "audit_id": audit_id}
+    if outcome is not None:
+        metadata |= {name: len(keys) for name, keys in outcome.items()}
+    return dg.AssetObservation(asset_key=context.asset_key, metadata=metadata)
 
 
 def missing_upstream(asset: str, missing: list[str], hint: str) -> InsufficientInput:
@@ -142,19 +249,22 @@ def _timing(started: float, produced: Produced) -> dict[str, Any]:
     }
 
 
-def _events(produced: Produced, timing: dict[str, Any]) -> Iterator[dg.Output]:
+def _result(produced: Produced, stored: _Stored, timing: dict[str, Any]) -> dg.MaterializeResult:
     keys = list(produced.values)
+    files: dict[str, Any] = {"files": len(stored.uris)}
+    if stored.uris:
+        where = stored.uris[-1] if len(stored.uris) == 1 else stored.uris[-1].rsplit("/", 1)[0]
+        files["uri"] = dg.MetadataValue.path(where)
     if len(keys) == 1:
-        yield dg.Output(produced.values, metadata={**produced.metadata[keys[0]], **timing})
-        return
-    yield dg.Output(
-        produced.values,
+        return dg.MaterializeResult(metadata={**produced.metadata[keys[0]], **timing, **files})
+    return dg.MaterializeResult(
         metadata={
             **produced.summary,
             **timing,
+            **files,
             "range": f"{keys[0]}...{keys[-1]}" if keys else "",
             "per_partition": dg.MetadataValue.json({key: plain(produced.metadata[key]) for key in keys}),
-        },
+        }
     )
 
 

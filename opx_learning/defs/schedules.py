@@ -3,9 +3,12 @@
 Each tick targets the last partition complete at the tick (00:00 on 2026-01-01 ->
 daily 2025-12-31, weekly week of Sunday 2025-12-21 on a Sunday tick, monthly
 2025-12). While the kill switch is active (or a maintenance window is open) the
-tick is skipped with a SKIPPED audit record, so nothing is launched; the assets
-check again when their run starts. Enable schedules only after verification, as
-the runbook demands.
+tick is skipped, so nothing is launched, with a SKIPPED audit record when the tick
+is the daemon's; evaluating a schedule without launching ("Test schedule" in the UI,
+`evaluate_tick` in tests) writes nothing. The assets check again when their run
+starts; a run is SCHEDULED only when the instance shows this tick created it
+(`created_by_schedule_tick`). Enable schedules only after verification, as the
+runbook demands.
 """
 
 from datetime import UTC, datetime
@@ -51,7 +54,7 @@ def _partition_schedule(
         parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": time_window}
         if operation_type == "SNAPSHOT":
             parameters["snapshot_type"] = time_window
-        refusal = safety.schedule_gate(operation_type, parameters)
+        refusal = safety.schedule_gate(operation_type, parameters, context=context)
         if refusal is not None:
             return refusal
         return dg.RunRequest(run_key=f"{name}:{key}", partition_key=key)

@@ -5,10 +5,12 @@ as calibrations and snapshots), `<base>/<asset key path>/latest.parquet` for
 unpartitioned assets. `<base>` is `$OPX_HOME/assets` on the local backend and
 `OPX_ASSETS_S3_URI` on the aws backend (boto3 honours `AWS_ENDPOINT_URL`).
 
-The IO manager stores one file per partition, so an asset materializing a whole
-partition range in one run (single-run backfills) returns
-`{partition_key: value}` and every key lands in its own file; partitioned inputs
-are always loaded as `{partition_key: value}` (one or many keys).
+The project's assets write through `AssetStorage` themselves, inside the guarded
+block, and return `MaterializeResult` (see `defs/operations.py`: the audit record is
+SUCCESS only once everything is stored), so the IO manager stores nothing for them.
+It remains the code location's IO manager for other assets: one file per partition
+(a range output is `{partition_key: value}`), partitioned inputs loaded as
+`{partition_key: value}`.
 """
 
 from __future__ import annotations

@@ -1,26 +1,95 @@
-"""Dagster resource exposing the safety guard (SPEC §5) to assets, schedules and sensors."""
+"""Dagster resource exposing the safety guard (SPEC §5) to assets, schedules and sensors.
+
+How a run's attempt is audited (SPEC §5 "Launch paths"; docs/launch-paths.md):
+
+* a run launched by a process that began the attempt itself (CLI `trigger`, a REST
+  worker, the demo) carries `opx/audit_id` and `opx/adoption_token`; the guard adopts
+  the record only with the token whose hash the record holds, once, for one run;
+* a run created by a schedule tick is SCHEDULED (principal SYSTEM): its
+  `dagster/schedule_name` and `dagster/tick` tags must name a tick of that schedule in
+  the instance that launched this run (the tick's first run, or listed in its run ids);
+* every other run (launchpad, Materialize, GraphQL, a UI backfill, a run whose claim
+  above fails) is `dagster-ui`, MANUAL (BACKFILL for backfills and partition ranges),
+  rate limited like a manual trigger, never emergency. `opx/principal`,
+  `opx/trigger_type` and `dagster/user` tags are not read.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from opx_learning.config import get_settings
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
     SYSTEM,
     AlertHook,
+    AuditTransitionError,
     OperationType,
     Principal,
+    SafetyError,
     TriggerType,
 )
 from opx_learning.safety.principals import resolve_principal
 
 AUDIT_ID_TAG = "opx/audit_id"
-TRIGGER_TYPE_TAG = "opx/trigger_type"
-PRINCIPAL_TAG = "opx/principal"
+ADOPTION_TOKEN_TAG = "opx/adoption_token"
+UI_PRINCIPAL = "dagster-ui"
+SCHEDULE_TAG = "dagster/schedule_name"
+TICK_TAG = "dagster/tick"
+BACKFILL_TAGS = ("dagster/backfill", "dagster/asset_partition_range_start")
+_log = logging.getLogger("opx_learning.safety")
+
+
+def adoption_tags(attempt: Attempt) -> dict[str, str]:
+    """The run tags that let a run launched by this process adopt `attempt` (begun `adoptable=True`)."""
+    if not attempt.adoption_token:
+        raise ValueError(f"audit record {attempt.audit_id} was not begun adoptable")
+    return {AUDIT_ID_TAG: attempt.audit_id, ADOPTION_TOKEN_TAG: attempt.adoption_token}
+
+
+def created_by_schedule_tick(instance: dg.DagsterInstance | None, run_id: str, tags: Mapping[str, str]) -> bool:
+    """Whether this run was created by a tick of the schedule its tags name (not just tagged so).
+
+    The daemon creates the tick (status STARTED) before evaluating the schedule, tags each
+    run it creates with `dagster/tick`, and lists the run ids on the tick once it is written.
+    A copied tick id therefore fails: a finished tick lists other runs, and a tick still
+    being written accepts only its first (oldest) run.
+    """
+    name, tick_id = tags.get(SCHEDULE_TAG), tags.get(TICK_TAG, "")
+    if instance is None or not name or not tick_id.isdigit():
+        return False
+    try:
+        tick = instance.schedule_storage.get_tick(int(tick_id))  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - an unknown tick id (or no schedule storage) proves nothing
+        return False
+    if tick.instigator_type != InstigatorType.SCHEDULE or tick.instigator_name != name:
+        return False
+    if tick.tick_data.run_ids:
+        return run_id in tick.tick_data.run_ids
+    runs = instance.get_run_records(dg.RunsFilter(tags={TICK_TAG: tick_id}), ascending=True, limit=1)
+    return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status == TickStatus.STARTED
+
+
+def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
+    """Whether a schedule evaluation is a daemon tick (which may launch runs), not a dry run or preview.
+
+    The daemon creates the tick before evaluating and passes its log key
+    `[repository, schedule, tick id]`; a dry run ("Test schedule", `evaluate_tick`) has no
+    tick: its log key, if any, ends with a timestamp.
+    """
+    key = list(context.log_key or [])
+    if len(key) != 3 or not key[2].isdigit() or context.instance_ref is None:
+        return False
+    try:
+        tick = context.instance.schedule_storage.get_tick(int(key[2]))  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - no such tick: not a daemon evaluation
+        return False
+    return tick.instigator_name == key[1] and tick.status == TickStatus.STARTED
 
 
 class SafetyResource(dg.ConfigurableResource):
@@ -46,31 +115,14 @@ class SafetyResource(dg.ConfigurableResource):
         return Guard.from_settings(get_settings(), on_alert=on_alert)
 
     @staticmethod
-    def trigger_type_from_tags(tags: Mapping[str, str]) -> TriggerType:
-        """SCHEDULED for schedule/sensor runs, BACKFILL for backfills and partition ranges, else MANUAL.
-
-        An explicit `opx/trigger_type` tag (set by `opx-learning trigger`) wins.
-        """
-        explicit = tags.get(TRIGGER_TYPE_TAG)
-        if explicit:
-            return TriggerType.parse(explicit, TRIGGER_TYPE_TAG)
-        if "dagster/schedule_name" in tags or "dagster/sensor_name" in tags:
-            return TriggerType.SCHEDULED
-        if "dagster/backfill" in tags or "dagster/asset_partition_range_start" in tags:
-            return TriggerType.BACKFILL
-        return TriggerType.MANUAL
-
-    @staticmethod
-    def principal_for(trigger_type: TriggerType, tags: Mapping[str, str] | None = None) -> Principal:
-        """SYSTEM for scheduled runs; otherwise the `opx/principal` tag, else `dagster/user`, else the process identity.
-
-        The authority always comes from the principals file, and run tags never grant the
-        emergency bypass (only an attempt begun by an authenticated trigger can carry it).
-        """
-        if trigger_type is TriggerType.SCHEDULED:
-            return SYSTEM
-        tags = tags or {}
-        return resolve_principal(tags.get(PRINCIPAL_TAG) or tags.get("dagster/user") or None)
+    def launch_path(
+        run_id: str, tags: Mapping[str, str], instance: dg.DagsterInstance | None
+    ) -> tuple[TriggerType, Principal]:
+        """Trigger type and principal of a run that adopts no record (rules in the module docstring)."""
+        if created_by_schedule_tick(instance, run_id, tags):
+            return TriggerType.SCHEDULED, SYSTEM
+        trigger = TriggerType.BACKFILL if any(tag in tags for tag in BACKFILL_TAGS) else TriggerType.MANUAL
+        return trigger, resolve_principal(UI_PRINCIPAL)
 
     def begin_for_run(
         self,
@@ -80,8 +132,9 @@ class SafetyResource(dg.ConfigurableResource):
         tags: Mapping[str, str],
         parameters: Mapping[str, Any] | None = None,
         guard: Guard | None = None,
+        instance: dg.DagsterInstance | None = None,
     ) -> Attempt:
-        """Start (or adopt, when the run carries `opx/audit_id`) the audited attempt of one run.
+        """Adopt the launching process's attempt (with its token), else begin this run's own attempt.
 
         Args:
             operation_type: PATTERN_EXTRACTION, CALIBRATION or SNAPSHOT.
@@ -89,26 +142,46 @@ class SafetyResource(dg.ConfigurableResource):
             tags: `context.run.tags`.
             parameters: service, start_date, end_date, snapshot_type, time_window.
             guard: reuse a guard (default: a new one over the active backend).
+            instance: `context.instance`, where a schedule tick is looked up.
 
         Returns:
             The Attempt; when `allowed` is False the asset yields nothing (its record is SKIPPED).
         """
         guard = guard or self.guard()
+        params = dict(parameters or {})
         audit_id = tags.get(AUDIT_ID_TAG)
         if audit_id:
-            return guard.adopt(audit_id, run_id=run_id, operation_type=operation_type)
-        trigger = self.trigger_type_from_tags(tags)
+            try:
+                return guard.adopt(
+                    audit_id, run_id=run_id, token=tags.get(ADOPTION_TOKEN_TAG), operation_type=operation_type
+                )
+            except (AuditTransitionError, SafetyError) as refused:
+                _log.warning("run %s does not adopt %s: %s", run_id, audit_id, refused)
+                params["adoption_refused"] = f"{audit_id}: {refused}"[:500]
+        trigger, principal = self.launch_path(run_id, tags, instance)
         return guard.begin(
             operation_type,
             trigger,
-            self.principal_for(trigger, tags),
-            parameters,
+            principal,
+            params,
             run_id=run_id,
+            rate_limited=trigger is not TriggerType.SCHEDULED,
         )
 
     def schedule_gate(
-        self, operation_type: OperationType | str, parameters: Mapping[str, Any] | None = None
+        self,
+        operation_type: OperationType | str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        context: dg.ScheduleEvaluationContext | None = None,
     ) -> dg.SkipReason | None:
-        """For a schedule tick: `dg.SkipReason` (already audited as SKIPPED) when blocked, else None."""
-        refusal = self.guard().gate(operation_type, parameters)
-        return dg.SkipReason(refusal.message) if refusal is not None else None
+        """For a schedule evaluation: `dg.SkipReason` when blocked, else None.
+
+        The refusal is audited as SKIPPED only on a daemon tick (`is_real_tick`); a dry run
+        or preview gets the same answer and writes nothing.
+        """
+        real = context is not None and is_real_tick(context)
+        refusal = self.guard().gate(operation_type, parameters, record=real)
+        if refusal is None:
+            return None
+        return dg.SkipReason(refusal.message if real else f"{refusal.message} (dry run: not audited)")

@@ -12,12 +12,21 @@ Order of checks in `Guard.begin`:
 
 A refusal is decided before any work, so its record is written once, already SKIPPED;
 an allowed attempt is RUNNING until `succeed` / `fail` / `skip` completes it.
-Because nothing is cached, a kill-switch disable takes effect at the next operation start.
+Because nothing is cached, a kill-switch disable takes effect at the next operation start;
+long operations call `recheck` between stored pieces (a range run before each partition).
+
+Adoption: a process that begins an attempt and launches a run to do the work (the CLI
+trigger, a REST worker, the demo) begins it `adoptable=True`. The record then keeps the
+SHA-256 of a random token that only the Attempt in that process holds; the run passes
+the token back to `adopt`, which accepts it once, for one run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -90,6 +99,7 @@ class Attempt:
     rate_limit: RateLimitDecision | None = None
     audited: bool = True
     results: dict[str, Any] = field(default_factory=dict)
+    adoption_token: str | None = field(default=None, repr=False)
 
     @property
     def retry_after(self) -> int | None:
@@ -111,6 +121,17 @@ class Attempt:
             "rate_limit": self.rate_limit.to_dict() if self.rate_limit else None,
             "audited": self.audited,
         }
+
+
+ADOPTION_HASH = "adoption_sha256"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AdoptionRefused(AuditTransitionError):
+    """A run asked to adopt a record without the launching process's token, or a second time."""
 
 
 class Refused(SafetyError):
@@ -234,8 +255,12 @@ class Guard:
         emergency: bool = False,
         run_id: str | None = None,
         rate_limited: bool = False,
+        adoptable: bool = False,
     ) -> Attempt:
         """Decide whether an operation may start and write its audit record.
+
+        `adoptable=True`: the record can be adopted once by a run that presents
+        `attempt.adoption_token` (see `adopt`).
 
         Returns:
             An allowed Attempt with a RUNNING record, or a refused one whose record is SKIPPED.
@@ -267,15 +292,17 @@ class Guard:
                 )
                 return self._refuse(operation, trigger, principal, params, block, run_id, bypass, decision)
         record = new_record(operation, trigger, principal, parameters=params, run_id=run_id)
-        if bypass:
-            record = replace(record, results={"emergency_bypass": True})
+        token = secrets.token_urlsafe(32) if adoptable else None
+        hidden = {ADOPTION_HASH: _token_hash(token)} if token else {}
+        if bypass or hidden:
+            record = replace(record, results={**({"emergency_bypass": True} if bypass else {}), **hidden})
         try:
             self.audit.append(record)
         except BackendUnavailable as exc:
             block = self._unavailable(SkipReason.STATE_UNAVAILABLE, operation, trigger, exc)
             return self._attempt(record, False, block.reason, block.message, bypass, decision, audited=False)
         message = f"{operation} {trigger} started" + (" (emergency: kill switch bypassed)" if bypass else "")
-        return self._attempt(record, True, None, message, bypass, decision)
+        return replace(self._attempt(record, True, None, message, bypass, decision), adoption_token=token)
 
     def gate(
         self,
@@ -285,38 +312,71 @@ class Guard:
         trigger_type: TriggerType | str = TriggerType.SCHEDULED,
         principal: Principal = SYSTEM,
         run_id: str | None = None,
+        record: bool = True,
     ) -> Attempt | None:
-        """Screen a tick before launching a run: None if it may launch, else the audited refusal.
+        """Screen a tick before launching a run: None if it may launch, else the (audited) refusal.
 
         Schedules call this and return `SkipReason(attempt.message)` on a refusal; the
         launched run still calls `begin` (which re-checks) and writes the RUNNING record.
+        `record=False` (a dry run) decides the same way but writes and alerts nothing.
         """
         operation, trigger, params = self._inputs(operation_type, trigger_type, principal, parameters)
+        if not record:
+            block = self._blocker(operation, trigger, False, self.clock(), alert=False)
+            if block is None:
+                return None
+            draft = new_record(operation, trigger, principal, parameters=params, run_id=run_id)
+            return self._attempt(draft, False, block.reason, block.message, False, None, audited=False)
         block = self._blocker(operation, trigger, False, self.clock())
         if block is None:
             return None
         return self._refuse(operation, trigger, principal, params, block, run_id, False)
 
-    def adopt(self, audit_id: str, *, run_id: str | None = None, operation_type: OperationType | str | None = None) -> Attempt:
-        """Continue an attempt begun elsewhere (a manual trigger that launched a run), re-checking the kill switch.
+    def adopt(
+        self,
+        audit_id: str,
+        *,
+        run_id: str,
+        token: str | None,
+        operation_type: OperationType | str | None = None,
+    ) -> Attempt:
+        """Continue an attempt begun `adoptable` elsewhere (a trigger that launched a run), re-checking the kill switch.
+
+        The run must present the token of the process that began the attempt; a record is
+        adopted once, by one run (the store's conditional write decides between racing runs).
 
         Raises:
             AuditNotFound: unknown id.
-            AuditTransitionError: the record is terminal, belongs to another run or operation.
+            AuditTransitionError: the record is terminal or belongs to another operation.
+            AdoptionRefused: wrong or missing token, or the record was adopted already.
         """
         record = self.audit._require_running(audit_id)
+        expected = record.results.get(ADOPTION_HASH)
+        if not token or not isinstance(expected, str) or not hmac.compare_digest(_token_hash(token), expected):
+            raise AdoptionRefused(f"audit record {audit_id}: the run does not hold the launching process's token")
         if operation_type is not None and record.operation_type is not OperationType.parse(operation_type):
             raise AuditTransitionError(f"audit record {audit_id} is a {record.operation_type}, not {operation_type}")
-        if run_id is not None and record.run_id not in (None, run_id):
-            raise AuditTransitionError(f"audit record {audit_id} belongs to run {record.run_id}, not {run_id}")
+        if record.run_id is not None:
+            raise AdoptionRefused(f"audit record {audit_id} was adopted already by run {record.run_id}")
         bypass = bool(record.results.get("emergency_bypass"))
-        if run_id is not None:
-            record = self.audit.attach_run(audit_id, run_id)
+        updated = replace(record, run_id=run_id, version=record.version + 1)
+        if not self.audit._update_running(updated, record.version):
+            raise AdoptionRefused(f"audit record {audit_id} changed concurrently; adopted by another run")
+        record = updated
         block = self._blocker(record.operation_type, record.trigger_type, bypass, self.clock())
         if block is not None:
             self._complete_skipped(audit_id, block)
             return self._attempt(record, False, block.reason, block.message, bypass, None)
         return self._attempt(record, True, None, f"{record.operation_type} {record.trigger_type} resumed", bypass, None)
+
+    def recheck(self, attempt: Attempt) -> tuple[SkipReason, str] | None:
+        """Whether an allowed attempt must stop now (kill switch disabled or unreadable since it began).
+
+        Returns:
+            None to go on, else `(reason, message)`; an unreadable state also raises the P1 alert.
+        """
+        block = self._blocker(attempt.operation_type, attempt.trigger_type, attempt.emergency, self.clock())
+        return (block.reason, block.message) if block is not None else None
 
     def succeed(self, attempt: Attempt, results: Mapping[str, Any] | None = None) -> AuditRecord:
         """Complete an allowed attempt as SUCCESS with `attempt.results` plus `results`."""
@@ -404,13 +464,15 @@ class Guard:
     def _may_bypass(trigger: TriggerType, principal: Principal) -> bool:
         return trigger is TriggerType.MANUAL and principal.authority is AuthorityType.EMERGENCY_OVERRIDE
 
-    def _blocker(self, operation: OperationType, trigger: TriggerType, bypass: bool, now: datetime) -> _Block | None:
+    def _blocker(
+        self, operation: OperationType, trigger: TriggerType, bypass: bool, now: datetime, *, alert: bool = True
+    ) -> _Block | None:
         try:
             state = self.kill_switch.status(now)
         except BackendUnavailable as exc:
             if bypass:
                 return None
-            return self._unavailable(SkipReason.KILL_SWITCH_UNAVAILABLE, operation, trigger, exc)
+            return self._unavailable(SkipReason.KILL_SWITCH_UNAVAILABLE, operation, trigger, exc, alert=alert)
         if state.active and not bypass:
             who = state.disabled_by.principal if state.disabled_by else "unknown"
             since = iso(state.disabled_at) if state.disabled_at else "unknown time"
@@ -431,13 +493,16 @@ class Guard:
                 )
         return None
 
-    def _unavailable(self, reason: SkipReason, operation: OperationType, trigger: TriggerType, exc: Exception) -> _Block:
+    def _unavailable(
+        self, reason: SkipReason, operation: OperationType, trigger: TriggerType, exc: Exception, *, alert: bool = True
+    ) -> _Block:
         message = f"{reason}: {operation} {trigger} not run (fail closed): {exc}"
-        self.on_alert(
-            "P1",
-            reason.value,
-            {"operation": operation.value, "trigger_type": trigger.value, "error": str(exc)[:2000]},
-        )
+        if alert:
+            self.on_alert(
+                "P1",
+                reason.value,
+                {"operation": operation.value, "trigger_type": trigger.value, "error": str(exc)[:2000]},
+            )
         return _Block(reason, message, {})
 
     def _refuse(

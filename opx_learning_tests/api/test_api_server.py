@@ -90,11 +90,12 @@ def test_a_crashing_worker_leaves_its_record_failed(opx_home: object) -> None:
     guard = Guard.from_settings(settings)
     window = Window.parse("2026-01-05", "2026-01-06")
     parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": "DAILY"}
-    attempt = guard.begin("PATTERN_EXTRACTION", "MANUAL", Principal("alice"), parameters, rate_limited=True)
+    attempt = guard.begin("PATTERN_EXTRACTION", "MANUAL", Principal("alice"), parameters, rate_limited=True,
+                          adoptable=True)
     # An asset that does not exist makes the worker fail before any run adopts the record.
     plan = ManualPlan("PATTERN_EXTRACTION", window, "DAILY", ("no_such_asset",), ("2026-01-05",), parameters)
     runs = BackgroundRuns(settings, max_runs=1)
-    runs.submit(plan, attempt.audit_id, "alice")
+    runs.submit(plan, attempt.audit_id, "alice", attempt.adoption_token)
     deadline = time.monotonic() + 60
     while runs.counts() != {"running": 0, "queued": 0} and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
 from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
 from opx_learning.core.synthetic import generate_outcomes
@@ -58,3 +59,18 @@ def seeded(dagster_home: Path) -> pl.DataFrame:
     frame = generate_outcomes(SEED_START, SEED_END, per_day=40, seed=7, overconfident_months=["2025-10"])
     outcome_store().write(frame)
     return frame
+
+
+def daemon_tick(instance: dg.DagsterInstance, schedule_name: str, timestamp: float) -> int:
+    """Store the tick the schedule daemon stores (STARTED) before it evaluates a schedule; return its id."""
+    tick = instance.create_tick(
+        TickData(
+            instigator_origin_id=f"origin-{schedule_name}",
+            instigator_name=schedule_name,
+            instigator_type=InstigatorType.SCHEDULE,
+            status=TickStatus.STARTED,
+            timestamp=timestamp,
+            selector_id=f"selector-{schedule_name}",
+        )
+    )
+    return tick.tick_id

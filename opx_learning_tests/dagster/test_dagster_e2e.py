@@ -131,6 +131,8 @@ def test_dagster_dev_backfill_over_a_date_range(server: Server, seeded: pl.DataF
         "BACKFILL",
         "SUCCESS",
     )
-    assert record.triggered_by.principal == "alice"
+    # A UI/GraphQL launch is `dagster-ui`: its `opx/principal` tag names nobody.
+    assert (record.triggered_by.principal, record.triggered_by.authority.value) == ("dagster-ui", "HUMAN_OPERATOR")
+    assert record.results["partitions_stored"] == [f"2025-10-{day:02d}" for day in range(1, 32)]
     assert record.parameters["start_date"] == "2025-10-01T00:00:00.000Z"
     assert record.parameters["end_date"] == "2025-11-01T00:00:00.000Z"

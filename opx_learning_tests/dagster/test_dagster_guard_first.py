@@ -87,8 +87,9 @@ def test_demo_under_kill_switch_skips_everything_and_fails_nothing(instance: dg.
     report = json.loads(result.stdout)
     assert all(run["success"] and run["failures"] == [] for run in report["runs"]), report["runs"]
     assert "kill switch is active" in report["kill_switch"]
-    # Daily + weekly patterns, 2 months of calibration, 3 cadence snapshots, 3 custom assets: 10 operations.
-    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 10, "UPSTREAM_SKIPPED": 2}
+    # Daily + weekly patterns, 2 months of calibration, 3 cadence snapshots, 3 custom assets: 10 operations,
+    # each refused before its run (daily outcomes and the 2 drift steps are then not launched either).
+    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 10, "NOT_LAUNCHED": 3}
     records = _records()
     assert len(records) == 10 and {r.status for r in records} == {AuditStatus.SKIPPED}
     assert {r.operation_type.value for r in records} == {"PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT"}

@@ -11,6 +11,7 @@ from opx_learning.definitions import defs
 from opx_learning.defs import schedules as s
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.models import AuthorityType, Principal
+from opx_learning_tests.dagster.conftest import daemon_tick
 
 
 def _tick(schedule: dg.ScheduleDefinition, at: datetime, instance: dg.DagsterInstance) -> dg.ScheduleExecutionData:
@@ -60,9 +61,20 @@ def test_dagster_schedule_skips_before_the_first_week(instance: dg.DagsterInstan
 def test_dagster_schedule_skips_with_audit_while_kill_switch_active(instance: dg.DagsterInstance) -> None:
     guard = SafetyResource().guard()
     guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "investigating data quality")
+    # Evaluated without a daemon tick (a dry run): skipped, nothing audited.
     data = _tick(s.daily_patterns_schedule, datetime(2026, 1, 1, 0, 0, tzinfo=UTC), instance)
     assert not data.run_requests
     assert "KILL_SWITCH_ACTIVE" in data.skip_message
+    assert [r for r in guard.audit.recent(10) if r.operation_type.value == "PATTERN_EXTRACTION"] == []
+    # The daemon's tick (stored before the evaluation, its id in the log key) is audited.
+    at = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    tick = daemon_tick(instance, s.daily_patterns_schedule.name, at.timestamp())
+    repository = defs.get_repository_def()
+    with dg.ScheduleEvaluationContext(
+        instance.get_ref(), at, [repository.name, s.daily_patterns_schedule.name, str(tick)], repository.name,
+        s.daily_patterns_schedule.name, resources={"safety": SafetyResource()}, repository_def=repository,
+    ) as context:
+        assert not s.daily_patterns_schedule.evaluate_tick(context).run_requests
     skipped = [r for r in guard.audit.recent(10) if r.operation_type.value == "PATTERN_EXTRACTION"]
     assert [(r.status.value, r.trigger_type.value, r.skip_reason) for r in skipped] == [
         ("SKIPPED", "SCHEDULED", "KILL_SWITCH_ACTIVE")

@@ -16,6 +16,7 @@ from opx_learning.cli.orchestration import begin_manual
 from opx_learning.defs import launch
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
+from opx_learning_tests.dagster.conftest import daemon_tick
 
 DAY = ["--start", "2025-10-01", "--end", "2025-10-02"]
 
@@ -108,9 +109,9 @@ def test_emergency_override_principal_materializes(
 def test_scheduled_run_started_under_kill_switch_skips_without_failing(
     instance: dg.DagsterInstance, seeded: pl.DataFrame, kill_switch_active: None
 ) -> None:
-    run = launch.materialize(
-        instance, ["pattern_summaries_daily"], ["2025-10-01"], {"dagster/schedule_name": "daily_patterns_schedule"}
-    )
+    tick = daemon_tick(instance, "daily_patterns_schedule", 1759363200.0)
+    tags = {"dagster/schedule_name": "daily_patterns_schedule", "dagster/tick": str(tick)}
+    run = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-01"], tags)
     assert run.success and run.materialized == {} and run.failures == []
     assert run.skipped == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
     (audit_id,) = run.audit_ids

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from opx_learning.safety.guard import Refused
+from opx_learning.safety.guard import AdoptionRefused, Refused
 from opx_learning.safety.maintenance import MaintenanceCalendar
 from opx_learning.safety.models import SYSTEM, AuditStatus, InvalidRequest, Principal
 from opx_learning_tests.safety.conftest import ADMIN, OPERATOR, SRE
@@ -104,16 +105,35 @@ def test_gate_audits_only_refusals(backend) -> None:
 
 def test_adopt_rechecks_kill_switch(backend) -> None:
     guard = backend.guard()
-    plain = guard.begin("SNAPSHOT", "MANUAL", SRE, {"snapshot_type": "CUSTOM", **PARAMS})
-    emergency = guard.begin("SNAPSHOT", "MANUAL", ADMIN, {"snapshot_type": "CUSTOM", **PARAMS}, emergency=True)
+    plain = guard.begin("SNAPSHOT", "MANUAL", SRE, {"snapshot_type": "CUSTOM", **PARAMS}, adoptable=True)
+    emergency = guard.begin("SNAPSHOT", "MANUAL", ADMIN, {"snapshot_type": "CUSTOM", **PARAMS}, emergency=True,
+                            adoptable=True)
     guard.kill_switch.disable(ADMIN, "stop")
-    adopted = guard.adopt(plain.audit_id, run_id="run-a", operation_type="SNAPSHOT")
+    adopted = guard.adopt(plain.audit_id, run_id="run-a", token=plain.adoption_token, operation_type="SNAPSHOT")
     assert not adopted.allowed and _status(backend, plain) is AuditStatus.SKIPPED
     assert backend.audit.get(plain.audit_id).run_id == "run-a"
-    resumed = guard.adopt(emergency.audit_id, run_id="run-b")
-    assert resumed.allowed and resumed.run_id == "run-b"
-    with pytest.raises(Exception, match="belongs to run run-b"):
-        guard.adopt(emergency.audit_id, run_id="run-c")
+    resumed = guard.adopt(emergency.audit_id, run_id="run-b", token=emergency.adoption_token)
+    assert resumed.allowed and resumed.run_id == "run-b" and resumed.emergency
+    with pytest.raises(AdoptionRefused, match="adopted already by run run-b"):
+        guard.adopt(emergency.audit_id, run_id="run-c", token=emergency.adoption_token)
+
+
+def test_adopt_needs_the_launching_process_token(backend) -> None:
+    guard = backend.guard()
+    emergency = guard.begin("SNAPSHOT", "MANUAL", ADMIN, {"snapshot_type": "CUSTOM", **PARAMS}, emergency=True,
+                            adoptable=True)
+    not_adoptable = guard.begin("SNAPSHOT", "MANUAL", ADMIN, {"snapshot_type": "CUSTOM", **PARAMS})
+    assert not_adoptable.adoption_token is None
+    for audit_id, token in [
+        (emergency.audit_id, None),
+        (emergency.audit_id, (emergency.adoption_token or "") + "x"),
+        (not_adoptable.audit_id, emergency.adoption_token),
+    ]:
+        with pytest.raises(AdoptionRefused, match="token"):
+            guard.adopt(audit_id, run_id="run-x", token=token)
+    record = backend.audit.get(emergency.audit_id)
+    assert (record.status, record.run_id, record.version) == (AuditStatus.RUNNING, None, 1)
+    assert emergency.adoption_token not in repr(emergency) and "adoption" not in json.dumps(emergency.to_dict())
 
 
 def test_operation_context_manager(backend) -> None:
