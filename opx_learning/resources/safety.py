@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,15 @@ class SafetyResource(dg.ConfigurableResource):
     definition serves local and AWS deployments. Every call reads the kill switch
     fresh from the store.
     """
+
+    def get_resource_definition(self) -> Any:
+        """Dagster's definition of this resource, its description naming the safety store (shown in the UI)."""
+        definition = super().get_resource_definition()
+        label = f"Safety store: {get_settings().store_description}"
+        if label not in (definition.description or ""):
+            text = inspect.cleandoc(definition.description or "")
+            definition._description = f"{text}\n\n{label}"
+        return definition
 
     def guard(self, on_alert: AlertHook | None = None) -> Guard:
         """A guard over the active backend.
