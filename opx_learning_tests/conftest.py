@@ -14,7 +14,7 @@ from opx_learning_tests.processes import leftovers
 
 @pytest.fixture
 def opx_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh local-backend home (and Dagster home) for one test."""
+    """A fresh local-backend home (and Dagster home) for one test, initialised as `opx-learning init` does."""
     home = tmp_path / "opx"
     home.mkdir()
     dagster_home = tmp_path / "dagster_home"
@@ -23,6 +23,9 @@ def opx_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OPX_BACKEND", "local")
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     monkeypatch.delenv("OPX_PRINCIPALS", raising=False)
+    from opx_learning.safety.state import initialise
+
+    initialise()
     return home
 
 

@@ -62,15 +62,19 @@ class ApiError(Exception):
         *,
         audit_id: str | None = None,
         headers: dict[str, str] | None = None,
+        store: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.audit_id, self.headers = status, error, message, audit_id, headers
+        self.store = store
 
     def response(self) -> JSONResponse:
         """The JSON error response."""
         body: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.audit_id:
             body["auditId"] = self.audit_id
+        if self.store:
+            body["store"] = self.store
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
@@ -102,6 +106,7 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
             `OPX_TRUSTED_IDENTITY_HEADER`; unset = only bearer tokens authenticate).
     """
     settings = settings or get_settings()
+    store = settings.store_description
     trusted = trusted_identity_header or trusted_header_from_env()
     runs = BackgroundRuns(settings)
 
@@ -220,10 +225,11 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     def status() -> dict[str, Any]:
         """The current kill-switch state, read fresh from the store."""
         try:
-            return guard().kill_switch.status().to_rest()
+            return {**guard().kill_switch.status().to_rest(), "store": store}
         except KillSwitchUnavailable as error:
             raise ApiError(503, SkipReason.KILL_SWITCH_UNAVAILABLE.value,
-                           f"the kill switch state cannot be read ({error}); non-emergency work is skipped") from None
+                           f"the kill switch state cannot be read ({error}); non-emergency work is skipped",
+                           store=store) from None
 
     @app.get("/learning/audit/{audit_id:path}", responses={**_CHANGE_ERRORS, 404: {"model": ErrorResponse}},
              tags=["audit"], summary="One audit record (SPEC §5 field names)")
@@ -241,17 +247,18 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     @app.get("/health", response_model=HealthResponse, tags=["service"], summary="Liveness (no auth)")
     def health() -> dict[str, Any]:
         """The server is up; background run counts."""
-        return {"status": "ok", "backend": settings.backend, "runs": runs.counts()}
+        return {"status": "ok", "backend": settings.backend, "runs": runs.counts(), "store": store}
 
     def change(action: Callable[[Guard], Any]) -> dict[str, Any]:
         try:
-            return action(guard()).to_rest()
+            return {**action(guard()).to_rest(), "store": store}
         except InvalidRequest as error:
             raise ApiError(400, "INVALID_REQUEST", str(error)) from None
         except InsufficientAuthority as error:
-            raise ApiError(403, "INSUFFICIENT_AUTHORITY", str(error), audit_id=error.audit_id) from None
+            raise ApiError(403, "INSUFFICIENT_AUTHORITY", str(error), audit_id=error.audit_id, store=store) from None
         except BackendUnavailable as error:
-            raise ApiError(503, SkipReason.STATE_UNAVAILABLE.value, f"the kill switch could not be changed: {error}") from None
+            raise ApiError(503, SkipReason.STATE_UNAVAILABLE.value, f"the kill switch could not be changed: {error}",
+                           store=store) from None
 
     def openapi() -> dict[str, Any]:
         """The OpenAPI document without FastAPI's default 422: invalid bodies are answered 400."""

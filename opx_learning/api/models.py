@@ -99,6 +99,7 @@ class KillSwitchChangeResponse(BaseModel):
     status: Literal["DISABLED", "ENABLED"]
     message: str
     auditId: str
+    store: str = Field(description="The safety store that was used: the SQLite path, or tables + region + endpoint.")
 
 
 class DisabledBy(BaseModel):
@@ -118,6 +119,7 @@ class KillSwitchStatusResponse(BaseModel):
     reason: str | None
     lastModified: str | None
     until: str | None = None
+    store: str = Field(description="The safety store that was used: the SQLite path, or tables + region + endpoint.")
 
 
 class ErrorResponse(BaseModel):
@@ -126,6 +128,7 @@ class ErrorResponse(BaseModel):
     error: str
     message: str
     auditId: str | None = None
+    store: str | None = Field(None, description="The safety store, on errors about the kill switch state.")
 
 
 class HealthResponse(BaseModel):
@@ -134,3 +137,4 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     backend: str
     runs: dict[str, int] = Field(description="`{running, queued}` background trigger runs of this server.")
+    store: str = Field(description="The safety store that was used: the SQLite path, or tables + region + endpoint.")

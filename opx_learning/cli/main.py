@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "seed": "opx_learning.cli.data:seed",
     "summary": "opx_learning.cli.data:summary",
     "demo": "opx_learning.cli.orchestration:demo",
+    "init": "opx_learning.cli.safety:init",
     "trigger": "opx_learning.cli.orchestration:trigger",
     "kill-switch": "opx_learning.cli.safety:kill_switch",
     "audit": "opx_learning.cli.safety:audit",
@@ -28,6 +29,7 @@ HELP = {
     "seed": "Write synthetic outcomes to the active backend's outcome store.",
     "summary": "Print pattern and calibration summaries of stored outcomes.",
     "demo": "Seed 90 days and materialize every asset in DAGSTER_HOME.",
+    "init": "Create the safety state (kill switch ENABLED); --force re-initialises it.",
     "trigger": "Run an operation manually over a date range.",
     "kill-switch": "Show or change the kill switch.",
     "audit": "Read the audit trail.",
@@ -66,9 +68,12 @@ def cli() -> None:
 _CODE = re.compile(r"^([A-Z][A-Z0-9_]+): ")
 
 
-def _error_json(kind: str, message: str) -> str:
+def _error_json(kind: str, message: str, store: str | None = None) -> str:
     code = _CODE.match(message)
-    return json.dumps({"error": code.group(1) if code else kind, "message": message})
+    body = {"error": code.group(1) if code else kind, "message": message}
+    if store:
+        body["store"] = store
+    return json.dumps(body)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -86,7 +91,8 @@ def main(args: list[str] | None = None) -> None:
     except click.ClickException as error:
         kind = "USAGE_ERROR" if isinstance(error, click.UsageError) else "ERROR"
         if as_json:
-            click.echo(_error_json(kind, error.format_message()))
+            message = getattr(error, "detail", None) or error.format_message()
+            click.echo(_error_json(kind, message, getattr(error, "store", None)))
         else:
             error.show()
         sys.exit(error.exit_code)

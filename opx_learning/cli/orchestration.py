@@ -138,6 +138,7 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
     _fit_partitions_start(start, as_json)
     started = time.perf_counter()
     dagster_home = ensure_dagster_home()
+    _initialise_demo_home()
     report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose)
     report |= {
         "dagster_home": str(dagster_home),
@@ -313,6 +314,20 @@ def _print_demo(report: dict[str, Any]) -> None:
     click.echo(f"  then {report['open']['url']} -> Assets (partitions, plots of counts and drift), Checks, Runs.")
     click.echo(f"Files: {report['opx_home']}/assets (Parquet/JSON per partition), {report['opx_home']}/snapshots, "
                f"{report['opx_home']}/outcomes.")
+
+
+def _initialise_demo_home() -> None:
+    """The demo initialises its own home on first use; a lost state stays lost (the guard fails closed)."""
+    from opx_learning.safety.models import BackendUnavailable
+    from opx_learning.safety.state import ensure_initialised
+
+    try:
+        created = ensure_initialised()
+    except BackendUnavailable as error:
+        click.echo(f"note: the safety state could not be initialised ({error})", err=True)
+        return
+    if created is not None:
+        click.echo(f"note: {created.message}", err=True)
 
 
 def _kill_switch_note() -> str | None:
@@ -735,6 +750,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         "triggered_by": principal.to_dict(),
         "window": {"start": plan.window.start_iso, "end": plan.window.end_iso},
         "partitions": plan.partitions(),
+        "store": settings.store_description,
         "run": summary.to_dict(),
         "where": {
             "run": f"{_UI}/runs/{summary.run_id}",
@@ -779,6 +795,7 @@ def begin_manual(
 
 def _refused(attempt: Attempt, as_json: bool) -> None:
     data = attempt.to_dict()
+    data["store"] = get_settings().store_description
     kill_switch = data["skip_reason"] in ("KILL_SWITCH_ACTIVE", "KILL_SWITCH_UNAVAILABLE")
     if kill_switch and attempt.parameters.get("emergency") and not attempt.emergency:
         data["emergency_denied"] = (
@@ -788,7 +805,7 @@ def _refused(attempt: Attempt, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         sys.exit(1)
-    raise click.ClickException(refusal_text(attempt, data.get("emergency_denied")))
+    raise click.ClickException(f"{refusal_text(attempt, data.get('emergency_denied'))}\n  store: {data['store']}")
 
 
 def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
@@ -805,7 +822,8 @@ def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
         # The guard's message starts with the reason, which the prefix already names.
         why = attempt.message.removeprefix(f"{reason}: ").rstrip(".")
     denied = f" ({emergency_denied})" if emergency_denied else ""
-    return f"refused ({reason}): {why}{denied}. Audit id {attempt.audit_id}"
+    audited = f"Audit id {attempt.audit_id}" if attempt.audited else "Not audited: the audit trail is unavailable"
+    return f"refused ({reason}): {why}{denied}. {audited}"
 
 
 def _service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:
@@ -847,4 +865,4 @@ def _print_trigger(output: dict[str, Any], summary: Any) -> None:
         rate = f"{report['fp_rate']:.1%}" if report["fp_rate"] is not None else "-"
         click.echo(f"  {report['service']}: {report['total_incidents']} incidents, false positives {rate}")
     where = output["where"]
-    click.echo(f"  look: {where['run']} (start the UI with `{where['dagster']}`), {where['audit']}, files {where['assets']}")
+    click.echo(f"  look: {where['run']} (start the UI with `{where['dagster']}`), {where['audit']}, files {where['assets']}, safety store {output['store']}")

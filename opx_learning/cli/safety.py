@@ -1,4 +1,8 @@
-"""`opx-learning kill-switch`, `audit` and `aws` commands (SPEC §5, §7)."""
+"""`opx-learning init`, `kill-switch`, `audit` and `aws` commands (SPEC §5, §7).
+
+Every command that reads or changes the kill switch names the store it used
+(`Settings.store_description`), also as `store` in its `--json` output.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from opx_learning.safety.models import (
     InsufficientAuthority,
     InvalidRequest,
     KillSwitchState,
+    KillSwitchUnavailable,
+    SkipReason,
 )
 
 _PRINCIPAL_HELP = "Acting principal (default: OPX_PRINCIPAL, else the OS user / AWS caller identity)."
@@ -26,17 +32,33 @@ def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+class StoreError(click.ClickException):
+    """A refusal or an unavailable state, naming the store (`store` also goes into `--json` errors)."""
+
+    def __init__(self, message: str, store: str | None = None) -> None:
+        super().__init__(f"{message}\n  store: {store}" if store else message)
+        self.detail = message
+        self.store = store
+
+
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn safety-layer errors into click errors (message, non-zero exit, no traceback)."""
+def _user_errors(store: str | None = None) -> Iterator[None]:
+    """Turn safety-layer errors into click errors (message, non-zero exit, no traceback), naming the store."""
     try:
         yield
     except InsufficientAuthority as exc:
-        raise click.ClickException(f"{exc} (refusal audited as {exc.audit_id})") from None
+        audited = f" (refusal audited as {exc.audit_id})" if exc.audit_id else ""
+        raise StoreError(f"{exc}{audited}", store) from None
     except InvalidRequest as exc:
         raise click.UsageError(str(exc)) from None
+    except KillSwitchUnavailable as exc:
+        raise StoreError(f"{SkipReason.KILL_SWITCH_UNAVAILABLE}: {exc}", store) from None
     except BackendUnavailable as exc:
-        raise click.ClickException(f"state store unavailable: {exc}") from None
+        raise StoreError(f"state store unavailable: {exc}", store) from None
+
+
+def _store() -> str:
+    return get_settings().store_description
 
 
 def _guard() -> Any:
@@ -74,12 +96,14 @@ def kill_switch() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the REST status body.")
 def kill_switch_status(as_json: bool) -> None:
     """Show whether operations are blocked (no authority needed)."""
-    with _user_errors():
+    store = _store()
+    with _user_errors(store):
         state = _guard().kill_switch.status()
     if as_json:
-        _emit(state.to_rest())
+        _emit({**state.to_rest(), "store": store})
     else:
         _show_state(state)
+        click.echo(f"  store:         {store}")
 
 
 @kill_switch.command("disable")
@@ -89,12 +113,10 @@ def kill_switch_status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
 def kill_switch_disable(reason: str, until: str | None, principal: str | None, as_json: bool) -> None:
     """Activate the kill switch: block scheduled and non-emergency manual operations."""
-    with _user_errors():
+    store = _store()
+    with _user_errors(store):
         change = _guard().kill_switch.disable(_principal(principal), reason, until=until)
-    if as_json:
-        _emit(change.to_rest())
-    else:
-        click.echo(f"{change.message} (audit {change.audit_id})")
+    _show_change(change, store, as_json)
 
 
 @kill_switch.command("enable")
@@ -102,12 +124,39 @@ def kill_switch_disable(reason: str, until: str | None, principal: str | None, a
 @click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
 def kill_switch_enable(principal: str | None, as_json: bool) -> None:
     """Deactivate the kill switch: allow automated operations again."""
-    with _user_errors():
+    store = _store()
+    with _user_errors(store):
         change = _guard().kill_switch.enable(_principal(principal))
+    _show_change(change, store, as_json)
+
+
+def _show_change(change: Any, store: str, as_json: bool) -> None:
     if as_json:
-        _emit(change.to_rest())
+        _emit({**change.to_rest(), "store": store})
     else:
         click.echo(f"{change.message} (audit {change.audit_id})")
+        click.echo(f"  store: {store}")
+
+
+@click.command("init")
+@click.option("--force", is_flag=True, help="Re-initialise an existing state: reset the kill switch to ENABLED "
+              "(EMERGENCY_OVERRIDE only, audited; a damaged database is moved aside, never deleted).")
+@click.option("--principal", default=None, help=_PRINCIPAL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print {status, message, store, kill_switch, audit_id}.")
+def init(force: bool, principal: str | None, as_json: bool) -> None:
+    """Create the safety state (OPX_HOME's state.db, or the aws config item) with the kill switch ENABLED."""
+    from opx_learning.safety.state import initialise
+
+    settings = get_settings()
+    store = settings.store_description
+    with _user_errors(store):
+        who = _principal(principal) if principal is not None else None
+        result = initialise(settings, who, force=force)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        click.echo(result.message)
+        click.echo(f"  store: {store}")
 
 
 @click.group("audit")
@@ -197,19 +246,24 @@ _PROTECTION_STEPS = (("deletion_protection", "deletion protection"), ("point_in_
 
 @aws.command("init")
 @click.option("--outcomes-table", is_flag=True, help="Also create the sandbox opx-outcomes table with its TimeIndex.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was done per table as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done per table (and the kill-switch item) as JSON.")
 def aws_init(outcomes_table: bool, as_json: bool) -> None:
-    """Create the DynamoDB audit and config tables of §5 and protect them (idempotent; waits until ACTIVE).
+    """Create and protect the DynamoDB audit and config tables of §5 and the ENABLED kill-switch item (idempotent).
 
     Deletion protection and point-in-time recovery are turned on for the audit and config
-    tables, also when they exist already.
+    tables, also when they exist already; the kill-switch item is written only the first time.
     """
-    from opx_learning.safety.dynamo_backend import dynamo_client, init_tables
+    from dataclasses import replace
 
-    settings = get_settings()
+    from opx_learning.safety.dynamo_backend import dynamo_client, init_tables
+    from opx_learning.safety.state import ensure_initialised
+
+    settings = replace(get_settings(), backend="aws")
     client = dynamo_client(settings.region)
-    with _user_errors():
+    with _user_errors(settings.store_description):
         done = init_tables(settings, client=client)
+        item = f"{settings.config_table}/CONFIG#KILL_SWITCH"
+        done[item] = {"item": "CREATED" if ensure_initialised(settings) is not None else "EXISTS"}
         if outcomes_table:
             made = _outcomes_creator()(client, settings.outcomes_table)
             done[settings.outcomes_table] = {"table": "CREATED" if made else "EXISTS"}
@@ -217,7 +271,7 @@ def aws_init(outcomes_table: bool, as_json: bool) -> None:
         _emit(done)
         return
     for name, steps in done.items():
-        shown = [steps["table"]]
+        shown = [steps.get("table") or steps["item"]]
         for step, label in _PROTECTION_STEPS:
             if step in steps:
                 shown.append(f"{label} {'turned on' if steps[step] == 'ENABLED' else 'already on'}")

@@ -16,6 +16,7 @@ How a run's attempt is audited (SPEC §5 "Launch paths"; docs/launch-paths.md):
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -99,6 +100,15 @@ class SafetyResource(dg.ConfigurableResource):
     definition serves local and AWS deployments. Every call reads the kill switch
     fresh from the store.
     """
+
+    def get_resource_definition(self) -> Any:
+        """Dagster's definition of this resource, its description naming the safety store (shown in the UI)."""
+        definition = super().get_resource_definition()
+        label = f"Safety store: {get_settings().store_description}"
+        if label not in (definition.description or ""):
+            text = inspect.cleandoc(definition.description or "")
+            definition._description = f"{text}\n\n{label}"
+        return definition
 
     def guard(self, on_alert: AlertHook | None = None) -> Guard:
         """A guard over the active backend.

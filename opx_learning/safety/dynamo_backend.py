@@ -31,7 +31,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opx_learning.config import Settings, get_settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.safety.audit import AuditLog
-from opx_learning.safety.kill_switch import KillSwitchStore
+from opx_learning.safety.kill_switch import (
+    LOST_HINT,
+    NOT_INITIALISED_HINT,
+    KillSwitchStore,
+)
 from opx_learning.safety.models import (
     AuditRecord,
     AuditStatus,
@@ -47,6 +51,7 @@ from opx_learning.safety.rate_limit import WINDOW_SECONDS, RateLimiter
 
 OPERATION_TYPE_INDEX = "OperationTypeIndex"
 KILL_SWITCH_KEY = {"PK": {"S": "CONFIG#KILL_SWITCH"}, "SK": {"S": "METADATA"}}
+INITIALISED_KEY = {"PK": {"S": "CONFIG#INITIALISED"}, "SK": {"S": "METADATA"}}
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_ITEM_BYTES = 400 * 1024
 # Stored audit items stay under this (an upper bound, see `item_size`), well inside MAX_ITEM_BYTES.
@@ -351,15 +356,33 @@ class DynamoKillSwitchStore(KillSwitchStore):
         self.client = client
         self.table = table
 
+    def initialised(self) -> bool:
+        """Whether `init` ran here: the marker item (written beside the state, outlives its deletion) or the state exists."""
+        for key in (INITIALISED_KEY, KILL_SWITCH_KEY):
+            response = _call(self.client.get_item, TableName=self.table, Key=key, ConsistentRead=True)
+            if response.get("Item"):
+                return True
+        return False
+
     def read(self) -> KillSwitchState:
-        """The stored state (strongly consistent read), enabled when none is stored."""
+        """The stored state (strongly consistent read).
+
+        Raises:
+            KillSwitchUnavailable: no item (not initialised or deleted), malformed, or DynamoDB unreachable.
+        """
         try:
             response = _call(self.client.get_item, TableName=self.table, Key=KILL_SWITCH_KEY, ConsistentRead=True)
         except BackendUnavailable as exc:
             raise KillSwitchUnavailable(str(exc)) from exc
         item = response.get("Item")
         if not item:
-            return KillSwitchState()
+            try:
+                hint = LOST_HINT if self.initialised() else NOT_INITIALISED_HINT
+            except BackendUnavailable:
+                hint = LOST_HINT
+            raise KillSwitchUnavailable(
+                f"kill switch state unavailable: no item CONFIG#KILL_SWITCH in DynamoDB table {self.table}; {hint}"
+            )
         try:
             data = _from_item(item)
             by = data.get("disabledBy")
@@ -375,7 +398,7 @@ class DynamoKillSwitchStore(KillSwitchStore):
                 }
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise KillSwitchUnavailable(f"kill switch state in {self.table} is malformed: {exc}") from exc
+            raise KillSwitchUnavailable(f"kill switch state in {self.table} is malformed: {exc}; {LOST_HINT}") from exc
 
     def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
         """Conditional put on the stored version."""
@@ -398,6 +421,10 @@ class DynamoKillSwitchStore(KillSwitchStore):
                 return False
             raise
         return True
+
+    def mark_initialised(self, details: dict[str, Any]) -> None:
+        """Write the marker item that says this table was initialised (`details`: when, by whom)."""
+        _call(self.client.put_item, TableName=self.table, Item={**INITIALISED_KEY, "details": _to_attr(details)})
 
     def write_raw(self, item: dict[str, Any]) -> None:
         """Store arbitrary attributes (used to prove that a malformed state fails closed)."""

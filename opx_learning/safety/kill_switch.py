@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from opx_learning.safety.models import (
     SYSTEM,
     AlertHook,
     AuditStatus,
+    AuditTransitionError,
     AuthorityType,
     BackendUnavailable,
     InsufficientAuthority,
@@ -28,6 +30,17 @@ from opx_learning.safety.models import (
 )
 
 _MAX_CAS_ATTEMPTS = 10
+_COMPLETION_ATTEMPTS = 3
+MAX_REASON_CHARS = 1000
+NOT_INITIALISED_HINT = (
+    "run `opx-learning init` to create it with the kill switch ENABLED "
+    "(`opx-learning demo` initialises its own home; on aws `opx-learning aws init` does)"
+)
+LOST_HINT = (
+    "restore the state from a backup, or re-initialise it with `opx-learning init --force` "
+    "(EMERGENCY_OVERRIDE only, audited; the kill switch restarts ENABLED)"
+)
+_log = logging.getLogger("opx_learning.safety")
 
 
 class KillSwitchStore(ABC):
@@ -35,11 +48,20 @@ class KillSwitchStore(ABC):
 
     @abstractmethod
     def read(self) -> KillSwitchState:
-        """The stored state (enabled when nothing is stored).
+        """The stored state; nothing stored is never "enabled" (SPEC §5: fail closed).
 
         Raises:
-            KillSwitchUnavailable: the state cannot be read or is malformed.
+            KillSwitchUnavailable: nothing is stored (not initialised, deleted, truncated), or the
+                state cannot be read or is malformed; the message says how to restore or initialise it.
         """
+
+    @abstractmethod
+    def initialised(self) -> bool:
+        """Whether this store was initialised before (so creating it again is a re-initialisation)."""
+
+    @abstractmethod
+    def mark_initialised(self, details: dict[str, Any]) -> None:
+        """Record beside the state that it was initialised (`details`: when, by whom, which store)."""
 
     @abstractmethod
     def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
@@ -65,6 +87,22 @@ class KillSwitchChange:
     def to_rest(self) -> dict[str, Any]:
         """`{status, message, auditId}` as in the runbook."""
         return {"status": self.status, "message": self.message, "auditId": self.audit_id}
+
+
+def validate_reason(reason: Any) -> str:
+    """The trimmed `reason` of a disable, 1..1000 characters.
+
+    Raises:
+        InvalidRequest: missing, blank or longer than 1000 characters (the message gives the length).
+    """
+    text = "" if reason is None else str(reason).strip()
+    if not text:
+        raise InvalidRequest("reason: a reason is required to disable the kill switch (1..1000 characters)")
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidRequest(
+            f"reason: {len(text)} characters is too long; at most {MAX_REASON_CHARS} characters (after trimming)"
+        )
+    return text
 
 
 class KillSwitch:
@@ -110,9 +148,7 @@ class KillSwitch:
             InsufficientAuthority: principal is not EMERGENCY_OVERRIDE (the refusal is audited).
             BackendUnavailable: the change could not be stored (audited as FAILED when possible).
         """
-        if reason is None or not str(reason).strip():
-            raise InvalidRequest("reason: a reason is required to disable the kill switch")
-        reason = str(reason).strip()
+        reason = validate_reason(reason)
         now = self.clock()
         until_at: datetime | None = None
         if until is not None:
@@ -175,6 +211,27 @@ class KillSwitch:
         self.audit.append(refused)
         raise InsufficientAuthority(message, refused.audit_id)
 
+    def _report_done(self, record_id: str, results: dict[str, Any]) -> None:
+        """Complete the record of a change that took effect as SUCCESS, falling back to a smaller record."""
+        attempts = [results, {"state_written": True}]
+        error: Exception | None = None
+        for attempt in range(_COMPLETION_ATTEMPTS):
+            try:
+                self.audit.complete(record_id, AuditStatus.SUCCESS, results=attempts[min(attempt, 1)])
+                return
+            except AuditTransitionError:
+                return  # already terminal
+            except Exception as exc:  # noqa: BLE001 - the change took effect; never report it as failed
+                error = exc
+        _log.error("kill switch changed but audit record %s could not be completed: %s", record_id, error)
+        self._alert("P1", "AUDIT_INCOMPLETE", {"audit_id": record_id, "error": f"{type(error).__name__}: {error}"[:2000]})
+
+    def _alert(self, severity: str, alarm: str, details: dict[str, Any]) -> None:
+        try:
+            self.on_alert(severity, alarm, details)
+        except Exception as exc:  # noqa: BLE001 - alert delivery never undoes a change
+            log_alert(severity, alarm, {**details, "delivery_error": f"{type(exc).__name__}: {exc}"})
+
     def _change(
         self,
         operation: OperationType,
@@ -188,10 +245,13 @@ class KillSwitch:
         try:
             state = self._write_with_retry(build)
         except BackendUnavailable as exc:
-            self.audit.complete(record.audit_id, AuditStatus.FAILED, error_message=f"{type(exc).__name__}: {exc}")
+            try:
+                self.audit.complete(record.audit_id, AuditStatus.FAILED, error_message=f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the sensor closes a RUNNING record; the write error is what matters
+                _log.exception("audit record %s of a failed kill-switch change could not be completed", record.audit_id)
             raise
-        self.audit.complete(record.audit_id, AuditStatus.SUCCESS, results={"state": state.to_rest()})
-        self.on_alert(
+        self._report_done(record.audit_id, {"state": state.to_rest()})
+        self._alert(
             "INFO",
             f"KILL_SWITCH_{status}",
             {"audit_id": record.audit_id, "principal": principal.principal, "state": state.to_rest()},
@@ -203,12 +263,25 @@ class KillSwitch:
             try:
                 current: KillSwitchState | None = self.store.read()
             except KillSwitchUnavailable:
-                # A malformed stored state is overwritten by an authorized change.
+                # A malformed or missing state is overwritten by an authorized change.
                 current = None
             state = build(current)
-            if self.store.write(state, current.version if current else None):
+            try:
+                written = self.store.write(state, current.version if current else None)
+            except BackendUnavailable:
+                # The write may have landed before the error (e.g. a timeout after DynamoDB stored it).
+                if self._stored(state):
+                    return state
+                raise
+            if written:
                 return state
         raise BackendUnavailable("kill switch changed concurrently too often; try again")
+
+    def _stored(self, state: KillSwitchState) -> bool:
+        try:
+            return self.store.read() == state
+        except BackendUnavailable:
+            return False
 
     def _planned_enable(self, state: KillSwitchState, now: datetime) -> KillSwitchState:
         enabled = KillSwitchState(enabled=True, last_modified=now, version=state.version + 1)

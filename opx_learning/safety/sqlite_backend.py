@@ -2,6 +2,9 @@
 
 Every call opens its own short connection, so any number of threads and
 processes (Dagster runs each run in its own process) can share the file.
+Only `opx-learning init` creates the file (`create=True`): every other open
+refuses a missing file or one without the schema (deleted, truncated, never
+initialised), so a lost state can never come back as an empty "enabled" one.
 Append-only rules are enforced by triggers inside the database, so they hold
 even against code that bypasses this module: a DELETE on the audit table
 aborts, and an UPDATE aborts once the record is no longer RUNNING.
@@ -11,14 +14,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.safety.audit import AuditLog
-from opx_learning.safety.kill_switch import KillSwitchStore
+from opx_learning.safety.kill_switch import (
+    LOST_HINT,
+    NOT_INITIALISED_HINT,
+    KillSwitchStore,
+)
 from opx_learning.safety.models import (
     AuditRecord,
     AuditStatus,
@@ -92,17 +101,37 @@ _COLUMNS = (
 
 
 class SqliteState:
-    """The shared SQLite file: opens WAL connections and creates the schema once per instance.
+    """The shared SQLite file: opens WAL connections and checks (or, with `create`, creates) the schema once.
 
     Args:
-        path: database file (created with its parent directory).
+        path: database file.
         timeout: seconds a writer waits for the lock before the store counts as unavailable.
+        create: create the file, its parent directory and the schema (initialisation only).
     """
 
-    def __init__(self, path: Path | str, timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(self, path: Path | str, timeout: float = BUSY_TIMEOUT_S, *, create: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.create = create
         self._ready = False
+
+    def _open(self) -> sqlite3.Connection:
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if not self.path.exists():
+            raise BackendUnavailable(f"state database {self.path} does not exist")
+        # mode=rw: a file deleted in the meantime is an error, never silently created again.
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=rw"
+        return sqlite3.connect(uri, timeout=self.timeout, isolation_level=None, uri=True)
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        if not self.create:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kill_switch'").fetchone()
+            if found is None:
+                raise BackendUnavailable(f"state database {self.path} is empty or has no kill-switch table")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(_SCHEMA)
 
     @contextmanager
     def connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
@@ -112,15 +141,13 @@ class SqliteState:
             BackendUnavailable: the file is unreadable, corrupt or locked beyond the timeout.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            conn = self._open()
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"state database {self.path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if not self._ready:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
+                self._prepare(conn)
                 self._ready = True
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -255,16 +282,44 @@ class SqliteKillSwitchStore(KillSwitchStore):
     def __init__(self, state: SqliteState) -> None:
         self.state = state
 
+    @property
+    def marker(self) -> Path:
+        """The file `opx-learning init` writes beside the database; it outlives a deleted or truncated database."""
+        return self.state.path.with_suffix(".init.json")
+
+    def initialised(self) -> bool:
+        """Whether this state was initialised once (the marker or the database file exists)."""
+        return self.marker.exists() or self.state.path.exists()
+
+    def mark_initialised(self, details: dict[str, Any]) -> None:
+        """Write the marker file (JSON `details`)."""
+        try:
+            self.marker.write_text(json.dumps(details, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot write {self.marker}: {exc}") from exc
+
     def read(self) -> KillSwitchState:
-        """The stored state, enabled when none is stored."""
+        """The stored state.
+
+        Raises:
+            KillSwitchUnavailable: no state stored (file missing, empty, row gone), malformed or unreadable.
+        """
+        hint = LOST_HINT if self.initialised() else NOT_INITIALISED_HINT
         try:
             with self.state.connect() as conn:
                 row = conn.execute("SELECT state FROM kill_switch WHERE id = 1").fetchone()
-            return KillSwitchState.from_dict(json.loads(row[0])) if row else KillSwitchState()
         except BackendUnavailable as exc:
-            raise KillSwitchUnavailable(str(exc)) from exc
+            raise KillSwitchUnavailable(f"kill switch state unavailable: {exc}; {hint}") from exc
+        if row is None:
+            raise KillSwitchUnavailable(
+                f"kill switch state unavailable: no kill-switch state stored in {self.state.path}; {hint}"
+            )
+        try:
+            return KillSwitchState.from_dict(json.loads(row[0]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise KillSwitchUnavailable(f"kill switch state in {self.state.path} is malformed: {exc}") from exc
+            raise KillSwitchUnavailable(
+                f"kill switch state in {self.state.path} is malformed: {exc}; {LOST_HINT}"
+            ) from exc
 
     def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
         """Compare-and-set the state row."""
@@ -330,9 +385,13 @@ class SqliteRateLimiter(RateLimiter):
 
 
 def open_sqlite(
-    path: Path | str, *, limits: Mapping[OperationType, int] | None = None, timeout: float = BUSY_TIMEOUT_S
+    path: Path | str,
+    *,
+    limits: Mapping[OperationType, int] | None = None,
+    timeout: float = BUSY_TIMEOUT_S,
+    create: bool = False,
 ) -> tuple[SqliteAuditLog, SqliteKillSwitchStore, SqliteRateLimiter]:
-    """The three SQLite stores over one state file."""
-    state = SqliteState(path, timeout)
+    """The three SQLite stores over one state file (`create` only when initialising it)."""
+    state = SqliteState(path, timeout, create=create)
     return SqliteAuditLog(state), SqliteKillSwitchStore(state), SqliteRateLimiter(state, limits)
 

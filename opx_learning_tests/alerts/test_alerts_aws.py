@@ -17,13 +17,15 @@ from opx_learning.safety.audit import utcnow
 from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM, Principal
+from opx_learning.safety.state import initialise
 
 
 @pytest.fixture
 def aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The aws backend on moto with the §5 tables."""
+    """The aws backend on moto with the §5 tables and the ENABLED kill switch (as `aws init` leaves them)."""
     monkeypatch.setenv("OPX_BACKEND", "aws")
     create_tables(get_settings())
+    initialise(get_settings())
     ensure_alert_topic(get_settings())
     return aws_env
 

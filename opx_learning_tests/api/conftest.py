@@ -17,6 +17,7 @@ import pytest
 
 from opx_learning.config import Settings, get_settings
 from opx_learning.core.synthetic import generate_outcomes
+from opx_learning.safety.state import initialise
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.conftest import _free_port
 from opx_learning_tests.processes import spawn, stop
@@ -83,8 +84,8 @@ class Server:
             time.sleep(0.3)
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """Seed January 2026 and start `python -m opx_learning.cli.api` on a free port; wait until it answers."""
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, *, initialise_home: bool = True) -> Server:
+    """Initialise the home, seed January 2026 and start `python -m opx_learning.cli.api` on a free port."""
     home, dagster_home = tmp / "opx", tmp / "dagster_home"
     home.mkdir(parents=True)
     env = {
@@ -99,6 +100,8 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
     if "OPX_TRUSTED_IDENTITY_HEADER" not in (extra_env or {}):
         env.pop("OPX_TRUSTED_IDENTITY_HEADER", None)
     settings = get_settings(env)
+    if initialise_home:
+        initialise(settings)
     outcome_store(settings).write(
         generate_outcomes("2026-01-01", "2026-02-01", per_day=4, services=SERVICES, seed=1, noisy_service=None)
     )
@@ -145,8 +148,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start extra servers (e.g. with a trusted identity header); stopped after the test."""
     started: list[Server] = []
 
-    def make(extra_env: dict[str, str] | None = None) -> Server:
-        server = start_server(tmp_path / f"server{len(started)}", extra_env)
+    def make(extra_env: dict[str, str] | None = None, *, initialise_home: bool = True) -> Server:
+        server = start_server(tmp_path / f"server{len(started)}", extra_env, initialise_home=initialise_home)
         started.append(server)
         return server
 

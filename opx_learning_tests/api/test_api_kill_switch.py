@@ -24,21 +24,22 @@ def test_disable_status_enable_as_in_the_runbook(enabled_afterwards: Server) -> 
     api = enabled_afterwards
     status = api.client.get("/learning/kill-switch/status")  # no auth required
     assert status.status_code == 200
+    store = f"local: {api.settings.state_db}"
     assert status.json() == {"active": False, "enabled": True, "disabledAt": None, "disabledBy": None,
-                             "reason": None, "lastModified": status.json()["lastModified"]}
+                             "reason": None, "lastModified": status.json()["lastModified"], "store": store}
 
     response = api.client.post("/learning/kill-switch/disable", json={"reason": REASON},
                                headers={**auth("admin-token"), **JSON})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"status", "message", "auditId"}
+    assert set(body) == {"status", "message", "auditId", "store"} and body["store"] == store
     assert (body["status"], body["message"]) == ("DISABLED", "Kill switch disabled - all automated operations blocked")
     assert body["auditId"].startswith("KILL_SWITCH_DISABLE#")
     record = api.audit(body["auditId"])
     assert (record["status"], record["triggered_by"]) == ("SUCCESS", {"type": "EMERGENCY_OVERRIDE", "principal": ADMIN_ARN})
 
     state = api.client.get("/learning/kill-switch/status").json()
-    assert set(state) == {"active", "enabled", "disabledAt", "disabledBy", "reason", "lastModified"}
+    assert set(state) == {"active", "enabled", "disabledAt", "disabledBy", "reason", "lastModified", "store"}
     assert (state["active"], state["enabled"], state["reason"]) == (True, False, REASON)
     assert state["disabledBy"] == {"type": "EMERGENCY_OVERRIDE", "identifier": ADMIN_ARN}
     assert state["disabledAt"] == state["lastModified"] and state["disabledAt"].endswith("Z")
@@ -47,7 +48,8 @@ def test_disable_status_enable_as_in_the_runbook(enabled_afterwards: Server) -> 
     response = api.client.post("/learning/kill-switch/enable", headers={**auth("admin-token"), **JSON})
     assert response.status_code == 200, response.text
     assert response.json() | {"auditId": "-"} == {
-        "status": "ENABLED", "message": "Kill switch enabled - automated operations allowed", "auditId": "-"}
+        "status": "ENABLED", "message": "Kill switch enabled - automated operations allowed", "auditId": "-",
+        "store": store}
     assert response.json()["auditId"].startswith("KILL_SWITCH_ENABLE#")
     assert api.client.get("/learning/kill-switch/status").json()["active"] is False
 
@@ -99,7 +101,7 @@ def test_disable_requires_a_reason(api: Server) -> None:
         response = api.client.post("/learning/kill-switch/disable", json=body, headers=auth("admin-token"))
         assert response.status_code == 400, response.text
         assert response.json() == {"error": "INVALID_REQUEST",
-                                   "message": "reason: a reason is required to disable the kill switch"}
+                                   "message": "reason: a reason is required to disable the kill switch (1..1000 characters)"}
 
 
 def test_enable_accepts_an_empty_object_and_refuses_other_bodies(enabled_afterwards: Server) -> None:
@@ -111,3 +113,26 @@ def test_enable_accepts_an_empty_object_and_refuses_other_bodies(enabled_afterwa
     malformed = api.client.post("/learning/kill-switch/enable", content=b"{", headers=headers)
     assert malformed.status_code == 400
     assert api.client.post("/learning/kill-switch/enable", json={}, headers=headers).status_code == 200
+
+
+def test_overlong_reason_is_400_naming_the_length(api: Server) -> None:
+    response = api.client.post("/learning/kill-switch/disable", json={"reason": "r" * 100_000},
+                               headers=auth("admin-token"))
+    assert response.status_code == 400
+    assert response.json() == {"error": "INVALID_REQUEST",
+                               "message": "reason: 100000 characters is too long; at most 1000 characters (after trimming)"}
+    assert api.client.get("/learning/kill-switch/status").json()["active"] is False
+
+
+def test_uninitialised_home_fails_closed_with_the_way_out(server_factory) -> None:
+    server = server_factory(initialise_home=False)
+    store = f"local: {server.settings.state_db}"
+    health = server.client.get("/health")
+    assert health.status_code == 200 and health.json()["store"] == store
+    status = server.client.get("/learning/kill-switch/status")
+    assert status.status_code == 503
+    assert status.json()["error"] == "KILL_SWITCH_UNAVAILABLE" and status.json()["store"] == store
+    assert "run `opx-learning init`" in status.json()["message"]
+    refused = server.client.post("/learning/extract-patterns", json=HALF_DAY, headers=auth("alice-token"))
+    assert refused.status_code == 503 and refused.json()["error"] == "KILL_SWITCH_UNAVAILABLE"
+    assert not server.settings.state_db.exists()

@@ -44,6 +44,7 @@ def test_openapi_document_lists_every_path(api: Server) -> None:
 def test_health_and_unknown_path(api: Server) -> None:
     health = api.client.get("/health").json()
     assert health["status"] == "ok" and health["backend"] == "local" and set(health["runs"]) == {"running", "queued"}
+    assert health["store"] == f"local: {api.settings.state_db}"
     missing = api.client.get("/learning/nothing-here")
     assert (missing.status_code, missing.json()["error"]) == (404, "NOT_FOUND")
 

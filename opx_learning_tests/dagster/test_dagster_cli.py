@@ -20,10 +20,16 @@ def _invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_dagster_demo_end_to_end(instance: dg.DagsterInstance) -> None:
+def test_dagster_demo_end_to_end(
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "never-initialised"  # a fresh machine: the demo initialises its own home
+    monkeypatch.setenv("OPX_HOME", str(home))
     code, output = _invoke("demo", "--days", "35", "--per-day", "40", "--end", "2025-12-01", "--json")
     report = json.loads(output[output.index("{\n") :])
     assert code == 0, output
+    assert f"initialised local: {home / 'state.db'}" in output
+    assert json.loads(_invoke("kill-switch", "status", "--json")[1])["enabled"] is True
     assert report["window"] == {"start": "2025-10-27T00:00:00.000Z", "end": "2025-12-01T00:00:00.000Z"}
     assert all(run["success"] for run in report["runs"])
     days = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange("2025-10-27", "2025-11-30"))

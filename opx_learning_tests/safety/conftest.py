@@ -87,19 +87,21 @@ def _atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=["sqlite", "dynamo"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    """SQLite file in tmp, or DynamoDB tables on the session's moto server."""
+    """The initialised SQLite file of `opx_home`, or initialised DynamoDB tables on the session's moto server."""
     if request.param == "sqlite":
-        request.getfixturevalue("opx_home")
-        spec: BackendSpec = ("sqlite", str(tmp_path / "state.db"))
+        home = request.getfixturevalue("opx_home")
+        spec: BackendSpec = ("sqlite", str(home / "state.db"))
     else:
         endpoint = request.getfixturevalue("aws_env")
         monkeypatch.setenv("OPX_BACKEND", "aws")
         _atomic_moto_writes(monkeypatch)
         from opx_learning.config import get_settings
         from opx_learning.safety.dynamo_backend import create_tables, dynamo_client
+        from opx_learning.safety.state import initialise
 
         settings = get_settings()
         create_tables(settings, client=dynamo_client(settings.region, endpoint_url=endpoint))
+        initialise(settings)
         spec = ("dynamo", endpoint)
     audit, kill_switch, rate_limiter = open_stores(spec)
     yield Backend(request.param, spec, audit, kill_switch, rate_limiter)

@@ -24,11 +24,14 @@ def run(opx_home, tmp_path, monkeypatch):
     return invoke
 
 
-def test_status_json_uses_rest_names(run) -> None:
+def test_status_json_uses_rest_names(run, opx_home) -> None:
     result = run("kill-switch", "status", "--json")
     assert result.exit_code == 0
-    assert json.loads(result.output) == {
-        "active": False, "enabled": True, "disabledAt": None, "disabledBy": None, "reason": None, "lastModified": None,
+    body = json.loads(result.output)
+    assert body.pop("lastModified").endswith("Z")  # written by the initialisation
+    assert body == {
+        "active": False, "enabled": True, "disabledAt": None, "disabledBy": None, "reason": None,
+        "store": f"local: {opx_home / 'state.db'}",
     }
     assert "inactive" in run("kill-switch", "status").output
 
@@ -102,9 +105,11 @@ def test_aws_init_is_idempotent(aws_env) -> None:
     assert json.loads(first.output) == {
         "opx-automation-audit": {"table": "CREATED", **protected},
         "opx-automation-config": {"table": "CREATED", **protected},
+        "opx-automation-config/CONFIG#KILL_SWITCH": {"item": "CREATED"},
     }
     second = runner.invoke(cli, ["aws", "init", "--outcomes-table"], catch_exceptions=False)
     assert second.exit_code == 0 and "opx-automation-audit: EXISTS" in second.output
+    assert "opx-automation-config/CONFIG#KILL_SWITCH: EXISTS" in second.output
     assert "opx-outcomes: CREATED" in second.output
 
     import boto3

@@ -86,14 +86,14 @@ def test_sqlite_corrupt_file_fails_closed(tmp_path) -> None:
     assert not emergency.allowed and emergency.skip_reason == "STATE_UNAVAILABLE"
 
 
-def test_sqlite_locked_beyond_timeout_fails_closed(tmp_path) -> None:
+def test_sqlite_locked_beyond_timeout_fails_closed(opx_home) -> None:
     import sqlite3
 
     from opx_learning.safety.sqlite_backend import open_sqlite
 
-    path = tmp_path / "state.db"
+    path = opx_home / "state.db"
     stores = open_sqlite(path, timeout=0.2)
-    stores[1].read()
+    assert stores[1].read().enabled
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode = DELETE")
     holder.execute("BEGIN EXCLUSIVE")

@@ -15,12 +15,12 @@ from opx_learning.safety.models import (
 from opx_learning_tests.safety.conftest import ADMIN, OPERATOR, SRE
 
 
-def test_no_state_means_enabled(backend) -> None:
+def test_initialised_state_is_enabled(backend) -> None:
     state = backend.guard().kill_switch.status()
-    assert state.enabled and not state.active
-    assert state.to_rest() == {
-        "active": False, "enabled": True, "disabledAt": None, "disabledBy": None, "reason": None, "lastModified": None,
-    }
+    assert state.enabled and not state.active and state.version == 1
+    rest = state.to_rest()
+    assert rest.pop("lastModified").endswith("Z")
+    assert rest == {"active": False, "enabled": True, "disabledAt": None, "disabledBy": None, "reason": None}
 
 
 @pytest.mark.parametrize("principal", [OPERATOR, SRE])
