@@ -35,7 +35,8 @@ def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterIns
     assert run.materialized == {"daily_outcomes": DAYS, "pattern_summaries_daily": DAYS}
     assert len(instance.get_run_records()) == 1
     storage = AssetStorage()
-    for previous, day in (("2025-09-30", "2025-10-01"), ("2025-10-03", "2025-10-04")):
+    # The emerging-root-cause baseline reaches back up to 8 windows (SPEC §2).
+    for previous, day in (("2025-09-23", "2025-10-01"), ("2025-09-26", "2025-10-04")):
         end = f"{day}T23:59:59.999Z"
         assert storage.read("daily_outcomes", day).height == _outcomes(day, end).height
         expected = extract_patterns(_outcomes(previous, end), day, end)

@@ -85,8 +85,8 @@ def test_the_api_runner_heartbeats_what_it_holds_and_releases_it(instance: dg.Da
     waiting = _queued(guard, (MISSING_RUN_AFTER + timedelta(minutes=5)).total_seconds() / 60)
     runs = BackgroundRuns(settings, max_runs=1)
     try:
-        runs.submit(PLAN, first.audit_id, "alice")
-        runs.submit(PLAN, waiting.audit_id, "alice")
+        runs.submit(PLAN, first.audit_id, "alice", "no-token")
+        runs.submit(PLAN, waiting.audit_id, "alice", "no-token")
         deadline = time.monotonic() + 10
         while request_heartbeat(instance, waiting.audit_id) is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -120,7 +120,7 @@ def test_a_request_reaped_while_queued_is_reported_not_dropped(instance: dg.Dags
 
     runs = BackgroundRuns(settings, max_runs=1)
     try:
-        runs.submit(PLAN, record.audit_id, "alice")
+        runs.submit(PLAN, record.audit_id, "alice", "no-token")
         deadline = time.monotonic() + 90
         while runs.counts() != {"running": 0, "queued": 0} and time.monotonic() < deadline:
             time.sleep(0.2)
