@@ -35,8 +35,11 @@ def test_aws_init_protects_new_tables_and_says_so(aws_env: str) -> None:
     again = CliRunner().invoke(cli, ["aws", "init", "--json"], catch_exceptions=False)
     assert again.exit_code == 0
     assert json.loads(again.output) == {
-        name: {"table": "EXISTS", "deletion_protection": "ALREADY_ENABLED", "point_in_time_recovery": "ALREADY_ENABLED"}
-        for name in TABLES
+        **{
+            name: {"table": "EXISTS", "deletion_protection": "ALREADY_ENABLED", "point_in_time_recovery": "ALREADY_ENABLED"}
+            for name in TABLES
+        },
+        "opx-automation-config/CONFIG#KILL_SWITCH": {"item": "EXISTS"},
     }
 
 
