@@ -72,6 +72,14 @@ def no_process_left_behind() -> Iterator[None]:
     assert not alive, f"processes started by tests outlived them (now killed): {alive}"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under `-n`, tests marked `xdist_group` run on one worker (the Postgres stack is started once)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    return LoadGroupScheduling(config, log)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Silence Dagster's notices about its own beta/preview APIs so real warnings stand out."""
     for category in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
