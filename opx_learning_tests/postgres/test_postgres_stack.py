@@ -109,9 +109,7 @@ def _guard(stack: Stack) -> Guard:
 
 
 def _records_of(stack: Stack, run_id: str) -> list[AuditRecord]:
-    return [
-        record for record in _guard(stack).audit.recent(500) if record.run_id == run_id
-    ]
+    return [record for record in _guard(stack).audit.recent(500) if record.run_id == run_id]
 
 
 def _run(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -132,15 +130,11 @@ def _event_times(run: dict[str, Any]) -> dict[str, float]:
     return times
 
 
-def _launch_partition_run(
-    stack: Stack, job: str, partition: str, tags: dict[str, str] | None = None
-) -> str:
-    all_tags = {"dagster/partition": partition, **(tags or {})}
+def _launch_partition_run(stack: Stack, job: str, partition: str) -> str:
+    """Launch one partition of `job` over GraphQL, as the UI does (the queued coordinator enqueues it)."""
     params = {
         "selector": {**_selector(), "jobName": job},
-        "executionMetadata": {
-            "tags": [{"key": k, "value": v} for k, v in all_tags.items()]
-        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
     }
     launched = stack.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -172,32 +166,20 @@ def killed_run(seeded_stack: Stack) -> dict[str, Any]:
     record until the kill, so the worker cannot complete the record first.
     """
     stack = seeded_stack
-    run_id = _launch_partition_run(
-        stack, "daily_patterns_job", KILLED_DAY, {"opx/principal": "alice"}
-    )
+    run_id = _launch_partition_run(stack, "daily_patterns_job", KILLED_DAY)
     db = get_settings(stack.env).state_db
     deadline = time.monotonic() + 120
     while True:
-        assert time.monotonic() < deadline, (
-            f"run {run_id} never began its audit record\n{stack.logs()}"
-        )
-        conn = (
-            sqlite3.connect(db, timeout=30, isolation_level=None)
-            if db.exists()
-            else None
-        )
+        assert time.monotonic() < deadline, f"run {run_id} never began its audit record\n{stack.logs()}"
+        conn = sqlite3.connect(db, timeout=30, isolation_level=None) if db.exists() else None
         if conn is None:
             time.sleep(0.05)
             continue
         try:
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(
-                "SELECT status FROM audit WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            row = conn.execute("SELECT status FROM audit WHERE run_id = ?", (run_id,)).fetchone()
             if row is not None:
-                assert row[0] == "RUNNING", (
-                    f"run {run_id} completed its record ({row[0]}) before it could be killed"
-                )
+                assert row[0] == "RUNNING", f"run {run_id} completed its record ({row[0]}) before it could be killed"
                 pid = _worker_pid(stack, run_id)
                 os.kill(pid, signal.SIGKILL)
                 killed_at = time.time()
@@ -212,17 +194,13 @@ def killed_run(seeded_stack: Stack) -> dict[str, Any]:
 def _worker_pid(stack: Stack, run_id: str) -> int:
     """The run worker's pid, from the run's "Executing steps in process (pid: N)" engine event."""
     for event in _run(stack, run_id)["eventConnection"]["events"]:
-        found = re.search(
-            r"Executing steps in process \(pid: (\d+)\)", event.get("message") or ""
-        )
+        found = re.search(r"Executing steps in process \(pid: (\d+)\)", event.get("message") or "")
         if found:
             return int(found.group(1))
     raise AssertionError(f"no worker pid among the events of run {run_id}")
 
 
-def test_postgres_killed_run_worker_ends_failed(
-    seeded_stack: Stack, killed_run: dict[str, Any]
-) -> None:
+def test_postgres_killed_run_worker_ends_failed(seeded_stack: Stack, killed_run: dict[str, Any]) -> None:
     run = wait_for(
         lambda: _finished(seeded_stack, killed_run["run_id"]),
         60,
@@ -230,16 +208,10 @@ def test_postgres_killed_run_worker_ends_failed(
     )
     assert run["status"] == "FAILURE"
     events = run["eventConnection"]["events"]
-    assert "RunEnqueuedEvent" in {
-        event["__typename"] for event in events
-    }  # it went through the queue
+    assert "RunEnqueuedEvent" in {event["__typename"] for event in events}  # it went through the queue
+    assert any(f"pid: {killed_run['pid']}" in (event.get("message") or "") for event in events)
     assert any(
-        f"pid: {killed_run['pid']}" in (event.get("message") or "") for event in events
-    )
-    assert any(
-        "signal 9" in (event.get("message") or "")
-        or "SIGKILL" in (event.get("message") or "")
-        for event in events
+        "signal 9" in (event.get("message") or "") or "SIGKILL" in (event.get("message") or "") for event in events
     ), [event.get("message") for event in events]
 
 
@@ -247,9 +219,7 @@ def test_postgres_instance_info_loads_with_the_documented_variables(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     (tmp_path / "dagster.yaml").write_text(LOCAL_PRODUCTION_DAGSTER_YAML.read_text())
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "OPX_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "OPX_"))}
     env |= {**postgres_server.dagster_env(), "DAGSTER_HOME": str(tmp_path)}
     info = subprocess.run(
         [str(BIN / "dagster"), "instance", "info"],
@@ -312,21 +282,15 @@ def test_postgres_backfill_of_90_days_is_one_run_stored_in_postgres(
         "title": "90-day backfill on Postgres",
     }
     launched_at = time.time()
-    launched = stack.graphql(LAUNCH_BACKFILL, {"params": params})[
-        "launchPartitionBackfill"
-    ]
+    launched = stack.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 
     def finished_runs() -> list[dict[str, Any]] | None:
-        runs = stack.graphql(BACKFILL, {"id": launched["backfillId"]})[
-            "partitionBackfillOrError"
-        ]["runs"]
+        runs = stack.graphql(BACKFILL, {"id": launched["backfillId"]})["partitionBackfillOrError"]["runs"]
         return runs if runs and all(run["status"] in FINISHED for run in runs) else None
 
-    runs = wait_for(finished_runs, 240, f"the backfill's runs\n{stack.logs()}")
-    assert [run["status"] for run in runs] == [
-        "SUCCESS"
-    ]  # single-run backfill: one run for 90 days
+    runs = wait_for(finished_runs, 240, "the backfill's runs", details=stack.logs)
+    assert [run["status"] for run in runs] == ["SUCCESS"]  # single-run backfill: one run for 90 days
     run_id = runs[0]["runId"]
     times = _event_times(_run(stack, run_id))
     print(
@@ -334,10 +298,7 @@ def test_postgres_backfill_of_90_days_is_one_run_stored_in_postgres(
         f"queue (enqueued -> worker started) {times['RunStartEvent'] - times['RunEnqueuedEvent']:.1f} s"
     )
 
-    expected = {
-        (datetime(2025, 9, 1) + timedelta(days=n)).strftime("%Y-%m-%d")
-        for n in range(90)
-    }
+    expected = {(datetime(2025, 9, 1) + timedelta(days=n)).strftime("%Y-%m-%d") for n in range(90)}
     assert max(expected) == BACKFILL_END
     with (
         stack.server.connect() as conn,
@@ -388,9 +349,7 @@ def test_postgres_schedule_tick_through_the_daemon_is_audited_scheduled(
             "the middle of a minute",
             interval=0.2,
         )
-        started = stack.graphql(
-            START_SCHEDULE, {"selector": {**_selector(), "scheduleName": name}}
-        )["startSchedule"]
+        started = stack.graphql(START_SCHEDULE, {"selector": {**_selector(), "scheduleName": name}})["startSchedule"]
         assert started["__typename"] == "ScheduleStateResult", started
         # Started now, its first tick would be the next 00:00 UTC. Started a minute before the last
         # one, the daemon launches that tick as it would after being down across midnight.
@@ -398,11 +357,7 @@ def test_postgres_schedule_tick_through_the_daemon_is_audited_scheduled(
         data = state.instigator_data
         assert isinstance(data, ScheduleInstigatorData)
         instance.update_instigator_state(
-            state.with_data(
-                ScheduleInstigatorData(
-                    data.cron_schedule, start_timestamp=midnight.timestamp() - 60
-                )
-            )
+            state.with_data(ScheduleInstigatorData(data.cron_schedule, start_timestamp=midnight.timestamp() - 60))
         )
     try:
 
@@ -417,7 +372,8 @@ def test_postgres_schedule_tick_through_the_daemon_is_audited_scheduled(
         run = wait_for(
             scheduled_run,
             150,
-            f"the daemon to launch the {name} tick\n{stack.logs()}",
+            f"the daemon to launch the {name} tick",
+            details=stack.logs,
             interval=1,
         )
     finally:
@@ -450,16 +406,13 @@ def test_postgres_kill_switch_skips_a_queued_run(seeded_stack: Stack) -> None:
         run = wait_for(
             lambda: _finished(stack, run_id),
             120,
-            f"the run under the kill switch\n{stack.logs()}",
+            "the run under the kill switch",
+            details=stack.logs,
         )
     finally:
         guard.kill_switch.enable(admin)
-    assert (
-        run["status"] == "SUCCESS"
-    )  # ended gracefully: nothing materialized, the reason recorded
-    assert "RunEnqueuedEvent" in {
-        event["__typename"] for event in run["eventConnection"]["events"]
-    }
+    assert run["status"] == "SUCCESS"  # ended gracefully: nothing materialized, the reason recorded
+    assert "RunEnqueuedEvent" in {event["__typename"] for event in run["eventConnection"]["events"]}
     (record,) = _records_of(stack, run_id)
     assert (record.status.value, record.skip_reason) == (
         "SKIPPED",
@@ -487,7 +440,8 @@ def test_postgres_killed_run_is_audited_run_terminated_with_an_alert(
     record = wait_for(
         terminated,
         max(remaining, 1),
-        f"the audit sensor to close the killed run's record\n{stack.logs()}",
+        "the audit sensor to close the killed run's record",
+        details=stack.logs,
     )
     assert (record.status.value, record.results.get("failure_reason")) == (
         "FAILED",
@@ -495,9 +449,7 @@ def test_postgres_killed_run_is_audited_run_terminated_with_an_alert(
     )
     assert record.end_time is not None
     closed_after = record.end_time.timestamp() - killed_run["killed_at"]
-    print(
-        f"\nkilled run worker: audit record RUN_TERMINATED {closed_after:.0f} s after the SIGKILL"
-    )
+    print(f"\nkilled run worker: audit record RUN_TERMINATED {closed_after:.0f} s after the SIGKILL")
     assert closed_after <= RUN_TERMINATED_WITHIN
 
     alerts_file = stack.opx_home / "alerts.jsonl"
@@ -505,17 +457,10 @@ def test_postgres_killed_run_is_audited_run_terminated_with_an_alert(
     def failure_alert() -> dict[str, Any] | None:
         lines = alerts_file.read_text().splitlines() if alerts_file.exists() else []
         alerts = [json.loads(line) for line in lines]
-        found = [
-            a
-            for a in alerts
-            if a["alarm"] == "OPERATION_FAILURE"
-            and a.get("audit_id") == record.audit_id
-        ]
+        found = [a for a in alerts if a["alarm"] == "OPERATION_FAILURE" and a.get("audit_id") == record.audit_id]
         return found[0] if found else None
 
-    raised = wait_for(
-        failure_alert, ALERT_AFTER_TERMINATED, f"the failure alert in {alerts_file}"
-    )
+    raised = wait_for(failure_alert, ALERT_AFTER_TERMINATED, f"the failure alert in {alerts_file}")
     assert (raised["severity"], raised["operation"], raised["run_id"]) == (
         "P2",
         "PATTERN_EXTRACTION",
