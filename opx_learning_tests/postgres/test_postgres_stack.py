@@ -8,6 +8,7 @@ and checked last, while the audit sensor's three minutes pass under the other te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -162,20 +163,19 @@ def seeded_stack(postgres_stack: Stack) -> Stack:
 def killed_run(seeded_stack: Stack) -> dict[str, Any]:
     """A daily pattern run whose worker was SIGKILLed mid-run: its audit record RUNNING, its work not done.
 
-    The test holds the audit store's write lock from the moment it sees the run's RUNNING
-    record until the kill, so the worker cannot complete the record first.
+    The test holds the audit store's write lock most of the time, letting writers in through
+    short gaps, and looks for the run's record each time it holds the lock: once the record
+    is RUNNING the worker's completing write has to wait for the lock, so the kill lands
+    between the two.
     """
     stack = seeded_stack
-    run_id = _launch_partition_run(stack, "daily_patterns_job", KILLED_DAY)
     db = get_settings(stack.env).state_db
+    run_id = _launch_partition_run(stack, "daily_patterns_job", KILLED_DAY)
     deadline = time.monotonic() + 120
-    while True:
-        assert time.monotonic() < deadline, f"run {run_id} never began its audit record\n{stack.logs()}"
-        conn = sqlite3.connect(db, timeout=30, isolation_level=None) if db.exists() else None
-        if conn is None:
-            time.sleep(0.05)
-            continue
-        try:
+    wait_for(db.exists, 120, f"the audit store {db}", interval=0.05)
+    with contextlib.closing(sqlite3.connect(db, timeout=30, isolation_level=None)) as conn:
+        while True:
+            assert time.monotonic() < deadline, f"run {run_id} never began its audit record\n{stack.logs()}"
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT status FROM audit WHERE run_id = ?", (run_id,)).fetchone()
             if row is not None:
@@ -185,10 +185,9 @@ def killed_run(seeded_stack: Stack) -> dict[str, Any]:
                 killed_at = time.time()
                 conn.execute("ROLLBACK")
                 return {"run_id": run_id, "pid": pid, "killed_at": killed_at}
+            time.sleep(0.02)
             conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-        time.sleep(0.05)
+            time.sleep(0.005)
 
 
 def _worker_pid(stack: Stack, run_id: str) -> int:
