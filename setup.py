@@ -22,7 +22,8 @@ setup(
         "uvicorn>=0.29",
     ],
     extras_require={
-        "scale-out": ["dagster-postgres==0.29.27"],
+        # dagster-postgres with the driver the deploy files name (scheme: postgresql+psycopg2).
+        "scale-out": ["dagster-postgres==0.29.27", "psycopg2-binary>=2.9"],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5",
@@ -30,6 +31,9 @@ setup(
             "moto[server]>=5.0",
             "httpx>=0.27",
             "ruff>=0.6",
+            # The Postgres integration tests run the scale-out instance.
+            "dagster-postgres==0.29.27",
+            "psycopg2-binary>=2.9",
         ],
     },
     entry_points={"console_scripts": ["opx-learning=opx_learning.cli.main:main"]},

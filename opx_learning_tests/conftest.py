@@ -6,6 +6,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,19 @@ def no_process_left_behind() -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Silence Dagster's notices about its own beta/preview APIs so real warnings stand out."""
+    """Silence Dagster's notices about its own beta/preview APIs; group `xdist_group` tests on one worker."""
     for category in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
         config.addinivalue_line("filterwarnings", f"ignore::dagster.{category}")
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:dagster.*")
+    # Under `-n`, tests marked `xdist_group` share a worker (the Postgres stack starts once):
+    # the controller schedules by group, and its workers name the groups in their node ids.
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+    elif getattr(config, "workerinput", {}).get("opx_loadgroup"):
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker whether the controller schedules by `xdist_group`."""
+    node.workerinput["opx_loadgroup"] = node.config.option.dist == "loadgroup"
