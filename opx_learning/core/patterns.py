@@ -29,6 +29,7 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -87,8 +88,9 @@ _INPUT_COLUMNS = (
     "ttr_ms",
     "human_confidence_rating",
 )
-_TIMINGS = (("ttd_ms", "ttd"), ("ttr_ms", "ttr"))
+_TIMINGS = {"ttd_ms": "ttd", "ttr_ms": "ttr"}
 _MEANS = {"human_confidence_rating": "avg_confidence", "ttd_ms": "avg_ttd_ms", "ttr_ms": "avg_ttr_ms"}
+_NULL_CODE = 2**32 - 1
 
 
 def summary_id(service: str, window: Window) -> str:
@@ -173,13 +175,13 @@ def extract_patterns_windows(
     current = frame.with_columns(window=_window_index(windows, 0)).drop_nulls("window")
     previous = frame.with_columns(window=_window_index(windows, 1)).drop_nulls("window")
 
-    per_service = current.group_by("window", "service").agg(*_stat_exprs())
-    overall = current.group_by("window").agg(*(e for e in _stat_exprs() if e.meta.output_name() not in _MEANS))
-    # A select-context mean per window, so a window's ALL averages are bit-identical to a one-window select.
-    overall_means = current.select(
-        pl.col(column).filter(pl.col("window") == index).mean().cast(pl.Float64).alias(f"{name}:{index}")
-        for column, name in _MEANS.items()
-        for index in range(len(windows))
+    per_service = current.group_by("window", "service").agg(*_count_exprs())
+    overall = current.group_by("window").agg(*_count_exprs())
+    # Means and percentiles need every duration: only these compact columns are kept, in row order.
+    durations = current.select(
+        "window",
+        _service_code(pl.col("service")).alias("code"),
+        *(pl.col(column).cast(pl.Float64) for column in _MEANS),
     )
     current_causes = (
         current.filter(pl.col("root_cause").is_not_null())
@@ -196,8 +198,9 @@ def extract_patterns_windows(
         .group_by("window", "service", "resolution_type")
         .agg(count=pl.len().cast(pl.Int64))
     )
-    first_df, per_service_df, overall_df, means_df, current_df, previous_df, resolutions_df = pl.collect_all(
-        [first_recorded, per_service, overall, overall_means, current_causes, previous_causes, resolutions]
+    first_df, per_service_df, overall_df, durations_df, current_df, previous_df, resolutions_df = pl.collect_all(
+        [first_recorded, per_service, overall, durations, current_causes, previous_causes, resolutions],
+        engine="streaming",
     )
 
     first = first_df.item()
@@ -209,12 +212,14 @@ def extract_patterns_windows(
             "reaches_back": [first is not None and first < w.start for w in windows],
         }
     )
-    means = means_df.row(0, named=True)
-    means_df = pl.DataFrame(
-        {name: [means[f"{name}:{index}"] for index in range(len(windows))] for name in _MEANS.values()},
-        schema={name: pl.Float64 for name in _MEANS.values()},
+    service_stats, overall_stats = _duration_stats(durations_df, per_service_df["service"], len(windows))
+    del durations_df
+    stats = _stats_table(
+        per_service_df.join(service_stats, on=["window", "service"], how="left", nulls_equal=True),
+        overall_df,
+        overall_stats,
+        spans,
     )
-    stats = _stats_table(per_service_df, overall_df, means_df, spans)
     keys = ["window", "service"]
     causes_df = current_df.join(previous_df, on=[*keys, "root_cause"], how="full", coalesce=True).with_columns(
         pl.col("current", "previous").fill_null(0)
@@ -304,29 +309,110 @@ def _epoch_us(instant: datetime) -> int:
     return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-def _stat_exprs() -> list[pl.Expr]:
-    exprs = [
+def _count_exprs() -> list[pl.Expr]:
+    return [
         pl.len().cast(pl.Int64).alias("total_incidents"),
         pl.col("true_positive").sum().cast(pl.Int64).alias("true_positives"),
         pl.col("false_positive").sum().cast(pl.Int64).alias("false_positives"),
-        pl.col("human_confidence_rating").mean().cast(pl.Float64).alias("avg_confidence"),
     ]
-    for column, short in _TIMINGS:
-        exprs.append(pl.col(column).mean().alias(f"avg_{short}_ms"))
-        exprs.extend(
-            pl.col(column).quantile(q, interpolation="linear").alias(f"p{round(q * 100)}_{short}_ms")
-            for q in PERCENTILES
+
+
+def _service_code(service: pl.Expr) -> pl.Expr:
+    """A small integer per service name (null included), the same for the same name within a process."""
+    return service.cast(pl.Categorical).to_physical().fill_null(_NULL_CODE)
+
+
+def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The means and percentiles per (window, service) and per window (`ALL`), from the compact columns.
+
+    Rows are grouped by (window, service name) keeping their order within a group, so every
+    sum adds the same values in the same order whatever the source and its chunking.
+    """
+    names = (
+        pl.DataFrame({"service": services})
+        .unique()
+        .sort("service", nulls_last=False)
+        .with_columns(code=_service_code(pl.col("service")))
+    )
+    span = names.height
+    groups = windows * span
+    # Rank of each service name, looked up by its code.
+    by_code = np.argsort(names["code"].to_numpy())
+    sorted_codes = names["code"].to_numpy()[by_code]
+    key_type = np.uint16 if groups <= 2**16 else np.uint32
+    key = durations["window"].to_numpy().astype(key_type)
+    key *= key_type(span)
+    key += by_code[np.searchsorted(sorted_codes, durations["code"].to_numpy())].astype(key_type)
+    # A stable sort of up to 2**16 distinct keys is a radix sort: linear in the rows.
+    order = np.argsort(key, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=groups))))
+    del key
+    group_slices = [(bounds[g], bounds[g + 1]) for g in range(groups)]
+    window_slices = [(bounds[w * span], bounds[(w + 1) * span]) for w in range(windows)]
+    per_group: dict[str, list[float | None]] = {}
+    per_window: dict[str, list[float | None]] = {}
+    for column, name in _MEANS.items():
+        series = durations[column]
+        grouped = series.to_numpy()[order]
+        present = series.is_not_null().to_numpy()[order] if series.null_count() else None
+        per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
+        per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
+        short = _TIMINGS.get(column)
+        if short is None:
+            continue
+        # Each service's slice is reordered in place first, then its window's whole slice.
+        found = [_percentiles(grouped, present, *bounds) for bounds in group_slices]
+        whole = [_percentiles(grouped, present, *bounds) for bounds in window_slices]
+        for index, q in enumerate(PERCENTILES):
+            per_group[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in found]
+            per_window[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in whole]
+    schema = {"window": pl.UInt32(), **{name: pl.Float64() for name in per_group}}
+    service_stats = (
+        pl.DataFrame(
+            {"window": np.repeat(np.arange(windows), span), "rank": np.tile(np.arange(span), windows), **per_group},
+            schema={**schema, "rank": pl.Int64()},
         )
-    return exprs
+        .filter(pl.Series(np.diff(bounds) > 0))
+        .join(names.with_row_index("rank").select(pl.col("rank").cast(pl.Int64), "service"), on="rank")
+        .drop("rank")
+    )
+    overall_stats = pl.DataFrame({"window": np.arange(windows), **per_window}, schema=schema)
+    return service_stats, overall_stats
+
+
+def _mean(values: np.ndarray, present: np.ndarray | None, begin: int, end: int) -> float | None:
+    """The mean of `values[begin:end]`, nulls excluded (None when nothing is left)."""
+    part = values[begin:end] if present is None else values[begin:end][present[begin:end]]
+    return float(np.sum(part) / part.size) if part.size else None
+
+
+def _percentiles(values: np.ndarray, present: np.ndarray | None, begin: int, end: int) -> list[float | None]:
+    """The PERCENTILES of `values[begin:end]` (nulls excluded), reordering that slice in place.
+
+    Linear interpolation between closest ranks, in exactly polars' arithmetic: position
+    f = (n - 1) * q, lower = x[floor f], upper = x[ceil f], result lower when both are
+    equal, else (f - floor f) * (upper - lower) + lower.
+    """
+    part = values[begin:end] if present is None else values[begin:end][present[begin:end]]
+    n = part.size
+    if n == 0:
+        return [None] * len(PERCENTILES)
+    positions = [(n - 1.0) * q for q in PERCENTILES]
+    part.partition(sorted({int(f) for f in positions} | {min(math.ceil(f), n - 1) for f in positions}))
+    result: list[float | None] = []
+    for f in positions:
+        lower, upper = part[int(f)], part[min(math.ceil(f), n - 1)]
+        result.append(float(lower if lower == upper else (f - int(f)) * (upper - lower) + lower))
+    return result
 
 
 def _stats_table(
-    per_service: pl.DataFrame, overall: pl.DataFrame, means: pl.DataFrame, spans: pl.DataFrame
+    per_service: pl.DataFrame, overall: pl.DataFrame, overall_stats: pl.DataFrame, spans: pl.DataFrame
 ) -> pl.DataFrame:
     """Per-service rows plus one `ALL` row per window (zero counts for a window without outcomes)."""
     overall = (
         spans.select("window")
-        .hstack(means)
+        .join(overall_stats, on="window", how="left")
         .join(overall, on="window", how="left")
         .with_columns(pl.col("total_incidents", "true_positives", "false_positives").fill_null(0))
         .with_columns(service=pl.lit(ALL_SERVICES))
