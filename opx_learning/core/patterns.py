@@ -179,7 +179,7 @@ def extract_patterns_windows(
     overall = current.group_by("window").agg(*_count_exprs())
     # Means and percentiles need every duration: only these compact columns are kept, in row order.
     durations = current.select(
-        "window",
+        *(["window"] if len(windows) > 1 else []),
         _service_code(pl.col("service")).alias("code"),
         *(pl.col(column).cast(pl.Float64) for column in _MEANS),
     )
@@ -323,7 +323,10 @@ def _service_code(service: pl.Expr) -> pl.Expr:
 
 
 def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The means and percentiles per (window, service) and per window (`ALL`), from the compact columns.
+    """The means and percentiles per (window, service) and per window (`ALL`), consuming the compact columns.
+
+    `durations` holds `code` (`_service_code`), `window` (absent for a single window) and the
+    `_MEANS` columns; each is removed from it once read.
 
     Rows are grouped by (window, service name) keeping their order within a group, so every
     sum adds the same values in the same order whatever the source and its chunking.
@@ -340,9 +343,9 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
     by_code = np.argsort(names["code"].to_numpy())
     sorted_codes = names["code"].to_numpy()[by_code]
     key_type = np.uint16 if groups <= 2**16 else np.uint32
-    key = durations["window"].to_numpy().astype(key_type)
-    key *= key_type(span)
-    key += by_code[np.searchsorted(sorted_codes, durations["code"].to_numpy())].astype(key_type)
+    key = by_code[np.searchsorted(sorted_codes, durations.drop_in_place("code").to_numpy())].astype(key_type)
+    if "window" in durations.columns:
+        key += durations.drop_in_place("window").to_numpy().astype(key_type) * key_type(span)
     # A stable sort of up to 2**16 distinct keys is a radix sort: linear in the rows.
     order = np.argsort(key, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=groups))))
@@ -352,9 +355,11 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
     per_group: dict[str, list[float | None]] = {}
     per_window: dict[str, list[float | None]] = {}
     for column, name in _MEANS.items():
-        series = durations[column]
+        # Each column leaves the frame once grouped, so at most one is held twice.
+        series = durations.drop_in_place(column)
         grouped = series.to_numpy()[order]
         present = series.is_not_null().to_numpy()[order] if series.null_count() else None
+        del series
         per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
         per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
         short = _TIMINGS.get(column)
