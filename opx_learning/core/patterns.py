@@ -90,7 +90,6 @@ _INPUT_COLUMNS = (
 )
 _TIMINGS = {"ttd_ms": "ttd", "ttr_ms": "ttr"}
 _MEANS = {"human_confidence_rating": "avg_confidence", "ttd_ms": "avg_ttd_ms", "ttr_ms": "avg_ttr_ms"}
-_NULL_CODE = 2**32 - 1
 
 
 def summary_id(service: str, window: Window) -> str:
@@ -176,7 +175,6 @@ def extract_patterns_windows(
     previous = frame.with_columns(window=_window_index(windows, 1)).drop_nulls("window")
 
     per_service = current.group_by("window", "service").agg(*_count_exprs())
-    overall = current.group_by("window").agg(*_count_exprs())
     # Means and percentiles need every duration: only these compact columns are kept, in row order.
     durations = current.select(
         *(["window"] if len(windows) > 1 else []),
@@ -198,10 +196,11 @@ def extract_patterns_windows(
         .group_by("window", "service", "resolution_type")
         .agg(count=pl.len().cast(pl.Int64))
     )
-    first_df, per_service_df, overall_df, durations_df, current_df, previous_df, resolutions_df = pl.collect_all(
-        [first_recorded, per_service, overall, durations, current_causes, previous_causes, resolutions],
-        engine="streaming",
+    # The counts first, then the compact columns alone: their buffers are never held at the same time.
+    first_df, per_service_df, current_df, previous_df, resolutions_df = pl.collect_all(
+        [first_recorded, per_service, current_causes, previous_causes, resolutions], engine="streaming"
     )
+    durations_df = durations.collect(engine="streaming")
 
     first = first_df.item()
     spans = pl.DataFrame(
@@ -216,7 +215,7 @@ def extract_patterns_windows(
     del durations_df
     stats = _stats_table(
         per_service_df.join(service_stats, on=["window", "service"], how="left", nulls_equal=True),
-        overall_df,
+        per_service_df.group_by("window").agg(pl.col("total_incidents", "true_positives", "false_positives").sum()),
         overall_stats,
         spans,
     )
@@ -318,15 +317,15 @@ def _count_exprs() -> list[pl.Expr]:
 
 
 def _service_code(service: pl.Expr) -> pl.Expr:
-    """A small integer per service name (null included), the same for the same name within a process."""
-    return service.cast(pl.Categorical).to_physical().fill_null(_NULL_CODE)
+    """A small integer per service name (null for null), the same for the same name within a process."""
+    return service.cast(pl.Categorical).to_physical()
 
 
 def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The means and percentiles per (window, service) and per window (`ALL`), consuming the compact columns.
 
     `durations` holds `code` (`_service_code`), `window` (absent for a single window) and the
-    `_MEANS` columns; each is removed from it once read.
+    `_MEANS` columns; each is removed from it once read, so a column is held twice at most.
 
     Rows are grouped by (window, service name) keeping their order within a group, so every
     sum adds the same values in the same order whatever the source and its chunking.
@@ -339,15 +338,19 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
     )
     span = names.height
     groups = windows * span
-    # Rank of each service name, looked up by its code.
-    by_code = np.argsort(names["code"].to_numpy())
-    sorted_codes = names["code"].to_numpy()[by_code]
     key_type = np.uint16 if groups <= 2**16 else np.uint32
-    key = by_code[np.searchsorted(sorted_codes, durations.drop_in_place("code").to_numpy())].astype(key_type)
+    # Each row's key is its window * span + the rank of its service name, looked up by code.
+    null_code = int(names["code"].max() or 0) + 1
+    codes = names["code"].fill_null(null_code).to_numpy()
+    rank = np.zeros(null_code + 1, dtype=key_type)
+    rank[codes] = np.arange(span, dtype=key_type)
+    key = rank[durations.drop_in_place("code").fill_null(null_code).to_numpy()]
     if "window" in durations.columns:
         key += durations.drop_in_place("window").to_numpy().astype(key_type) * key_type(span)
     # A stable sort of up to 2**16 distinct keys is a radix sort: linear in the rows.
     order = np.argsort(key, kind="stable")
+    if order.size < 2**32:
+        order = order.astype(np.uint32)
     bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=groups))))
     del key
     group_slices = [(bounds[g], bounds[g + 1]) for g in range(groups)]
@@ -355,11 +358,12 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
     per_group: dict[str, list[float | None]] = {}
     per_window: dict[str, list[float | None]] = {}
     for column, name in _MEANS.items():
-        # Each column leaves the frame once grouped, so at most one is held twice.
         series = durations.drop_in_place(column)
-        grouped = series.to_numpy()[order]
         present = series.is_not_null().to_numpy()[order] if series.null_count() else None
+        values = series.to_numpy()
         del series
+        grouped = values[order]
+        del values
         per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
         per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
         short = _TIMINGS.get(column)
