@@ -4,8 +4,15 @@ Choices where the spec is silent:
 
 - `fp_rate` = false_positives / total_incidents (an outcome may be neither TP nor FP);
   an empty group has `fp_rate` 0.0, averages and percentiles null.
-- Percentiles use linear interpolation between closest ranks (numpy's default,
-  Hyndman-Fan type 7); null timings are ignored.
+- Percentiles use linear interpolation between closest ranks (Hyndman-Fan type 7, in
+  polars' arithmetic, so they equal `pl.col(...).quantile(q, "linear")` bit for bit);
+  null timings are ignored.
+- Out of core: a lazy source is read with polars' streaming engine, only the columns
+  used. Counts stream through group-bys; means and percentiles are computed from the
+  only per-row state kept, the durations and rating per (window, service) (28 bytes a
+  row), grouped by a stable radix sort, so the cost is linear in the rows. Means add
+  each group's values in row order, so eager and lazy sources, however chunked, give
+  the same floats.
 - Root causes are grouped by `" ".join(value.split()).casefold()` (trim, collapse
   inner whitespace, case-fold); a null root cause or resolution is not listed, but
   `share` is always count / total_incidents of the row's service.
@@ -19,8 +26,8 @@ Choices where the spec is silent:
 - `extract_patterns_windows` summarises several windows of equal length, sorted and
   non-overlapping (the days or weeks of a backfill), in one vectorised pass: every
   group-by carries the window index, so the result is exactly the concatenation of
-  `extract_patterns` of each window; `extract_patterns` is the one-window case. The
-  `ALL` averages are select-context means per window, bit-identical to a one-window run.
+  `extract_patterns` of each window; `extract_patterns` is the one-window case (every
+  float of a window is computed from the same values in the same order either way).
 - `service=` restricts the input to that service: the result is the `ALL` row
   (computed over that service only) and, if it had outcomes, the service's row.
   `service=None` or `"ALL"` means every service.
