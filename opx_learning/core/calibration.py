@@ -333,15 +333,11 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
 
 
 def _thresholds(scored: pl.DataFrame) -> dict[str, float | None]:
-    confidence = scored["confidence"].to_numpy()
-    positive = scored["true_positive"].fill_null(False).to_numpy()
-    # Sorting the two labels' confidences apart and merging them (a stable sort of two sorted
-    # runs is one merge) is several times faster than sorting (confidence, label) rows.
-    sorted_runs = []
-    for mask in (positive, ~positive):
-        run = confidence[mask]
-        run.sort()
-        sorted_runs.append(run)
+    positive = scored["true_positive"].fill_null(False)
+    # Sorting the two labels' confidences apart (polars' multithreaded sort) and merging them
+    # (a stable sort of two sorted runs is one merge) is several times faster than sorting
+    # (confidence, label) rows.
+    sorted_runs = [scored["confidence"].filter(mask).sort().to_numpy() for mask in (positive, ~positive)]
     positives = sorted_runs[0].size
     runs_of_two = np.concatenate(sorted_runs)
     del sorted_runs, positive
