@@ -364,12 +364,14 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
     window_slices = [(bounds[w * span], bounds[(w + 1) * span]) for w in range(windows)]
     per_group: dict[str, list[float | None]] = {}
     per_window: dict[str, list[float | None]] = {}
+    grouped = np.empty(order.size)
     for column, name in _MEANS.items():
         series = durations.drop_in_place(column)
         present = series.is_not_null().to_numpy()[order] if series.null_count() else None
         values = series.to_numpy()
         del series
-        grouped = values[order]
+        # One buffer serves every column: fresh allocations of this size cost page faults.
+        np.take(values, order, out=grouped, mode="clip")  # indices are valid; "raise" would buffer
         del values
         per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
         per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
