@@ -115,19 +115,23 @@ STEPS = (
 )
 GIB = 1024**3
 # Part of the cache file name: bump when `generate` changes.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+# Rows generated at once; bigger data sets are generated in time slices of this many rows.
+PART_ROWS = 5_000_000
+# Window sizes of the scaling table (plus --rows when larger).
+SCALING_ROWS = (1_000_000, 10_000_000, 40_000_000)
 
 
 # --------------------------------------------------------------------------- data
 
 
-def generate(rows: int, seed: int = 0) -> pl.DataFrame:
-    """N canonical outcomes over 30 days, sorted by recorded_at (vectorised, seeded)."""
+def generate(rows: int, seed: int = 0, part: int = 0, parts: int = 1, first_id: int = 0) -> pl.DataFrame:
+    """N canonical outcomes over 30 days (or over slice `part` of `parts` equal slices of them), sorted by recorded_at."""
     from opx_learning.core.schema import OUTCOME_SCHEMA
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if parts == 1 else [seed, part])
     span_us = DAYS * 86_400 * 1_000_000
-    offsets = np.sort(rng.integers(0, span_us, rows, dtype=np.int64))
+    offsets = np.sort(rng.integers(span_us * part // parts, span_us * (part + 1) // parts, rows, dtype=np.int64))
     weights = 1.0 / np.arange(1, len(SERVICES) + 1)
     service_idx = rng.choice(len(SERVICES), rows, p=weights / weights.sum())
     fp_rate = np.linspace(0.05, 0.45, len(SERVICES))[service_idx]
@@ -152,7 +156,7 @@ def generate(rows: int, seed: int = 0) -> pl.DataFrame:
     ttd = rng.lognormal(11, 1.0, rows)
     ttr = rng.lognormal(14, 1.2, rows)
     validated_delay = rng.integers(60_000_000, 3_600_000_000, rows, dtype=np.int64)
-    ids = pl.Series("ids", np.arange(rows, dtype=np.int64)).cast(pl.String).str.zfill(10)
+    ids = pl.Series("ids", np.arange(first_id, first_id + rows, dtype=np.int64)).cast(pl.String).str.zfill(10)
     start_us = int(START.timestamp() * 1_000_000)
     return pl.DataFrame(
         {
@@ -174,13 +178,30 @@ def generate(rows: int, seed: int = 0) -> pl.DataFrame:
 
 
 def dataset(rows: int, data_dir: Path) -> Path:
-    """The cached Parquet file of `rows` outcomes, generated on first use."""
+    """The cached Parquet file of `rows` outcomes, generated on first use.
+
+    Above PART_ROWS the rows are generated in time slices of at most PART_ROWS, each written
+    to its own file, and streamed into the one file (memory bounded by a slice, not the total).
+    """
     path = data_dir / f"outcomes-v{GENERATOR_VERSION}-{rows}.parquet"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(".tmp")
+    if path.exists():
+        return path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    parts = -(-rows // PART_ROWS)
+    if parts == 1:
         generate(rows).write_parquet(temp, statistics=True, row_group_size=1_000_000)
-        os.replace(temp, path)
+    else:
+        sizes = [rows // parts + (1 if k < rows % parts else 0) for k in range(parts)]
+        files = [path.with_suffix(f".part{k}") for k in range(parts)]
+        try:
+            for k, (size, file) in enumerate(zip(sizes, files, strict=True)):
+                generate(size, part=k, parts=parts, first_id=sum(sizes[:k])).write_parquet(file, statistics=True)
+            pl.scan_parquet(files).sink_parquet(temp, statistics=True, row_group_size=1_000_000)
+        finally:
+            for file in files:
+                file.unlink(missing_ok=True)
+    os.replace(temp, path)
     return path
 
 
@@ -319,6 +340,45 @@ def run_step(step: str, path: Path, per_record_max: int, repeat: int = 1) -> dic
             "read_parquet (all 13 columns) + window filter + one group_by(service)"
             if step == "floor_eager"
             else "scan_parquet (the same 10 columns) + window filter + one group_by(service)"
+        )
+    elif step == "core_lazy":
+        times: dict[str, float] = {}
+
+        def core_lazy() -> int:
+            began = time.perf_counter()
+            summaries = extract_patterns(pl.scan_parquet(path), start, end)
+            times["extract"] = time.perf_counter() - began
+            calibrate(pl.scan_parquet(path), start, end)
+            times["calibrate"] = time.perf_counter() - began - times["extract"]
+            return int(summaries.filter(pl.col("service") == "ALL")["total_incidents"].item())
+
+        info["seconds"], info["rows"] = _best_of(repeat, core_lazy)
+        info["extract_seconds"], info["calibrate_seconds"] = times["extract"], times["calibrate"]
+        info["detail"] = "extract_patterns + calibrate, each over pl.scan_parquet(file)"
+    elif step in ("floor_scan", "floor_quantile"):
+        recorded = pl.col("recorded_at")
+        if step == "floor_scan":
+            aggregations = [
+                pl.len(),
+                *(pl.col(c).mean() for c in ("ttd_ms", "ttr_ms", "human_confidence_rating", "predicted_confidence")),
+            ]
+        else:
+            aggregations = [
+                pl.col(c).quantile(q, interpolation="linear").alias(f"{c}_{q}")
+                for c in ("ttd_ms", "ttr_ms")
+                for q in (0.5, 0.9)
+            ]
+
+        def floor_query() -> int:
+            query = pl.scan_parquet(path).filter((recorded >= start) & (recorded < end))
+            return query.group_by("service").agg(aggregations).collect(engine="streaming").height
+
+        info["seconds"], _ = _best_of(repeat, floor_query)
+        info["rows"] = pl.scan_parquet(path).select(pl.len()).collect().item()
+        info["detail"] = (
+            "scan_parquet + window filter + group_by(service): count and four means (streaming engine)"
+            if step == "floor_scan"
+            else "scan_parquet + window filter + group_by(service): p50/p90 of ttd_ms and ttr_ms (streaming engine)"
         )
     elif step == "store_pipeline":
         from opx_learning.core.windows import Window
@@ -529,6 +589,88 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SCALING_STEPS = ("floor_scan", "floor_quantile", "core_lazy")
+
+
+def _warm(path: Path) -> None:
+    """Read the file once so every step finds it in the page cache."""
+    with path.open("rb") as handle:
+        while handle.read(64 * 2**20):
+            pass
+
+
+def scaling(sizes: list[int], data_dir: Path, repeat: int | None) -> dict[str, Any]:
+    """Core and floors over pl.scan_parquet of one file per size, each step in its own process."""
+    results = []
+    for rows in sizes:
+        began = time.perf_counter()
+        path = dataset(rows, data_dir)
+        prepared = time.perf_counter() - began
+        _warm(path)
+        steps = {step: _subprocess_step(step, path, 0, repeat or (3 if rows <= 2_000_000 else 1)) for step in SCALING_STEPS}
+        results.append({"rows": rows, "prepared_seconds": prepared, "load_average": _load(), "steps": steps})
+    return {
+        "machine": (
+            f"{platform.python_implementation()} {platform.python_version()}, polars {pl.__version__}, "
+            f"{os.cpu_count()} CPUs, {platform.machine()}"
+        ),
+        "sizes": results,
+        "bars": _scaling_bars(results),
+    }
+
+
+def _scaling_bars(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    core = {r["rows"]: r["steps"]["core_lazy"] for r in results if "seconds" in r["steps"]["core_lazy"]}
+    bars = []
+    for rows, limit in ((40_000_000, 3.2), (100_000_000, 8.0)):
+        if rows in core:
+            peak = core[rows]["peak_rss_bytes"] / GIB
+            bars.append(
+                {"bar": f"peak RSS at {rows // 10**6}M", "value": f"{peak:.2f} GiB", "target": f"< {limit} GiB", "met": peak < limit}
+            )
+    if 10_000_000 in core and 40_000_000 in core:
+        ratio = core[40_000_000]["seconds"] / core[10_000_000]["seconds"]
+        bars.append({"bar": "time 40M / time 10M", "value": f"{ratio:.2f}x", "target": "<= 4.6x", "met": ratio <= 4.6})
+    return bars
+
+
+def scaling_markdown(report: dict[str, Any]) -> str:
+    """The scaling report as Markdown tables."""
+    lines = [
+        f"### bench_core --scaling: {DAYS} days, {len(SERVICES)} services, one Parquet file per size",
+        "",
+        report["machine"],
+        "",
+        (
+            "| rows | extract + calibrate | of which extract | x time at 10M | peak RSS | floor | core / floor"
+            " | quantile floor | core / quantile floor | load average |"
+        ),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    base = next((r["steps"]["core_lazy"].get("seconds") for r in report["sizes"] if r["rows"] == 10_000_000), None)
+    for item in report["sizes"]:
+        floor, quantile, core = (item["steps"][step] for step in SCALING_STEPS)
+        if "error" in core:
+            lines.append(f"| {item['rows']:,} | error: {core['error']} | | | | | | | | |")
+            continue
+
+        def ratio(other: dict[str, Any], core: dict[str, Any] = core) -> str:
+            return f"{core['seconds'] / other['seconds']:.1f}x" if other.get("seconds") else "-"
+
+        def seconds(step: dict[str, Any]) -> str:
+            return f"{step['seconds']:.2f} s" if "seconds" in step else "error"
+
+        relative = f"{core['seconds'] / base:.2f}x" if base else "-"
+        lines.append(
+            f"| {item['rows']:,} | {core['seconds']:.2f} s | {core['extract_seconds']:.2f} s | {relative}"
+            f" | {core['peak_rss_bytes'] / GIB:.2f} GiB | {seconds(floor)} | {ratio(floor)} | {seconds(quantile)}"
+            f" | {ratio(quantile)} | {item['load_average']} |"
+        )
+    lines += ["", "| bar | value | target | met |", "|---|---:|---|---|"]
+    lines += [f"| {b['bar']} | {b['value']} | {b['target']} | {'yes' if b['met'] else 'NO'} |" for b in report["bars"]]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the benchmark (or one step, when called by itself)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -540,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=None, help="runs per step, best time kept (default 3 up to 2M rows, else 1)"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="scaling table over 1M, 10M and 40M rows (and --rows when larger): core vs floors over scan_parquet",
+    )
+    parser.add_argument("--sizes", help="comma-separated row counts for --scaling instead of the default sizes")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--prepare-store", action="store_true", help=argparse.SUPPRESS)
@@ -550,6 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.step:
         print(json.dumps(run_step(args.step, args.path, args.per_record_max, args.repeat or 1)))
+        return 0
+
+    if args.scaling:
+        sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else list(SCALING_ROWS)
+        if not args.sizes and args.rows > max(sizes):
+            sizes.append(args.rows)
+        scaled = scaling(sizes, args.data_dir, args.repeat)
+        print(json.dumps(scaled, indent=2) if args.json else scaling_markdown(scaled))
         return 0
 
     began = time.perf_counter()

@@ -15,6 +15,7 @@ _API: dict[str, str] = {
     "validate_outcomes": "opx_learning.core.validation",
     "ValidationResult": "opx_learning.core.validation",
     "load_outcomes": "opx_learning.stores.outcomes",
+    "scan_outcomes": "opx_learning.stores.outcomes",
     "extract_patterns": "opx_learning.core.patterns",
     "calibrate": "opx_learning.core.calibration",
     "Calibration": "opx_learning.core.calibration",

@@ -219,23 +219,26 @@ def summary(start: str | None, end: str | None, days: int, service: str | None, 
     from opx_learning.stores.outcomes import outcome_store
 
     window = _summary_window(start, end, days)
-    store = outcome_store()
-    with _store_errors(store.location):
-        # The 8 windows of equal length before it hold the emerging root causes' baseline.
-        outcomes = store.read(baseline_reach(window))
     if service is not None:
         service = service.strip()
         if not service:
             raise click.UsageError("--service: '' is empty")
-        outcomes = outcomes.filter(pl.col("service") == service)
-    patterns = extract_patterns_windows(outcomes, [window], service=service)
+    store = outcome_store()
     calibration = None
     calibration_error = None
-    try:
-        calibration = calibrate(outcomes, window.start, window.end)
-    except InsufficientData as error:
-        calibration_error = str(error)
-    in_window = outcomes.filter((pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end))
+    with _store_errors(store.location):
+        # The 8 windows of equal length before it hold the emerging root causes' baseline; read
+        # lazily, so each computation reads only the columns it needs.
+        outcomes = store.scan(baseline_reach(window))
+        if service is not None:
+            outcomes = outcomes.filter(pl.col("service") == service)
+        patterns = extract_patterns_windows(outcomes, [window], service=service)
+        try:
+            calibration = calibrate(outcomes, window.start, window.end)
+        except InsufficientData as error:
+            calibration_error = str(error)
+        recorded = pl.col("recorded_at")
+        in_window = outcomes.filter((recorded >= window.start) & (recorded < window.end)).select(pl.len()).collect()
     if as_json:
         _emit(
             {
@@ -243,14 +246,14 @@ def summary(start: str | None, end: str | None, days: int, service: str | None, 
                 "end": window.end_iso,
                 "service": service,
                 "store": store.location,
-                "outcome_count": in_window.height,
+                "outcome_count": in_window.item(),
                 "patterns": patterns.to_dicts(),
                 "calibration": calibration.to_dict() if calibration is not None else None,
                 "calibration_error": calibration_error,
             }
         )
         return
-    click.echo(f"Outcomes in [{window.start_iso}, {window.end_iso}) from {store.location}: {in_window.height}")
+    click.echo(f"Outcomes in [{window.start_iso}, {window.end_iso}) from {store.location}: {in_window.item()}")
     _print_patterns(patterns)
     if calibration is not None:
         _print_calibration(calibration)

@@ -203,24 +203,22 @@ def calibrate(
         (recorded >= window.start) & (recorded < window.end)
     )
     confidence = pl.col("predicted_confidence")
-    label = pl.col("true_positive").cast(pl.Float64)
-    scored = current.filter(confidence.is_not_null())
     skipped_q = current.select(confidence.is_null().sum().cast(pl.Int64).alias("skipped"))
-    bands_q = (
-        scored.group_by(band_expr(confidence).alias("index"))
-        .agg(
-            n=pl.len().cast(pl.Int64),
-            true_positives=pl.col("true_positive").sum().cast(pl.Int64),
-            confidence_sum=confidence.sum(),
-            squared_error=((confidence - label) ** 2).sum(),
-        )
-        .sort("index")
+    # Everything below needs only the scored (confidence, label) pairs: collected compactly, in row order,
+    # in one chunk so that the float sums do not depend on the source's chunking.
+    scored_q = current.filter(confidence.is_not_null()).select(
+        confidence.cast(pl.Float64).alias("confidence"), "true_positive"
     )
-    # Isotonic input: the scored (confidence, label) pairs, sorted and pooled in `_thresholds`.
-    pairs_q = scored.select(
-        confidence.cast(pl.Float64).alias("confidence"), pl.col("true_positive").fill_null(False)
-    )
-    skipped_df, bands_raw, pairs = pl.collect_all([skipped_q, bands_q, pairs_q])
+    skipped_df, scored = pl.collect_all([skipped_q, scored_q], engine="streaming")
+    scored = scored.rechunk()
+    confidence = pl.col("confidence")
+    label = pl.col("true_positive").cast(pl.Float64)
+    bands_raw = scored.group_by(band_expr(confidence).alias("index")).agg(
+        n=pl.len().cast(pl.Int64),
+        true_positives=pl.col("true_positive").sum().cast(pl.Int64),
+        confidence_sum=confidence.sum(),
+        squared_error=((confidence - label) ** 2).sum(),
+    ).sort("index")
     skipped = int(skipped_df.item())
     total = int(bands_raw["n"].sum())
     if total < min_outcomes:
@@ -249,7 +247,7 @@ def calibrate(
         outcome_count=total,
         skipped_count=skipped,
         recommendations=tuple(_recommendation(r) for r in rows),
-        recommended_thresholds=_thresholds(pairs),
+        recommended_thresholds=_thresholds(scored),
     )
 
 
@@ -338,24 +336,35 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
 
 
-def _thresholds(pairs: pl.DataFrame) -> dict[str, float | None]:
-    confidence = pairs["confidence"].to_numpy()
-    positive = pairs["true_positive"].to_numpy()
-    # Sorting the two labels' confidences apart and merging them (a stable sort of two sorted
-    # runs is one merge) is several times faster than sorting (confidence, label) rows.
-    runs_of_two = np.concatenate((np.sort(confidence[positive]), np.sort(confidence[~positive])))
+def _thresholds(scored: pl.DataFrame) -> dict[str, float | None]:
+    positive = scored["true_positive"].fill_null(False)
+    # Sorting the two labels' confidences apart (polars' multithreaded sort) and merging them
+    # (a stable sort of two sorted runs is one merge) is several times faster than sorting
+    # (confidence, label) rows.
+    sorted_runs = [scored["confidence"].filter(mask).sort().to_numpy() for mask in (positive, ~positive)]
+    positives = sorted_runs[0].size
+    runs_of_two = np.concatenate(sorted_runs)
+    del sorted_runs, positive
     order = np.argsort(runs_of_two, kind="stable")
     x = runs_of_two[order]
-    label = (order < np.count_nonzero(positive)).astype(np.float64)
+    del runs_of_two
+    label = order < positives
+    del order
     # Equal confidences must share one fitted value: pool them (label mean, weighted by count).
     starts = _run_starts(x)
-    weight = np.diff(np.append(starts, x.size)).astype(np.float64)
-    rate = np.add.reduceat(label, starts) / weight if starts.size < x.size else label
+    if starts.size < x.size:
+        weight = np.diff(np.append(starts, x.size)).astype(np.float64)
+        rate = np.add.reduceat(label, starts, dtype=np.float64) / weight
+        x = x[starts]
+    else:
+        weight = np.ones(x.size)
+        rate = label.astype(np.float64)
+    del label, starts
     # The L2 isotonic fit is constant on runs of equal values (PAVA merges them all or none),
     # so pooling those runs is exact and shrinks 10M binary labels several-fold.
     runs = _run_starts(rate)
     fitted = isotonic_regression(rate[runs], weights=np.add.reduceat(weight, runs), increasing=True).x
-    first_x = x[starts[runs]]
+    first_x = x[runs]
     result: dict[str, float | None] = {}
     for boundary in THRESHOLD_BOUNDARIES:
         reached = np.flatnonzero(fitted >= boundary - 1e-12)

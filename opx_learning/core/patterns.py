@@ -4,8 +4,15 @@ Choices where the spec is silent:
 
 - `fp_rate` = false_positives / total_incidents (an outcome may be neither TP nor FP);
   an empty group has `fp_rate` 0.0, averages and percentiles null.
-- Percentiles use linear interpolation between closest ranks (numpy's default,
-  Hyndman-Fan type 7); null timings are ignored.
+- Percentiles use linear interpolation between closest ranks (Hyndman-Fan type 7, in
+  polars' arithmetic, so they equal `pl.col(...).quantile(q, "linear")` bit for bit);
+  null timings are ignored.
+- Out of core: a lazy source is read with polars' streaming engine, only the columns
+  used. Counts stream through group-bys; means and percentiles are computed from the
+  only per-row state kept, the durations and rating per (window, service) (28 bytes a
+  row), grouped by a stable radix sort, so the cost is linear in the rows. Means add
+  each group's values in row order, so eager and lazy sources, however chunked, give
+  the same floats.
 - Root causes are grouped by `" ".join(value.split()).casefold()` (trim, collapse
   inner whitespace, case-fold); a null root cause or resolution is not listed, but
   `share` is always count / total_incidents of the row's service.
@@ -16,8 +23,8 @@ Choices where the spec is silent:
 - `extract_patterns_windows` summarises several windows of equal length, sorted and
   non-overlapping (the days or weeks of a backfill), in one vectorised pass: every
   group-by carries the window index, so the result is exactly the concatenation of
-  `extract_patterns` of each window; `extract_patterns` is the one-window case. The
-  `ALL` averages are select-context means per window, bit-identical to a one-window run.
+  `extract_patterns` of each window; `extract_patterns` is the one-window case (every
+  float of a window is computed from the same values in the same order either way).
 - `service=` restricts the input to that service: the result is the `ALL` row
   (computed over that service only) and, if it had outcomes, the service's row.
   `service=None` or `"ALL"` means every service.
@@ -26,9 +33,11 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from opx_learning.core.emerging import (
@@ -85,7 +94,7 @@ _INPUT_COLUMNS = (
     "ttr_ms",
     "human_confidence_rating",
 )
-_TIMINGS = (("ttd_ms", "ttd"), ("ttr_ms", "ttr"))
+_TIMINGS = {"ttd_ms": "ttd", "ttr_ms": "ttr"}
 _MEANS = {"human_confidence_rating": "avg_confidence", "ttd_ms": "avg_ttd_ms", "ttr_ms": "avg_ttr_ms"}
 
 
@@ -176,13 +185,12 @@ def extract_patterns_windows(
     # Each row lies in at most one window.
     current = frame.with_columns(window=_window_index(windows, 0)).drop_nulls("window")
 
-    per_service = current.group_by("window", "service").agg(*_stat_exprs())
-    overall = current.group_by("window").agg(*(e for e in _stat_exprs() if e.meta.output_name() not in _MEANS))
-    # A select-context mean per window, so a window's ALL averages are bit-identical to a one-window select.
-    overall_means = current.select(
-        pl.col(column).filter(pl.col("window") == index).mean().cast(pl.Float64).alias(f"{name}:{index}")
-        for column, name in _MEANS.items()
-        for index in range(len(windows))
+    per_service = current.group_by("window", "service").agg(*_count_exprs())
+    # Means and percentiles need every duration: only these compact columns are kept, in row order.
+    durations = current.select(
+        *(["window"] if len(windows) > 1 else []),
+        _service_code(pl.col("service")).alias("code"),
+        *(pl.col(column).cast(pl.Float64) for column in _MEANS),
     )
     current_causes = (
         current.filter(pl.col("root_cause").is_not_null())
@@ -194,9 +202,11 @@ def extract_patterns_windows(
         .group_by("window", "service", "resolution_type")
         .agg(count=pl.len().cast(pl.Int64))
     )
-    per_service_df, overall_df, means_df, current_df, resolutions_df = pl.collect_all(
-        [per_service, overall, overall_means, current_causes, resolutions]
+    # The counts first, then the compact columns alone: their buffers are never held at the same time.
+    per_service_df, current_df, resolutions_df = pl.collect_all(
+        [per_service, current_causes, resolutions], engine="streaming"
     )
+    durations_df = durations.collect(engine="streaming")
 
     spans = pl.DataFrame(
         {
@@ -206,12 +216,14 @@ def extract_patterns_windows(
             "emerging_baseline_windows": pl.Series(emerging.baseline_windows, dtype=pl.Int64),
         }
     )
-    means = means_df.row(0, named=True)
-    means_df = pl.DataFrame(
-        {name: [means[f"{name}:{index}"] for index in range(len(windows))] for name in _MEANS.values()},
-        schema={name: pl.Float64 for name in _MEANS.values()},
+    service_stats, overall_stats = _duration_stats(durations_df, per_service_df["service"], len(windows))
+    del durations_df
+    stats = _stats_table(
+        per_service_df.join(service_stats, on=["window", "service"], how="left", nulls_equal=True),
+        per_service_df.group_by("window").agg(pl.col("total_incidents", "true_positives", "false_positives").sum()),
+        overall_stats,
+        spans,
     )
-    stats = _stats_table(per_service_df, overall_df, means_df, spans)
     keys = ["window", "service"]
     causes_df = _with_root_cause_keys(_with_all(current_df, "root_cause", ("current",)))
     totals = stats.select(*keys, "total_incidents")
@@ -295,29 +307,122 @@ def _epoch_us(instant: datetime) -> int:
     return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-def _stat_exprs() -> list[pl.Expr]:
-    exprs = [
+def _count_exprs() -> list[pl.Expr]:
+    return [
         pl.len().cast(pl.Int64).alias("total_incidents"),
         pl.col("true_positive").sum().cast(pl.Int64).alias("true_positives"),
         pl.col("false_positive").sum().cast(pl.Int64).alias("false_positives"),
-        pl.col("human_confidence_rating").mean().cast(pl.Float64).alias("avg_confidence"),
     ]
-    for column, short in _TIMINGS:
-        exprs.append(pl.col(column).mean().alias(f"avg_{short}_ms"))
-        exprs.extend(
-            pl.col(column).quantile(q, interpolation="linear").alias(f"p{round(q * 100)}_{short}_ms")
-            for q in PERCENTILES
+
+
+def _service_code(service: pl.Expr) -> pl.Expr:
+    """A small integer per service name (null for null), the same for the same name within a process."""
+    return service.cast(pl.Categorical).to_physical()
+
+
+def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The means and percentiles per (window, service) and per window (`ALL`), consuming the compact columns.
+
+    `durations` holds `code` (`_service_code`), `window` (absent for a single window) and the
+    `_MEANS` columns; each is removed from it once read, so a column is held twice at most.
+
+    Rows are grouped by (window, service name) keeping their order within a group, so every
+    sum adds the same values in the same order whatever the source and its chunking.
+    """
+    names = (
+        pl.DataFrame({"service": services})
+        .unique()
+        .sort("service", nulls_last=False)
+        .with_columns(code=_service_code(pl.col("service")))
+    )
+    span = names.height
+    groups = windows * span
+    key_type = np.uint16 if groups <= 2**16 else np.uint32
+    # Each row's key is its window * span + the rank of its service name, looked up by code.
+    null_code = int(names["code"].max() or 0) + 1
+    codes = names["code"].fill_null(null_code).to_numpy()
+    rank = np.zeros(null_code + 1, dtype=key_type)
+    rank[codes] = np.arange(span, dtype=key_type)
+    key = rank[durations.drop_in_place("code").fill_null(null_code).to_numpy()]
+    if "window" in durations.columns:
+        key += durations.drop_in_place("window").to_numpy().astype(key_type) * key_type(span)
+    # A stable sort of up to 2**16 distinct keys is a radix sort: linear in the rows.
+    order = np.argsort(key, kind="stable")
+    if order.size < 2**32:
+        order = order.astype(np.uint32)
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=groups))))
+    del key
+    group_slices = [(bounds[g], bounds[g + 1]) for g in range(groups)]
+    window_slices = [(bounds[w * span], bounds[(w + 1) * span]) for w in range(windows)]
+    per_group: dict[str, list[float | None]] = {}
+    per_window: dict[str, list[float | None]] = {}
+    grouped = np.empty(order.size)
+    for column, name in _MEANS.items():
+        series = durations.drop_in_place(column)
+        present = series.is_not_null().to_numpy()[order] if series.null_count() else None
+        values = series.to_numpy()
+        del series
+        # One buffer serves every column: fresh allocations of this size cost page faults.
+        np.take(values, order, out=grouped, mode="clip")  # indices are valid; "raise" would buffer
+        del values
+        per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
+        per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
+        short = _TIMINGS.get(column)
+        if short is None:
+            continue
+        # Each service's slice is reordered in place first, then its window's whole slice.
+        found = [_percentiles(grouped, present, *bounds) for bounds in group_slices]
+        whole = [_percentiles(grouped, present, *bounds) for bounds in window_slices]
+        for index, q in enumerate(PERCENTILES):
+            per_group[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in found]
+            per_window[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in whole]
+    schema = {"window": pl.UInt32(), **{name: pl.Float64() for name in per_group}}
+    service_stats = (
+        pl.DataFrame(
+            {"window": np.repeat(np.arange(windows), span), "rank": np.tile(np.arange(span), windows), **per_group},
+            schema={**schema, "rank": pl.Int64()},
         )
-    return exprs
+        .filter(pl.Series(np.diff(bounds) > 0))
+        .join(names.with_row_index("rank").select(pl.col("rank").cast(pl.Int64), "service"), on="rank")
+        .drop("rank")
+    )
+    overall_stats = pl.DataFrame({"window": np.arange(windows), **per_window}, schema=schema)
+    return service_stats, overall_stats
+
+
+def _mean(values: np.ndarray, present: np.ndarray | None, begin: int, end: int) -> float | None:
+    """The mean of `values[begin:end]`, nulls excluded (None when nothing is left)."""
+    part = values[begin:end] if present is None else values[begin:end][present[begin:end]]
+    return float(np.sum(part) / part.size) if part.size else None
+
+
+def _percentiles(values: np.ndarray, present: np.ndarray | None, begin: int, end: int) -> list[float | None]:
+    """The PERCENTILES of `values[begin:end]` (nulls excluded), reordering that slice in place.
+
+    Linear interpolation between closest ranks, in exactly polars' arithmetic: position
+    f = (n - 1) * q, lower = x[floor f], upper = x[ceil f], result lower when both are
+    equal, else (f - floor f) * (upper - lower) + lower.
+    """
+    part = values[begin:end] if present is None else values[begin:end][present[begin:end]]
+    n = part.size
+    if n == 0:
+        return [None] * len(PERCENTILES)
+    positions = [(n - 1.0) * q for q in PERCENTILES]
+    part.partition(sorted({int(f) for f in positions} | {min(math.ceil(f), n - 1) for f in positions}))
+    result: list[float | None] = []
+    for f in positions:
+        lower, upper = part[int(f)], part[min(math.ceil(f), n - 1)]
+        result.append(float(lower if lower == upper else (f - int(f)) * (upper - lower) + lower))
+    return result
 
 
 def _stats_table(
-    per_service: pl.DataFrame, overall: pl.DataFrame, means: pl.DataFrame, spans: pl.DataFrame
+    per_service: pl.DataFrame, overall: pl.DataFrame, overall_stats: pl.DataFrame, spans: pl.DataFrame
 ) -> pl.DataFrame:
     """Per-service rows plus one `ALL` row per window (zero counts for a window without outcomes)."""
     overall = (
         spans.select("window")
-        .hstack(means)
+        .join(overall_stats, on="window", how="left")
         .join(overall, on="window", how="left")
         .with_columns(pl.col("total_incidents", "true_positives", "false_positives").fill_null(0))
         .with_columns(service=pl.lit(ALL_SERVICES))

@@ -520,3 +520,30 @@ def load_outcomes(source: OutcomeStore | OutcomeSource, start: Instant, end: Ins
             "; ".join(result.rejected["reason"].head(3).to_list()),
         )
     return result.valid.filter(_in_window(window))
+
+
+def scan_outcomes(source: OutcomeStore | OutcomeSource, start: Instant, end: Instant) -> pl.LazyFrame:
+    """The valid outcomes with `recorded_at` in `[start, end)` as a lazy frame.
+
+    From a store (or a store directory) nothing is read until the frame is collected, and then
+    only the window's days and the columns the query uses: `extract_patterns` and `calibrate`
+    on it process windows larger than memory. Files, frames and records are validated first,
+    which reads them whole (as `load_outcomes` does).
+
+    Args:
+        source: as for `load_outcomes`.
+        start: window start (date, datetime or ISO string).
+        end: window end; a runbook-style `...T23:59:59.999Z` means the end of that day.
+
+    Returns:
+        pl.LazyFrame: the window's valid rows with the canonical schema.
+
+    Raises:
+        WindowError: start or end is unreadable, or end <= start.
+    """
+    window = Window.parse(start, end)
+    if isinstance(source, OutcomeStore):
+        return source.scan(window)
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return LocalOutcomeStore(source).scan(window)
+    return load_outcomes(source, window.start, window.end).lazy()
