@@ -13,11 +13,12 @@ from opx_learning.core.windows import Window, WindowError, to_utc, to_utc_end
 
 EXIT_CLEAN, EXIT_CORRUPTION, EXIT_INCOMPLETE = 0, 1, 3
 _MAX_DAYS = 3660
+EVERYTHING_FROM = "1970-01-01"
 _PROGRESS_EVERY_FROM = 200
 
 
 def verify_window(start: str | None, end: str | None, days: int | None, now: datetime | None = None) -> Window:
-    """The window `verify` sweeps from its options (default: the last 35 days up to now).
+    """The window `verify` sweeps from its options (default: everything stored up to now).
 
     Raises:
         click.UsageError: unreadable bounds, end <= start, or all three options given.
@@ -28,8 +29,11 @@ def verify_window(start: str | None, end: str | None, days: int | None, now: dat
         raise click.UsageError("--days: give --days or both --start and --end, not all three")
     length = timedelta(days=days or DEFAULT_DAYS)
     try:
+        if start is None and end is None and days is None:
+            whole = default_window(1, now)
+            return Window.parse(EVERYTHING_FROM, whole.end)
         if start is None and end is None:
-            return default_window(days or DEFAULT_DAYS, now)
+            return default_window(days, now)
         if start is None:
             stop = to_utc_end(end, "end")  # type: ignore[arg-type]
             return Window.parse(stop - length, stop)
@@ -42,10 +46,10 @@ def verify_window(start: str | None, end: str | None, days: int | None, now: dat
 
 
 @click.command("verify")
-@click.option("--start", default=None, help="Window start (date or ISO-8601); default: --days before the end.")
+@click.option("--start", default=None, help="Window start (date or ISO-8601); default: --days before the end, else everything stored.")
 @click.option("--end", default=None, help="Window end, exclusive (date or ISO-8601); default: now.")
 @click.option("--days", type=click.IntRange(1, _MAX_DAYS), default=None,
-              help="Window length in days (default 35).")
+              help="Window length in days, up to the end (default: everything stored; the daily sweep uses 35).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(start: str | None, end: str | None, days: int | None, as_json: bool) -> None:
     """Re-read the snapshots, outcome and asset partitions and audit records of a window.
