@@ -313,14 +313,5 @@ def postgres_stack(postgres_server: PostgresServer, tmp_path_factory: pytest.Tem
 
 
 def _initialise_opx_home(env: dict[str, str]) -> None:
-    """Create the home's safety state with `opx-learning init` where the CLI has it."""
-    from opx_learning.cli.main import cli
-
-    if "init" in getattr(cli, "commands", {}):
-        subprocess.run(
-            [str(BIN / "opx-learning"), "init"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+    """Create the home's safety state with `opx-learning init`, as an operator would."""
+    subprocess.run([str(BIN / "opx-learning"), "init"], env=env, check=True, capture_output=True, timeout=60)
