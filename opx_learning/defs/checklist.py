@@ -53,6 +53,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from opx_learning.alerts import rules
 from opx_learning.alerts.models import (
     CALIBRATION_FAILURE,
     CONSECUTIVE_FAILURES,
@@ -63,8 +64,11 @@ from opx_learning.alerts.models import (
     TIMEOUT,
     Alert,
 )
-from opx_learning.alerts import rules
-from opx_learning.core.schema import ALL_SERVICES, CALIBRATION_MIN_OUTCOMES, DRIFT_CRITICAL
+from opx_learning.core.schema import (
+    ALL_SERVICES,
+    CALIBRATION_MIN_OUTCOMES,
+    DRIFT_CRITICAL,
+)
 from opx_learning.core.windows import Window, iso, to_utc
 from opx_learning.defs.assets import EXPECTED_MS, read_outcomes
 from opx_learning.defs.partitions import (
@@ -72,7 +76,13 @@ from opx_learning.defs.partitions import (
     last_complete_key,
     partition_window,
 )
-from opx_learning.safety.models import LEARNING_OPERATIONS, AuditRecord, AuditStatus, OperationType, TriggerType
+from opx_learning.safety.models import (
+    LEARNING_OPERATIONS,
+    AuditRecord,
+    AuditStatus,
+    OperationType,
+    TriggerType,
+)
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 DAILY, MONDAY, FIRST_MONDAY = "daily", "monday", "first_monday"
