@@ -365,8 +365,9 @@ def _integrity(context: Context, key: str | None) -> Judgement:
     meta = {"findings": len(report.findings), **{f"checked_{name}": n for name, n in report.checked.items()}}
     if report.clean:
         return Judgement(PASS, report.summary(), meta)
-    listed = "; ".join(str(finding) for finding in report.findings[:5])
-    return Judgement(FAIL, f"DATA_CORRUPTION: {report.summary()}: {listed}", meta)
+    listed = "\n".join(f"- {finding}" for finding in report.findings[:20])
+    more = f"\n- ... and {len(report.findings) - 20} more" if len(report.findings) > 20 else ""
+    return Judgement(FAIL, f"DATA_CORRUPTION: {report.summary()}\n{listed}{more}", meta)
 
 
 def _weekly_services(context: Context, key: str | None) -> Judgement:

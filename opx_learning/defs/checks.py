@@ -9,8 +9,8 @@ on two assets that only carry checks: `audit_trail_daily` and `audit_trail_weekl
 `opx/checklist_at` (else now) and records each result as a check evaluation of the
 period's partition, so one run shows the whole checklist; with the tag
 `opx/checklist_digest=true` (set by `morning_checklist_schedule`, 09:00 UTC) it also
-sends one digest alert through the alert publisher, and the integrity sweep raises its
-own P0 DATA_CORRUPTION alarm. Executing a check from the UI evaluates that one
+sends one digest alert through the alert publisher. The integrity sweep raises its own
+P0 DATA_CORRUPTION alarm whenever it finds damage (as `opx-learning verify` does). Executing a check from the UI evaluates that one
 partition as of the morning that reviews it (`checklist_time`), or now if that is
 later than now. Learning runs do not evaluate checks.
 """
@@ -25,6 +25,7 @@ from opx_learning.config import get_settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.defs import checklist as cl
 from opx_learning.defs.partitions import CADENCE_PARTITIONS
+from opx_learning.integrity.sweep import run_sweep
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
@@ -133,14 +134,10 @@ def morning_checklist_op(
     raw = context.run.tags.get(CHECKLIST_AT_TAG)
     at = to_utc(raw, CHECKLIST_AT_TAG) if raw else datetime.now(UTC)
     send = context.run.tags.get(DIGEST_TAG) == "true"
-    integrity = None
-    if send:
-        from opx_learning.integrity.sweep import run_sweep
 
-        publisher = alerts.publisher()
-
-        def integrity(window: Any) -> Any:
-            return run_sweep(window, get_settings(), source="daily sweep", publisher=publisher)
+    def integrity(window: Any) -> Any:
+        # Corruption is a P0 of its own (SPEC §6) wherever it is found, digest or not.
+        return run_sweep(window, get_settings(), source="daily sweep", publisher=alerts.publisher())
 
     reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store, integrity)
     results = cl.evaluate(reading)
