@@ -2,10 +2,9 @@
 
 import dagster as dg
 
-from opx_learning.defs import integrity
+from opx_learning.defs import checks, integrity
 from opx_learning.defs.alert_sensors import ALERT_SENSORS
 from opx_learning.defs.assets import ASSETS
-from opx_learning.defs.checks import CHECKS
 from opx_learning.defs.jobs import JOBS
 from opx_learning.defs.schedules import SCHEDULES
 from opx_learning.defs.sensors import SENSORS
@@ -18,7 +17,6 @@ _storage = AssetStorage()
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=[*SENSORS, *ALERT_SENSORS],
@@ -33,4 +31,4 @@ defs = dg.Definitions(
     # Steps of one run share a process: a run of these small assets is ~1 s instead of ~5 s.
     executor=dg.in_process_executor,
 )
-defs = dg.Definitions.merge(defs, integrity.INTEGRITY_DEFS)
+defs = dg.Definitions.merge(defs, checks.CHECKLIST_DEFS, integrity.INTEGRITY_DEFS)

@@ -25,6 +25,7 @@ KILL_SWITCH_DISABLED = "KILL_SWITCH_DISABLED"
 KILL_SWITCH_ENABLED = "KILL_SWITCH_ENABLED"
 KILL_SWITCH_UNAVAILABLE = "KILL_SWITCH_UNAVAILABLE"
 DATA_CORRUPTION = "DATA_CORRUPTION"
+MORNING_CHECKLIST = "MORNING_CHECKLIST"
 
 ADVISORY_ONLY = "ADVISORY_ONLY"
 INVESTIGATE = "INVESTIGATE"
@@ -76,6 +77,8 @@ class Alert:
         """`ADVISORY_ONLY` for drift (nothing changes automatically), `NONE` for INFO, else `INVESTIGATE`."""
         if self.alarm == DRIFT:
             return ADVISORY_ONLY
+        if self.alarm == MORNING_CHECKLIST and self.details.get("status") == "PASS":
+            return NO_ACTION  # the all-pass digest is a heartbeat
         return NO_ACTION if self.severity == "INFO" else INVESTIGATE
 
     @property

@@ -92,10 +92,14 @@ class TickResult:
     metrics_published: int = 0
 
     def summary(self) -> str:
-        """One line for the sensor's tick log."""
-        parts = [f"{self.records} record(s) judged", f"{len(self.published)} alert(s) published"]
+        """One line saying what the tick did (the sensor's skip reason, shown beside "0 runs requested" in the UI)."""
         if self.published:
-            parts.append(", ".join(f"{a.severity} {a.alarm} {a.operation}" for a in self.published[:10]))
+            listed = ", ".join(f"{a.severity} {a.alarm} {a.operation}" for a in self.published[:10])
+            more = f" and {len(self.published) - 10} more" if len(self.published) > 10 else ""
+            parts = [f"published {len(self.published)} alert(s): {listed}{more}"]
+        else:
+            parts = ["published no alert"]
+        parts.append(f"{self.records} audit record(s) judged")
         if self.failed:
             parts.append(f"{len(self.failed)} delivery failure(s), retried next tick")
         if self.metrics_published:

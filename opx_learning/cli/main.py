@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "status": "opx_learning.cli.monitoring:status",
     "monitoring": "opx_learning.cli.monitoring:monitoring",
     "verify": "opx_learning.cli.integrity:verify",
+    "checklist": "opx_learning.cli.checklist:checklist",
 }
 
 HELP = {
@@ -38,6 +39,7 @@ HELP = {
     "status": "Show the dashboard's six rows from the audit trail.",
     "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
     "verify": "Re-read stored snapshots, partitions and audit records; P0 on corruption.",
+    "checklist": "Evaluate the runbook's morning checklist as of a time; exit 1 on a FAIL.",
 }
 
 

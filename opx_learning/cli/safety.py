@@ -219,13 +219,25 @@ def audit_list(
 ) -> None:
     """List audit records, newest first."""
     with _user_errors():
-        records = _guard().audit.search(operation_type=operation, status=status, since=since, until=until, limit=limit)
+        # One record past the limit tells whether more match, without counting them all.
+        records = _guard().audit.search(
+            operation_type=operation, status=status, since=since, until=until, limit=limit + 1
+        )
+    more = len(records) > limit
+    records = records[:limit]
+    hint = (
+        f"showing the {limit} most recent matching records; more exist: raise --limit or narrow with --since/--until"
+    )
     if as_json:
         _emit([record.to_dict() for record in records])
+        if more:
+            click.echo(hint, err=True)
     elif not records:
         click.echo("No audit records match.")
     else:
         _table(records)
+        if more:
+            click.echo(hint)
 
 
 @click.group("aws")

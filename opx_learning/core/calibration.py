@@ -314,21 +314,21 @@ def _bands_table(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _recommendation(band: Mapping[str, Any]) -> dict[str, Any]:
-    name, n, drift = band["band"], band["n"], band["drift"]
+    n, drift = band["n"], band["drift"]
     if not band["sufficient"]:
-        message = f"{name}: insufficient data ({n} outcomes, {BAND_MIN_SUFFICIENT} needed); no recommendation"
+        message = f"insufficient data ({n} outcomes, {BAND_MIN_SUFFICIENT} needed); no recommendation"
     else:
         detail = (
             f"accuracy {band['accuracy']:.3f} vs mean confidence {band['mean_confidence']:.3f}, drift {drift:+.3f}"
         )
         level = band["severity"]
         if level == "INFO":
-            message = f"{name}: well calibrated ({detail})"
+            message = f"well calibrated ({detail})"
         else:
             strength = "slightly" if level == "WARNING" else "strongly"
             direction = "overconfident" if drift < 0 else "underconfident"
-            message = f"{name}: {strength} {direction} ({detail}); review the band, nothing is changed automatically"
-    return {"band": name, "severity": band["severity"], "message": message, "actionable": False}
+            message = f"{strength} {direction} ({detail}); review the band, nothing is changed automatically"
+    return {"band": band["band"], "severity": band["severity"], "message": message, "actionable": False}
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The daily integrity sweep as a morning-checklist item (SPEC §6 "data corruption detected", P0).
 
 `stored_data` stands for what the learning operations stored (snapshots, outcome and
-asset partitions, audit records); nothing materializes it, so the check runs only
-where every check runs: the `morning_checklist_job` of the 09:00 UTC schedule (and
-`opx-learning checklist` / the demo), never inside a learning run. The check sweeps
+asset partitions, audit records); nothing materializes it. The checklist item of the
+same name (`opx_learning.defs.checklist`) runs the sweep in the `morning_checklist_job`
+of the 09:00 UTC schedule (and `opx-learning checklist` / the demo); this check is the
+same sweep when executed alone from the UI, never inside a learning run. The check sweeps
 the 35 days before the checklist time (the `opx/checklist_at` tag, else now) with the
 same module as `opx-learning verify`, raises one P0 `DATA_CORRUPTION` alert listing
 the findings, and fails (ERROR) with them; the damaged items are left as evidence.

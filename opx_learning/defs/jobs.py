@@ -1,4 +1,4 @@
-"""Asset jobs: one per cadence of SPEC §0, one per on-demand custom window, and the morning checklist."""
+"""Asset jobs: one per cadence of SPEC §0, one per on-demand custom window (the checklist job is in checks.py)."""
 
 from __future__ import annotations
 
@@ -51,11 +51,6 @@ custom_calibration_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(a.confidence_calibration_custom),
     description="CALIBRATION of one window START..END (add the window as a partition first).",
 )
-morning_checklist_job = dg.define_asset_job(
-    "morning_checklist_job",
-    selection=dg.AssetSelection.all_asset_checks(),
-    description="Evaluate every check of the runbook's morning checklist on the last complete partitions.",
-)
 
 JOBS = [
     daily_patterns_job,
@@ -67,5 +62,4 @@ JOBS = [
     custom_snapshot_job,
     custom_patterns_job,
     custom_calibration_job,
-    morning_checklist_job,
 ]

@@ -85,14 +85,6 @@ weekly_snapshot_schedule = _partition_schedule(
 monthly_snapshot_schedule = _partition_schedule(
     "monthly_snapshot_schedule", "0 1 1 * *", jobs.monthly_snapshot_job, monthly_partitions, "SNAPSHOT", "MONTHLY"
 )
-morning_checklist_schedule = dg.ScheduleDefinition(
-    name="morning_checklist_schedule",
-    cron_schedule="0 9 * * *",
-    job=jobs.morning_checklist_job,
-    execution_timezone="UTC",
-    default_status=STOPPED,
-    description="The runbook's 09:00 UTC morning checklist: evaluates every asset check.",
-)
 
 SCHEDULES = [
     daily_patterns_schedule,
@@ -101,5 +93,4 @@ SCHEDULES = [
     daily_snapshot_schedule,
     weekly_snapshot_schedule,
     monthly_snapshot_schedule,
-    morning_checklist_schedule,
 ]

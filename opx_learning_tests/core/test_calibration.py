@@ -118,6 +118,9 @@ def test_known_answer_ece_brier_drift_and_skips() -> None:
     assert "strongly overconfident" in recs["VERY_HIGH"]["message"]
     assert "well calibrated" in recs["LOW"]["message"]
     assert "insufficient data" in recs["MEDIUM"]["message"] and "insufficient data" in recs["VERY_LOW"]["message"]
+    # The band is its own field: the message does not repeat it (printed as "VERY_LOW: insufficient data ...").
+    assert recs["VERY_LOW"]["message"] == "insufficient data (0 outcomes, 20 needed); no recommendation"
+    assert not any(r["message"].startswith(r["band"]) for r in recs.values())
 
 
 def test_severity_boundaries() -> None:

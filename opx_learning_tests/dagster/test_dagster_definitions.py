@@ -30,40 +30,23 @@ EXPECTED_PARTITIONS = {
     "confidence_calibration_custom": dg.DynamicPartitionsDefinition,
 }
 EXPECTED_CHECKS = {
-    "daily_outcomes": {"previous_day_outcomes_materialized", "daily_outcomes_have_no_rejected_rows"},
-    "pattern_summaries_daily": {
-        "previous_day_patterns_materialized",
-        "pattern_extraction_duration_under_2_minutes",
-        "error_rate_under_10_percent",
+    "audit_trail_daily": {
+        "operations_succeeded_last_24h", "error_rate_under_10_percent_last_24h", "no_failure_or_timeout_alerts",
     },
-    "pattern_summaries_weekly": {
-        "previous_week_patterns_materialized",
-        "weekly_pattern_extraction_duration_under_5_minutes",
-        "all_services_have_weekly_patterns",
+    "audit_trail_weekly": {
+        "weekly_success_rate_over_90_percent", "weekly_duration_trend_stable", "weekly_error_rate_under_10_percent",
     },
+    "pattern_summaries_daily": {"scheduled_daily_pattern_extraction"},
+    "pattern_summaries_weekly": {"scheduled_weekly_pattern_extraction", "weekly_patterns_cover_every_service"},
     "confidence_calibration": {
-        "previous_month_calibration_materialized",
-        "calibration_duration_under_10_minutes",
+        "scheduled_monthly_calibration",
         "calibration_has_at_least_30_outcomes",
         "calibration_drift_within_0_15",
+        "monthly_drift_alerts",
     },
-    "drift_metrics": {"previous_month_drift_metrics_materialized"},
-    "learning_snapshots_daily": {
-        "previous_day_snapshot_materialized",
-        "daily_snapshot_duration_under_1_minute",
-        "snapshot_window_not_empty",
-    },
-    "learning_snapshots_weekly": {
-        "previous_week_snapshot_materialized",
-        "weekly_snapshot_duration_under_2_minutes",
-        "snapshot_window_not_empty",
-    },
-    "learning_snapshots_monthly": {
-        "previous_month_snapshot_materialized",
-        "monthly_snapshot_duration_under_5_minutes",
-        "snapshot_window_not_empty",
-    },
-    "learning_snapshot_custom": {"snapshot_window_not_empty"},
+    "learning_snapshots_daily": {"scheduled_daily_snapshot"},
+    "learning_snapshots_weekly": {"scheduled_weekly_snapshot"},
+    "learning_snapshots_monthly": {"scheduled_monthly_snapshot"},
     "stored_data": {"stored_data_integrity"},
 }
 EXPECTED_SCHEDULES = {
@@ -89,7 +72,8 @@ def test_dagster_definitions_validate_from_repo_root(tmp_path: Path) -> None:
 def test_assets_partitions_and_freshness() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(EXPECTED_PARTITIONS) | {"stored_data"}  # the integrity sweep's target, never materialized
+    # Never materialized: the integrity sweep's target and the audit trail the checklist reviews.
+    assert keys == set(EXPECTED_PARTITIONS) | {"stored_data", "audit_trail_daily", "audit_trail_weekly"}
     for name, kind in EXPECTED_PARTITIONS.items():
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, kind), name

@@ -14,7 +14,7 @@ MORNING = "2025-11-01T09:00:00Z"
 
 
 def _integrity(rows: list[dict]) -> dict:
-    [row] = [row for row in rows if (row["asset"], row["check"]) == ("stored_data", "stored_data_integrity")]
+    [row] = [row for row in rows if (row["asset"], row["item"]) == ("stored_data", "stored_data_integrity")]
     return row
 
 

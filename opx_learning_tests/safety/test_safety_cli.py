@@ -129,3 +129,15 @@ def test_cli_on_aws_backend(aws_env, tmp_path, monkeypatch) -> None:
     assert refused.exit_code == 1 and "INSUFFICIENT_AUTHORITY" in refused.output
     listed = json.loads(runner.invoke(cli, ["audit", "list", "--json"]).output)
     assert [r["operation_type"] for r in listed] == ["KILL_SWITCH_DISABLE"]
+
+
+def test_audit_list_says_when_more_records_match(run) -> None:
+    for _ in range(3):
+        assert run("kill-switch", "disable", "--reason", "drill", "--principal", "ops-admin").exit_code == 0
+        assert run("kill-switch", "enable", "--principal", "ops-admin").exit_code == 0
+    hint = "showing the 5 most recent matching records; more exist: raise --limit or narrow with --since/--until"
+    table = run("audit", "list", "--limit", "5").output.splitlines()
+    assert len(table) == 1 + 5 + 1 and table[-1] == hint
+    assert hint not in run("audit", "list", "--limit", "6").output
+    listed = run("audit", "list", "--limit", "2", "--json")
+    assert len(json.loads(listed.stdout)) == 2 and listed.stderr.strip() == hint.replace("5", "2", 1)
