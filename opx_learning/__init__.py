@@ -25,6 +25,8 @@ _API: dict[str, str] = {
     "diff_snapshots": "opx_learning.core.snapshots",
     "Snapshot": "opx_learning.core.snapshots",
     "generate_outcomes": "opx_learning.core.synthetic",
+    "ingest": "opx_learning.ingestion",
+    "IngestReport": "opx_learning.ingestion",
     "Window": "opx_learning.core.windows",
     "WindowError": "opx_learning.core.windows",
 }

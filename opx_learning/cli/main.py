@@ -13,6 +13,7 @@ import click
 COMMANDS: dict[str, str] = {
     "seed": "opx_learning.cli.data:seed",
     "summary": "opx_learning.cli.data:summary",
+    "ingest": "opx_learning.cli.ingest:ingest",
     "demo": "opx_learning.cli.orchestration:demo",
     "init": "opx_learning.cli.safety:init",
     "trigger": "opx_learning.cli.orchestration:trigger",
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
 HELP = {
     "seed": "Write synthetic outcomes to the active backend's outcome store.",
     "summary": "Print pattern and calibration summaries of stored outcomes.",
+    "ingest": "Validate outcome exports and write their new rows to the outcome store by day.",
     "demo": "Seed 90 days and materialize every asset in DAGSTER_HOME.",
     "init": "Create the safety state (kill switch ENABLED); --force re-initialises it.",
     "trigger": "Run an operation manually over a date range.",

@@ -1,0 +1,136 @@
+"""Which materialized partitions an ingest made stale, and a visible mark on them in Dagster.
+
+Downstream assets read the materialized `daily_outcomes` partition of a day when it exists,
+so rows ingested into a day that was already materialized stay invisible until that day is
+re-run. The Dagster instance of DAGSTER_HOME (else `$OPX_HOME/dagster_home`, as `trigger`
+uses) is asked which partitions of the affected assets are materialized; nothing is created
+when there is no instance.
+
+The mark is an `AssetObservation` on each stale `daily_outcomes` partition (metadata: new
+rows, report directory, the command that refreshes it). Dagster 1.13 lists it on the
+partition's events, but derives no "stale" status from it: its stale-status resolver compares
+a partitioned upstream's *materializations* (not observations) with the downstream's
+provenance, so only re-running the partition clears it.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from opx_learning.config import Settings
+
+DAILY_ASSETS = ("daily_outcomes", "pattern_summaries_daily")
+WEEKLY_ASSET = "pattern_summaries_weekly"
+MONTHLY_ASSET = "confidence_calibration"
+OBSERVED_ASSET = "daily_outcomes"
+
+
+def dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME, else `$OPX_HOME/dagster_home` (where `opx-learning trigger` and `demo` keep runs)."""
+    raw = os.environ.get("DAGSTER_HOME")
+    return Path(raw).expanduser().absolute() if raw else settings.home / "dagster_home"
+
+
+def _has_instance(home: Path) -> bool:
+    return (home / "dagster.yaml").is_file() or (home / "storage").is_dir() or (home / "history").is_dir()
+
+
+def stale_partitions(
+    days: list[date], *, settings: Settings, observe: bool = True, new_rows: dict[str, int] | None = None,
+    report_dir: str | None = None,
+) -> dict[str, Any] | None:
+    """The materialized partitions whose windows hold `days`, with the commands that refresh them.
+
+    Args:
+        days: UTC days that received new outcomes.
+        settings: locate the Dagster home.
+        observe: record an `AssetObservation` on each stale `daily_outcomes` partition.
+        new_rows: new rows per day (ISO key), shown in the observation's metadata.
+        report_dir: the ingest's report directory, shown in the observation's metadata.
+
+    Returns:
+        dict | None: `dagster_home`, `partitions` (asset -> stale keys), `commands` (re-run
+        commands) and `observed` (keys observed); None when DAGSTER_HOME holds no instance.
+    """
+    home = dagster_home(settings)
+    if not days or not _has_instance(home):
+        return None
+    import dagster as dg
+
+    from opx_learning.defs.partitions import (
+        daily_partitions,
+        monthly_partitions,
+        weekly_partitions,
+    )
+
+    def keys(partitions_def: dg.TimeWindowPartitionsDefinition) -> set[str]:
+        return {
+            partitions_def.get_partition_key_for_timestamp(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+            for d in days
+        }
+
+    wanted = {
+        **{asset: keys(daily_partitions) for asset in DAILY_ASSETS},
+        WEEKLY_ASSET: keys(weekly_partitions),
+        MONTHLY_ASSET: keys(monthly_partitions),
+    }
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        stale = {
+            asset: sorted(candidates & instance.get_materialized_partitions(dg.AssetKey(asset)))
+            for asset, candidates in wanted.items()
+        }
+        observed: list[str] = []
+        if observe:
+            for key in stale[OBSERVED_ASSET]:
+                metadata: dict[str, Any] = {
+                    "stale": True,
+                    "reason": "outcomes were ingested after this partition was materialized",
+                    "new_outcomes": (new_rows or {}).get(key, 0),
+                    "refresh": _daily_command([key])[0],
+                }
+                if report_dir:
+                    metadata["ingest_report"] = dg.MetadataValue.path(report_dir)
+                instance.report_runless_asset_event(
+                    dg.AssetObservation(asset_key=OBSERVED_ASSET, partition=key, metadata=metadata)
+                )
+                observed.append(key)
+    finally:
+        instance.dispose()
+    daily = sorted(set(stale[DAILY_ASSETS[0]]) | set(stale[DAILY_ASSETS[1]]))
+    commands = _daily_command(daily)
+    commands += [
+        f"opx-learning trigger extract-patterns --type weekly --start {key} --end {_end(weekly_partitions, key)}"
+        for key in stale[WEEKLY_ASSET]
+    ]
+    commands += [
+        f"opx-learning trigger calibrate --start {key} --end {_end(monthly_partitions, key)}"
+        for key in stale[MONTHLY_ASSET]
+    ]
+    return {
+        "dagster_home": str(home),
+        "partitions": {asset: found for asset, found in stale.items() if found},
+        "commands": commands,
+        "observed": observed,
+    }
+
+
+def _daily_command(keys: list[str]) -> list[str]:
+    """One `trigger extract-patterns` per run of consecutive days (end exclusive)."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(date.fromisoformat(key) for key in keys):
+        if runs and day == runs[-1][1] + timedelta(days=1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return [
+        f"opx-learning trigger extract-patterns --start {first.isoformat()} --end {(last + timedelta(days=1)).isoformat()}"
+        for first, last in runs
+    ]
+
+
+def _end(partitions_def: Any, key: str) -> str:
+    return partitions_def.time_window_for_partition_key(key).end.astimezone(UTC).date().isoformat()
