@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "status": "opx_learning.cli.monitoring:status",
     "monitoring": "opx_learning.cli.monitoring:monitoring",
     "verify": "opx_learning.cli.integrity:verify",
+    "snapshot": "opx_learning.cli.snapshots:snapshot",
+    "thresholds": "opx_learning.cli.thresholds:thresholds",
 }
 
 HELP = {
@@ -38,6 +40,8 @@ HELP = {
     "status": "Show the dashboard's six rows from the audit trail.",
     "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
     "verify": "Re-read stored snapshots, partitions and audit records; P0 on corruption.",
+    "snapshot": "List, show and diff stored snapshots.",
+    "thresholds": "Propose, approve, reject and list confidence threshold changes (four eyes).",
 }
 
 
