@@ -12,8 +12,18 @@ import pytest
 from opx_learning.config import get_settings
 from opx_learning.core.calibration import calibrate
 from opx_learning.core.synthetic import generate_outcomes
-from opx_learning.safety.models import AuthorityType, InsufficientAuthority, InvalidRequest, Principal
-from opx_learning.safety.thresholds import ApprovalBlocked, ProposalNotFound, ProposalNotPending, ThresholdReview
+from opx_learning.safety.models import (
+    AuthorityType,
+    InsufficientAuthority,
+    InvalidRequest,
+    Principal,
+)
+from opx_learning.safety.thresholds import (
+    ApprovalBlocked,
+    ProposalNotFound,
+    ProposalNotPending,
+    ThresholdReview,
+)
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
 ALICE = Principal("alice", AuthorityType.ON_CALL_SRE)

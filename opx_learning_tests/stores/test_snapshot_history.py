@@ -15,7 +15,12 @@ import pytest
 
 from opx_learning.core.snapshots import build_snapshot
 from opx_learning.defs.snapshot_diffs import snapshot_diff_metadata
-from opx_learning.stores.snapshot_refs import SnapshotNotFound, previous_of_cadence, resolve, select
+from opx_learning.stores.snapshot_refs import (
+    SnapshotNotFound,
+    previous_of_cadence,
+    resolve,
+    select,
+)
 from opx_learning.stores.snapshots import SnapshotStore
 
 DAY = timedelta(days=1)
