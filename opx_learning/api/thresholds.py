@@ -12,8 +12,6 @@
 Every route authenticates like the rest of the API (bearer token or the trusted gateway header).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
