@@ -22,7 +22,7 @@ _API: dict[str, str] = {
     "InsufficientData": "opx_learning.core.calibration",
     "drift_metrics": "opx_learning.core.calibration",
     "build_snapshot": "opx_learning.core.snapshots",
-    "diff_snapshots": "opx_learning.core.snapshots",
+    "diff_snapshots": "opx_learning.core.snapshot_diff",
     "Snapshot": "opx_learning.core.snapshots",
     "generate_outcomes": "opx_learning.core.synthetic",
     "ingest": "opx_learning.ingestion",

@@ -33,6 +33,7 @@ from opx_learning.api.models import (
     TriggerAccepted,
 )
 from opx_learning.api.runner import BackgroundRuns
+from opx_learning.api.thresholds import thresholds_router
 from opx_learning.cli.orchestration import ManualPlan, fail_running, plan_manual
 from opx_learning.config import Settings, get_settings
 from opx_learning.safety.guard import Attempt, Guard
@@ -270,6 +271,7 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
             app.openapi_schema = schema
         return app.openapi_schema
 
+    app.include_router(thresholds_router(settings, trusted))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

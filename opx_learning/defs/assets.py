@@ -73,6 +73,7 @@ from opx_learning.defs.partitions import (
     to_window,
     weekly_partitions,
 )
+from opx_learning.defs.snapshot_diffs import snapshot_diff_metadata
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
@@ -542,6 +543,7 @@ def _snapshots(
     def persist(key: str, built: Any) -> dict[str, Any]:
         stored = store.append(built)
         metadata[key] |= {"snapshot_id": stored.snapshot_id, "version": stored.version}
+        metadata[key] |= snapshot_diff_metadata(store, stored)
         if len(snapshot_ids) < 50:
             snapshot_ids.append(stored.snapshot_id)
         return stored.to_dict()

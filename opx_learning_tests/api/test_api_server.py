@@ -21,6 +21,10 @@ PATHS = {
     "/learning/kill-switch/status": "get",
     "/learning/audit/{audit_id}": "get",
     "/health": "get",
+    "/learning/thresholds": "get",
+    "/learning/thresholds/proposals": "get",
+    "/learning/thresholds/proposals/{proposal_id}/approve": "post",
+    "/learning/thresholds/proposals/{proposal_id}/reject": "post",
 }
 SIGV4 = {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIA/20260125/us-east-1/execute-api/aws4_request"}
 
