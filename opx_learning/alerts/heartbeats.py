@@ -125,7 +125,7 @@ def assess(
         heartbeat: its last heartbeat, if any.
         now: evaluation time.
         baseline: when heartbeats began on this instance (the earliest `first_tick`), None if never.
-        expected_tick: for a schedule, its latest cron time at or before `now - 5 min`.
+        expected_tick: for a schedule, its latest cron time more than 5 minutes before `now`.
         newest_audit_change: the newest audit record's change time (end, else start).
 
     Returns:

@@ -254,9 +254,12 @@ def instigators(instance: dg.DagsterInstance, repository: dg.RepositoryDefinitio
 
 
 def expected_tick(cron: str, timezone: str | None, now: datetime) -> datetime:
-    """The latest cron time at or before `now - 5 minutes` (in the schedule's timezone)."""
-    latest = next(schedule_execution_time_iterator((now - STALE_AFTER).timestamp(), cron, timezone, ascending=False))
-    return latest.astimezone(UTC)
+    """The latest cron time more than 5 minutes before `now` (in the schedule's timezone)."""
+    limit = now - STALE_AFTER
+    for tick in schedule_execution_time_iterator(limit.timestamp(), cron, timezone, ascending=False):
+        if tick < limit:
+            return tick.astimezone(UTC)
+    raise AssertionError("unreachable: a cron iterator never ends")
 
 
 def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:

@@ -38,8 +38,9 @@ def test_dagster_demo_end_to_end(
     for asset in ("confidence_calibration", "drift_metrics", "learning_snapshots_monthly"):
         assert {"2025-11-01"} <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
     statuses = {(row["asset"], row["check"]): row["status"] for row in report["checklist"]}
-    assert len(statuses) == 24
+    assert len(statuses) == 25
     assert statuses[("stored_data", "stored_data_integrity")] == "PASS"
+    assert statuses[("sensor_heartbeats", "monitors_ticking")] == "PASS"  # nothing ticked: no daemon in a demo
     assert statuses[("pattern_summaries_daily", "error_rate_under_10_percent")] == "PASS"
     assert "FAIL" not in statuses.values()
     assert statuses[("confidence_calibration", "calibration_drift_within_0_15")] == "WARN"  # overconfident November
