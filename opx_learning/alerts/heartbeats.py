@@ -139,7 +139,8 @@ def assess(
         "last_tick": iso(heartbeat.tick_time) if heartbeat else None,
         "last_ok": iso(last_ok) if last_ok else None,
         "outcome": None if heartbeat is None else ("ok" if heartbeat.ok else f"error: {heartbeat.error or '?'}"),
-        "age_seconds": round((now - heartbeat.tick_time).total_seconds()) if heartbeat else None,
+        # A tick recorded while the report was being read is 0 s old, not negative.
+        "age_seconds": max(0, round((now - heartbeat.tick_time).total_seconds())) if heartbeat else None,
         "result": heartbeat.result if heartbeat else None,
         "cursor": heartbeat.cursor if heartbeat else None,
         "audit_cursor": iso(heartbeat.audit_cursor) if heartbeat and heartbeat.audit_cursor else None,

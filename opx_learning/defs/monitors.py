@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._check import CheckError
 from dagster._core.definitions.schedule_definition import DecoratedScheduleFunction
 from dagster._core.scheduler.instigation import (
     InstigatorStatus,
@@ -413,7 +414,11 @@ sensor_heartbeats = dg.AssetSpec(
 def monitors_ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
     """FAIL (ERROR) with the stale instigators, raising their P1 unless already paged for this episode."""
     now = utcnow()
-    rows = monitors_report(now, instance=context.instance, repository=context.repository_def)
+    try:
+        repository: dg.RepositoryDefinition | None = context.repository_def
+    except CheckError:
+        repository = None  # a job executed in process has no repository: use the code location's
+    rows = monitors_report(now, instance=context.instance, repository=repository)
     raised = raise_stale_alerts(context.instance, alerts.publisher(), rows, now)
     stale = [row for row in rows if row["stale"]]
     running = [row for row in rows if row["status"] == "RUNNING"]
