@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from opx_learning.defs import checks, integrity
+from opx_learning.defs import checks, integrity, monitors
 from opx_learning.defs.alert_sensors import ALERT_SENSORS
 from opx_learning.defs.assets import ASSETS
 from opx_learning.defs.jobs import JOBS
@@ -31,4 +31,6 @@ defs = dg.Definitions(
     # Steps of one run share a process: a run of these small assets is ~1 s instead of ~5 s.
     executor=dg.in_process_executor,
 )
-defs = dg.Definitions.merge(defs, checks.CHECKLIST_DEFS, integrity.INTEGRITY_DEFS)
+defs = dg.Definitions.merge(defs, checks.CHECKLIST_DEFS, integrity.INTEGRITY_DEFS, monitors.MONITOR_DEFS)
+# Every sensor and schedule tick leaves a heartbeat (SPEC §9, opx_learning.defs.monitors).
+defs = monitors.with_heartbeats(defs)

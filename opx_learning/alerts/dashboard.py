@@ -22,14 +22,25 @@ failures, not attempts in order: the exact "consecutive" rules and the kill-swit
 alerts are paged by the alert sensor through the FIFO topic. Alarm actions go to a
 standard topic `opx-learning-operations-alarms`, because CloudWatch alarm actions
 cannot target an SNS FIFO topic.
+
+Monitoring of the monitors (SPEC §9): one alarm per sensor that starts RUNNING,
+`opx-learning-heartbeat-<sensor>` (P1), on the `Heartbeat` metric (dimension
+SensorName) each successful tick puts: fewer than one heartbeat in each of 5
+consecutive minutes, missing data treated as breaching, so a sensor (or a daemon)
+that stops publishing altogether raises it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from opx_learning.alerts.metrics import OPERATIONS_LOG_GROUP, ensure_log_stream
+from opx_learning.alerts.metrics import (
+    HEARTBEAT_METRIC,
+    OPERATIONS_LOG_GROUP,
+    ensure_log_stream,
+)
 from opx_learning.alerts.publishers import aws_client
 from opx_learning.config import Settings
 from opx_learning.safety.models import LEARNING_OPERATIONS, TriggerType
@@ -40,6 +51,7 @@ ALARM_TOPIC_NAME = "opx-learning-operations-alarms"
 TIMEOUT_MS = 300_000
 DRIFT_LIMIT = 0.15
 ERROR_RATE_ALERT_PERCENT = 10
+HEARTBEAT_MINUTES = 5
 _LABELS = {"PATTERN_EXTRACTION": "Pattern extraction", "CALIBRATION": "Calibration", "SNAPSHOT": "Snapshot"}
 _ERROR_RATE = "IF((s+f)>0, 100*f/(s+f), 0)"
 
@@ -126,8 +138,8 @@ def _alarm(name: str, severity: str, text: str, topic_arn: str, **spec: Any) -> 
         "ActionsEnabled": True,
         "AlarmActions": [topic_arn],
         "ComparisonOperator": spec.pop("ComparisonOperator", "GreaterThanOrEqualToThreshold"),
-        "EvaluationPeriods": 1,
-        "TreatMissingData": "notBreaching",
+        "EvaluationPeriods": spec.pop("EvaluationPeriods", 1),
+        "TreatMissingData": spec.pop("TreatMissingData", "notBreaching"),
         **spec,
     }
 
@@ -203,6 +215,18 @@ def alarm_specs(settings: Settings, topic_arn: str) -> list[dict[str, Any]]:
     return alarms
 
 
+def heartbeat_alarm_specs(settings: Settings, topic_arn: str, sensors: Sequence[str]) -> list[dict[str, Any]]:
+    """One P1 alarm per sensor: no `Heartbeat` for 5 minutes, missing data breaching."""
+    return [_alarm(
+        f"heartbeat-{name.replace('_', '-')}", "P1",
+        f"MONITOR_STALE: sensor {name} has not ticked for 5 minutes (no Heartbeat metric)", topic_arn,
+        Namespace=settings.metrics_namespace, MetricName=HEARTBEAT_METRIC,
+        Dimensions=[{"Name": "SensorName", "Value": name}], Statistic="Sum", Period=60,
+        EvaluationPeriods=HEARTBEAT_MINUTES, DatapointsToAlarm=HEARTBEAT_MINUTES, Threshold=1,
+        ComparisonOperator="LessThanThreshold", TreatMissingData="breaching",
+    ) for name in sensors]
+
+
 def ensure_alert_topic(settings: Settings, sns: Any = None) -> str:
     """ARN of the FIFO alert topic: `settings.alerts_topic_arn`, else created (idempotent) from its name."""
     if settings.alerts_topic_arn:
@@ -214,8 +238,16 @@ def ensure_alert_topic(settings: Settings, sns: Any = None) -> str:
     )["TopicArn"]
 
 
-def deploy(settings: Settings) -> dict[str, Any]:
-    """Create or update topics, log group, dashboard and alarms; safe to run any number of times."""
+def deploy(settings: Settings, sensors: Sequence[str] = ()) -> dict[str, Any]:
+    """Create or update topics, log group, dashboard and alarms; safe to run any number of times.
+
+    Args:
+        settings: region, namespace and topic names.
+        sensors: sensors that get a heartbeat alarm (those that start RUNNING).
+
+    Returns:
+        What was deployed: dashboard rows, alarms, topics, log group.
+    """
     sns = aws_client("sns", settings)
     cloudwatch = aws_client("cloudwatch", settings)
     topic_arn = ensure_alert_topic(settings, sns)
@@ -223,7 +255,7 @@ def deploy(settings: Settings) -> dict[str, Any]:
     ensure_log_stream(aws_client("logs", settings))
     body = dashboard_body(settings)
     cloudwatch.put_dashboard(DashboardName=DASHBOARD_NAME, DashboardBody=json.dumps(body))
-    alarms = alarm_specs(settings, alarm_topic_arn)
+    alarms = alarm_specs(settings, alarm_topic_arn) + heartbeat_alarm_specs(settings, alarm_topic_arn, sensors)
     for alarm in alarms:
         cloudwatch.put_metric_alarm(**alarm)
     return {

@@ -10,7 +10,8 @@ so the per-operation rows and alarms read the second set):
 * KillSwitchBlocked: 1 for an attempt SKIPPED because the kill switch is active or unreadable;
 * RecordsProcessed: `records_processed`, else `total_incidents`, `outcome_count` or `snapshots` of the results;
 * OutcomeCount / SkippedCount: the calibration's `outcome_count` / `skipped_count` when the results carry them;
-* Drift: the calibration's signed `drift` (the band of largest |drift|) on SUCCESS.
+* Drift: the calibration's signed `drift` (the band of largest |drift|) on SUCCESS;
+* Heartbeat: 1 per successful sensor or schedule tick, dimension SensorName (SPEC §9).
 
 The same completion is also written as one JSON line to the CloudWatch Logs group
 `/opx-learning/operations` (stream `audit`), which the dashboard's "last 20
@@ -26,6 +27,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from contextlib import suppress
+from datetime import datetime
 from typing import Any
 
 from opx_learning.config import Settings, get_settings
@@ -41,6 +43,7 @@ _log = logging.getLogger("opx_learning.alerts.metrics")
 
 OPERATIONS_LOG_GROUP = "/opx-learning/operations"
 OPERATIONS_LOG_STREAM = "audit"
+HEARTBEAT_METRIC = "Heartbeat"
 _BLOCKED = (SkipReason.KILL_SWITCH_ACTIVE.value, SkipReason.KILL_SWITCH_UNAVAILABLE.value)
 _PROCESSED_KEYS = ("records_processed", "total_incidents", "outcome_count", "snapshots")
 
@@ -120,6 +123,10 @@ class MetricsSink(ABC):
         """Hook form used by the guard."""
         self.record(record)
 
+    def heartbeat(self, name: str, at: datetime) -> bool:
+        """Publish one tick of a sensor or schedule (metric `Heartbeat`, dimension SensorName); False if that failed."""
+        return True
+
 
 class NullMetrics(MetricsSink):
     """The local backend's sink: nothing to publish."""
@@ -160,6 +167,12 @@ class CloudWatchMetrics(MetricsSink):
             return True
         ok = self._retry("put_metric_data", lambda: self._put_metrics(data))
         return self._retry("put_log_events", lambda: self._put_log(record)) and ok
+
+    def heartbeat(self, name: str, at: datetime) -> bool:
+        """Publish `Heartbeat` = 1 with dimension SensorName (the alarms of `monitoring deploy` read it)."""
+        datum = {"MetricName": HEARTBEAT_METRIC, "Dimensions": [{"Name": "SensorName", "Value": name}],
+                 "Timestamp": at, "Value": 1.0, "Unit": "Count"}
+        return self._retry("put_metric_data", lambda: self._put_metrics([datum]))
 
     def _retry(self, what: str, call: Any) -> bool:
         for attempt in range(self.attempts):

@@ -1,5 +1,8 @@
 """The dashboard's six rows computed from the audit trail (`opx-learning status`, any backend).
 
+`opx-learning status` adds a seventh section, each sensor's and schedule's last tick
+from the heartbeats in the Dagster instance (`opx_learning.defs.monitors`).
+
 Rows 1-4 cover the attempts started in the last `hours`; drift (row 5) lists the
 last 12 successful calibrations and row 6 the last 20 operations, whatever their
 age, because monthly calibrations rarely fall into a 24-hour window. Error rate =
@@ -14,6 +17,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from opx_learning.alerts.heartbeats import render_rows
 from opx_learning.core.windows import iso
 from opx_learning.safety.audit import AuditLog
 from opx_learning.safety.models import (
@@ -169,4 +173,10 @@ def render(report: dict[str, Any]) -> str:
             f"   {r['start_time']:<26}{r['operation_type']:<21}{r['trigger_type']:<11}{r['status']:<9}"
             f"{_ms(r['duration_ms']):>9}  {r['audit_id']}{reason}"
         )
+    if "monitors" in report:
+        title = "7. Sensors and schedules: last tick (stale: no tick for 5 min, a missed cron time, or a cursor"
+        lines += ["", f"{title} 10 min behind the audit trail)"]
+        lines.append(f"   from {report.get('monitors_source') or '-'}")
+        if report["monitors"]:
+            lines += render_rows(report["monitors"])
     return "\n".join(lines)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from opx_learning.config import get_settings
+
+if TYPE_CHECKING:
+    from opx_learning.safety.audit import AuditLog
 
 
 def _emit(data: Any) -> None:
@@ -18,22 +24,47 @@ def _emit(data: Any) -> None:
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True, max=87_600), default=24.0, show_default=True,
               help="Window of rows 1-4 (counts, error rates, durations, trigger types), in hours (at most 87600, "
               "ten years).")
-@click.option("--json", "as_json", is_flag=True, help="Print the six rows as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the six rows and the sensors' last ticks as JSON.")
 def status(hours: float, as_json: bool) -> None:
-    """Show the dashboard's six rows from the audit trail (counts, error rates, durations, triggers, drift, last 20)."""
+    """Show the dashboard's six rows from the audit trail and each sensor's and schedule's last tick."""
     from opx_learning.alerts.status import read_status, render
     from opx_learning.safety.audit import utcnow
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import BackendUnavailable
 
+    now = utcnow()
     try:
-        report = read_status(Guard.from_settings(get_settings()).audit, now=utcnow(), hours=hours)
+        audit = Guard.from_settings(get_settings()).audit
+        report = read_status(audit, now=now, hours=hours)
     except BackendUnavailable as exc:
         raise click.ClickException(f"audit trail unavailable: {exc}") from None
+    report["monitors"], report["monitors_source"] = _monitors(now, audit)
     if as_json:
         _emit(report)
     else:
         click.echo(render(report))
+
+
+def _dagster_home() -> Path | None:
+    raw = os.environ.get("DAGSTER_HOME")
+    home = Path(raw).expanduser() if raw else get_settings().home / "dagster_home"
+    return home if (home / "dagster.yaml").exists() else None
+
+
+def _monitors(now: datetime, audit: AuditLog) -> tuple[list[dict[str, Any]], str]:
+    """Last tick of every sensor and schedule from the Dagster instance's heartbeats, and where they were read."""
+    home = _dagster_home()
+    if home is None:
+        return [], "no Dagster instance (set DAGSTER_HOME to the instance the daemon uses)"
+    import dagster as dg
+
+    from opx_learning.defs.monitors import monitors_report
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        return monitors_report(now, instance=instance, audit=audit), f"Dagster instance {home}"
+    finally:
+        instance.dispose()
 
 
 @click.group("monitoring")
@@ -56,9 +87,10 @@ def deploy(as_json: bool) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from opx_learning.alerts.dashboard import deploy as deploy_monitoring
+    from opx_learning.defs.monitors import watched_sensor_names
 
     try:
-        report = deploy_monitoring(settings)
+        report = deploy_monitoring(settings, watched_sensor_names())
     except (BotoCoreError, ClientError) as exc:
         raise click.ClickException(f"monitoring deploy failed: {exc}") from None
     if as_json:

@@ -13,6 +13,8 @@ and a CALIBRATION failure is a P0 from the first day of a deployment, so alertin
 must not wait for an operator to remember to switch it on (the runbook's "enable
 after verification" applies to schedules that do work). The kill switch does not
 stop it either: SKIPPED records raise nothing, and kill-switch changes are INFO.
+Each tick also judges the heartbeat of `monitors_watchdog_sensor`, which in turn
+watches this sensor (`opx_learning.defs.monitors`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dagster as dg
 
 from opx_learning.alerts.monitor import alert_tick
+from opx_learning.defs.monitors import WATCHDOG, watch_watchdog
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
@@ -35,13 +38,17 @@ def operations_alert_sensor(
     context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
 ) -> dg.SkipReason:
     """Evaluate the alert rules on the audit records changed since the cursor; the tick never launches a run."""
-    result = alert_tick(safety.guard().audit, alerts.publisher(), context.cursor, now=utcnow(), metrics=alerts.metrics())
+    now, publisher = utcnow(), alerts.publisher()
+    result = alert_tick(safety.guard().audit, publisher, context.cursor, now=now, metrics=alerts.metrics())
     context.update_cursor(result.cursor)
     for alert in result.published:
         context.log.warning(f"alert {alert.severity} {alert.alarm} {alert.operation} ({alert.audit_id or '-'})")
     for alert in result.failed:
         context.log.error(f"alert delivery failed: {alert.severity} {alert.alarm} {alert.operation}")
-    return dg.SkipReason(result.summary())
+    watchdog = watch_watchdog(context.instance, publisher, now, context.repository_def)
+    for alert in watchdog:
+        context.log.warning(f"P1 {alert.alarm} {alert.operation}: {alert.details['reason']}")
+    return dg.SkipReason(result.summary() + (f"; {WATCHDOG} is stale (P1 published)" if watchdog else ""))
 
 
 ALERT_SENSORS = [operations_alert_sensor]

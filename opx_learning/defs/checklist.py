@@ -370,6 +370,16 @@ def _integrity(context: Context, key: str | None) -> Judgement:
     return Judgement(FAIL, f"DATA_CORRUPTION: {report.summary()}\n{listed}{more}", meta)
 
 
+def _monitors(context: Context, key: str | None) -> Judgement:
+    from opx_learning.alerts.publishers import alert_publisher
+    from opx_learning.config import get_settings
+    from opx_learning.defs.monitors import monitors_summary
+
+    publisher = alert_publisher(context.settings or get_settings())
+    ticking, figure, meta = monitors_summary(context.instance, publisher, context.at)
+    return Judgement(PASS if ticking else FAIL, figure, meta, fail_severity=None if ticking else "P1")
+
+
 def _weekly_services(context: Context, key: str | None) -> Judgement:
     assert key is not None
     summary = context.asset_storage.read("pattern_summaries_weekly", key)
@@ -507,6 +517,9 @@ ITEMS: tuple[Item, ...] = (
     Item("stored_data_integrity", "stored_data", DAILY, None,
          f"Snapshots, partitions and audit records of the last {INTEGRITY_DAYS} days re-read intact.", _integrity,
          fail_severity="P0"),
+    Item("monitors_ticking", "sensor_heartbeats", DAILY, None,
+         "Every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, and the alert "
+         "sensor's cursor is within 10 minutes of the audit trail.", _monitors, fail_severity="P1"),
     Item("scheduled_weekly_pattern_extraction", "pattern_summaries_weekly", MONDAY, "WEEKLY",
          "The previous week's SCHEDULED pattern extraction ended SUCCESS in < 5 minutes.",
          _scheduled("pattern_summaries_weekly", OperationType.PATTERN_EXTRACTION, "WEEKLY")),

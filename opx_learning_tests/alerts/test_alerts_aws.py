@@ -103,7 +103,7 @@ def test_monitoring_deploy_is_idempotent(aws_backend: str) -> None:
     assert [a["value"] for a in drift["properties"]["annotations"]["horizontal"]] == [0.15, -0.15]
     alarms = cloudwatch.describe_alarms(AlarmNamePrefix="opx-learning-")
     names = sorted(a["AlarmName"] for a in alarms["MetricAlarms"])
-    assert names == sorted(a["name"] for a in report["alarms"]) and len(names) == 18
+    assert names == sorted(a["name"] for a in report["alarms"]) and len(names) == 18 + 3  # + 3 sensor heartbeats
     assert "opx-learning-calibration-failure" in names and "opx-learning-significant-drift" in names
     topics = [t["TopicArn"] for t in sns.list_topics()["Topics"]]
     assert report["alert_topic_arn"].endswith(":opx-learning-operations-alerts.fifo") and report["alert_topic_arn"] in topics

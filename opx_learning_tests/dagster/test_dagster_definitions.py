@@ -48,6 +48,7 @@ EXPECTED_CHECKS = {
     "learning_snapshots_weekly": {"scheduled_weekly_snapshot"},
     "learning_snapshots_monthly": {"scheduled_monthly_snapshot"},
     "stored_data": {"stored_data_integrity"},
+    "sensor_heartbeats": {"monitors_ticking"},
 }
 EXPECTED_SCHEDULES = {
     "daily_patterns_schedule": "0 0 * * *",
@@ -72,8 +73,8 @@ def test_dagster_definitions_validate_from_repo_root(tmp_path: Path) -> None:
 def test_assets_partitions_and_freshness() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    # Never materialized: the integrity sweep's target and the audit trail the checklist reviews.
-    assert keys == set(EXPECTED_PARTITIONS) | {"stored_data", "audit_trail_daily", "audit_trail_weekly"}
+    # Never materialized: the integrity sweep's and the watchdog's targets, and the audit trail the checklist reviews.
+    assert keys == set(EXPECTED_PARTITIONS) | {"stored_data", "audit_trail_daily", "audit_trail_weekly", "sensor_heartbeats"}
     for name, kind in EXPECTED_PARTITIONS.items():
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, kind), name
@@ -107,7 +108,7 @@ def test_schedules_exist_for_every_cadence_and_start_stopped() -> None:
 
 def test_housekeeping_and_alert_sensors_are_registered_running() -> None:
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
-    assert {"audit_run_terminated_sensor", "operations_alert_sensor"} <= set(sensors)
-    for name in ("audit_run_terminated_sensor", "operations_alert_sensor"):
+    assert {"audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"} <= set(sensors)
+    for name in ("audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
     assert "alerts" in defs.resources

@@ -1,0 +1,452 @@
+"""Monitoring of the monitors (SPEC §9): heartbeats of every tick, a watchdog sensor and a checklist check.
+
+Heartbeats live in the Dagster instance's key-value store (`opx/heartbeat/<name>`,
+one JSON value each, `opx_learning.alerts.heartbeats.Heartbeat`), so any process on
+the same instance reads them: the watchdog, the checklist, `opx-learning status`.
+`with_heartbeats` wraps every sensor and schedule of the code location once, in
+`definitions.py`: each evaluation of a sensor, and each daemon tick of a schedule (a
+dry run such as "Test schedule" launches nothing and leaves no heartbeat), records
+its tick time, outcome, result and cursor; on aws it also puts the CloudWatch metric
+`Heartbeat` (dimension SensorName). Recording never fails the tick.
+
+`monitors_watchdog_sensor` (every 60 s, starts RUNNING) judges the other instigators
+with the rules of `opx_learning.alerts.heartbeats` and raises one P1 `MONITOR_STALE`
+per stale episode; the alert sensor judges the watchdog the same way, so each watches
+the other. The instance's instigator state decides what is RUNNING: a sensor an
+operator stopped is not an alarm. The episode last paged is kept per instigator
+(`opx/monitor-alerted/<name>`), so neither sensor, nor the checklist check
+`monitors_ticking`, pages twice for one episode, whatever the alert channel.
+"""
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.schedule_definition import DecoratedScheduleFunction
+from dagster._core.scheduler.instigation import (
+    InstigatorStatus,
+    ScheduleInstigatorData,
+    SensorInstigatorData,
+)
+from dagster._record import copy as copy_record
+from dagster._utils import ensure_gen
+from dagster._utils.schedules import schedule_execution_time_iterator
+
+from opx_learning.alerts.heartbeats import (
+    SCHEDULE,
+    SENSOR,
+    STALE_AFTER,
+    Heartbeat,
+    Instigator,
+    assess,
+    stale_alert,
+    truncate_cursor,
+)
+from opx_learning.alerts.metrics import MetricsSink, metrics_sink
+from opx_learning.alerts.models import Alert
+from opx_learning.alerts.monitor import MAX_CATCH_UP, AlertCursor
+from opx_learning.alerts.publishers import AlertPublisher
+from opx_learning.config import get_settings
+from opx_learning.core.windows import iso
+from opx_learning.resources.alerts import AlertsResource
+from opx_learning.resources.safety import SafetyResource, is_real_tick
+from opx_learning.safety.audit import AuditLog, utcnow
+from opx_learning.safety.models import BackendUnavailable
+
+HEARTBEAT_KEY_PREFIX = "opx/heartbeat/"
+ALERTED_KEY_PREFIX = "opx/monitor-alerted/"
+WATCHDOG = "monitors_watchdog_sensor"
+ALERT_SENSOR = "operations_alert_sensor"
+_RESULT_CHARS = 200
+_log = logging.getLogger("opx_learning.monitors")
+
+
+def _alert_cursor_position(cursor: str | None) -> datetime | None:
+    """The audit-trail time the alert sensor's cursor has processed (None before its first tick)."""
+    return AlertCursor.parse(cursor, utcnow()).since if cursor else None
+
+
+# Sensors whose cursor follows the audit trail, with how to read the position from the cursor.
+AUDIT_CURSORS: dict[str, Callable[[str | None], datetime | None]] = {ALERT_SENSOR: _alert_cursor_position}
+
+
+def _set(instance: dg.DagsterInstance, key: str, value: str) -> None:
+    # One key per call: Dagster's multi-key upsert skips new keys when any key already exists.
+    instance.run_storage.set_cursor_values({key: value})
+
+
+def read_heartbeats(instance: dg.DagsterInstance, names: Iterable[str]) -> dict[str, Heartbeat]:
+    """The stored heartbeats of these instigators (those that have one), by name."""
+    keys = {HEARTBEAT_KEY_PREFIX + name for name in names}
+    found = {}
+    for key, value in instance.run_storage.get_cursor_values(keys).items():
+        beat = Heartbeat.from_json(value)
+        if beat is not None:
+            found[key.removeprefix(HEARTBEAT_KEY_PREFIX)] = beat
+    return found
+
+
+def record_heartbeat(
+    instance: dg.DagsterInstance,
+    name: str,
+    kind: str,
+    *,
+    at: datetime,
+    ok: bool = True,
+    result: str = "",
+    error: str | None = None,
+    cursor: str | None = None,
+    metrics: MetricsSink | None = None,
+) -> Heartbeat:
+    """Store the heartbeat of one tick (and, for a successful tick, put the CloudWatch metric through `metrics`).
+
+    Args:
+        instance: the Dagster instance the watchdog reads.
+        name: sensor or schedule name.
+        kind: "sensor" or "schedule".
+        at: the tick time (a schedule's cron time).
+        ok: whether the evaluation completed without error.
+        result: the tick's skip message or run-request count.
+        error: the error of a failed evaluation.
+        cursor: the sensor's cursor after the tick.
+        metrics: the metrics sink (None: no metric).
+
+    Returns:
+        The stored heartbeat.
+    """
+    position = AUDIT_CURSORS.get(name)
+    beat = Heartbeat(
+        name=name, kind=kind, tick_time=at, ok=ok, last_ok=at if ok else None, first_tick=at,
+        result=result[:_RESULT_CHARS], error=(error or "")[:_RESULT_CHARS] or None,
+        cursor=truncate_cursor(cursor), audit_cursor=position(cursor) if position else None,
+    ).following(read_heartbeats(instance, [name]).get(name))
+    _set(instance, HEARTBEAT_KEY_PREFIX + name, beat.to_json())
+    if ok and metrics is not None:
+        metrics.heartbeat(name, at)
+    return beat
+
+
+def _summary(items: Iterable[Any]) -> str:
+    items = list(items)
+    skips = [item.skip_message or "" for item in items if isinstance(item, dg.SkipReason)]
+    if skips:
+        return skips[0]
+    results = [item for item in items if isinstance(item, dg.SensorResult)]
+    if results and results[0].skip_reason is not None:
+        return results[0].skip_reason.skip_message or ""
+    requests = [item for item in items if isinstance(item, dg.RunRequest)]
+    if results:
+        requests += list(results[0].run_requests or [])
+    return f"{len(requests)} run request(s)"
+
+
+def _beat(context: Any, name: str, kind: str, at: datetime, outcome: Any, cursor: str | None = None) -> None:
+    """Record a heartbeat from inside an evaluation; any failure is logged, never raised."""
+    try:
+        instance = context.instance
+    except Exception:  # noqa: BLE001 - an evaluation without an instance has nowhere to record
+        return
+    try:
+        failed = isinstance(outcome, BaseException)
+        record_heartbeat(
+            instance, name, kind, at=at, ok=not failed,
+            result="" if failed else _summary(outcome),
+            error=f"{type(outcome).__name__}: {outcome}" if failed else None,
+            cursor=cursor, metrics=metrics_sink(get_settings()),
+        )
+    except Exception as exc:  # noqa: BLE001 - a heartbeat must never fail the tick
+        _log.warning("heartbeat of %s %s not recorded: %s: %s", kind, name, type(exc).__name__, exc)
+
+
+def heartbeat_sensor(sensor: dg.SensorDefinition) -> dg.SensorDefinition:
+    """A copy of `sensor` whose every evaluation records a heartbeat (tick time, outcome, result, cursor)."""
+    evaluate = sensor._evaluation_fn  # the one hook every evaluation passes through
+
+    def _evaluate(context: dg.SensorEvaluationContext) -> Any:
+        at = utcnow()
+        try:
+            result = evaluate(context)
+        except Exception as exc:
+            _beat(context, sensor.name, SENSOR, at, exc, context.cursor)
+            raise
+        items = list(result or [])
+        final = next((item.cursor for item in items if isinstance(item, dg.SensorResult) and item.cursor), None)
+        _beat(context, sensor.name, SENSOR, at, items, final or context.cursor)
+        return result
+
+    wrapped = copy.copy(sensor)
+    wrapped._evaluation_fn = _evaluate
+    return wrapped
+
+
+def heartbeat_schedule(schedule: dg.ScheduleDefinition) -> dg.ScheduleDefinition:
+    """A copy of `schedule` whose every daemon tick records a heartbeat (dry runs record nothing)."""
+    original = schedule._execution_fn  # the one hook every evaluation passes through
+    inner = original.wrapped_fn if isinstance(original, DecoratedScheduleFunction) else original
+
+    def _evaluate(context: dg.ScheduleEvaluationContext) -> Any:
+        at = context.scheduled_execution_time or utcnow()
+        real = is_real_tick(context)
+        try:
+            items = list(ensure_gen(inner(context)))
+        except Exception as exc:
+            if real:
+                _beat(context, schedule.name, SCHEDULE, at, exc)
+            raise
+        if real:
+            _beat(context, schedule.name, SCHEDULE, at, items)
+        yield from items
+
+    wrapped = copy.copy(schedule)
+    if isinstance(original, DecoratedScheduleFunction):
+        wrapped._execution_fn = original._replace(wrapped_fn=_evaluate)
+    else:
+        wrapped._execution_fn = _evaluate
+    return wrapped
+
+
+def with_heartbeats(defs: dg.Definitions) -> dg.Definitions:
+    """`defs` with every sensor and schedule wrapped by `heartbeat_sensor` / `heartbeat_schedule`."""
+    sensors = [heartbeat_sensor(s) if isinstance(s, dg.SensorDefinition) else s for s in defs.sensors or []]
+    schedules = [heartbeat_schedule(s) if isinstance(s, dg.ScheduleDefinition) else s for s in defs.schedules or []]
+    return copy_record(defs, sensors=sensors, schedules=schedules)
+
+
+def _when(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
+
+
+def instigators(instance: dg.DagsterInstance, repository: dg.RepositoryDefinition) -> list[Instigator]:
+    """The repository's sensors and schedules with their status in the instance (RUNNING or not, since when).
+
+    A stored RUNNING / STOPPED state (an operator's choice) wins over the default status
+    in code; DECLARED_IN_CODE or no state means the default. States are matched by name
+    (one code location per instance).
+    """
+    states: dict[str, list[Any]] = {}
+    for state in instance.all_instigator_state():
+        states.setdefault(state.instigator_name, []).append(state)
+    found = []
+    for kind, definitions in ((SENSOR, repository.sensor_defs), (SCHEDULE, repository.schedule_defs)):
+        for definition in definitions:
+            mine = states.get(definition.name, [])
+            default = definition.default_status.value == "RUNNING"
+            statuses = {state.status for state in mine}
+            if InstigatorStatus.RUNNING in statuses:
+                running = True
+            elif InstigatorStatus.DECLARED_IN_CODE in statuses or not statuses:
+                running = default
+            else:
+                running = False
+            since = None
+            for state in mine:
+                data = state.instigator_data
+                if isinstance(data, SensorInstigatorData):
+                    since = _when(data.last_sensor_start_timestamp) or since
+                elif isinstance(data, ScheduleInstigatorData):
+                    since = _when(data.start_timestamp) or since
+            cron = getattr(definition, "cron_schedule", None) if kind == SCHEDULE else None
+            found.append(Instigator(definition.name, kind, running, since, cron if isinstance(cron, str) else None))
+    return found
+
+
+def expected_tick(cron: str, timezone: str | None, now: datetime) -> datetime:
+    """The latest cron time more than 5 minutes before `now` (in the schedule's timezone)."""
+    limit = now - STALE_AFTER
+    for tick in schedule_execution_time_iterator(limit.timestamp(), cron, timezone, ascending=False):
+        if tick < limit:
+            return tick.astimezone(UTC)
+    raise AssertionError("unreachable: a cron iterator never ends")
+
+
+def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:
+    """The newest change (end, else start) among audit records started in the last 25 hours."""
+    records = audit.query(since=now - MAX_CATCH_UP - timedelta(hours=1))
+    return max((record.end_time or record.start_time for record in records), default=None)
+
+
+def _repository() -> dg.RepositoryDefinition:
+    from opx_learning.definitions import defs
+
+    return defs.get_repository_def()
+
+
+def _audit() -> AuditLog | None:
+    from opx_learning.safety.guard import Guard
+
+    try:
+        return Guard.from_settings(get_settings()).audit
+    except BackendUnavailable:
+        return None
+
+
+def monitors_report(
+    now: datetime,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    repository: dg.RepositoryDefinition | None = None,
+    audit: AuditLog | None = None,
+    names: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per sensor and schedule: last tick, age, and whether it is stale (rules in `alerts.heartbeats`).
+
+    Args:
+        now: evaluation time.
+        instance: the Dagster instance (default: `DagsterInstance.get()` of DAGSTER_HOME).
+        repository: the code location's repository (default: `opx_learning.definitions`).
+        audit: the audit trail, for the alert sensor's cursor lag (default: the active backend's,
+            read only when a cursor is to be judged; unreadable: the lag is not judged).
+        names: only these instigators (default: all).
+
+    Returns:
+        Rows (dicts) of `opx_learning.alerts.heartbeats.assess`, sensors first, each group by name.
+    """
+    instance = instance or dg.DagsterInstance.get()
+    repository = repository or _repository()
+    wanted = set(names) if names is not None else None
+    everything = instigators(instance, repository)
+    beats = read_heartbeats(instance, [i.name for i in everything])
+    baseline = min((beat.first_tick for beat in beats.values()), default=None)
+    newest = None
+    if any(beat.audit_cursor for name, beat in beats.items() if wanted is None or name in wanted):
+        audit = audit if audit is not None else _audit()
+        try:
+            newest = newest_audit_change(audit, now) if audit is not None else None
+        except BackendUnavailable as exc:
+            _log.warning("audit trail unreadable, cursor lag not judged: %s", exc)
+    rows = []
+    for instigator in sorted(everything, key=lambda i: (i.kind != SENSOR, i.name)):
+        if wanted is not None and instigator.name not in wanted:
+            continue
+        expected = None
+        if instigator.kind == SCHEDULE and instigator.cron:
+            schedule = repository.get_schedule_def(instigator.name)
+            expected = expected_tick(instigator.cron, schedule.execution_timezone, now)
+        rows.append(assess(instigator, beats.get(instigator.name), now=now, baseline=baseline,
+                           expected_tick=expected, newest_audit_change=newest))
+    return rows
+
+
+def raise_stale_alerts(
+    instance: dg.DagsterInstance, publisher: AlertPublisher, rows: Iterable[dict[str, Any]], now: datetime
+) -> list[Alert]:
+    """Publish a P1 MONITOR_STALE for each stale row whose episode was not paged yet; return those published."""
+    published = []
+    for row in rows:
+        if not row["stale"]:
+            continue
+        key = ALERTED_KEY_PREFIX + row["name"]
+        if instance.run_storage.get_cursor_values({key}).get(key) == row["episode"]:
+            continue
+        alert = stale_alert(row, now)
+        if publisher.publish(alert):
+            _set(instance, key, row["episode"])
+            published.append(alert)
+    return published
+
+
+def watch_watchdog(
+    instance: dg.DagsterInstance,
+    publisher: AlertPublisher,
+    now: datetime,
+    repository: dg.RepositoryDefinition | None = None,
+) -> list[Alert]:
+    """What the alert sensor runs each tick: P1 when the watchdog sensor itself is stale (errors are logged)."""
+    try:
+        rows = monitors_report(now, instance=instance, repository=repository, names=[WATCHDOG])
+        return raise_stale_alerts(instance, publisher, rows, now)
+    except Exception as exc:  # noqa: BLE001 - watching the watchdog must not stop the alert sensor's own work
+        _log.error("watchdog heartbeat not judged: %s: %s", type(exc).__name__, exc)
+        return []
+
+
+def _stale_text(rows: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{row['name']} {row['reason']}" for row in rows if row["stale"])
+
+
+@dg.sensor(
+    name=WATCHDOG,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Raises a P1 MONITOR_STALE when a RUNNING sensor has not ticked for 5 minutes, a schedule missed "
+    "its cron time by 5 minutes, or the alert sensor's cursor lags the audit trail by 10 minutes.",
+)
+def monitors_watchdog_sensor(
+    context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
+) -> dg.SkipReason:
+    """Judge every other sensor and schedule from its heartbeat; the tick never launches a run."""
+    now = utcnow()
+    repository = context.repository_def or _repository()
+    names = [i.name for i in instigators(context.instance, repository) if i.name != WATCHDOG]
+    try:
+        audit: AuditLog | None = safety.guard().audit
+    except BackendUnavailable:
+        audit = None
+    rows = monitors_report(now, instance=context.instance, repository=repository, audit=audit, names=names)
+    raised = raise_stale_alerts(context.instance, alerts.publisher(), rows, now)
+    for alert in raised:
+        context.log.warning(f"P1 {alert.alarm} {alert.operation}: {alert.details['reason']}")
+    stale = [row for row in rows if row["stale"]]
+    watched = sum(row["status"] == "RUNNING" for row in rows)
+    text = f"{watched} running instigator(s) watched, {len(stale)} stale, {len(raised)} alert(s) published"
+    return dg.SkipReason(text + (f": {_stale_text(stale)}" if stale else ""))
+
+
+sensor_heartbeats = dg.AssetSpec(
+    "sensor_heartbeats",
+    group_name="monitoring",
+    kinds={"dagster"},
+    description="The last tick of every sensor and schedule (heartbeats in the Dagster instance), "
+    "watched by `monitors_watchdog_sensor` and the morning checklist.",
+)
+
+
+def monitors_summary(
+    instance: dg.DagsterInstance, alerts: Any, now: datetime, repository: dg.RepositoryDefinition | None = None
+) -> tuple[bool, str, dict[str, Any]]:
+    """The checklist item `monitors_ticking`: (all ticking, the figure, metadata), raising unpaged P1s.
+
+    Args:
+        instance: the Dagster instance whose instigators and heartbeats are judged.
+        alerts: the alert publisher for the P1 MONITOR_STALE of a stale episode not yet paged.
+        now: evaluation time.
+        repository: the code location's repository (default: `opx_learning.definitions`).
+
+    Returns:
+        Whether nothing is stale, the one-line figure, and metadata with a Markdown table of last ticks.
+    """
+    rows = monitors_report(now, instance=instance, repository=repository)
+    raised = raise_stale_alerts(instance, alerts, rows, now)
+    stale = [row for row in rows if row["stale"]]
+    running = [row for row in rows if row["status"] == "RUNNING"]
+    metadata: dict[str, Any] = {
+        "running": len(running),
+        "stale": len(stale),
+        "alerts_published": len(raised),
+        "last_ticks": dg.MetadataValue.md("\n".join(
+            ["| name | kind | status | last tick | stale |", "|---|---|---|---|---|"]
+            + [f"| {r['name']} | {r['kind']} | {r['status']} | {r['last_tick'] or '-'} | "
+               f"{'yes: ' + r['reason'] if r['stale'] else 'no'} |" for r in rows]
+        )),
+    }
+    if stale:
+        text = f"MONITOR_STALE: {_stale_text(stale)}"
+    elif not any(row["last_tick"] for row in rows):
+        text = f"no sensor or schedule has ticked on this instance yet (is dagster-daemon running?) at {iso(now)}"
+    else:
+        text = f"{len(running)} running sensor(s) and schedule(s) ticking on time at {iso(now)}"
+    return not stale, text, metadata
+
+
+def watched_sensor_names(repository: dg.RepositoryDefinition | None = None) -> list[str]:
+    """Sensors that start RUNNING (each gets a CloudWatch heartbeat alarm from `monitoring deploy`)."""
+    repository = repository or _repository()
+    return sorted(s.name for s in repository.sensor_defs if s.default_status is dg.DefaultSensorStatus.RUNNING)
+
+
+MONITOR_DEFS = dg.Definitions(
+    assets=[sensor_heartbeats], sensors=[monitors_watchdog_sensor]
+)
