@@ -9,6 +9,7 @@ from opx_learning.defs.checks import CHECKS
 from opx_learning.defs.jobs import JOBS
 from opx_learning.defs.schedules import SCHEDULES
 from opx_learning.defs.sensors import SENSORS
+from opx_learning.defs.service_calibration import SERVICE_CALIBRATION_ASSETS
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 from opx_learning.resources.safety import SafetyResource
@@ -17,7 +18,7 @@ from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreRes
 _storage = AssetStorage()
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, *SERVICE_CALIBRATION_ASSETS],
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,

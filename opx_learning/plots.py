@@ -64,7 +64,8 @@ def reliability_diagram(calibration: Calibration) -> Figure:
         ax.errorbar(
             [confidence],
             [accuracy],
-            yerr=[[accuracy - row["ci_low"]], [row["ci_high"] - accuracy]],
+            # Wilson ends can sit a rounding error inside an accuracy of 0 or 1.
+            yerr=[[max(0.0, accuracy - row["ci_low"])], [max(0.0, row["ci_high"] - accuracy)]],
             fmt="o",
             capsize=4,
             color=_SEVERITY_COLOURS.get(row["severity"], "tab:blue"),

@@ -143,7 +143,7 @@ def calibrate_by_service(
         TypeError, ValueError: bad `outcomes` (a missing or mistyped column, NaN or out-of-range
             confidences: named in the message) or a negative `min_prior_strength`.
     """
-    rows, _ = _service_bands(outcomes, start, end, min_prior_strength)
+    rows, _ = service_bands_and_priors(outcomes, start, end, min_prior_strength)
     return rows
 
 
@@ -160,7 +160,7 @@ def service_band_priors(
         the global band accuracy, ρ̂ (null when not estimable), the prior strength α + β, α, β and
         which rule fixed the strength (`moments`, `floor`, `pooled`, `single service`).
     """
-    _, priors = _service_bands(outcomes, start, end, min_prior_strength)
+    _, priors = service_bands_and_priors(outcomes, start, end, min_prior_strength)
     return priors
 
 
@@ -185,9 +185,13 @@ def _scored(
     return scored.rechunk(), window
 
 
-def _service_bands(
-    outcomes: pl.DataFrame | pl.LazyFrame, start: Instant, end: Instant, min_prior_strength: float
+def service_bands_and_priors(
+    outcomes: pl.DataFrame | pl.LazyFrame,
+    start: Instant,
+    end: Instant,
+    min_prior_strength: float = PRIOR_MIN_STRENGTH,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`calibrate_by_service` and `service_band_priors` of one window in one pass (the monthly asset uses both)."""
     if isinstance(min_prior_strength, bool) or not isinstance(min_prior_strength, int | float) or not (
         0 <= min_prior_strength < float("inf")
     ):

@@ -113,3 +113,20 @@ def test_empty_band_is_not_drawn() -> None:
     calibration = opx.calibrate(confident, datetime(2025, 8, 1, tzinfo=UTC), datetime(2025, 8, 8, tzinfo=UTC))
     ax = calibration.plot().axes[0]
     assert len(ax.containers) == 1
+
+
+def test_bands_of_one_label_draw_bars_inside_the_unit_square() -> None:
+    # 0/25 and 48/48: Wilson's lower end of 0/25 is 1.4e-17, a rounding error above the accuracy 0.
+    frame = opx.generate_outcomes("2025-08-01", "2025-08-08", per_day=20, seed=1).head(73)
+    labels = [False] * 25 + [True] * 48
+    scored = frame.with_columns(
+        true_positive=pl.Series(labels), false_positive=pl.Series([not x for x in labels]),
+        predicted_confidence=pl.Series([0.1] * 25 + [0.9] * 48),
+    )
+    calibration = opx.calibrate(scored, "2025-08-01", "2025-08-08")
+    assert calibration.bands.filter(pl.col("n") > 0)["ci_low"].to_list()[0] > 0.0
+    ax = calibration.plot().axes[0]
+    assert len(ax.containers) == 2
+    for container in ax.containers:
+        bottom, top = container.lines[2][0].get_segments()[0][:, 1]
+        assert 0.0 <= bottom <= top <= 1.0
