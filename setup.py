@@ -23,6 +23,8 @@ setup(
     ],
     extras_require={
         # dagster-postgres with the driver the deploy files name (scheme: postgresql+psycopg2).
+        # Reliability diagrams and drift plots (opx_learning.plots).
+        "plots": ["matplotlib>=3.8"],
         "scale-out": ["dagster-postgres==0.29.27", "psycopg2-binary>=2.9"],
         "test": [
             "pytest>=8,<10",
@@ -31,6 +33,7 @@ setup(
             "moto[server]>=5.0",
             "httpx>=0.27",
             "ruff>=0.6",
+            "matplotlib>=3.8",
             # The Postgres integration tests run the scale-out instance.
             "dagster-postgres==0.29.27",
             "psycopg2-binary>=2.9",

@@ -8,6 +8,7 @@ from opx_learning.defs.assets import ASSETS
 from opx_learning.defs.jobs import JOBS
 from opx_learning.defs.schedules import SCHEDULES
 from opx_learning.defs.sensors import SENSORS
+from opx_learning.defs.service_calibration import SERVICE_CALIBRATION_ASSETS
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 from opx_learning.resources.safety import SafetyResource
@@ -16,7 +17,7 @@ from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreRes
 _storage = AssetStorage()
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, *SERVICE_CALIBRATION_ASSETS],
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=[*SENSORS, *ALERT_SENSORS],

@@ -58,6 +58,7 @@ from opx_learning.core.schema import (
 from opx_learning.core.snapshots import build_snapshot
 from opx_learning.core.validation import validate_outcomes
 from opx_learning.core.windows import Window, day_window, iso
+from opx_learning.defs.calibration_views import calibration_views
 from opx_learning.defs.operations import (
     InsufficientInput,
     Produced,
@@ -368,10 +369,11 @@ def confidence_calibration(
         values, metadata, calibrations = {}, {}, []
         for key in context.partition_keys:
             window = partition_window(monthly_partitions, key)
-            result = _calibrate_window(read_outcomes(asset_storage, outcome_store, window), window, key, "month")
+            outcomes = read_outcomes(asset_storage, outcome_store, window)
+            result = _calibrate_window(outcomes, window, key, "month")
             calibrations.append(result)
             values[key] = result.to_dict()
-            metadata[key] = calibration_metadata(result)
+            metadata[key] = calibration_metadata(result) | calibration_views(result, outcomes)
         results = calibration_results(calibrations)
         return Produced(values, metadata, results, {"outcome_count": results["outcome_count"]})
 

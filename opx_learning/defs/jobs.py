@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from opx_learning.defs import assets as a
+from opx_learning.defs.service_calibration import confidence_calibration_by_service
 
 daily_patterns_job = dg.define_asset_job(
     "daily_patterns_job",
@@ -18,7 +19,7 @@ weekly_patterns_job = dg.define_asset_job(
 )
 monthly_calibration_job = dg.define_asset_job(
     "monthly_calibration_job",
-    selection=dg.AssetSelection.assets(a.confidence_calibration, a.drift_metrics_asset),
+    selection=dg.AssetSelection.assets(a.confidence_calibration, a.drift_metrics_asset, confidence_calibration_by_service),
     description="CALIBRATION of one calendar month, then its drift against the previous month.",
 )
 daily_snapshot_job = dg.define_asset_job(

@@ -28,6 +28,7 @@ EXPECTED_PARTITIONS = {
     "learning_snapshot_custom": dg.DynamicPartitionsDefinition,
     "pattern_summaries_custom": dg.DynamicPartitionsDefinition,
     "confidence_calibration_custom": dg.DynamicPartitionsDefinition,
+    "confidence_calibration_by_service": dg.MonthlyPartitionsDefinition,
 }
 EXPECTED_CHECKS = {
     "audit_trail_daily": {

@@ -1,0 +1,137 @@
+"""What the calibration assets show beyond numbers: Markdown tables and the reliability diagram (SPEC §9).
+
+`calibration_views` adds to a month's `confidence_calibration` metadata the reliability
+diagram (a PNG embedded in Markdown, which the Dagster UI renders inline) and the
+"where confidence is wrong" table; the per-service tables are for
+`confidence_calibration_by_service`. Metadata is advisory: without matplotlib the
+diagram is replaced by how to install it, and a window without scored outcomes says so,
+so neither ever fails a calibration.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from opx_learning.core.calibration import Calibration, InsufficientData
+from opx_learning.core.service_calibration import confidence_by_root_cause
+from opx_learning.plots import INSTALL_HINT, figure_png
+
+LISTED = 10
+_log = logging.getLogger("opx_learning.calibration_views")
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: pipes escaped, no line breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def reliability_diagram_markdown(calibration: Calibration) -> str:
+    """The reliability diagram as Markdown with the PNG embedded, or how to get it when matplotlib is missing."""
+    try:
+        png = figure_png(calibration.plot(), dpi=80)
+    except ImportError:
+        return f"Reliability diagram not drawn: {INSTALL_HINT}"
+    except Exception as error:  # noqa: BLE001 - a picture must never fail the calibration it illustrates
+        _log.warning("reliability diagram not drawn: %s: %s", type(error).__name__, error)
+        return f"Reliability diagram not drawn: {type(error).__name__}: {error}"
+    encoded = base64.b64encode(png).decode("ascii")
+    return f"![reliability diagram](data:image/png;base64,{encoded})"
+
+
+def root_cause_markdown(findings: pl.DataFrame, limit: int = LISTED) -> str:
+    """The significant rows of `confidence_by_root_cause` as a Markdown table (largest |drift| first)."""
+    significant = findings.filter(pl.col("significant"))
+    if significant.is_empty():
+        listed = findings.height
+        return (
+            f"No (service, root cause) with at least 20 scored outcomes has its mean confidence outside the "
+            f"accuracy's Wilson 95 % interval ({listed} checked)."
+        )
+    lines = [
+        "| finding | n | accuracy (Wilson 95 %) | mean confidence | drift | severity |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in significant.head(limit).iter_rows(named=True):
+        lines.append(
+            f"| {row['direction']} on root cause **{_cell(row['root_cause'])}** in service **{_cell(row['service'])}** "
+            f"| {row['n']} | {_fmt(row['accuracy'])} ({_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}) "
+            f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']} |"
+        )
+    more = significant.height - limit
+    if more > 0:
+        lines.append(f"\n… and {more} more (`opx.confidence_by_root_cause(outcomes, start, end)` lists all).")
+    return "\n".join(lines)
+
+
+def calibration_views(calibration: Calibration, outcomes: pl.DataFrame | pl.LazyFrame) -> dict[str, Any]:
+    """Extra metadata of one calibration: the reliability diagram and where confidence is wrong.
+
+    Args:
+        calibration: the window's calibration.
+        outcomes: the outcomes it was computed from.
+
+    Returns:
+        `reliability_diagram` (Markdown, PNG embedded) and `where_confidence_is_wrong` (Markdown table)
+        plus the count of significant (service, root cause) findings.
+    """
+    views: dict[str, Any] = {"reliability_diagram": dg.MetadataValue.md(reliability_diagram_markdown(calibration))}
+    try:
+        findings = confidence_by_root_cause(outcomes, calibration.window_start, calibration.window_end)
+    except InsufficientData:
+        views["where_confidence_is_wrong"] = dg.MetadataValue.md("No scored outcomes in the window.")
+        views["root_cause_findings"] = 0
+    except Exception as error:  # noqa: BLE001 - advisory metadata must never fail the calibration
+        _log.warning("root cause table not built: %s: %s", type(error).__name__, error)
+        views["where_confidence_is_wrong"] = dg.MetadataValue.md(f"Not built: {type(error).__name__}: {error}")
+        views["root_cause_findings"] = 0
+    else:
+        views["where_confidence_is_wrong"] = dg.MetadataValue.md(root_cause_markdown(findings))
+        views["root_cause_findings"] = int(findings["significant"].sum())
+    return views
+
+
+def miscalibrated_services_markdown(rows: pl.DataFrame, limit: int = LISTED) -> str:
+    """The service bands of `calibrate_by_service` with WARNING or CRITICAL shrunk drift, largest |drift| first."""
+    flagged = (
+        rows.filter(pl.col("severity") != "INFO")
+        .with_columns(size=pl.col("drift").abs())
+        .sort("size", "service", "band", descending=[True, False, False])
+    )
+    if flagged.is_empty():
+        return f"Every service is within 0.05 of its confidence in every band ({rows['service'].n_unique()} services)."
+    lines = [
+        "| service | band | n | raw accuracy | shrunk accuracy (95 %) | mean confidence | drift | severity |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in flagged.head(limit).iter_rows(named=True):
+        lines.append(
+            f"| {_cell(row['service'])} | {row['band']} | {row['n']} | {_fmt(row['accuracy'])} "
+            f"| {_fmt(row['shrunk_accuracy'])} ({_fmt(row['shrunk_ci_low'])}–{_fmt(row['shrunk_ci_high'])}) "
+            f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']} |"
+        )
+    more = flagged.height - limit
+    if more > 0:
+        lines.append(f"\n… and {more} more service bands (the stored frame lists all).")
+    return "\n".join(lines)
+
+
+def priors_markdown(priors: pl.DataFrame) -> str:
+    """The band priors (global band accuracy, prior strength and how it was fitted) as a Markdown table."""
+    lines = ["| band | services | outcomes | band accuracy | prior strength | fit |", "|---|---:|---:|---:|---:|---|"]
+    for row in priors.iter_rows(named=True):
+        lines.append(
+            f"| {row['band']} | {row['services']} | {row['n']} | {_fmt(row['accuracy'])} "
+            f"| {row['prior_strength']:.1f} | {row['fit']} |"
+        )
+    return "\n".join(lines)
