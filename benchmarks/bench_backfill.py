@@ -1,6 +1,13 @@
 """Backfill benchmark: one daily partition vs a 31-day range of pattern summaries (one run each).
 
     python benchmarks/bench_backfill.py [--per-day 400] [--repeat 3] [--json]
+    python benchmarks/bench_backfill.py --ranges 31,365,699 [--per-day 200] [--json]
+
+`--ranges` measures the per-partition cost of long single-run ranges instead: for each
+range length N it seeds N days into a fresh OPX_HOME / DAGSTER_HOME and materializes, in
+one run each, `daily_outcomes`, `pattern_summaries_daily` and `learning_snapshots_daily`
+over the N days, reporting wall and CPU milliseconds per partition (CPU is this process's
+user + system time, steadier than wall time on a shared machine) and the load average.
 
 Seeds synthetic outcomes into a temporary OPX_HOME, materializes `daily_outcomes`
 once for the whole range (so both timings read the same validated days), then
@@ -38,7 +45,11 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=400, help="mean outcomes per day")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (best is reported)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--ranges", help="comma-separated range lengths in days (e.g. 31,365,699): per-partition cost")
     args = parser.parse_args()
+    if args.ranges:
+        _ranges([int(days) for days in args.ranges.split(",")], args.per_day, args.json)
+        return
 
     with tempfile.TemporaryDirectory(prefix="opx-bench-") as tmp:
         os.environ["OPX_HOME"] = str(Path(tmp) / "opx")
@@ -103,6 +114,84 @@ def main() -> None:
     print(f"\nratio 31 / 1 = {result['cli_ratio']:.2f}x")
 
 
+RANGE_ASSETS = ("daily_outcomes", "pattern_summaries_daily", "learning_snapshots_daily")
+
+
+def _ranges(lengths: list[int], per_day: int, as_json: bool) -> None:
+    """Per-partition wall and CPU time of single-run ranges of each length, each in a fresh home."""
+    rows = []
+    for days in lengths:
+        # A fresh process per length: its Dagster instance and imports are its own.
+        done = subprocess.run(
+            [sys.executable, __file__, "--per-day", str(per_day), "--_range", str(days)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise SystemExit(f"range {days} failed ({done.returncode}): {done.stderr[-2000:]}")
+        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"### bench_backfill --ranges: ~{per_day} outcomes/day, one run per asset and range\n")
+    print("| asset | days | run seconds | ms / partition | CPU ms / partition | load average |")
+    print("|---|---:|---:|---:|---:|---|")
+    for row in rows:
+        print(
+            f"| {row['asset']} | {row['days']} | {row['seconds']:.1f} | {row['ms_per_partition']:.1f}"
+            f" | {row['cpu_ms_per_partition']:.1f} | {row['load_average']} |"
+        )
+
+
+def _one_range(days: int, per_day: int) -> list[dict[str, object]]:
+    import resource
+    from datetime import date, timedelta
+
+    with tempfile.TemporaryDirectory(prefix="opx-bench-range-") as tmp:
+        os.environ["OPX_HOME"] = str(Path(tmp) / "opx")
+        os.environ["DAGSTER_HOME"] = str(Path(tmp) / "dagster_home")
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True)
+        os.environ.pop("OPX_BACKEND", None)
+        first = date(2024, 1, 1)
+        os.environ["OPX_PARTITIONS_START"] = first.isoformat()
+
+        import dagster as dg
+
+        from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
+        from opx_learning.core.synthetic import generate_outcomes
+        from opx_learning.defs import launch
+        from opx_learning.safety.state import ensure_initialised
+        from opx_learning.stores.outcomes import outcome_store
+
+        (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
+        ensure_initialised()
+        end = first + timedelta(days=days)
+        outcome_store().write(generate_outcomes(first.isoformat(), end.isoformat(), per_day=per_day, seed=1))
+        keys = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+        rows = []
+        with dg.DagsterInstance.get() as instance:
+            launch.materialize(instance, ["daily_outcomes"], keys[:1])  # warm-up: imports, first writes
+            for asset in RANGE_ASSETS:
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                cpu, began = usage.ru_utime + usage.ru_stime, time.perf_counter()
+                run = launch.materialize(instance, [asset], keys)
+                elapsed = time.perf_counter() - began
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                assert run.success, run.failures
+                rows.append(
+                    {
+                        "asset": asset,
+                        "days": days,
+                        "seconds": elapsed,
+                        "ms_per_partition": elapsed * 1000 / days,
+                        "cpu_ms_per_partition": (usage.ru_utime + usage.ru_stime - cpu) * 1000 / days,
+                        "load_average": " / ".join(f"{value:.1f}" for value in os.getloadavg()),
+                    }
+                )
+        return rows
+
+
 def _cli_timed(start: str, repeat: int) -> list[float]:
     """Wall times of `opx-learning trigger extract-patterns --start START --end 2026-02-01` subprocesses."""
     env = dict(os.environ, OPX_RATE_LIMITS="PATTERN_EXTRACTION=100")
@@ -127,4 +216,9 @@ def _cli_timed(start: str, repeat: int) -> list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and "--_range" in sys.argv:
+        position = sys.argv.index("--_range")
+        per_day = int(sys.argv[sys.argv.index("--per-day") + 1]) if "--per-day" in sys.argv else 200
+        print(json.dumps(_one_range(int(sys.argv[position + 1]), per_day)))
+    else:
+        main()

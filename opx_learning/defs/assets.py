@@ -34,6 +34,7 @@ weekly 5 min, calibration 10 min; snapshots 1 / 2 / 5 min). The custom assets ha
 no cadence, hence no freshness policy.
 """
 
+import itertools
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -112,35 +113,35 @@ FRESHNESS = {
 }
 
 
-def read_outcomes(storage: AssetStorage, store: OutcomeStoreResource, window: Window) -> pl.DataFrame:
-    """Valid outcomes of `window`: materialized `daily_outcomes` per day, else the store validated."""
-    frames: list[pl.DataFrame] = []
-    missing: list[date] = []
-    for day in window.days():
-        stored = storage.read("daily_outcomes", day.isoformat())
-        if isinstance(stored, pl.DataFrame):
-            frames.append(stored.cast(OUTCOME_SCHEMA))
+def scan_window_outcomes(storage: AssetStorage, store: OutcomeStoreResource, window: Window) -> pl.LazyFrame:
+    """Valid outcomes of `window`, lazily: materialized `daily_outcomes` per day, else the store validated.
+
+    The materialized days are scanned, not read: a query reads only the columns it uses.
+    Days come in order (each day's rows as stored, sorted by `recorded_at`).
+    """
+    days = [day.isoformat() for day in window.days()]
+    stored = storage.parquet_sources("daily_outcomes", days)
+    parts: list[pl.LazyFrame] = []
+    outcome_store = None
+    # Consecutive stored days are one scan; consecutive missing days one store read and one validation.
+    for is_stored, group in itertools.groupby(days, key=lambda day: day in stored):
+        keys = list(group)
+        if is_stored:
+            scan = pl.scan_parquet([stored[key] for key in keys], hive_partitioning=False)
+            parts.append(scan.select([pl.col(c).cast(OUTCOME_SCHEMA[c]) for c in OUTCOME_SCHEMA]))
         else:
-            missing.append(day)
-    if missing:
-        outcome_store = store.store()
-        # One read and one validation per run of consecutive missing days.
-        for first, last in _runs(missing):
-            window_days = Window(day_window(first).start, day_window(last).end)
-            frames.append(validate_outcomes(outcome_store.read(window_days)).valid)
-    frame = pl.concat(frames, how="vertical") if frames else empty_outcomes()
+            outcome_store = outcome_store or store.store()
+            span = Window(day_window(date.fromisoformat(keys[0])).start, day_window(date.fromisoformat(keys[-1])).end)
+            valid = validate_outcomes(outcome_store.read(span)).valid
+            parts.append(valid.sort("recorded_at", maintain_order=True).lazy())
+    frame = pl.concat(parts, how="vertical") if parts else empty_outcomes().lazy()
     recorded = pl.col("recorded_at")
-    return frame.filter((recorded >= window.start) & (recorded < window.end)).sort("recorded_at")
+    return frame.filter((recorded >= window.start) & (recorded < window.end))
 
 
-def _runs(days: list[date]) -> list[tuple[date, date]]:
-    runs = [(days[0], days[0])]
-    for day in days[1:]:
-        if day == runs[-1][1] + timedelta(days=1):
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return runs
+def read_outcomes(storage: AssetStorage, store: OutcomeStoreResource, window: Window) -> pl.DataFrame:
+    """Valid outcomes of `window` as a DataFrame (`scan_window_outcomes` collected)."""
+    return scan_window_outcomes(storage, store, window).collect()
 
 
 def _top_causes_table(summary: pl.DataFrame) -> str:
@@ -265,7 +266,7 @@ def _patterns(
         windows = {key: partition_window(partitions_def, key) for key in keys}
         first = windows[keys[0]]
         # One read covers the range plus the emerging root causes' baseline before it.
-        outcomes = read_outcomes(
+        outcomes = scan_window_outcomes(
             asset_storage, outcome_store, Window(baseline_reach(first).start, windows[keys[-1]].end)
         )
         summaries = extract_patterns_windows(outcomes, list(windows.values()))
@@ -309,7 +310,7 @@ def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
     }
 
 
-def _calibrate_window(outcomes: pl.DataFrame, window: Window, key: str, label: str) -> Calibration:
+def _calibrate_window(outcomes: pl.DataFrame | pl.LazyFrame, window: Window, key: str, label: str) -> Calibration:
     try:
         return calibrate(outcomes, window.start, window.end, min_outcomes=CALIBRATION_MIN_OUTCOMES)
     except InsufficientData as error:
@@ -369,7 +370,7 @@ def confidence_calibration(
         values, metadata, calibrations = {}, {}, []
         for key in context.partition_keys:
             window = partition_window(monthly_partitions, key)
-            outcomes = read_outcomes(asset_storage, outcome_store, window)
+            outcomes = scan_window_outcomes(asset_storage, outcome_store, window)
             result = _calibrate_window(outcomes, window, key, "month")
             calibrations.append(result)
             values[key] = result.to_dict()
@@ -501,10 +502,20 @@ def _by_window(summaries: Mapping[str, pl.DataFrame], windows: Mapping[str, Wind
     every = pl.concat(frames, how="vertical") if frames else next(iter(summaries.values()), pl.DataFrame())
     if every.is_empty():
         return {key: every for key in windows}
-    return {
-        key: every.filter((pl.col("window_start") >= window.start) & (pl.col("window_end") <= window.end))
-        for key, window in windows.items()
-    }
+    # Sorted by start, each window's candidates are one slice (found by binary search, not a filter per window).
+    every = every.sort("window_start", maintain_order=True)
+    starts = every["window_start"]
+    result = {}
+    for key, window in windows.items():
+        begin, end = _bounds(starts, window)
+        result[key] = every.slice(begin, end - begin).filter(pl.col("window_end") <= window.end)
+    return result
+
+
+def _bounds(instants: pl.Series, window: Window) -> tuple[int, int]:
+    """The rows of sorted `instants` in `[window.start, window.end)`, as (begin, end) offsets."""
+    found = instants.search_sorted(pl.Series([window.start, window.end], dtype=instants.dtype), side="left")
+    return int(found[0]), int(found[1])
 
 
 def known_calibrations(asset_storage: AssetStorage, until: Window) -> list[dict[str, Any]]:
@@ -525,14 +536,17 @@ def _snapshots(
     asset_storage: AssetStorage,
     snapshot_store: SnapshotStoreResource,
 ) -> Produced:
-    outcomes = read_outcomes(asset_storage, outcome_store, span).select("outcome_id", "service", "recorded_at")
+    outcomes = (
+        scan_window_outcomes(asset_storage, outcome_store, span).select("outcome_id", "service", "recorded_at").collect()
+    )
     calibrations = known_calibrations(asset_storage, span)
     store = snapshot_store.store()
+    outcomes = outcomes.sort("recorded_at", maintain_order=True)
+    recorded = outcomes["recorded_at"]
     values, metadata = {}, {}
     for key, window in windows.items():
-        in_window = outcomes.filter(
-            (pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end)
-        )
+        begin, end = _bounds(recorded, window)
+        in_window = outcomes.slice(begin, end - begin)
         values[key] = build_snapshot(snapshot_type, window.start, window.end, in_window, summaries[key], calibrations)
         metadata[key] = snapshot_metadata(values[key])
     snapshot_ids: list[str] = []
@@ -603,7 +617,7 @@ def learning_snapshot_custom(
     window = custom_window(context.partition_key)
 
     def work() -> Produced:
-        outcomes = read_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        outcomes = scan_window_outcomes(asset_storage, outcome_store, baseline_reach(window))
         summaries = extract_patterns_windows(outcomes, [window])
         produced = _snapshots(
             "CUSTOM",
@@ -645,7 +659,7 @@ def pattern_summaries_custom(
     window = custom_window(key)
 
     def work() -> Produced:
-        outcomes = read_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        outcomes = scan_window_outcomes(asset_storage, outcome_store, baseline_reach(window))
         summary = extract_patterns_windows(outcomes, [window])
         metadata = summary_metadata(summary)
         results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
@@ -675,7 +689,7 @@ def confidence_calibration_custom(
     window = custom_window(key)
 
     def work() -> Produced:
-        result = _calibrate_window(read_outcomes(asset_storage, outcome_store, window), window, key, "window")
+        result = _calibrate_window(scan_window_outcomes(asset_storage, outcome_store, window), window, key, "window")
         results = calibration_results([result])
         metadata = calibration_metadata(result)
         return Produced({key: result.to_dict()}, {key: metadata}, results, {"outcome_count": result.outcome_count})

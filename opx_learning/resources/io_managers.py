@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,25 @@ class AssetStorage(dg.ConfigurableResource):
         uri = self.uri(asset_key, partition, suffix)
         put_bytes(uri, buffer.getvalue())
         return uri
+
+    def parquet_sources(
+        self, asset_key: dg.AssetKey | Sequence[str] | str, partitions: Sequence[str]
+    ) -> dict[str, str | bytes]:
+        """The stored Parquet of each partition that has one: a local path (nothing read) or an S3 object's bytes.
+
+        `pl.scan_parquet` takes a list of either, so a range of partitions is read lazily, only
+        the columns a query uses; on S3 each object is fetched once (compressed) and decoded lazily.
+        """
+        found: dict[str, str | bytes] = {}
+        for partition in partitions:
+            uri = self.uri(asset_key, partition, "parquet")
+            if uri.startswith("s3://"):
+                data = get_bytes(uri)
+                if data is not None:
+                    found[partition] = data
+            elif os.path.exists(uri):
+                found[partition] = uri
+        return found
 
     def read(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None) -> Stored | None:
         """The stored value of one partition, or None when nothing is stored."""

@@ -1,7 +1,9 @@
 """Append-only snapshot store: every version of a window kept side by side (SPEC §4).
 
 Layout: `<root>/<TYPE>/<start>_<end>/v<version>.json`, with `<start>` and `<end>`
-the window bounds in ISO-8601 UTC without colons (`2026-01-01T000000.000Z`).
+the window bounds in ISO-8601 UTC without colons (`2026-01-01T000000.000Z`); a version
+file holds the snapshot's canonical JSON (compact, sorted keys; the indented form older
+versions wrote is read as well).
 `SnapshotStore` keeps it on the local disk (`$OPX_HOME/snapshots`): a version file
 is written to a temporary file and then hard-linked to its final name; the link is
 atomic and fails if the name exists. `S3SnapshotStore` keeps it under
@@ -84,7 +86,7 @@ class SnapshotStore:
             if latest is not None and latest.content_hash == snapshot.content_hash:
                 return latest
             candidate = snapshot.with_version((latest.version if latest else 0) + 1)
-            if self._create(kind, window, candidate.version, candidate.to_json(indent=1)):
+            if self._create(kind, window, candidate.version, candidate.to_json()):
                 return candidate
         raise RuntimeError(
             f"snapshot: could not store a new version of {kind} {window.start_iso}..{window.end_iso}"
@@ -183,7 +185,7 @@ class SnapshotStore:
                     f"holds {held[0]} {held[1].start_iso}..{held[1].end_iso} v{held[2]} but is stored as "
                     f"{kind} {window.start_iso}..{window.end_iso} v{version}"
                 )
-            elif data not in (snapshot.to_json(indent=1).encode(), snapshot.to_json().encode()):
+            elif data != snapshot.to_json().encode() and data != snapshot.to_json(indent=1).encode():
                 problem = "bytes differ from the stored form of their content (a field outside the content hash changed)"
         if snapshot is not None and problem is None:
             return snapshot

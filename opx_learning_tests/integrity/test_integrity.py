@@ -124,7 +124,7 @@ def test_flipped_snapshot_byte_refused_on_read_and_reported_by_verify(home: Path
 def test_same_content_in_other_bytes_is_caught_by_the_byte_check(home: Path) -> None:
     path = snapshot_file(home)
     text = path.read_text()
-    path.write_text(text.replace("\n ", "\n\t", 1))  # still valid JSON with the same content and hash
+    path.write_text(text.replace("{", "{ ", 1))  # still valid JSON with the same content and hash
     code, output = verify(*WINDOW)
     assert code == 1
     assert f"DATA_CORRUPTION snapshots: {path}: bytes differ from the stored form of their content" in output
