@@ -26,7 +26,9 @@ fails alone. The custom assets share one dynamic partition per window `START..EN
 Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`)
 when each partition is stored (after the kill-switch re-check, see `operations.py`);
 an unchanged window keeps its id and version. A snapshot window is "empty" when it
-holds no outcome (the WARN check `snapshot_window_not_empty`).
+holds no outcome (the WARN check `snapshot_window_not_empty`). The pattern summaries
+evaluate their own WARN check `window_has_outcomes` per partition stored (a window
+without any outcome: `empty_window: true` in its metadata).
 
 Freshness policies follow the runbook: a scheduled run starting at 00:00 (snapshots
 01:00) must have materialized within the expected duration (daily patterns 2 min,

@@ -9,7 +9,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 from click.testing import CliRunner
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,
+)
 
 from opx_learning.cli.main import cli
 from opx_learning.core.windows import Window
