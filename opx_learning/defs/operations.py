@@ -229,7 +229,6 @@ class _Stored:
                 metadata={**self.produced.metadata[key], **extra, "uri": dg.MetadataValue.path(uri)},
             )
         yield from self.check_evaluations()
-        yield from _check_outputs(self.context)
 
     def check_evaluations(self) -> Iterator[dg.AssetCheckEvaluation]:
         """The asset's own check results of each stored partition, recorded against that partition."""

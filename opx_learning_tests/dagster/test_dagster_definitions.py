@@ -35,11 +35,13 @@ EXPECTED_CHECKS = {
         "previous_day_patterns_materialized",
         "pattern_extraction_duration_under_2_minutes",
         "error_rate_under_10_percent",
+        "window_has_outcomes",  # evaluated by the extraction itself
     },
     "pattern_summaries_weekly": {
         "previous_week_patterns_materialized",
         "weekly_pattern_extraction_duration_under_5_minutes",
         "all_services_have_weekly_patterns",
+        "window_has_outcomes",
     },
     "confidence_calibration": {
         "previous_month_calibration_materialized",
@@ -64,6 +66,7 @@ EXPECTED_CHECKS = {
         "snapshot_window_not_empty",
     },
     "learning_snapshot_custom": {"snapshot_window_not_empty"},
+    "pattern_summaries_custom": {"window_has_outcomes"},
     "stored_data": {"stored_data_integrity"},
 }
 EXPECTED_SCHEDULES = {
