@@ -142,17 +142,20 @@ def summarize(result: dg.ExecuteInProcessResult, assets: list[str], partitions: 
 
 
 def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
-    """One check evaluation as `{asset, check, status (PASS/WARN/FAIL), description}`."""
+    """One check evaluation as `{asset, check, status (PASS/WARN/FAIL), description}` (+ `partition` when it has one)."""
     if evaluation.passed:
         status = "PASS"
     else:
         status = "WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAIL"
-    return {
+    row = {
         "asset": evaluation.asset_key.to_user_string(),
         "check": evaluation.check_name,
         "status": status,
         "description": evaluation.description or "",
     }
+    if evaluation.partition:
+        row["partition"] = evaluation.partition
+    return row
 
 
 def run_checklist(instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
