@@ -11,3 +11,7 @@ warnings.filterwarnings(
     message=r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`",
     category=dg.BetaWarning,
 )
+# Per-partition check results (the `window_has_outcomes` check of the pattern summaries) are a preview.
+warnings.filterwarnings(
+    "ignore", message=r"Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)

@@ -26,7 +26,9 @@ fails alone. The custom assets share one dynamic partition per window `START..EN
 Snapshots are also appended to the append-only SnapshotStore (`$OPX_HOME/snapshots`)
 when each partition is stored (after the kill-switch re-check, see `operations.py`);
 an unchanged window keeps its id and version. A snapshot window is "empty" when it
-holds no outcome (the WARN check `snapshot_window_not_empty`).
+holds no outcome (the WARN check `snapshot_window_not_empty`). The pattern summaries
+evaluate their own WARN check `window_has_outcomes` per partition stored (a window
+without any outcome: `empty_window: true` in its metadata).
 
 Freshness policies follow the runbook: a scheduled run starting at 00:00 (snapshots
 01:00) must have materialized within the expected duration (daily patterns 2 min,
@@ -170,7 +172,35 @@ def summary_metadata(summary: pl.DataFrame) -> dict[str, Any]:
         # Earlier windows with outcomes behind the emerging test (4 = full baseline).
         "emerging_baseline_windows": int(total.get("emerging_baseline_windows") or 0),
         "top_root_causes": dg.MetadataValue.md(_top_causes_table(summary)),
+        # No outcome at all in the window: the summaries are the zero "ALL" row (WARN `window_has_outcomes`).
+        "empty_window": dg.MetadataValue.bool(not total.get("total_incidents")),
     }
+
+
+WINDOW_CHECK = "window_has_outcomes"
+_WINDOW_CHECK_TEXT = (
+    "The window holds outcomes (WARN when it holds none: the summaries are zeros, e.g. an ingestion gap). "
+    "Evaluated by the extraction itself, one result per partition stored."
+)
+
+
+def _window_check_spec(asset: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
+
+
+def window_check(metadata: Mapping[str, Any], key: str, cadence: str) -> dg.AssetCheckResult:
+    """WARN `window_has_outcomes` of one partition's summaries: no outcome at all in its window."""
+    outcomes = int(metadata["total_incidents"])
+    empty = outcomes == 0
+    where = f"{cadence.lower()} window {key}"
+    text = f"no outcomes in the {where}: its summaries are zeros" if empty else f"{outcomes} outcomes in the {where}"
+    return dg.AssetCheckResult(
+        check_name=WINDOW_CHECK,
+        passed=not empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=text,
+        metadata={"empty_window": empty, "outcomes": outcomes, "partition": key},
+    )
 
 
 def _range_parameters(context: dg.AssetExecutionContext, time_window: str, **extra: Any) -> dict[str, Any]:
@@ -209,7 +239,7 @@ def daily_outcomes(
             metadata[key] = meta
         total = sum(m["outcomes"] for m in metadata.values())
         rejected = sum(m["rejected"] for m in metadata.values())
-        return Produced(values, metadata, {"outcomes": total, "rejected": rejected}, {"outcomes": total, "rejected": rejected})
+        return Produced(values, metadata, {"outcomes": total, "rejected": rejected})
 
     # Read-only input stage, not a learning operation: not audited; the operations downstream are.
     yield from run_operation(context, None, asset_storage, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
@@ -220,6 +250,7 @@ def daily_outcomes(
     backfill_policy=SINGLE_RUN,
     deps=[daily_outcomes],
     freshness_policy=FRESHNESS["pattern_summaries_daily"],
+    check_specs=[_window_check_spec("pattern_summaries_daily", daily_partitions)],
     output_required=False,
     group_name="patterns",
     kinds={"polars", "parquet"},
@@ -239,6 +270,7 @@ def pattern_summaries_daily(
     backfill_policy=SINGLE_RUN,
     deps=[daily_outcomes],
     freshness_policy=FRESHNESS["pattern_summaries_weekly"],
+    check_specs=[_window_check_spec("pattern_summaries_weekly", weekly_partitions)],
     output_required=False,
     group_name="patterns",
     kinds={"polars", "parquet"},
@@ -278,8 +310,8 @@ def _patterns(
             "summary_count": sum(len(v) for v in values.values()),
             "total_incidents": sum(m["total_incidents"] for m in metadata.values()),
         }
-        summary = {"total_incidents": results["total_incidents"], "summaries": results["summary_count"]}
-        return Produced(values, metadata, results, summary)
+        checks = {key: [window_check(metadata[key], key, cadence)] for key in keys}
+        return Produced(values, metadata, results, checks=checks)
 
     yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
 
@@ -376,7 +408,7 @@ def confidence_calibration(
             values[key] = result.to_dict()
             metadata[key] = calibration_metadata(result) | calibration_views(result, outcomes)
         results = calibration_results(calibrations)
-        return Produced(values, metadata, results, {"outcome_count": results["outcome_count"]})
+        return Produced(values, metadata, results)
 
     yield from run_operation(context, safety, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
 
@@ -564,8 +596,7 @@ def _snapshots(
             snapshot_ids.append(stored.snapshot_id)
         return stored.to_dict()
 
-    summary = {"snapshots": len(values), "empty_windows": results["empty_windows"]}
-    return Produced(values, metadata, results, summary, persist=persist)
+    return Produced(values, metadata, results, persist=persist)
 
 
 def snapshot_metadata(snapshot: Any) -> dict[str, Any]:
@@ -641,6 +672,7 @@ def _custom_parameters(window: Window, **extra: Any) -> dict[str, Any]:
 @dg.asset(
     partitions_def=custom_partitions,
     deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
+    check_specs=[_window_check_spec("pattern_summaries_custom", custom_partitions)],
     output_required=False,
     group_name="patterns",
     kinds={"polars", "parquet"},
@@ -663,7 +695,7 @@ def pattern_summaries_custom(
         summary = extract_patterns_windows(outcomes, [window])
         metadata = summary_metadata(summary)
         results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
-        return Produced({key: summary}, {key: metadata}, results, {"summaries": summary.height})
+        return Produced({key: summary}, {key: metadata}, results, checks={key: [window_check(metadata, key, "CUSTOM")]})
 
     yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _custom_parameters(window), work)
 
@@ -692,7 +724,7 @@ def confidence_calibration_custom(
         result = _calibrate_window(scan_window_outcomes(asset_storage, outcome_store, window), window, key, "window")
         results = calibration_results([result])
         metadata = calibration_metadata(result)
-        return Produced({key: result.to_dict()}, {key: metadata}, results, {"outcome_count": result.outcome_count})
+        return Produced({key: result.to_dict()}, {key: metadata}, results)
 
     yield from run_operation(context, safety, asset_storage, "CALIBRATION", _custom_parameters(window), work)
 

@@ -1,66 +1,107 @@
-"""Asset jobs: one per cadence of SPEC §0, one per on-demand custom window (the checklist job is in checks.py)."""
+"""Named jobs: one per operation and cadence of SPEC §0, one per on-demand custom window (the morning checklist's job is in checks.py).
+
+Every run of the learning assets belongs to one of these jobs (schedules, `trigger`, REST,
+the demo, and backfills launched from a job's page), so the UI can open its job and
+re-execute it. An operation's job selects its assets and the checks those assets evaluate
+themselves (e.g. `window_has_outcomes`, one result per partition stored); the morning
+checklist's items run only in `morning_checklist_job` (checks.py), so a range run plans no
+check it does not evaluate.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import dagster as dg
 
 from opx_learning.defs import assets as a
 from opx_learning.defs.service_calibration import confidence_calibration_by_service
 
-daily_patterns_job = dg.define_asset_job(
-    "daily_patterns_job",
-    selection=dg.AssetSelection.assets(a.daily_outcomes, a.pattern_summaries_daily),
-    description="PATTERN_EXTRACTION of one day (validated outcomes, then summaries).",
-)
-weekly_patterns_job = dg.define_asset_job(
-    "weekly_patterns_job",
-    selection=dg.AssetSelection.assets(a.pattern_summaries_weekly),
-    description="PATTERN_EXTRACTION of one Sunday-to-Sunday week.",
-)
-monthly_calibration_job = dg.define_asset_job(
-    "monthly_calibration_job",
-    selection=dg.AssetSelection.assets(a.confidence_calibration, a.drift_metrics_asset, confidence_calibration_by_service),
-    description="CALIBRATION of one calendar month, then its drift against the previous month.",
-)
-daily_snapshot_job = dg.define_asset_job(
-    "daily_snapshot_job",
-    selection=dg.AssetSelection.assets(a.learning_snapshots_daily),
-    description="DAILY SNAPSHOT of one day.",
-)
-weekly_snapshot_job = dg.define_asset_job(
-    "weekly_snapshot_job",
-    selection=dg.AssetSelection.assets(a.learning_snapshots_weekly),
-    description="WEEKLY SNAPSHOT of one week.",
-)
-monthly_snapshot_job = dg.define_asset_job(
-    "monthly_snapshot_job",
-    selection=dg.AssetSelection.assets(a.learning_snapshots_monthly),
-    description="MONTHLY SNAPSHOT of one month.",
-)
-custom_snapshot_job = dg.define_asset_job(
-    "custom_snapshot_job",
-    selection=dg.AssetSelection.assets(a.learning_snapshot_custom),
-    description="CUSTOM SNAPSHOT of one window START..END (add the window as a partition first).",
-)
-custom_patterns_job = dg.define_asset_job(
-    "custom_patterns_job",
-    selection=dg.AssetSelection.assets(a.pattern_summaries_custom),
-    description="PATTERN_EXTRACTION of one window START..END (add the window as a partition first).",
-)
-custom_calibration_job = dg.define_asset_job(
-    "custom_calibration_job",
-    selection=dg.AssetSelection.assets(a.confidence_calibration_custom),
-    description="CALIBRATION of one window START..END (add the window as a partition first).",
-)
 
-JOBS = [
-    daily_patterns_job,
-    weekly_patterns_job,
-    monthly_calibration_job,
-    daily_snapshot_job,
-    weekly_snapshot_job,
-    monthly_snapshot_job,
-    custom_snapshot_job,
-    custom_patterns_job,
-    custom_calibration_job,
-]
+def _operation_job(name: str, assets: Sequence[dg.AssetsDefinition], description: str) -> dg.UnresolvedAssetJobDefinition:
+    own_checks = [key for asset in assets for key in asset.check_keys]
+    selection = dg.AssetSelection.assets(*assets).without_checks() | dg.AssetSelection.checks(*own_checks)
+    return dg.define_asset_job(name, selection=selection, description=description)
+
+
+_OPERATION_JOBS: dict[str, tuple[tuple[dg.AssetsDefinition, ...], str]] = {
+    "daily_outcomes_job": (
+        (a.daily_outcomes,),
+        "Validation of one day's outcomes from the outcome store (the input stage, not audited).",
+    ),
+    "daily_patterns_job": (
+        (a.daily_outcomes, a.pattern_summaries_daily),
+        "PATTERN_EXTRACTION of one day (validated outcomes, then summaries).",
+    ),
+    "weekly_patterns_job": ((a.pattern_summaries_weekly,), "PATTERN_EXTRACTION of one Sunday-to-Sunday week."),
+    "monthly_calibration_job": (
+        (a.confidence_calibration, a.drift_metrics_asset, confidence_calibration_by_service),
+        "CALIBRATION of one calendar month, then its drift against the previous month.",
+    ),
+    "daily_snapshot_job": ((a.learning_snapshots_daily,), "DAILY SNAPSHOT of one day."),
+    "weekly_snapshot_job": ((a.learning_snapshots_weekly,), "WEEKLY SNAPSHOT of one week."),
+    "monthly_snapshot_job": ((a.learning_snapshots_monthly,), "MONTHLY SNAPSHOT of one month."),
+    "custom_snapshot_job": (
+        (a.learning_snapshot_custom,),
+        "CUSTOM SNAPSHOT of one window START..END (add the window as a partition first).",
+    ),
+    "custom_patterns_job": (
+        (a.pattern_summaries_custom,),
+        "PATTERN_EXTRACTION of one window START..END (add the window as a partition first).",
+    ),
+    "custom_calibration_job": (
+        (a.confidence_calibration_custom,),
+        "CALIBRATION of one window START..END (add the window as a partition first).",
+    ),
+}
+JOB_ASSETS: dict[str, frozenset[str]] = {
+    name: frozenset(asset.key.to_user_string() for asset in assets) for name, (assets, _) in _OPERATION_JOBS.items()
+}
+"""The asset keys each operation job materializes."""
+
+_jobs = {name: _operation_job(name, assets, text) for name, (assets, text) in _OPERATION_JOBS.items()}
+daily_outcomes_job = _jobs["daily_outcomes_job"]
+daily_patterns_job = _jobs["daily_patterns_job"]
+weekly_patterns_job = _jobs["weekly_patterns_job"]
+monthly_calibration_job = _jobs["monthly_calibration_job"]
+daily_snapshot_job = _jobs["daily_snapshot_job"]
+weekly_snapshot_job = _jobs["weekly_snapshot_job"]
+monthly_snapshot_job = _jobs["monthly_snapshot_job"]
+custom_snapshot_job = _jobs["custom_snapshot_job"]
+custom_patterns_job = _jobs["custom_patterns_job"]
+custom_calibration_job = _jobs["custom_calibration_job"]
+
+JOBS = list(_jobs.values())
+
+
+def job_for_assets(asset_keys: Sequence[str]) -> str:
+    """The name of the named job that materializes exactly `asset_keys`.
+
+    Args:
+        asset_keys: asset keys as user strings (order and repeats do not matter).
+
+    Returns:
+        The job's name, e.g. `daily_patterns_job` for `daily_outcomes` + `pattern_summaries_daily`.
+
+    Raises:
+        ValueError: no job materializes exactly these assets.
+    """
+    wanted = frozenset(asset_keys)
+    for name, keys in JOB_ASSETS.items():
+        if keys == wanted:
+            return name
+    known = "; ".join(f"{name}: {', '.join(sorted(keys))}" for name, keys in JOB_ASSETS.items())
+    raise ValueError(f"no job materializes exactly {', '.join(sorted(wanted)) or 'no asset'} (jobs: {known})")
+
+
+def job_covering(asset_keys: Sequence[str]) -> str:
+    """The smallest named job that materializes every one of `asset_keys` (a run may select a subset of it).
+
+    Raises:
+        ValueError: no job holds all these assets.
+    """
+    wanted = frozenset(asset_keys)
+    holding = sorted((len(keys), name) for name, keys in JOB_ASSETS.items() if wanted and wanted <= keys)
+    if not holding:
+        return job_for_assets(asset_keys)  # raises with the list of jobs
+    return holding[0][1]

@@ -1,9 +1,11 @@
 """In-process launches on the instance of `DAGSTER_HOME` (used by the `trigger` and `demo` commands).
 
-A partition range of a single-run asset is one run (the
-`dagster/asset_partition_range_start` / `_end` tags), per-partition assets
-(calibration, drift) get one run per partition. Runs are recorded in the instance
-`dagster dev` shows, with the asset checks of the selected assets.
+Every launch runs a named job of `defs/jobs.py` (the job of exactly those assets, else
+the smallest job holding them with the run selecting a subset), so the UI can open the
+run's job and re-execute it. A partition range is one run (the
+`dagster/asset_partition_range_start` / `_end` tags). Runs are recorded in the instance
+`dagster dev` shows, with the checks the assets evaluate themselves; the morning
+checklist's checks run in `morning_checklist_job` (`run_checklist`).
 
 The console is quiet by default: Dagster's console logger only prints CRITICAL
 events, so an expected failure (e.g. INSUFFICIENT_DATA) does not print a stack trace
@@ -75,10 +77,16 @@ def materialize(
     tags: dict[str, str] | None = None,
     verbose: bool = False,
 ) -> RunSummary:
-    """Materialize `asset_keys` for one partition or one contiguous range in a single in-process run."""
+    """Materialize `asset_keys` for one partition or one contiguous range in one in-process run of their named job.
+
+    Raises:
+        ValueError: no named job holds all of `asset_keys`.
+    """
+    from opx_learning.defs.jobs import JOB_ASSETS, job_covering
     from opx_learning.defs.sensors import process_tags
 
-    defs = definitions()
+    name = job_covering(asset_keys)
+    job = definitions().resolve_job_def(name)
     # The pid lets the audit sensor tell a run whose process was killed from a live one.
     run_tags = {**process_tags(), **(tags or {})}
     partition_key = None
@@ -86,16 +94,11 @@ def materialize(
         partition_key = partitions[0]
     elif partitions:
         run_tags |= {RANGE_START: partitions[0], RANGE_END: partitions[-1]}
-    from opx_learning.defs.assets import ASSETS
-    from opx_learning.defs.checks import CHECKS
-
-    result = dg.materialize(
-        assets=[*ASSETS, *CHECKS],
-        # Checks run in the checklist job only, against the partition of the period they name.
-        selection=dg.AssetSelection.assets(*asset_keys).without_checks(),
+    subset = None if JOB_ASSETS[name] == frozenset(asset_keys) else [dg.AssetKey(key) for key in asset_keys]
+    result = job.execute_in_process(
         instance=instance,
-        resources=defs.resources,
         partition_key=partition_key,
+        asset_selection=subset,
         tags=run_tags,
         raise_on_error=False,
         run_config=console(verbose),
@@ -139,17 +142,20 @@ def summarize(result: dg.ExecuteInProcessResult, assets: list[str], partitions: 
 
 
 def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
-    """One check evaluation as `{asset, check, status (PASS/WARN/FAIL), description}`."""
+    """One check evaluation as `{asset, check, status (PASS/WARN/FAIL), description}` (+ `partition` when it has one)."""
     if evaluation.passed:
         status = "PASS"
     else:
         status = "WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAIL"
-    return {
+    row = {
         "asset": evaluation.asset_key.to_user_string(),
         "check": evaluation.check_name,
         "status": status,
         "description": evaluation.description or "",
     }
+    if evaluation.partition:
+        row["partition"] = evaluation.partition
+    return row
 
 
 def run_checklist(instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:

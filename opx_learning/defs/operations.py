@@ -30,11 +30,23 @@ The audit record's `results` hold the work's results plus `work_duration_ms` (th
 time spent computing and storing; the record's own `duration_ms` spans the whole
 attempt) and `partitions`.
 
-A run covering several partitions (single-run backfills) returns one
-`MaterializeResult`: Dagster records one materialization per partition with the run's
-metadata (range totals), and the per-partition numbers are kept in the
-`per_partition` JSON. A one-partition run (every scheduled run) carries that
-partition's own numbers, which the UI plots over time.
+Every partition records its own metadata, whether it ran alone or in a range (a
+single-run backfill): the work's metadata of that key goes to that key's materialization
+(`context.add_asset_metadata(..., partition_key=key)`), so the UI's plots over time show
+each day's, week's or month's own figures. Only the run's figures are shared by the
+partitions of a range: `duration_ms` (the whole run's work), `duration_per_partition_ms`
+(that divided by the run's partitions), `partitions` (how many the run covered),
+`range`, `audit_id` and `trigger_type`.
+
+Checks an asset evaluates itself (declared with `check_specs`, e.g. `window_has_outcomes`)
+come back from the work per partition (`Produced.checks`) and are recorded against that
+partition once it is stored, so a range run leaves no check execution PLANNED.
+
+A skipped operation (kill switch, maintenance window) is visible where the user looks:
+the run gets the tags `opx/skipped` (the reason, e.g. KILL_SWITCH_ACTIVE) and
+`opx/skip_message`, each partition not stored gets an `AssetObservation` with the reason,
+and the run stays SUCCESS (a skip is not a failure; see docs/assets.md for what Dagster's
+backfill page shows).
 """
 
 from __future__ import annotations
@@ -51,7 +63,9 @@ from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.guard import Attempt, Guard
 
 PERSIST_FAILED = "PERSIST_FAILED"
-Event = dg.MaterializeResult | dg.AssetMaterialization | dg.AssetObservation
+SKIPPED_TAG = "opx/skipped"
+SKIP_MESSAGE_TAG = "opx/skip_message"
+Event = dg.MaterializeResult | dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation | dg.Output
 
 
 @dataclass
@@ -60,18 +74,18 @@ class Produced:
 
     Attributes:
         values: `{partition_key: value}` stored through `AssetStorage` (one file per key).
-        metadata: per-partition materialization metadata.
+        metadata: per-partition materialization metadata (that partition's own figures).
         results: JSON-safe results written to the audit record.
-        summary: metadata for a whole range run.
         persist: optional `persist(key, value) -> value to store`, called for each partition
             just before it is written (e.g. appending a snapshot to the snapshot store).
+        checks: per-partition results of the checks the asset declares itself (`check_specs`).
     """
 
     values: dict[str, Any]
     metadata: dict[str, dict[str, Any]]
     results: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
     persist: Callable[[str, Any], Any] | None = None
+    checks: dict[str, list[dg.AssetCheckResult]] = field(default_factory=dict)
 
 
 class InsufficientInput(Exception):
@@ -101,7 +115,7 @@ def run_operation(
             if error is not None:
                 yield from stored.materializations({})
                 raise dg.Failure(description=error, metadata={"reason": PERSIST_FAILED}) from None
-        yield _result(produced, stored, _timing(started, produced))
+        yield from _result(context, produced, stored, _timing(started, produced))
         return
     guard = safety.guard()
     attempt = safety.begin_for_run(
@@ -114,7 +128,7 @@ def run_operation(
     )
     if not attempt.allowed:
         context.log.warning(f"{operation_type} skipped: {attempt.message} (audit {attempt.audit_id})")
-        yield _skipped(context, attempt.skip_reason, attempt.message, attempt.audit_id)
+        yield from _skipped(context, attempt.skip_reason, attempt.message, attempt.audit_id, list(context.partition_keys))
         return
     started = time.perf_counter()
     try:
@@ -151,7 +165,7 @@ def _store_guarded(
             guard.skip(replace(attempt, results={**produced.results, **outcome}), reason, text)
             context.log.warning(f"{attempt.operation_type} stopped: {text} (audit {attempt.audit_id})")
             yield from stored.materializations({"audit_id": attempt.audit_id})
-            yield _skipped(context, reason, text, attempt.audit_id, outcome)
+            yield from _skipped(context, reason, text, attempt.audit_id, outcome["partitions_skipped"], outcome)
             return
         error = stored.store(key)
         if error is not None:
@@ -173,7 +187,7 @@ def _store_guarded(
         },
     )
     timing |= {"audit_id": attempt.audit_id, "trigger_type": attempt.trigger_type.value}
-    yield _result(produced, stored, timing)
+    yield from _result(context, produced, stored, timing)
 
 
 class _Stored:
@@ -206,14 +220,33 @@ class _Stored:
         done = set(self.keys)
         return {"partitions_stored": list(self.keys), "partitions_skipped": [k for k in keys if k not in done]}
 
-    def materializations(self, extra: dict[str, Any]) -> Iterator[dg.AssetMaterialization]:
-        """One materialization per stored partition (for a run that stopped before storing all)."""
+    def materializations(self, extra: dict[str, Any]) -> Iterator[Event]:
+        """One materialization per stored partition (for a run that stopped before storing all), and its checks."""
         for key, uri in zip(self.keys, self.uris, strict=True):
             yield dg.AssetMaterialization(
                 asset_key=self.context.asset_key,
                 partition=key,
                 metadata={**self.produced.metadata[key], **extra, "uri": dg.MetadataValue.path(uri)},
             )
+        yield from self.check_evaluations()
+
+    def check_evaluations(self) -> Iterator[dg.AssetCheckEvaluation]:
+        """The asset's own check results of each stored partition, recorded against that partition."""
+        selected = self.context.selected_asset_check_keys
+        for key in self.keys:
+            for result in self.produced.checks.get(key, []):
+                check_key = dg.AssetCheckKey(self.context.asset_key, str(result.check_name))
+                if check_key not in selected:
+                    continue
+                yield dg.AssetCheckEvaluation(
+                    asset_key=self.context.asset_key,
+                    check_name=check_key.name,
+                    passed=result.passed,
+                    metadata=result.metadata,
+                    severity=result.severity,
+                    description=result.description,
+                    partition=key,
+                )
 
 
 def _skipped(
@@ -221,12 +254,26 @@ def _skipped(
     reason: Any,
     message: str,
     audit_id: str,
+    keys: list[str],
     outcome: dict[str, list[str]] | None = None,
-) -> dg.AssetObservation:
+) -> Iterator[Event]:
+    """Tag the run with the skip and its reason, and leave the reason on each partition not stored."""
+    context.instance.add_run_tags(context.run.run_id, {SKIPPED_TAG: str(reason), SKIP_MESSAGE_TAG: message[:1000]})
     metadata: dict[str, Any] = {"skipped": str(reason), "message": message, "audit_id": audit_id}
     if outcome is not None:
-        metadata |= {name: len(keys) for name, keys in outcome.items()}
-    return dg.AssetObservation(asset_key=context.asset_key, metadata=metadata)
+        metadata |= {name: len(done) for name, done in outcome.items()}
+    if not keys:
+        yield dg.AssetObservation(asset_key=context.asset_key, metadata=metadata)
+    for key in keys:
+        yield dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=metadata)
+    yield from _check_outputs(context)
+
+
+def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+    """The (empty) outputs of the asset's own selected checks, which Dagster requires of the step."""
+    for key in context.selected_asset_check_keys:
+        if key.asset_key == context.asset_key:
+            yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
 
 
 def missing_upstream(asset: str, missing: list[str], hint: str) -> InsufficientInput:
@@ -249,30 +296,20 @@ def _timing(started: float, produced: Produced) -> dict[str, Any]:
     }
 
 
-def _result(produced: Produced, stored: _Stored, timing: dict[str, Any]) -> dg.MaterializeResult:
+def _result(
+    context: dg.AssetExecutionContext, produced: Produced, stored: _Stored, timing: dict[str, Any]
+) -> Iterator[Event]:
+    """Each partition's own metadata (and file), the run's figures on all of them, then the asset's own checks."""
     keys = list(produced.values)
-    files: dict[str, Any] = {"files": len(stored.uris)}
-    if stored.uris:
-        where = stored.uris[-1] if len(stored.uris) == 1 else stored.uris[-1].rsplit("/", 1)[0]
-        files["uri"] = dg.MetadataValue.path(where)
-    if len(keys) == 1:
-        return dg.MaterializeResult(metadata={**produced.metadata[keys[0]], **timing, **files})
-    return dg.MaterializeResult(
-        metadata={
-            **produced.summary,
-            **timing,
-            **files,
-            "range": f"{keys[0]}...{keys[-1]}" if keys else "",
-            "per_partition": dg.MetadataValue.json({key: plain(produced.metadata[key]) for key in keys}),
-        }
-    )
-
-
-def plain(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The numeric and short text values of one partition's metadata (tables left out)."""
-    values = {}
-    for name, value in metadata.items():
-        raw = value.value if isinstance(value, dg.MetadataValue) else value
-        if isinstance(raw, bool | int | float) or (isinstance(raw, str) and len(raw) <= 200):
-            values[name] = raw
-    return values
+    multiple = len(keys) > 1
+    for key, uri in zip(stored.keys, stored.uris, strict=True):
+        own = {**produced.metadata[key], "uri": dg.MetadataValue.path(uri)}
+        if multiple:
+            context.add_asset_metadata(own, partition_key=key)
+        else:
+            timing = {**own, **timing}
+    if multiple:
+        timing["range"] = f"{keys[0]}...{keys[-1]}"
+    yield dg.MaterializeResult(metadata=timing)
+    yield from stored.check_evaluations()
+    yield from _check_outputs(context)

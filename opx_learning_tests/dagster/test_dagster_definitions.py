@@ -37,8 +37,11 @@ EXPECTED_CHECKS = {
     "audit_trail_weekly": {
         "weekly_success_rate_over_90_percent", "weekly_duration_trend_stable", "weekly_error_rate_under_10_percent",
     },
-    "pattern_summaries_daily": {"scheduled_daily_pattern_extraction"},
-    "pattern_summaries_weekly": {"scheduled_weekly_pattern_extraction", "weekly_patterns_cover_every_service"},
+    "pattern_summaries_daily": {"scheduled_daily_pattern_extraction", "window_has_outcomes"},
+    "pattern_summaries_weekly": {
+        "scheduled_weekly_pattern_extraction", "weekly_patterns_cover_every_service", "window_has_outcomes",
+    },
+    "pattern_summaries_custom": {"window_has_outcomes"},
     "confidence_calibration": {
         "scheduled_monthly_calibration",
         "calibration_has_at_least_30_outcomes",
