@@ -94,11 +94,16 @@ def materialize(
         partition_key = partitions[0]
     elif partitions:
         run_tags |= {RANGE_START: partitions[0], RANGE_END: partitions[-1]}
-    subset = None if JOB_ASSETS[name] == frozenset(asset_keys) else [dg.AssetKey(key) for key in asset_keys]
+    if JOB_ASSETS[name] != frozenset(asset_keys):
+        # A subset keeps only the selected assets' own checks (the checklist's items run in its own job).
+        from opx_learning.defs.assets import ASSETS
+
+        keys = {dg.AssetKey(key) for key in asset_keys}
+        own = {check for asset in ASSETS if asset.key in keys for check in asset.check_keys}
+        job = job.get_subset(asset_selection=keys, asset_check_selection=own)
     result = job.execute_in_process(
         instance=instance,
         partition_key=partition_key,
-        asset_selection=subset,
         tags=run_tags,
         raise_on_error=False,
         run_config=console(verbose),

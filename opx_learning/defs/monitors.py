@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._check import CheckError
 from dagster._core.definitions.schedule_definition import DecoratedScheduleFunction
 from dagster._core.scheduler.instigation import (
     InstigatorStatus,
@@ -441,6 +442,23 @@ def monitors_summary(
     return not stale, text, metadata
 
 
+@dg.asset_check(
+    asset=sensor_heartbeats.key,
+    name="monitors_ticking",
+    description="Every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, "
+    "the alert sensor's cursor is within 10 minutes of the audit trail (P1 MONITOR_STALE otherwise).",
+)
+def monitors_ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
+    """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
+    try:
+        repository: dg.RepositoryDefinition | None = context.repository_def
+    except CheckError:
+        repository = None  # a job executed in process has no repository: use the code location's
+    ticking, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), repository)
+    return dg.AssetCheckResult(passed=ticking, severity=dg.AssetCheckSeverity.ERROR, description=text,
+                               metadata=metadata)
+
+
 def watched_sensor_names(repository: dg.RepositoryDefinition | None = None) -> list[str]:
     """Sensors that start RUNNING (each gets a CloudWatch heartbeat alarm from `monitoring deploy`)."""
     repository = repository or _repository()
@@ -448,5 +466,5 @@ def watched_sensor_names(repository: dg.RepositoryDefinition | None = None) -> l
 
 
 MONITOR_DEFS = dg.Definitions(
-    assets=[sensor_heartbeats], sensors=[monitors_watchdog_sensor]
+    assets=[sensor_heartbeats], asset_checks=[monitors_ticking], sensors=[monitors_watchdog_sensor]
 )

@@ -102,7 +102,7 @@ def confidence_calibration_by_service(
             produced[key] = rows
             metadata[key] = _metadata(rows, priors, advisories(rows, key))
         results = {"service_bands": sum(frame.height for frame in produced.values())}
-        return Produced(dict(produced), metadata, results, results)
+        return Produced(dict(produced), metadata, results)
 
     span = to_window(context.partition_time_window)
     parameters = {"start_date": span.start_iso, "end_date": span.end_iso, "time_window": "MONTHLY"}

@@ -158,7 +158,7 @@ def test_dagster_every_launch_is_a_named_job(instance: dg.DagsterInstance) -> No
 
 def test_dagster_job_for_assets() -> None:
     assert job_for_assets(["pattern_summaries_daily", "daily_outcomes"]) == "daily_patterns_job"
-    assert job_for_assets(["drift_metrics", "confidence_calibration"]) == "monthly_calibration_job"
+    assert job_for_assets(["drift_metrics", "confidence_calibration", "confidence_calibration_by_service"]) == "monthly_calibration_job"
     assert job_for_assets(["learning_snapshot_custom"]) == "custom_snapshot_job"
     try:
         job_for_assets(["pattern_summaries_daily", "learning_snapshots_daily"])
