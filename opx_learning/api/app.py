@@ -33,7 +33,7 @@ from opx_learning.api.models import (
     TriggerAccepted,
 )
 from opx_learning.api.runner import BackgroundRuns
-from opx_learning.cli.orchestration import ManualPlan, fail_running, plan_manual
+from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
 from opx_learning.config import Settings, get_settings
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (

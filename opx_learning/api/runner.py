@@ -27,7 +27,8 @@ import sys
 import threading
 from pathlib import Path
 
-from opx_learning.cli.orchestration import ManualPlan, ensure_dagster_home, fail_running
+from opx_learning.app.instance import ensure_dagster_home
+from opx_learning.app.manual import ManualPlan, fail_running
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 
