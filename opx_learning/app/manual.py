@@ -5,12 +5,13 @@ Shared by `opx-learning trigger`, the REST API and its background workers, and t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from opx_learning.app.instance import ensure_dagster_home
+from opx_learning.app.queue import FOLLOW_TIMEOUT
 from opx_learning.config import Settings, get_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
@@ -271,28 +272,37 @@ def launch_manual(
     *,
     verbose: bool = False,
     guard: Guard | None = None,
+    wait: bool = True,
+    timeout: float = FOLLOW_TIMEOUT,
+    progress: Callable[[str], None] | None = None,
+    instance: Any = None,
 ) -> tuple[Any, AuditRecord | None]:
-    """Run a planned trigger in one in-process run adopting `audit_id`; FAILED if the run left the record RUNNING.
+    """Run a planned trigger in one run adopting `audit_id`; FAILED if the run left the record RUNNING.
+
+    On the embedded instance the run executes in this process; on an instance whose run
+    coordinator queues, it is submitted to the queue and followed (`launch_adopting`).
 
     Args:
         plan: the checked trigger.
         audit_id: the RUNNING record begun `adoptable` for it.
         token: that attempt's `adoption_token` (the run presents it to adopt the record).
-        verbose: print Dagster's own log.
+        verbose: print Dagster's own log (in-process runs).
         guard: reuse a guard.
+        wait: follow a queued run until it finishes (False: return once it is enqueued).
+        timeout: seconds to follow a queued run.
+        progress: gets a line per status change of a queued run.
+        instance: the Dagster instance (default: DAGSTER_HOME's).
 
     Returns:
         The run's `launch.RunSummary` and the audit record as the run left it.
     """
     import dagster as dg
 
-    from opx_learning.defs import launch
     from opx_learning.defs.partitions import CUSTOM_WINDOWS
-    from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
     from opx_learning.safety.guard import Guard
 
     ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
+    instance = instance or dg.DagsterInstance.get()
     if plan.cadence == "CUSTOM":
         new = [key for key in plan.keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)]
         try:
@@ -302,11 +312,124 @@ def launch_manual(
             # A concurrent trigger of the same window may add the key between the check and the insert.
             if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
                 raise
-    tags = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
-    summary = launch.materialize(instance, list(plan.assets), list(plan.keys), tags, verbose)
-    guard = guard or Guard.from_settings()
+    return launch_adopting(instance, plan.assets, plan.keys, audit_id, token, guard=guard or Guard.from_settings(),
+                           trigger_type="MANUAL", verbose=verbose, wait=wait, timeout=timeout, progress=progress)
+
+
+def launch_adopting(
+    instance: Any,
+    assets: Sequence[str],
+    keys: Sequence[str],
+    audit_id: str,
+    token: str,
+    *,
+    guard: Guard,
+    trigger_type: str,
+    tags: Mapping[str, str] | None = None,
+    verbose: bool = False,
+    wait: bool = True,
+    timeout: float = FOLLOW_TIMEOUT,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Any, AuditRecord | None]:
+    """One run of `assets` over `keys` that adopts `audit_id`, then the record FAILED if the run ended leaving it RUNNING.
+
+    The embedded instance runs it in this process. An instance whose run coordinator queues
+    gets it submitted (`submit_adopting`) and followed until it finishes; a run not finished
+    (not waited for, or past `timeout`) leaves its record to the run.
+
+    Args:
+        instance: the Dagster instance.
+        assets: asset keys of one named job.
+        keys: one partition, or the keys of one range.
+        audit_id: the RUNNING record begun `adoptable`.
+        token: its adoption token.
+        guard: the guard of the record's store.
+        trigger_type: MANUAL or BACKFILL (the `opx/trigger_type` tag of a queued run).
+        tags: further run tags.
+        verbose: print Dagster's own log (in-process runs).
+        wait: follow a queued run.
+        timeout: seconds to follow a queued run.
+        progress: gets a line per status change of a queued run.
+
+    Returns:
+        The run's `launch.RunSummary` (`success` False for a run not finished) and the audit record.
+    """
+    from opx_learning.app import queue
+    from opx_learning.defs import launch
+    from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
+
+    if not queue.queues(instance):
+        adoption = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token, **(tags or {})}
+        summary = launch.materialize(instance, list(assets), list(keys), adoption, verbose)
+    else:
+        run_id = submit_adopting(instance, assets, keys, audit_id, token, guard=guard, trigger_type=trigger_type, tags=tags)
+        run = queue.follow(instance, run_id, timeout=timeout, progress=progress) if wait else None
+        if run is None:
+            status = instance.get_run_by_id(run_id).status.value
+            summary = launch.RunSummary(run_id, False, list(assets), list(keys))
+            if wait:
+                summary.failures.append(f"run {run_id} is still {status} after {timeout:.0f} s; it goes on")
+            return summary, guard.audit.get(audit_id)
+        stored = queue.StoredRun(instance, run)
+        summary = launch.summarize(stored, list(assets), list(keys))  # type: ignore[arg-type]
+        failure = stored.run_failure()
+        if not summary.success and not summary.failures and failure:
+            summary.failures.append(failure)
     reason = "; ".join(summary.failures) or "the run ended before the operation started"
     return summary, fail_running(guard, audit_id, f"run {summary.run_id} failed: {reason}")
+
+
+def submit_adopting(
+    instance: Any,
+    assets: Sequence[str],
+    keys: Sequence[str],
+    audit_id: str,
+    token: str,
+    *,
+    guard: Guard,
+    trigger_type: str,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Submit one run of `assets` over `keys` to the instance's run coordinator, reserved to adopt `audit_id`.
+
+    The record is reserved for the new run's id before the run exists, so the token the run
+    carries in its tags (readable in the instance's storage and the UI while the run waits)
+    adopts the record for that run only. A submission that fails completes the record FAILED.
+
+    Returns:
+        The run id.
+    """
+    from dagster._core.utils import make_new_run_id
+
+    from opx_learning.app import queue
+    from opx_learning.defs.jobs import job_for_assets
+    from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
+
+    run_id = make_new_run_id()
+    guard.reserve(audit_id, run_id=run_id, token=token)
+    run_tags = {**(tags or {}), queue.TRIGGER_TYPE_TAG: trigger_type, AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
+    try:
+        return queue.submit_job(instance, job_for_assets(assets), list(keys), run_tags, run_id=run_id)
+    except Exception as error:
+        fail_running(guard, audit_id, f"the run could not be submitted to the queue: {type(error).__name__}: {error}")
+        raise
+
+
+def run_checklist(
+    instance: Any, at: str | None = None, verbose: bool = False, progress: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run the morning checklist job as of `at` (in this process, or through the queue of a queuing instance); its rows."""
+    from opx_learning.app import queue
+    from opx_learning.defs import launch
+
+    if not queue.queues(instance):
+        return launch.run_checklist(instance, at, verbose)
+    tags = {"opx/checklist_at": at} if at else {}
+    run_id = queue.submit_job(instance, "morning_checklist_job", [], tags)
+    run = queue.follow(instance, run_id, progress=progress)
+    if run is None:
+        raise TimeoutError(f"the morning checklist run {run_id} did not finish")
+    return [launch.check_row(evaluation) for evaluation in queue.StoredRun(instance, run).get_asset_check_evaluations()]
 
 
 def fail_running(guard: Guard, audit_id: str, error: str) -> AuditRecord | None:

@@ -1,5 +1,7 @@
-"""`opx-learning demo` and `opx-learning trigger`: run the Dagster assets in-process on DAGSTER_HOME.
+"""`opx-learning demo` and `opx-learning trigger`: run the Dagster assets on the instance of DAGSTER_HOME.
 
+The runs execute in this process on the embedded instance; on an instance whose run
+coordinator queues runs they are submitted to the queue and followed (`opx_learning.app`).
 DAGSTER_HOME defaults to `$OPX_HOME/dagster_home` (created, with the repository's
 local `dagster.yaml`, when missing), so `dagster dev` started with the same two
 variables shows every run, materialization and check result. Runs are quiet on the
@@ -44,12 +46,14 @@ from opx_learning.app.manual import (
     UNGUARDED,
     ManualPlan,
     begin_manual,
-    fail_running,
+    launch_adopting,
     launch_manual,
     plan_manual,
     refusal_text,
+    run_checklist,
     service_report,
 )
+from opx_learning.app.queue import FOLLOW_TIMEOUT, queues
 from opx_learning.config import get_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
@@ -67,8 +71,11 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
     started = time.perf_counter()
     result = action()
     run = result[0] if isinstance(result, tuple) and result else result
-    failed = getattr(run, "success", True) is False
-    _say(as_json, f"   {'failed' if failed else 'done'} in {time.perf_counter() - started:.1f} s")
+    record = result[1] if isinstance(result, tuple) and len(result) > 1 else None
+    word = "failed" if getattr(run, "success", True) is False else "done"
+    if getattr(getattr(record, "status", None), "value", None) == "RUNNING":
+        word = "left running"
+    _say(as_json, f"   {word} in {time.perf_counter() - started:.1f} s")
     return result
 
 
@@ -146,10 +153,12 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
         partition_window,
         weekly_partitions,
     )
-    from opx_learning.resources.safety import adoption_tags
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
+
+    def progress(line: str) -> None:
+        _say(as_json, line)
 
     kill_switch = _kill_switch_note()
     if kill_switch:
@@ -191,9 +200,10 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
             runs.append(launch.RunSummary("", True, list(assets), list(keys), skipped=skipped,
                                           audit_ids=[attempt.audit_id]))
             return
-        tags = {**adoption_tags(attempt), "opx/demo": "true"}
-        runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags, verbose)))
-        fail_running(guard, attempt.audit_id, "the demo's run ended before the operation started")
+        summary, _ = _timed(as_json, label, lambda: launch_adopting(
+            instance, assets, keys, attempt.audit_id, attempt.adoption_token or "", guard=guard,
+            trigger_type="BACKFILL", tags={"opx/demo": "true"}, verbose=verbose, progress=progress))
+        runs.append(summary)
 
     # Each step has one guarded operation (the other assets are the unguarded input stage and drift).
     step(f"daily outcomes + pattern summaries ({len(days)} days, one run)",
@@ -213,7 +223,7 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     step(f"custom window {custom}: calibration", ["confidence_calibration_custom"], [custom], "CALIBRATION", "CUSTOM")
     step(f"custom window {custom}: snapshot", ["learning_snapshot_custom"], [custom], "SNAPSHOT", "CUSTOM")
     checklist = _timed(as_json, "morning checklist (every asset check)",
-                       lambda: launch.run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose))
+                       lambda: run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose, progress))
     drift = [
         {"month": month[:7], **{k: v for k, v in meta.items() if k in ("max_abs_drift", "drift", "change_max_abs_drift")}}
         for run in runs
@@ -311,6 +321,12 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--emergency", is_flag=True, help="Ask to bypass the kill switch (EMERGENCY_OVERRIDE only)."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
         click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr."),
+        click.option("--no-wait", "no_wait", is_flag=True,
+                     help="On an instance that queues runs: print the run id and audit id once the run is enqueued "
+                     "and exit 0 (follow it with `opx-learning audit get`)."),
+        click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+                     help="On an instance that queues runs: seconds to follow the run before giving up (exit 1; "
+                     "the run goes on)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -335,10 +351,10 @@ def trigger() -> None:
 @click.option("--type", "cadence", type=click.Choice(["daily", "weekly", "custom"], case_sensitive=False),
               help="daily, weekly or custom (any case). Default: daily for whole days, else custom.")
 def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                     service: str | None, cadence: str | None) -> None:
+                     service: str | None, cadence: str | None, **follow: Any) -> None:
     """Map the range onto daily / weekly partitions (one run) or one custom window."""
     plan = _cli_plan("extract-patterns", start, end, cadence, service)
-    _trigger(plan, principal, emergency, as_json, verbose)
+    _trigger(plan, principal, emergency, as_json, verbose, **follow)
 
 
 @trigger.command(
@@ -351,9 +367,9 @@ def extract_patterns(start: str, end: str, principal: str | None, emergency: boo
 @click.option("--type", "cadence", type=click.Choice(["monthly", "custom"], case_sensitive=False),
               help="monthly or custom (any case). Default: monthly for whole calendar months, else custom.")
 def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                      cadence: str | None) -> None:
+                      cadence: str | None, **follow: Any) -> None:
     """Map the range onto monthly partitions (calibration and drift) or one custom window."""
-    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose)
+    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose, **follow)
 
 
 @trigger.command("snapshot", help="SNAPSHOT of a range: daily/weekly/monthly partitions, or one custom window.")
@@ -361,9 +377,9 @@ def calibrate_command(start: str, end: str, principal: str | None, emergency: bo
 @click.option("--type", "snapshot_type", type=click.Choice(["daily", "weekly", "monthly", "custom"], case_sensitive=False),
               default="custom", show_default=True, help="Snapshot type (any case).")
 def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                     snapshot_type: str) -> None:
+                     snapshot_type: str, **follow: Any) -> None:
     """Materialize the snapshot partitions of the range (custom: one dynamic partition START..END)."""
-    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose)
+    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose, **follow)
 
 
 def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str | None = None) -> ManualPlan:
@@ -376,11 +392,21 @@ def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str
 
 
 
-def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool) -> None:
+def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool,
+             no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
+    import dagster as dg
+
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import InvalidRequest
 
     dagster_home = ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    queued = queues(instance)
+    if no_wait and not queued:
+        raise click.UsageError(
+            f"--no-wait: the instance of DAGSTER_HOME ({dagster_home}) has a "
+            f"{type(instance.run_coordinator).__name__}, which does not queue runs: the trigger runs in this process"
+        )
     if plan.note:
         _say(as_json, f"note: {plan.note}")
     guard = Guard.from_settings()
@@ -391,9 +417,14 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
     if not attempt.allowed:
         _refused(attempt, as_json)
     principal = attempt.principal
-    summary, record = _timed(as_json, plan.label + " (one run)",
+    where = "submitted to the run queue" if queued else "one run"
+    summary, record = _timed(as_json, f"{plan.label} ({where})",
                              lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
-                                                   guard=guard))
+                                                   guard=guard, wait=not no_wait, timeout=timeout, instance=instance,
+                                                   progress=lambda line: _say(as_json, line)))
+    if no_wait:
+        _enqueued(attempt.audit_id, summary.run_id, plan, as_json)
+        return
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
     settings = get_settings()
     output = {
@@ -406,6 +437,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         "partitions": plan.partitions(),
         "store": settings.store_description,
         "run": summary.to_dict(),
+        "executed": "in a run worker, through the instance's run queue" if queued else "in this process",
         "where": {
             "run": f"{UI_URL}/runs/{summary.run_id}",
             "dagster": dev_command(dagster_home),
@@ -423,6 +455,23 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         _print_trigger(output, summary)
     if status != "SUCCESS":
         sys.exit(1)
+
+
+def _enqueued(audit_id: str, run_id: str, plan: ManualPlan, as_json: bool) -> None:
+    """Report a run left in the queue (`--no-wait`); the run completes its audit record."""
+    output = {
+        "audit_id": audit_id,
+        "status": "RUNNING",
+        "run_id": run_id,
+        "operation_type": plan.operation,
+        "partitions": plan.partitions(),
+        "follow": f"opx-learning audit get {audit_id}",
+    }
+    if as_json:
+        click.echo(json.dumps(output, indent=2))
+        return
+    click.echo(f"{plan.operation} enqueued  run {run_id}  audit id {audit_id}")
+    click.echo(f"  follow: {output['follow']}")
 
 
 def _refused(attempt: Attempt, as_json: bool) -> None:

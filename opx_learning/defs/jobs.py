@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from opx_learning.defs import assets as a
@@ -69,3 +71,27 @@ JOBS = [
     custom_calibration_job,
     morning_checklist_job,
 ]
+
+_JOB_OF_ASSETS = {
+    frozenset({"daily_outcomes", "pattern_summaries_daily"}): daily_patterns_job.name,
+    frozenset({"pattern_summaries_weekly"}): weekly_patterns_job.name,
+    frozenset({"confidence_calibration", "drift_metrics"}): monthly_calibration_job.name,
+    frozenset({"learning_snapshots_daily"}): daily_snapshot_job.name,
+    frozenset({"learning_snapshots_weekly"}): weekly_snapshot_job.name,
+    frozenset({"learning_snapshots_monthly"}): monthly_snapshot_job.name,
+    frozenset({"learning_snapshot_custom"}): custom_snapshot_job.name,
+    frozenset({"pattern_summaries_custom"}): custom_patterns_job.name,
+    frozenset({"confidence_calibration_custom"}): custom_calibration_job.name,
+}
+
+
+def job_for_assets(asset_keys: Iterable[str]) -> str:
+    """The name of the named job that materializes exactly these assets.
+
+    Raises:
+        KeyError: no job selects exactly these assets.
+    """
+    wanted = frozenset(asset_keys)
+    if wanted not in _JOB_OF_ASSETS:
+        raise KeyError(f"no job materializes exactly {', '.join(sorted(wanted))}")
+    return _JOB_OF_ASSETS[wanted]
