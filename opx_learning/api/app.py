@@ -3,7 +3,8 @@
 Manual triggers are checked and mapped onto partitions by the same code as
 `opx-learning trigger` (`plan_manual`), decided by the safety guard (kill switch, rate
 limit, audit record written before the work) and answered 202 at once; the run executes in
-a background worker process (`runner.py`) that completes the audit record. Poll
+a background worker process, or on an instance that queues runs in a run worker started by
+the daemon (`runner.py`), and completes the audit record. Poll
 `GET /learning/audit/{auditId}` (the `#` of an audit id URL-encoded as `%23`) for the outcome.
 """
 
@@ -34,7 +35,7 @@ from opx_learning.api.models import (
 )
 from opx_learning.api.runner import BackgroundRuns
 from opx_learning.api.thresholds import thresholds_router
-from opx_learning.cli.orchestration import ManualPlan, fail_running, plan_manual
+from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
 from opx_learning.config import Settings, get_settings
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (

@@ -1,6 +1,11 @@
 """Background execution of accepted triggers: one worker process per request, at most N at a time.
 
-An accepted request already has its RUNNING audit record. A daemon thread waits for a
+An accepted request already has its RUNNING audit record. On an instance whose run
+coordinator queues runs (`app.queue.queues`), a thread submits the run to the queue at once
+and follows it until it finishes: the run executes in a run worker started by the daemon,
+under the queue's limits, never in the API's process; this server holds no slot for it.
+
+On the embedded instance a daemon thread waits for a
 slot, starts `python -m opx_learning.api.worker` (own session, so it outlives an API
 restart) which runs the same launch code as `opx-learning trigger` with the record adopted
 through the `opx/audit_id` run tag and the attempt's adoption token (handed to the worker
@@ -27,7 +32,9 @@ import sys
 import threading
 from pathlib import Path
 
-from opx_learning.cli.orchestration import ManualPlan, ensure_dagster_home, fail_running
+from opx_learning.app.instance import ensure_dagster_home
+from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
+from opx_learning.app.queue import queues
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 
@@ -75,6 +82,8 @@ class BackgroundRuns:
         self._lock = threading.Lock()
         self._queued: set[str] = set()
         self._running: dict[str, subprocess.Popen[bytes]] = {}
+        self._following: set[str] = set()
+        self._queues: bool | None = None
         self._stopping = False
         self._env = {**os.environ, **settings_env(settings)}
         self.log_dir = settings.home / "api" / "runs"
@@ -84,10 +93,26 @@ class BackgroundRuns:
     def counts(self) -> dict[str, int]:
         """`{running, queued}` worker counts."""
         with self._lock:
-            return {"running": len(self._running), "queued": len(self._queued)}
+            return {"running": len(self._running) + len(self._following), "queued": len(self._queued)}
+
+    def queues(self) -> bool:
+        """Whether the Dagster instance queues runs (then runs are submitted to it, not run in workers)."""
+        if self._queues is None:
+            import dagster as dg
+
+            with dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"]) as instance:
+                self._queues = queues(instance)
+        return self._queues
 
     def submit(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:
         """Queue the run of an accepted trigger (returns at once); `token` is the attempt's adoption token."""
+        if self.queues():
+            with self._lock:
+                self._following.add(audit_id)
+            self._start_heartbeat()
+            threading.Thread(target=self._submit_and_follow, args=(plan, audit_id, token), name=f"opx-follow-{audit_id}",
+                             daemon=True).start()
+            return
         with self._lock:
             self._queued.add(audit_id)
             if self._heartbeat is None:
@@ -96,6 +121,30 @@ class BackgroundRuns:
         self._wake.set()
         thread = threading.Thread(target=self._run, args=(plan, audit_id, principal, token), name=f"opx-run-{audit_id}", daemon=True)
         thread.start()
+
+    def _start_heartbeat(self) -> None:
+        with self._lock:
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="opx-queue-heartbeat", daemon=True)
+                self._heartbeat.start()
+
+    def _submit_and_follow(self, plan: ManualPlan, audit_id: str, token: str) -> None:
+        """Submit the run to the instance's queue, follow it, and complete its record FAILED if the run did not."""
+        import dagster as dg
+
+        try:
+            with dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"]) as instance:
+                summary, record = launch_manual(plan, audit_id, token, guard=Guard.from_settings(self.settings),
+                                                instance=instance)
+            _log.info("request %s: run %s ended, audit record %s", audit_id, summary.run_id,
+                      record.status.value if record is not None else None)
+        except Exception as error:  # noqa: BLE001 - logged; the record is completed FAILED below
+            _log.exception("request %s: the queued run could not be submitted or followed", audit_id)
+            self._fail(audit_id, f"the run could not be submitted to the queue or followed: {type(error).__name__}: {error}")
+        finally:
+            with self._lock:
+                self._following.discard(audit_id)
+            self._wake.set()
 
     def stop(self) -> None:
         """Complete queued, never started requests as FAILED; running workers carry on in their own session."""
@@ -142,7 +191,7 @@ class BackgroundRuns:
             self._wake.clear()
             with self._lock:
                 stopping = self._stopping
-                held = set() if stopping else self._queued | set(self._running)
+                held = set() if stopping else self._queued | set(self._running) | self._following
             try:
                 if instance is None:
                     import dagster as dg

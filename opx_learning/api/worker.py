@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from opx_learning.cli.orchestration import ManualPlan, fail_running, launch_manual
+from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
 

@@ -1,5 +1,7 @@
-"""`opx-learning demo` and `opx-learning trigger`: run the Dagster assets in-process on DAGSTER_HOME.
+"""`opx-learning demo` and `opx-learning trigger`: run the Dagster assets on the instance of DAGSTER_HOME.
 
+The runs execute in this process on the embedded instance; on an instance whose run
+coordinator queues runs they are submitted to the queue and followed (`opx_learning.app`).
 DAGSTER_HOME defaults to `$OPX_HOME/dagster_home` (created, with the repository's
 local `dagster.yaml`, when missing), so `dagster dev` started with the same two
 variables shows every run, materialization and check result. Runs are quiet on the
@@ -28,78 +30,37 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.app.instance import (
+    DEFAULT_DAGSTER_YAML,
+    UI_URL,
+    dev_command,
+    ensure_dagster_home,
+)
+from opx_learning.app.manual import (
+    UNGUARDED,
+    ManualPlan,
+    begin_manual,
+    launch_adopting,
+    launch_manual,
+    plan_manual,
+    refusal_text,
+    run_checklist,
+    service_report,
+)
+from opx_learning.app.queue import FOLLOW_TIMEOUT, queues
+from opx_learning.config import get_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
 if TYPE_CHECKING:
-    from opx_learning.safety.guard import Attempt, Guard
-    from opx_learning.safety.models import AuditRecord
+    from opx_learning.safety.guard import Attempt
 
-DEFAULT_DAGSTER_YAML = """\
-# Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: DefaultRunCoordinator
-telemetry:
-  enabled: false
-"""
-_REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
-_UI = "http://127.0.0.1:3000"
-_INSTANCE_READY = ".opx-instance-ready"
-
-
-def ensure_dagster_home(settings: Settings | None = None) -> Path:
-    """Use DAGSTER_HOME, else `$OPX_HOME/dagster_home`; create it with a `dagster.yaml` and the instance's storage.
-
-    The storage (Dagster's SQLite schema) is created once, under a file lock, before any run
-    starts: processes that open a fresh instance at the same moment would otherwise race on
-    the schema migration ("table runs already exists").
-    """
-    raw = os.environ.get("DAGSTER_HOME")
-    home = Path(raw).expanduser().absolute() if raw else (settings or get_settings()).home / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    config, ready = home / "dagster.yaml", home / _INSTANCE_READY
-    if config.exists() and ready.exists():
-        return home
-    from filelock import FileLock
-
-    with FileLock(home / ".opx-instance.lock"):
-        if not config.exists():
-            source = _REPO_DAGSTER_YAML.read_text() if _REPO_DAGSTER_YAML.exists() else DEFAULT_DAGSTER_YAML
-            config.write_text(source)
-        if not ready.exists():
-            _initialise_instance()
-            ready.touch()
-    return home
-
-
-def _initialise_instance() -> None:
-    """Open the instance of DAGSTER_HOME once, which creates (or migrates the stamp of) its storage."""
-    import dagster as dg
-
-    instance = dg.DagsterInstance.get()
-    try:
-        instance.get_runs(limit=1)
-    finally:
-        instance.dispose()
-
-
-def dev_command(dagster_home: Path) -> str:
-    """The shell command that opens this instance in the Dagster UI."""
-    settings = get_settings()
-    start = os.environ.get("OPX_PARTITIONS_START", "").strip()
-    partitions = f"OPX_PARTITIONS_START={settings.partitions_start.isoformat()} " if start else ""
-    return f"OPX_HOME={settings.home} {partitions}DAGSTER_HOME={dagster_home} dagster dev"
-
+__all__ = ["DEFAULT_DAGSTER_YAML", "demo", "run_demo", "trigger"]
 
 def _say(as_json: bool, text: str) -> None:
     click.echo(text, err=as_json)
@@ -110,8 +71,11 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
     started = time.perf_counter()
     result = action()
     run = result[0] if isinstance(result, tuple) and result else result
-    failed = getattr(run, "success", True) is False
-    _say(as_json, f"   {'failed' if failed else 'done'} in {time.perf_counter() - started:.1f} s")
+    record = result[1] if isinstance(result, tuple) and len(result) > 1 else None
+    word = "failed" if getattr(run, "success", True) is False else "done"
+    if getattr(getattr(record, "status", None), "value", None) == "RUNNING":
+        word = "left running"
+    _say(as_json, f"   {word} in {time.perf_counter() - started:.1f} s")
     return result
 
 
@@ -143,7 +107,7 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
     report |= {
         "dagster_home": str(dagster_home),
         "opx_home": str(get_settings().home),
-        "open": {"command": dev_command(dagster_home), "url": _UI},
+        "open": {"command": dev_command(dagster_home), "url": UI_URL},
         "seconds": round(time.perf_counter() - started, 1),
     }
     if as_json:
@@ -189,10 +153,12 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
         partition_window,
         weekly_partitions,
     )
-    from opx_learning.resources.safety import adoption_tags
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
+
+    def progress(line: str) -> None:
+        _say(as_json, line)
 
     kill_switch = _kill_switch_note()
     if kill_switch:
@@ -230,13 +196,14 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
         attempt = guard.begin(operation, "BACKFILL", principal, parameters, adoptable=True)
         if not attempt.allowed:
             _say(as_json, f"-> {label}: {attempt.skip_reason} (audit {attempt.audit_id})")
-            skipped = {asset: str(attempt.skip_reason) if asset not in _UNGUARDED else "NOT_LAUNCHED" for asset in assets}
+            skipped = {asset: str(attempt.skip_reason) if asset not in UNGUARDED else "NOT_LAUNCHED" for asset in assets}
             runs.append(launch.RunSummary("", True, list(assets), list(keys), skipped=skipped,
                                           audit_ids=[attempt.audit_id]))
             return
-        tags = {**adoption_tags(attempt), "opx/demo": "true"}
-        runs.append(_timed(as_json, label, lambda: launch.materialize(instance, assets, keys, tags, verbose)))
-        fail_running(guard, attempt.audit_id, "the demo's run ended before the operation started")
+        summary, _ = _timed(as_json, label, lambda: launch_adopting(
+            instance, assets, keys, attempt.audit_id, attempt.adoption_token or "", guard=guard,
+            trigger_type="BACKFILL", tags={"opx/demo": "true"}, verbose=verbose, progress=progress))
+        runs.append(summary)
 
     # Each step has one guarded operation (the other assets are the unguarded input stage and drift).
     step(f"daily outcomes + pattern summaries ({len(days)} days, one run)",
@@ -244,7 +211,8 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     step(f"weekly pattern summaries ({len(weeks)} weeks, one run)", ["pattern_summaries_weekly"], weeks,
          "PATTERN_EXTRACTION", "WEEKLY")
     for month in months:
-        step(f"calibration + drift {month[:7]}", ["confidence_calibration", "drift_metrics"], [month],
+        step(f"calibration + drift {month[:7]}",
+             ["confidence_calibration", "drift_metrics", "confidence_calibration_by_service"], [month],
              "CALIBRATION", "MONTHLY")
     step(f"daily snapshots ({len(days)} days, one run)", ["learning_snapshots_daily"], days, "SNAPSHOT", "DAILY")
     step(f"weekly snapshots ({len(weeks)} weeks, one run)", ["learning_snapshots_weekly"], weeks, "SNAPSHOT", "WEEKLY")
@@ -256,7 +224,7 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     step(f"custom window {custom}: calibration", ["confidence_calibration_custom"], [custom], "CALIBRATION", "CUSTOM")
     step(f"custom window {custom}: snapshot", ["learning_snapshot_custom"], [custom], "SNAPSHOT", "CUSTOM")
     checklist = _timed(as_json, "morning checklist (every asset check)",
-                       lambda: launch.run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose))
+                       lambda: run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose, progress))
     drift = [
         {"month": month[:7], **{k: v for k, v in meta.items() if k in ("max_abs_drift", "drift", "change_max_abs_drift")}}
         for run in runs
@@ -345,13 +313,6 @@ def _kill_switch_note() -> str | None:
     return f"the kill switch is active (disabled by {who}: {state.reason})."
 
 
-_UNGUARDED = ("daily_outcomes", "drift_metrics")
-_OPERATIONS = {
-    "extract-patterns": "PATTERN_EXTRACTION",
-    "calibrate": "CALIBRATION",
-    "snapshot": "SNAPSHOT",
-}
-
 
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
@@ -361,6 +322,12 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--emergency", is_flag=True, help="Ask to bypass the kill switch (EMERGENCY_OVERRIDE only)."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
         click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr."),
+        click.option("--no-wait", "no_wait", is_flag=True,
+                     help="On an instance that queues runs: print the run id and audit id once the run is enqueued "
+                     "and exit 0 (follow it with `opx-learning audit get`)."),
+        click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+                     help="On an instance that queues runs: seconds to follow the run before giving up (exit 1; "
+                     "the run goes on)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -371,16 +338,6 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
 def trigger() -> None:
     """Manual triggers of the learning operations."""
 
-
-_PATTERN_ASSETS = {
-    "DAILY": ["daily_outcomes", "pattern_summaries_daily"],
-    "WEEKLY": ["pattern_summaries_weekly"],
-    "CUSTOM": ["pattern_summaries_custom"],
-}
-_CALIBRATION_ASSETS = {
-    "MONTHLY": ["confidence_calibration", "drift_metrics"],
-    "CUSTOM": ["confidence_calibration_custom"],
-}
 
 
 @trigger.command(
@@ -395,10 +352,10 @@ _CALIBRATION_ASSETS = {
 @click.option("--type", "cadence", type=click.Choice(["daily", "weekly", "custom"], case_sensitive=False),
               help="daily, weekly or custom (any case). Default: daily for whole days, else custom.")
 def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                     service: str | None, cadence: str | None) -> None:
+                     service: str | None, cadence: str | None, **follow: Any) -> None:
     """Map the range onto daily / weekly partitions (one run) or one custom window."""
     plan = _cli_plan("extract-patterns", start, end, cadence, service)
-    _trigger(plan, principal, emergency, as_json, verbose)
+    _trigger(plan, principal, emergency, as_json, verbose, **follow)
 
 
 @trigger.command(
@@ -411,9 +368,9 @@ def extract_patterns(start: str, end: str, principal: str | None, emergency: boo
 @click.option("--type", "cadence", type=click.Choice(["monthly", "custom"], case_sensitive=False),
               help="monthly or custom (any case). Default: monthly for whole calendar months, else custom.")
 def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                      cadence: str | None) -> None:
+                      cadence: str | None, **follow: Any) -> None:
     """Map the range onto monthly partitions (calibration and drift) or one custom window."""
-    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose)
+    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose, **follow)
 
 
 @trigger.command("snapshot", help="SNAPSHOT of a range: daily/weekly/monthly partitions, or one custom window.")
@@ -421,141 +378,9 @@ def calibrate_command(start: str, end: str, principal: str | None, emergency: bo
 @click.option("--type", "snapshot_type", type=click.Choice(["daily", "weekly", "monthly", "custom"], case_sensitive=False),
               default="custom", show_default=True, help="Snapshot type (any case).")
 def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
-                     snapshot_type: str) -> None:
+                     snapshot_type: str, **follow: Any) -> None:
     """Materialize the snapshot partitions of the range (custom: one dynamic partition START..END)."""
-    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose)
-
-
-CLI_FIELDS: Mapping[str, str] = {"start": "--start", "end": "--end", "service": "--service", "type": "--type"}
-"""How `plan_manual` names the inputs in its messages (the REST API passes its body field names)."""
-
-_KINDS = {
-    "extract-patterns": {kind: (assets, kind) for kind, assets in _PATTERN_ASSETS.items()},
-    "calibrate": {kind: (assets, kind) for kind, assets in _CALIBRATION_ASSETS.items()},
-    "snapshot": {
-        "DAILY": (["learning_snapshots_daily"], "DAILY"),
-        "WEEKLY": (["learning_snapshots_weekly"], "WEEKLY"),
-        "MONTHLY": (["learning_snapshots_monthly"], "MONTHLY"),
-        "CUSTOM": (["learning_snapshot_custom"], "CUSTOM"),
-    },
-}
-
-
-@dataclass(frozen=True)
-class ManualPlan:
-    """A checked manual trigger: operation, window, partition type and keys, and the assets of its one run."""
-
-    operation: str
-    window: Window
-    cadence: str
-    assets: tuple[str, ...]
-    keys: tuple[str, ...]
-    parameters: dict[str, Any]
-    service: str | None = None
-    note: str | None = None
-
-    @property
-    def label(self) -> str:
-        """`OPERATION CADENCE: partition K` or `... N partitions FIRST..LAST` (progress and log lines)."""
-        shown = f"{len(self.keys)} partitions {self.keys[0]}..{self.keys[-1]}" if len(self.keys) > 1 else f"partition {self.keys[0]}"
-        return f"{self.operation} {self.cadence}: {shown}"
-
-    def partitions(self) -> dict[str, Any]:
-        """`{type, first, last, count}` of the partitions the run materializes."""
-        return {"type": self.cadence, "first": self.keys[0], "last": self.keys[-1], "count": len(self.keys)}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (handed to a background worker)."""
-        return {
-            "operation": self.operation,
-            "start": self.window.start_iso,
-            "end": self.window.end_iso,
-            "cadence": self.cadence,
-            "assets": list(self.assets),
-            "keys": list(self.keys),
-            "parameters": self.parameters,
-            "service": self.service,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ManualPlan:
-        """Inverse of `to_dict`."""
-        return cls(
-            operation=str(data["operation"]),
-            window=Window.parse(data["start"], data["end"]),
-            cadence=str(data["cadence"]),
-            assets=tuple(data["assets"]),
-            keys=tuple(data["keys"]),
-            parameters=dict(data["parameters"]),
-            service=data.get("service"),
-            note=data.get("note"),
-        )
-
-
-def plan_manual(
-    command: str,
-    start: Any,
-    end: Any,
-    *,
-    kind: str | None = None,
-    service: str | None = None,
-    fields: Mapping[str, str] = CLI_FIELDS,
-    settings: Settings | None = None,
-) -> ManualPlan:
-    """Check a manual trigger and map its range onto partitions (shared by `opx-learning trigger` and the REST API).
-
-    Args:
-        command: extract-patterns, calibrate or snapshot.
-        start: window start (date, datetime or ISO-8601 string).
-        end: window end, exclusive.
-        kind: partition type (daily/weekly/custom, monthly/custom, or a snapshot type; any case);
-            default: the operation's cadence when the range fits it, else custom (snapshot: custom).
-        service: extract-patterns only; must have outcomes in the window.
-        fields: names of start, end, service and type used in messages (and optionally `extract`, how to
-            extract missing upstream patterns, with `{kind}` for daily/weekly).
-        settings: backend settings (default: the environment).
-
-    Raises:
-        InvalidRequest: bad dates, unknown type, a range that does not fit the partitions, a service
-            without outcomes, or missing upstream partitions (checked before any rate-limit slot is used).
-    """
-    from opx_learning.safety.models import InvalidRequest
-
-    operation = _OPERATIONS[command]
-    window = _window(start, end, fields)
-    kinds = _KINDS[command]
-    note = None
-    if kind is None and command == "extract-patterns":
-        kind, note = _choose(window, "DAILY", "days", fields)
-    elif kind is None and command == "calibrate":
-        kind, note = _choose(window, "MONTHLY", "calendar months", fields)
-    kind = str(kind or "CUSTOM").strip().upper()
-    if kind not in kinds:
-        raise InvalidRequest(f"{fields['type']}: {kind!r} is not one of {', '.join(kinds)}")
-    assets, cadence = kinds[kind]
-    extra: dict[str, Any] = {}
-    if command == "snapshot":
-        extra["snapshot_type"] = kind
-    if service is not None and command == "extract-patterns":
-        service = _check_service(service, window, fields, settings)
-        extra["service"] = service
-    if cadence == "CUSTOM":
-        from opx_learning.defs.partitions import custom_key
-
-        keys = [custom_key(window)]
-    else:
-        keys = _partition_keys(cadence, window, fields)
-    missing = _missing_upstream(assets[0], keys, cadence, settings)
-    if missing:
-        upstream = "weekly" if cadence == "WEEKLY" else "daily"
-        how = fields.get("extract", "`opx-learning trigger extract-patterns --type {kind} --start ... --end ...`")
-        raise InvalidRequest(
-            f"{fields['start']}/{fields['end']}: {len(missing)} partitions of pattern summaries are missing "
-            f"(first {missing[0]}); extract the {upstream} patterns of that range first ({how.format(kind=upstream)})"
-        )
-    parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": cadence, **extra}
-    return ManualPlan(operation, window, cadence, tuple(assets), tuple(keys), parameters, service, note)
+    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose, **follow)
 
 
 def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str | None = None) -> ManualPlan:
@@ -567,166 +392,22 @@ def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str
         raise click.UsageError(str(error)) from None
 
 
-def _window(start: Any, end: Any, fields: Mapping[str, str]) -> Window:
-    from opx_learning.safety.models import InvalidRequest
 
-    try:
-        return Window.parse(start, end)
-    except WindowError as error:
-        field, _, detail = str(error).partition(": ")
-        raise InvalidRequest(f"{fields[field]}: {detail}" if field in ("start", "end") else str(error)) from None
-
-
-def _choose(window: Window, cadence: str, unit: str, fields: Mapping[str, str]) -> tuple[str, str | None]:
-    """The default partition type of a trigger: `cadence` when the range fits it, else CUSTOM (with a note)."""
-    from opx_learning.defs.partitions import CADENCE_PARTITIONS, custom_key, whole
-
-    if whole(CADENCE_PARTITIONS[cadence], window):
-        return cadence, None
-    note = (
-        f"{window.start_iso}..{window.end_iso} is not whole {unit}: running it as one custom window "
-        f"{custom_key(window)} ({cadence.lower()} partitions need a range of whole {unit})"
-    )
-    return "CUSTOM", note
-
-
-def _check_service(service: str, window: Window, fields: Mapping[str, str], settings: Settings | None) -> str:
-    """The trimmed service, which must have outcomes in the window (checked before any rate-limit slot)."""
-    import polars as pl
-
-    from opx_learning.safety.models import InvalidRequest
-    from opx_learning.stores.outcomes import outcome_store
-
-    name = service.strip()
-    if not name:
-        raise InvalidRequest(f"{fields['service']}: {service!r} is empty; name a service, or leave {fields['service']} out")
-    frame = outcome_store(settings or get_settings()).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
-    services = sorted(value for value in frame["service"].to_list() if value)
-    if name not in services:
-        shown = f"{window.start_iso}..{window.end_iso}"
-        known = f"services with outcomes there: {', '.join(services)}" if services else "no service has outcomes there"
-        raise InvalidRequest(f"{fields['service']}: {service!r} has no outcomes in {shown}; {known}")
-    return name
-
-
-def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str]) -> list[str]:
-    from opx_learning.defs.partitions import (
-        CADENCE_PARTITIONS,
-        PARTITIONS_START,
-        keys_in_window,
-        partition_window,
-    )
-    from opx_learning.safety.models import InvalidRequest
-
-    partitions_def = CADENCE_PARTITIONS[cadence]
-    keys = keys_in_window(partitions_def, window)
-    unit = {"DAILY": "days", "WEEKLY": "Sunday-to-Sunday weeks", "MONTHLY": "calendar months"}[cadence]
-    shown = f"{window.start_iso}..{window.end_iso}"
-    both = f"{fields['start']}/{fields['end']}"
-    custom = f"use {fields['type']} custom"
-    if window.start < to_utc(PARTITIONS_START):
-        raise InvalidRequest(f"{fields['start']}: {window.start_iso} is before the first partition ({PARTITIONS_START}); "
-                             f"{custom} for an earlier window")
-    if not keys:
-        raise InvalidRequest(f"{both}: {shown} holds no complete {unit} (a partition exists once its window ended)")
-    first, last = partition_window(partitions_def, keys[0]), partition_window(partitions_def, keys[-1])
-    if first.start != window.start or last.end != window.end:
-        raise InvalidRequest(
-            f"{both}: {shown} does not cover whole, complete {unit} "
-            f"(nearest: {first.start_iso}..{last.end_iso}); {custom} for any window"
-        )
-    return keys
-
-
-def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Settings | None) -> list[str]:
-    from opx_learning.defs.partitions import (
-        CADENCE_PARTITIONS,
-        daily_partitions,
-        keys_in_window,
-        partition_window,
-    )
-
-    if asset not in ("learning_snapshots_daily", "learning_snapshots_weekly", "learning_snapshots_monthly"):
-        return []
+def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool,
+             no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
     import dagster as dg
 
-    ensure_dagster_home(settings)
-    upstream = "pattern_summaries_weekly" if cadence == "WEEKLY" else "pattern_summaries_daily"
-    needed = keys
-    if cadence == "MONTHLY":
-        partitions_def = CADENCE_PARTITIONS[cadence]
-        window = Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
-        needed = keys_in_window(daily_partitions, window)
-    done = dg.DagsterInstance.get().get_materialized_partitions(dg.AssetKey(upstream))
-    return [key for key in needed if key not in done]
-
-
-def launch_manual(
-    plan: ManualPlan,
-    audit_id: str,
-    token: str,
-    *,
-    verbose: bool = False,
-    guard: Guard | None = None,
-) -> tuple[Any, AuditRecord | None]:
-    """Run a planned trigger in one in-process run adopting `audit_id`; FAILED if the run left the record RUNNING.
-
-    Args:
-        plan: the checked trigger.
-        audit_id: the RUNNING record begun `adoptable` for it.
-        token: that attempt's `adoption_token` (the run presents it to adopt the record).
-        verbose: print Dagster's own log.
-        guard: reuse a guard.
-
-    Returns:
-        The run's `launch.RunSummary` and the audit record as the run left it.
-    """
-    import dagster as dg
-
-    from opx_learning.defs import launch
-    from opx_learning.defs.partitions import CUSTOM_WINDOWS
-    from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
-    from opx_learning.safety.guard import Guard
-
-    ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
-    if plan.cadence == "CUSTOM":
-        new = [key for key in plan.keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)]
-        try:
-            if new:
-                instance.add_dynamic_partitions(CUSTOM_WINDOWS, new)
-        except Exception:
-            # A concurrent trigger of the same window may add the key between the check and the insert.
-            if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
-                raise
-    tags = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
-    summary = launch.materialize(instance, list(plan.assets), list(plan.keys), tags, verbose)
-    guard = guard or Guard.from_settings()
-    reason = "; ".join(summary.failures) or "the run ended before the operation started"
-    return summary, fail_running(guard, audit_id, f"run {summary.run_id} failed: {reason}")
-
-
-def fail_running(guard: Guard, audit_id: str, error: str) -> AuditRecord | None:
-    """Complete a manual attempt still RUNNING as FAILED; return the record (as found when already completed)."""
-    from opx_learning.safety.guard import Attempt
-    from opx_learning.safety.models import AuditStatus, AuditTransitionError
-
-    record = guard.audit.get(audit_id)
-    if record is None or record.status is not AuditStatus.RUNNING:
-        return record
-    attempt = Attempt(audit_id, True, None, record.operation_type, record.trigger_type, record.triggered_by,
-                      record.parameters, error, run_id=record.run_id, record=record)
-    try:
-        return guard.fail(attempt, error)
-    except AuditTransitionError:  # completed meanwhile by the run or the audit sensor (RUN_TERMINATED)
-        return guard.audit.get(audit_id)
-
-
-def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool) -> None:
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import InvalidRequest
 
     dagster_home = ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    queued = queues(instance)
+    if no_wait and not queued:
+        raise click.UsageError(
+            f"--no-wait: the instance of DAGSTER_HOME ({dagster_home}) has a "
+            f"{type(instance.run_coordinator).__name__}, which does not queue runs: the trigger runs in this process"
+        )
     if plan.note:
         _say(as_json, f"note: {plan.note}")
     guard = Guard.from_settings()
@@ -737,9 +418,14 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
     if not attempt.allowed:
         _refused(attempt, as_json)
     principal = attempt.principal
-    summary, record = _timed(as_json, plan.label + " (one run)",
+    where = "submitted to the run queue" if queued else "one run"
+    summary, record = _timed(as_json, f"{plan.label} ({where})",
                              lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
-                                                   guard=guard))
+                                                   guard=guard, wait=not no_wait, timeout=timeout, instance=instance,
+                                                   progress=lambda line: _say(as_json, line)))
+    if no_wait:
+        _enqueued(attempt.audit_id, summary.run_id, plan, as_json)
+        return
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
     settings = get_settings()
     output = {
@@ -752,8 +438,9 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         "partitions": plan.partitions(),
         "store": settings.store_description,
         "run": summary.to_dict(),
+        "executed": "in a run worker, through the instance's run queue" if queued else "in this process",
         "where": {
-            "run": f"{_UI}/runs/{summary.run_id}",
+            "run": f"{UI_URL}/runs/{summary.run_id}",
             "dagster": dev_command(dagster_home),
             "assets": str(settings.home / "assets"),
             "audit": f"opx-learning audit get {attempt.audit_id}",
@@ -762,7 +449,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
     if plan.note:
         output["note"] = plan.note
     if plan.service:
-        output["service"] = _service_report(summary, plan.assets[-1], plan.service)
+        output["service"] = service_report(summary, plan.assets[-1], plan.service)
     if as_json:
         click.echo(json.dumps(output, indent=2, default=str))
     else:
@@ -771,26 +458,21 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         sys.exit(1)
 
 
-def begin_manual(
-    operation: str,
-    principal_name: str | None,
-    parameters: Mapping[str, Any],
-    *,
-    emergency: bool = False,
-    guard: Guard | None = None,
-) -> Attempt:
-    """Decide a manual trigger: resolve the principal, then ask the guard for a rate-limited, adoptable MANUAL attempt.
-
-    Raises:
-        InvalidRequest: bad parameters or principals file (the CLI shows it as a usage error).
-    """
-    from opx_learning.safety.guard import Guard
-    from opx_learning.safety.principals import resolve_principal
-
-    principal = resolve_principal(principal_name)
-    guard = guard or Guard.from_settings()
-    return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True,
-                       adoptable=True)
+def _enqueued(audit_id: str, run_id: str, plan: ManualPlan, as_json: bool) -> None:
+    """Report a run left in the queue (`--no-wait`); the run completes its audit record."""
+    output = {
+        "audit_id": audit_id,
+        "status": "RUNNING",
+        "run_id": run_id,
+        "operation_type": plan.operation,
+        "partitions": plan.partitions(),
+        "follow": f"opx-learning audit get {audit_id}",
+    }
+    if as_json:
+        click.echo(json.dumps(output, indent=2))
+        return
+    click.echo(f"{plan.operation} enqueued  run {run_id}  audit id {audit_id}")
+    click.echo(f"  follow: {output['follow']}")
 
 
 def _refused(attempt: Attempt, as_json: bool) -> None:
@@ -806,41 +488,6 @@ def _refused(attempt: Attempt, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         sys.exit(1)
     raise click.ClickException(f"{refusal_text(attempt, data.get('emergency_denied'))}\n  store: {data['store']}")
-
-
-def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
-    """One sentence saying why a trigger was refused (with the retry time for a rate limit), then its audit id."""
-    reason = str(attempt.skip_reason)
-    limit = attempt.rate_limit
-    if limit is not None and not limit.allowed:
-        at = iso(datetime.now(UTC) + timedelta(seconds=limit.retry_after))
-        why = (
-            f"{attempt.principal.principal} may start {limit.limit} {attempt.operation_type} per hour; "
-            f"retry in {limit.retry_after} s (after {at})"
-        )
-    else:
-        # The guard's message starts with the reason, which the prefix already names.
-        why = attempt.message.removeprefix(f"{reason}: ").rstrip(".")
-    denied = f" ({emergency_denied})" if emergency_denied else ""
-    audited = f"Audit id {attempt.audit_id}" if attempt.audited else "Not audited: the audit trail is unavailable"
-    return f"refused ({reason}): {why}{denied}. {audited}"
-
-
-def _service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:
-    from opx_learning.resources.io_managers import AssetStorage
-
-    storage = AssetStorage()
-    total = fp = 0
-    for key in summary.materialized.get(asset, []):
-        frame = storage.read(asset, key)
-        if frame is None or not hasattr(frame, "filter"):
-            continue
-        import polars as pl
-
-        rows = frame.filter(pl.col("service") == service)
-        total += int(rows["total_incidents"].sum() or 0)
-        fp += int(rows["false_positives"].sum() or 0)
-    return {"service": service, "total_incidents": total, "false_positives": fp, "fp_rate": fp / total if total else None}
 
 
 def _print_trigger(output: dict[str, Any], summary: Any) -> None:

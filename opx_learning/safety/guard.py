@@ -18,7 +18,9 @@ long operations call `recheck` between stored pieces (a range run before each pa
 Adoption: a process that begins an attempt and launches a run to do the work (the CLI
 trigger, a REST worker, the demo) begins it `adoptable=True`. The record then keeps the
 SHA-256 of a random token that only the Attempt in that process holds; the run passes
-the token back to `adopt`, which accepts it once, for one run.
+the token back to `adopt`, which accepts it once, for one run. A process that submits
+the run to a queue, where the token waits in the run's tags, first `reserve`s the record
+for that run's id: then no other run (a copy of the tags, a re-execution) can adopt it.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class Attempt:
 
 
 ADOPTION_HASH = "adoption_sha256"
+ADOPTION_RUN = "adoption_run_id"
 
 
 def _token_hash(token: str) -> str:
@@ -358,6 +361,9 @@ class Guard:
             raise AuditTransitionError(f"audit record {audit_id} is a {record.operation_type}, not {operation_type}")
         if record.run_id is not None:
             raise AdoptionRefused(f"audit record {audit_id} was adopted already by run {record.run_id}")
+        reserved = record.results.get(ADOPTION_RUN)
+        if reserved is not None and reserved != run_id:
+            raise AdoptionRefused(f"audit record {audit_id} is reserved for run {reserved}")
         bypass = bool(record.results.get("emergency_bypass"))
         updated = replace(record, run_id=run_id, version=record.version + 1)
         if not self.audit._update_running(updated, record.version):
@@ -368,6 +374,34 @@ class Guard:
             self._complete_skipped(audit_id, block)
             return self._attempt(record, False, block.reason, block.message, bypass, None)
         return self._attempt(record, True, None, f"{record.operation_type} {record.trigger_type} resumed", bypass, None)
+
+    def reserve(self, audit_id: str, *, run_id: str, token: str | None) -> AuditRecord:
+        """Bind an adoptable RUNNING record to the one run that may adopt it, before that run is submitted.
+
+        Args:
+            audit_id: the record begun `adoptable`.
+            run_id: id of the run about to be created with the adoption tags.
+            token: the attempt's `adoption_token` (only the process that began the attempt holds it).
+
+        Returns:
+            The updated record.
+
+        Raises:
+            AuditNotFound: unknown id.
+            AuditTransitionError: the record is no longer RUNNING.
+            AdoptionRefused: wrong or missing token, or the record is adopted or reserved already.
+        """
+        record = self.audit._require_running(audit_id)
+        expected = record.results.get(ADOPTION_HASH)
+        if not token or not isinstance(expected, str) or not hmac.compare_digest(_token_hash(token), expected):
+            raise AdoptionRefused(f"audit record {audit_id}: the caller does not hold the launching process's token")
+        if record.run_id is not None or record.results.get(ADOPTION_RUN) is not None:
+            taken = record.run_id or record.results[ADOPTION_RUN]
+            raise AdoptionRefused(f"audit record {audit_id} is taken already by run {taken}")
+        updated = replace(record, results={**record.results, ADOPTION_RUN: run_id}, version=record.version + 1)
+        if not self.audit._update_running(updated, record.version):
+            raise AdoptionRefused(f"audit record {audit_id} changed concurrently")
+        return updated
 
     def recheck(self, attempt: Attempt) -> tuple[SkipReason, str] | None:
         """Whether an allowed attempt must stop now (kill switch disabled or unreadable since it began).

@@ -85,7 +85,7 @@ def test_a_crashing_worker_leaves_its_record_failed(opx_home: object) -> None:
     import time
 
     from opx_learning.api.runner import BackgroundRuns
-    from opx_learning.cli.orchestration import ManualPlan
+    from opx_learning.app.manual import ManualPlan
     from opx_learning.config import get_settings
     from opx_learning.core.windows import Window
     from opx_learning.safety.guard import Guard

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
-from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
+from opx_learning.app.instance import DEFAULT_DAGSTER_YAML
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.stores.outcomes import outcome_store
 

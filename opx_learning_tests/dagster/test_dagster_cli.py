@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.cli.main import cli
-from opx_learning.cli.orchestration import ensure_dagster_home
 from opx_learning.defs.partitions import CUSTOM_WINDOWS, daily_partitions
 
 

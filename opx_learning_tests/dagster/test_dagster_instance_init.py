@@ -13,7 +13,7 @@ PROCESSES = 6
 # What every `opx-learning trigger` does before its run: prepare the home, then open the instance.
 SCRIPT = """
 import sys, time
-from opx_learning.cli.orchestration import ensure_dagster_home
+from opx_learning.app.instance import ensure_dagster_home
 import dagster as dg
 deadline = float(sys.argv[1])
 while time.time() < deadline:

@@ -10,7 +10,7 @@ import dagster as dg
 
 from opx_learning.api import worker
 from opx_learning.api.runner import BackgroundRuns
-from opx_learning.cli.orchestration import ManualPlan
+from opx_learning.app.manual import ManualPlan
 from opx_learning.config import get_settings
 from opx_learning.core.windows import Window
 from opx_learning.defs.sensors import (

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.app.manual import begin_manual
 from opx_learning.cli.main import cli
-from opx_learning.cli.orchestration import begin_manual
 from opx_learning.defs import launch
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus

@@ -10,6 +10,7 @@ to run as root. Every process is started and stopped through `opx_learning_tests
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import pwd
@@ -34,12 +35,16 @@ from opx_learning_tests.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PRINCIPALS_YAML = """\
+REST_TOKEN = "postgres-rest-token"  # the REST caller's bearer token
+PRINCIPALS_YAML = f"""\
 principals:
   ops-admin:
     authority: EMERGENCY_OVERRIDE
   alice:
     authority: ON_CALL_SRE
+  rest-caller:
+    authority: ON_CALL_SRE
+    token_sha256: "{hashlib.sha256(REST_TOKEN.encode()).hexdigest()}"
 """
 
 

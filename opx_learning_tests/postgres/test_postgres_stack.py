@@ -30,7 +30,15 @@ from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditRecord
 from opx_learning.safety.principals import resolve_principal
 from opx_learning.stores.outcomes import outcome_store
-from opx_learning_tests.postgres.conftest import BIN, PostgresServer, Stack, wait_for
+from opx_learning_tests.conftest import _free_port
+from opx_learning_tests.postgres.conftest import (
+    BIN,
+    REST_TOKEN,
+    PostgresServer,
+    Stack,
+    wait_for,
+)
+from opx_learning_tests.processes import spawn, stop
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -91,6 +99,7 @@ REPOSITORY = "__repository__"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 BACKFILL_START, BACKFILL_END = "2025-09-01", "2025-11-29"  # 90 daily partitions
 KILLED_DAY, KILL_SWITCH_DAY = "2025-11-30", "2025-11-29"
+CLI_DAY, REST_DAY, QUEUED_DAY = "2025-11-20", "2025-11-21", "2025-11-22"  # manual triggers through the queue
 RUN_TERMINATED_WITHIN = 180  # seconds after the kill (the audit sensor: records older than 2 min, every 60 s)
 ALERT_AFTER_TERMINATED = 75
 DESCRIBE_INSTANCE = """
@@ -417,6 +426,168 @@ def test_postgres_kill_switch_skips_a_queued_run(seeded_stack: Stack) -> None:
         "SKIPPED",
         "KILL_SWITCH_ACTIVE",
     )
+    with stack.server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'"
+            " AND asset_key = %s",
+            (run_id, json.dumps(["pattern_summaries_daily"])),
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def _cli(stack: Stack, *args: str, timeout: float = 300) -> tuple[int, str, str, int]:
+    """Run `opx-learning ARGS` against the stack's instance: exit code, stdout, stderr, pid."""
+    process = spawn([str(BIN / "opx-learning"), *args], env=stack.env, cwd=stack.base,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        stop(process)
+    return process.returncode, out, err, process.pid
+
+
+def _tags(run: dict[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in run["tags"]}
+
+
+def _day_range(day: str) -> tuple[str, str]:
+    return day, (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+
+
+def test_postgres_cli_trigger_is_enqueued_and_runs_in_a_run_worker(seeded_stack: Stack) -> None:
+    stack = seeded_stack
+    start, end = _day_range(CLI_DAY)
+    began = time.time()
+    code, out, err, cli_pid = _cli(stack, "trigger", "extract-patterns", "--start", start, "--end", end, "--json")
+    wall = time.time() - began
+    assert code == 0, f"{out}\n{err}\n{stack.logs()}"
+    report = json.loads(out)
+    assert (report["status"], report["triggered_by"]["principal"]) == ("SUCCESS", "alice")
+    assert report["executed"] == "in a run worker, through the instance's run queue"
+    assert report["run"]["materialized"] == {"daily_outcomes": 1, "pattern_summaries_daily": 1}
+    run_id = report["run"]["run_id"]
+    assert re.search(rf"run {run_id} QUEUED .*\n.*run {run_id} .*SUCCESS", err, re.DOTALL), err  # the progress lines
+    run = _run(stack, run_id)
+    assert run["status"] == "SUCCESS"
+    assert "RunEnqueuedEvent" in {event["__typename"] for event in run["eventConnection"]["events"]}
+    assert _worker_pid(stack, run_id) != cli_pid  # executed by a worker of the code server, not by the CLI
+    tags = _tags(run)
+    assert tags["opx/trigger_type"] == "MANUAL" and tags["opx/audit_id"] == report["audit_id"]
+    with stack.server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT value FROM run_tags WHERE run_id = %s AND key = '.dagster/grpc_info'", (run_id,))
+        (grpc_info,) = cursor.fetchone()
+    assert json.loads(grpc_info)["port"] == int(stack.env["OPX_GRPC_PORT"])  # launched by the daemon on the code server
+    assert "opx/pid" not in tags
+    record = _guard(stack).audit.get(report["audit_id"])
+    assert record is not None
+    assert (record.status.value, record.trigger_type.value, record.triggered_by.principal, record.run_id) == (
+        "SUCCESS", "MANUAL", "alice", run_id,
+    )  # fmt: skip
+    times = _event_times(run)
+    print(
+        f"\nPostgres stack, CLI trigger of one day: enqueued -> run success "
+        f"{times['RunSuccessEvent'] - times['RunEnqueuedEvent']:.1f} s (enqueued -> worker started "
+        f"{times['RunStartEvent'] - times['RunEnqueuedEvent']:.1f} s); the whole command {wall:.1f} s"
+    )
+
+
+def test_postgres_rest_trigger_is_enqueued_and_runs_in_a_run_worker(seeded_stack: Stack) -> None:
+    import httpx
+
+    stack = seeded_stack
+    port = _free_port()
+    with open(stack.base / "api.log", "w") as log:
+        api = spawn([str(BIN / "opx-learning"), "api", "--host", "127.0.0.1", "--port", str(port)],
+                    env=stack.env, cwd=stack.base, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        wait_for(lambda: _get(client, "/health"), 90, "the REST API", details=stack.logs)
+        start, end = _day_range(REST_DAY)
+        accepted = client.post(
+            "/learning/extract-patterns",
+            headers={"Authorization": f"Bearer {REST_TOKEN}"},
+            json={"startDate": f"{start}T00:00:00.000Z", "endDate": f"{end}T00:00:00.000Z"},
+        )
+        assert accepted.status_code == 202, accepted.text
+        audit_id = accepted.json()["auditId"]
+
+        def completed() -> AuditRecord | None:
+            record = _guard(stack).audit.get(audit_id)
+            return record if record is not None and record.status.value != "RUNNING" else None
+
+        record = wait_for(completed, 240, f"the REST request {audit_id}", details=stack.logs)
+        assert (record.status.value, record.trigger_type.value, record.triggered_by.principal) == (
+            "SUCCESS", "MANUAL", "rest-caller",
+        )  # fmt: skip
+        run = wait_for(lambda: _finished(stack, record.run_id), 60, "the REST request's run to end")
+        assert run["status"] == "SUCCESS"
+        assert "RunEnqueuedEvent" in {event["__typename"] for event in run["eventConnection"]["events"]}
+        assert _worker_pid(stack, record.run_id) != api.pid
+        assert _tags(run)["opx/trigger_type"] == "MANUAL"
+        assert not list((stack.opx_home / "api" / "runs").glob("*.log"))  # no in-process background worker
+        wait_for(lambda: _get(client, "/health")["runs"] == {"running": 0, "queued": 0}, 30, "the API to let go")
+    finally:
+        stop(api)
+
+
+def _get(client: Any, path: str) -> Any:
+    try:
+        response = client.get(path)
+    except Exception:  # noqa: BLE001 - not listening yet
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def test_postgres_manual_limit_holds_a_queued_trigger_and_the_kill_switch_skips_it(seeded_stack: Stack) -> None:
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    stack = seeded_stack
+    settings = get_settings(stack.env)
+    guard = _guard(stack)
+    admin = resolve_principal("ops-admin", settings=settings, env=stack.env)
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in stack.env.items():
+            env.setenv(key, value)
+        instance = dg.DagsterInstance.get()
+    with instance:
+        # Five MANUAL runs in progress fill the queue's opx/trigger_type=MANUAL limit (5).
+        placeholders = [
+            instance.add_run(
+                dg.DagsterRun(job_name="manual_placeholder", run_id=make_new_run_id(),
+                              status=dg.DagsterRunStatus.STARTED, tags={"opx/trigger_type": "MANUAL"})
+            ).run_id
+            for _ in range(5)
+        ]  # fmt: skip
+        try:
+            start, end = _day_range(QUEUED_DAY)
+            code, out, err, _ = _cli(stack, "trigger", "extract-patterns", "--start", start, "--end", end,
+                                     "--no-wait", "--json")  # fmt: skip
+            assert code == 0, f"{out}\n{err}"
+            report = json.loads(out)
+            run_id, audit_id = report["run_id"], report["audit_id"]
+            assert report["status"] == "RUNNING"
+            time.sleep(15)  # several dequeue passes of the daemon
+            run = instance.get_run_by_id(run_id)
+            assert run is not None and run.status == dg.DagsterRunStatus.QUEUED, run
+            assert run.tags["opx/trigger_type"] == "MANUAL" and run.tags["opx/audit_id"] == audit_id
+            record = guard.audit.get(audit_id)
+            assert record is not None and record.status.value == "RUNNING" and record.run_id is None
+            assert record.results["adoption_run_id"] == run_id  # only this run may adopt it
+            guard.kill_switch.disable(admin, "Postgres stack test: a queued manual run must skip")
+        finally:
+            for placeholder in placeholders:
+                instance.delete_run(placeholder)
+        try:
+            finished = wait_for(lambda: _finished(stack, run_id), 180, "the released manual run", details=stack.logs)
+        finally:
+            guard.kill_switch.enable(admin)
+    assert finished["status"] == "SUCCESS"  # ended gracefully, nothing stored
+    record = guard.audit.get(audit_id)
+    assert record is not None
+    assert (record.status.value, record.skip_reason, record.run_id, record.triggered_by.principal) == (
+        "SKIPPED", "KILL_SWITCH_ACTIVE", run_id, "alice",
+    )  # fmt: skip
     with stack.server.connect() as conn, conn.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'"
