@@ -95,10 +95,30 @@ def _item_check(item: cl.Item) -> dg.AssetChecksDefinition:
         asset_storage: AssetStorage,
         outcome_store: OutcomeStoreResource,
     ) -> dg.AssetCheckResult:
-        key = context.partition_key
-        at = min(cl.checklist_time(cadence, key), datetime.now(UTC))
-        reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store)
-        return check_result(cl.evaluate_item(item, reading, key))
+        def evaluate(key: str) -> cl.ItemResult:
+            at = min(cl.checklist_time(cadence, key), datetime.now(UTC))
+            reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store)
+            return cl.evaluate_item(item, reading, key)
+
+        keys = context.op_execution_context.partition_keys
+        if len(keys) == 1:
+            return check_result(evaluate(keys[0]))
+        # A range run (e.g. a backfill from the UI) records each partition's own result, so none stays PLANNED;
+        # the returned result repeats the last partition's for the step.
+        for key in keys:
+            result = check_result(evaluate(key))
+            context.op_execution_context.log_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(item.asset),
+                    check_name=item.name,
+                    passed=result.passed,
+                    severity=result.severity,
+                    description=result.description,
+                    metadata=result.metadata,
+                    partition=key,
+                )
+            )
+        return check_result(evaluate(keys[-1]))
 
     return _check
 

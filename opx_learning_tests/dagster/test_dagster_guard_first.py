@@ -88,8 +88,9 @@ def test_demo_under_kill_switch_skips_everything_and_fails_nothing(instance: dg.
     assert all(run["success"] and run["failures"] == [] for run in report["runs"]), report["runs"]
     assert "kill switch is active" in report["kill_switch"]
     # Daily + weekly patterns, 2 months of calibration, 3 cadence snapshots, 3 custom assets: 10 operations,
-    # each refused before its run (daily outcomes and the 2 drift steps are then not launched either).
-    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 10, "NOT_LAUNCHED": 3}
+    # each refused before its run (daily outcomes and each month's drift and by-service calibration are then
+    # not launched either).
+    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 10, "NOT_LAUNCHED": 5}
     records = _records()
     assert len(records) == 10 and {r.status for r in records} == {AuditStatus.SKIPPED}
     assert {r.operation_type.value for r in records} == {"PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT"}
