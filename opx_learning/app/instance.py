@@ -16,7 +16,7 @@ telemetry:
   enabled: false
 """
 _REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
-UI_URL = "http://127.0.0.1:3000"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 _INSTANCE_READY = ".opx-instance-ready"
 
 
@@ -55,6 +55,11 @@ def _initialise_instance() -> None:
         instance.get_runs(limit=1)
     finally:
         instance.dispose()
+
+
+def ui_url() -> str:
+    """Where the Dagster UI is reached: `OPX_UI_URL` (e.g. behind a proxy or on another port), else port 3000."""
+    return (os.environ.get("OPX_UI_URL", "").strip() or DEFAULT_UI_URL).rstrip("/")
 
 
 def dev_command(dagster_home: Path) -> str:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "monitoring": "opx_learning.cli.monitoring:monitoring",
     "verify": "opx_learning.cli.integrity:verify",
     "checklist": "opx_learning.cli.checklist:checklist",
+    "ui": "opx_learning.cli.ui:ui",
     "snapshot": "opx_learning.cli.snapshots:snapshot",
     "thresholds": "opx_learning.cli.thresholds:thresholds",
 }
@@ -44,6 +45,7 @@ HELP = {
     "monitoring": "Deploy the CloudWatch dashboard, alarms and alert topic (aws).",
     "verify": "Re-read stored snapshots, partitions and audit records; P0 on corruption.",
     "checklist": "Evaluate the runbook's morning checklist as of a time; exit 1 on a FAIL.",
+    "ui": "Open the Dagster UI (dagster dev) on the instance the CLI and the demo use.",
     "snapshot": "List, show and diff stored snapshots.",
     "thresholds": "Propose, approve, reject and list confidence threshold changes (four eyes).",
 }

@@ -38,9 +38,9 @@ import click
 
 from opx_learning.app.instance import (
     DEFAULT_DAGSTER_YAML,
-    UI_URL,
     dev_command,
     ensure_dagster_home,
+    ui_url,
 )
 from opx_learning.app.manual import (
     UNGUARDED,
@@ -107,7 +107,7 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
     report |= {
         "dagster_home": str(dagster_home),
         "opx_home": str(get_settings().home),
-        "open": {"command": dev_command(dagster_home), "url": UI_URL},
+        "open": {"ui": "opx-learning ui", "command": dev_command(dagster_home), "url": ui_url()},
         "seconds": round(time.perf_counter() - started, 1),
     }
     if as_json:
@@ -168,7 +168,8 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     frame = generate_outcomes(
         window.start, window.end, per_day=per_day, seed=seed_value, overconfident_months=[overconfident]
     )
-    written = _timed(as_json, f"seeding {frame.height} outcomes {window.start.date()}..{window.end.date()}",
+    written = _timed(as_json, f"seeding {frame.height} generated outcomes {window.start.date()}..{window.end.date()} "
+                     "(ids already stored are kept, not written twice)",
                      lambda: outcome_store(get_settings()).write(frame))
     instance = dg.DagsterInstance.get()
     guard = Guard.from_settings()
@@ -243,6 +244,7 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
         "window": {"start": iso(window.start), "end": iso(window.end)},
         "kill_switch": kill_switch,
         "skipped": skipped,
+        "outcomes_generated": frame.height,
         "outcomes_written": written,
         "overconfident_month": overconfident,
         "partitions": {"daily": len(days), "weekly": len(weeks), "monthly": len(months), "custom": custom},
@@ -254,7 +256,10 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
 
 def _print_demo(report: dict[str, Any]) -> None:
     click.echo("")
-    click.echo(f"Seeded {report['outcomes_written']} outcomes ({report['window']['start']} .. {report['window']['end']}), "
+    already = report["outcomes_generated"] - report["outcomes_written"]
+    stored = f" ({already} were already stored)" if already else ""
+    click.echo(f"Seeded {report['outcomes_written']} new outcomes{stored} "
+               f"({report['window']['start']} .. {report['window']['end']}), "
                f"overconfident month {report['overconfident_month']}.")
     failed = [run for run in report["runs"] if not run["success"]]
     skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report["skipped"].items()))
@@ -277,9 +282,10 @@ def _print_demo(report: dict[str, Any]) -> None:
         change_text = f", change {change:+.3f}" if isinstance(change, float) else ""
         flag = "  DRIFT DETECTED" if row["drift_detected"] else ""
         click.echo(f"  {row['month']}  max |drift| {row['max_abs_drift']:.3f}  signed {row['drift']:+.3f}{change_text}{flag}")
-    click.echo(f"\nDone in {report['seconds']} s. Open the Dagster UI on this instance (from the repository root):")
-    click.echo(f"  {report['open']['command']}")
-    click.echo(f"  then {report['open']['url']} -> Assets (partitions, plots of counts and drift), Checks, Runs.")
+    click.echo(f"\nDone in {report['seconds']} s. Open the Dagster UI on this instance:")
+    click.echo(f"  {report['open']['ui']}    (the same as: {report['open']['command']})")
+    click.echo(f"  then {report['open']['url']} -> Catalog (each asset's partitions, plots of counts and drift, "
+               "and its checks), Jobs, Runs.")
     click.echo(f"Files: {report['opx_home']}/assets (Parquet/JSON per partition), {report['opx_home']}/snapshots, "
                f"{report['opx_home']}/outcomes.")
 
@@ -440,7 +446,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         "run": summary.to_dict(),
         "executed": "in a run worker, through the instance's run queue" if queued else "in this process",
         "where": {
-            "run": f"{UI_URL}/runs/{summary.run_id}",
+            "run": f"{ui_url()}/runs/{summary.run_id}",
             "dagster": dev_command(dagster_home),
             "assets": str(settings.home / "assets"),
             "audit": f"opx-learning audit get {attempt.audit_id}",
