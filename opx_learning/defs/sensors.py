@@ -3,8 +3,8 @@
 `audit_run_terminated_sensor` completes RUNNING audit records whose run is gone as
 FAILED with reason RUN_TERMINATED, so a failed, canceled or killed run never leaves
 its record RUNNING (the FAILED record then feeds the failure alerts of §6). It runs
-every 60 s and leaves records younger than 2 minutes alone, so an orphaned record is
-completed within about 3 minutes.
+every 60 s and leaves records younger than 30 seconds alone (a trigger's run may not
+exist yet), so an orphaned record is completed within about 90 seconds.
 
 It starts RUNNING, unlike the schedules: it launches no run and does no learning
 work, it only completes records that are provably orphaned, and the audit trail must
@@ -51,11 +51,11 @@ from opx_learning.safety.models import AuditRecord
 
 PID_TAG = "opx/pid"
 HOST_TAG = "opx/host"
-STALE_AFTER = timedelta(minutes=2)
+STALE_AFTER = timedelta(seconds=30)
 MISSING_RUN_AFTER = timedelta(minutes=10)
 REQUEST_KEY_PREFIX = "opx/api-request/"
 HEARTBEAT_EVERY = timedelta(seconds=30)
-HEARTBEAT_STALE_AFTER = timedelta(minutes=2)
+HEARTBEAT_STALE_AFTER = timedelta(seconds=30)
 
 
 def process_tags() -> dict[str, str]:

@@ -84,7 +84,7 @@ def test_sensor_completes_records_of_gone_runs_and_spares_live_ones(instance: dg
     spared = {
         "live": _running(guard, 5, live_run.run_id),
         "live, process alive": _running(guard, 5, live_tagged_run.run_id),
-        "too recent": _running(guard, 0.5, failed_run.run_id),
+        "too recent": _running(guard, 0.25, failed_run.run_id),  # younger than the 30 s grace
         "launching": _running(guard, 5),
     }
     trigger_record = _running(guard, 15)
