@@ -24,6 +24,7 @@ alarms) read everything recorded about it so far; items about a span of time (24
 | daily | scheduled_daily_snapshot | previous day | SCHEDULED SUCCESS in < 1 min, window not empty | see "scheduled items" |
 | daily | no_failure_or_timeout_alerts | 24 h before `at` | no failure or TIMEOUT alarm (§6 rules) | FAIL, at the alarm's severity |
 | daily | stored_data_integrity | 35 days before `at` | the integrity sweep finds nothing | FAIL (P0 DATA_CORRUPTION) |
+| daily | monitors_ticking | 5 minutes before `at` | every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, the alert sensor's cursor within 10 minutes of the audit trail | FAIL (P1 MONITOR_STALE) |
 | monday | scheduled_weekly_pattern_extraction | previous week | SCHEDULED SUCCESS in < 5 min | see "scheduled items" |
 | monday | weekly_patterns_cover_every_service | previous week | every service with outcomes has a summary | FAIL |
 | monday | scheduled_weekly_snapshot | previous week | SCHEDULED SUCCESS in < 2 min | see "scheduled items" |
@@ -563,7 +564,9 @@ def evaluate_item(item: Item, context: Context, key: str | None = None) -> ItemR
     if item.cadence is not None and key is None:
         return ItemResult(item.name, item.asset, item.checklist, "-", None, WARN,
                           f"no complete {item.cadence.lower()} partition before {iso(context.at)}", item.warn_severity)
-    if item.cadence is None:
+    if item.name == "monitors_ticking":
+        period = f"5 minutes before {iso(context.at)}"
+    elif item.cadence is None:
         period = f"{INTEGRITY_DAYS} days before {iso(context.at)}"
     elif item.asset.startswith("audit_trail_"):
         span = "24 h" if item.cadence == "DAILY" else "7 days"
