@@ -58,19 +58,25 @@ def root_cause_markdown(findings: pl.DataFrame, limit: int = LISTED) -> str:
             f"No (service, root cause) with at least 20 scored outcomes has its mean confidence outside the "
             f"accuracy's Wilson 95 % interval ({listed} checked)."
         )
-    lines = [
-        "| finding | n | accuracy (Wilson 95 %) | mean confidence | drift | severity |",
-        "|---|---:|---:|---:|---:|---|",
+    cells = [
+        f"{row['direction']} on root cause **{_cell(row['root_cause'])}** in service **{_cell(row['service'])}** "
+        f"| {row['n']} | {_fmt(row['accuracy'])} ({_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}) "
+        f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']}"
+        for row in significant.head(limit).iter_rows(named=True)
     ]
-    for row in significant.head(limit).iter_rows(named=True):
-        lines.append(
-            f"| {row['direction']} on root cause **{_cell(row['root_cause'])}** in service **{_cell(row['service'])}** "
-            f"| {row['n']} | {_fmt(row['accuracy'])} ({_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}) "
-            f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']} |"
-        )
-    more = significant.height - limit
+    return _table(
+        "| finding | n | accuracy (Wilson 95 %) | mean confidence | drift | severity |\n|---|---:|---:|---:|---:|---|",
+        cells,
+        significant.height - limit,
+        "(`opx.confidence_by_root_cause(outcomes, start, end)` lists all)",
+    )
+
+
+def _table(header: str, cells: list[str], more: int, rest: str) -> str:
+    """A Markdown table: `header` (with its alignment row), one line per row's cells, and how many more exist."""
+    lines = [header, *(f"| {row} |" for row in cells)]
     if more > 0:
-        lines.append(f"\n… and {more} more (`opx.confidence_by_root_cause(outcomes, start, end)` lists all).")
+        lines.append(f"\n… and {more} more {rest}.")
     return "\n".join(lines)
 
 
@@ -110,20 +116,19 @@ def miscalibrated_services_markdown(rows: pl.DataFrame, limit: int = LISTED) -> 
     )
     if flagged.is_empty():
         return f"Every service is within 0.05 of its confidence in every band ({rows['service'].n_unique()} services)."
-    lines = [
-        "| service | band | n | raw accuracy | shrunk accuracy (95 %) | mean confidence | drift | severity |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+    cells = [
+        f"{_cell(row['service'])} | {row['band']} | {row['n']} | {_fmt(row['accuracy'])} "
+        f"| {_fmt(row['shrunk_accuracy'])} ({_fmt(row['shrunk_ci_low'])}–{_fmt(row['shrunk_ci_high'])}) "
+        f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']}"
+        for row in flagged.head(limit).iter_rows(named=True)
     ]
-    for row in flagged.head(limit).iter_rows(named=True):
-        lines.append(
-            f"| {_cell(row['service'])} | {row['band']} | {row['n']} | {_fmt(row['accuracy'])} "
-            f"| {_fmt(row['shrunk_accuracy'])} ({_fmt(row['shrunk_ci_low'])}–{_fmt(row['shrunk_ci_high'])}) "
-            f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']} |"
-        )
-    more = flagged.height - limit
-    if more > 0:
-        lines.append(f"\n… and {more} more service bands (the stored frame lists all).")
-    return "\n".join(lines)
+    return _table(
+        "| service | band | n | raw accuracy | shrunk accuracy (95 %) | mean confidence | drift | severity |\n"
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        cells,
+        flagged.height - limit,
+        "service bands (the stored frame lists all)",
+    )
 
 
 def priors_markdown(priors: pl.DataFrame) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,24 +16,11 @@ import polars as pl
 import pytest
 
 from opx_learning.resources.safety import SafetyResource
+from opx_learning_tests.graphql import BACKFILL_RUNS, LAUNCH_BACKFILL, graphql
 from opx_learning_tests.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-BACKFILL = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    ... on PartitionBackfill { status numPartitions runs(limit: 50) { runId status } }
-  }
-}"""
 MATERIALIZATIONS = """
 query($key: AssetKeyInput!) {
   assetOrError(assetKey: $key) {
@@ -56,12 +42,8 @@ class Server:
         self.url = url
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.load(response)
-        assert "errors" not in payload, payload
-        return payload["data"]
+        """POST a GraphQL document; fail on GraphQL errors."""
+        return graphql(self.url, query, variables)
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
@@ -107,12 +89,12 @@ def test_dagster_dev_backfill_over_a_date_range(server: Server, seeded: pl.DataF
         "tags": [{"key": "opx/principal", "value": "alice"}],
         "title": "October backfill",
     }
-    launched = server.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    launched = server.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
 
     def finished_runs() -> list[dict[str, Any]] | None:
-        backfill = server.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        backfill = server.graphql(BACKFILL_RUNS, {"id": backfill_id})["partitionBackfillOrError"]
         runs = backfill["runs"]
         done = runs and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs)
         return runs if done else None

@@ -15,18 +15,11 @@ import polars as pl
 
 from opx_learning.defs import launch
 from opx_learning_tests.conftest import _free_port
+from opx_learning_tests.graphql import graphql
 from opx_learning_tests.processes import spawn, stop
 
 OPX = Path(sys.executable).with_name("opx-learning")
 RUNS = "query { runsOrError { ... on Runs { results { runId jobName } } } }"
-
-
-def _graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
 
 
 def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded: pl.DataFrame, tmp_path: Path) -> None:
@@ -50,7 +43,7 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
                 pass
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
-        runs = _graphql(url, RUNS)["runsOrError"]["results"]
+        runs = graphql(url, RUNS)["runsOrError"]["results"]
         assert {(r["runId"], r["jobName"]) for r in runs} == {(run.run_id, "daily_patterns_job")}
     finally:
         stop(process)

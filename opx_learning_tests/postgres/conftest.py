@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import pwd
 import re
@@ -31,6 +30,7 @@ import pytest
 
 from opx_learning.deploy import GRPC_WORKSPACE_YAML, LOCAL_PRODUCTION_DAGSTER_YAML
 from opx_learning_tests.conftest import _free_port
+from opx_learning_tests.graphql import graphql
 from opx_learning_tests.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,16 +210,7 @@ class Stack:
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST a GraphQL document to the webserver; fail on GraphQL errors."""
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.load(response)
-        assert "errors" not in payload, payload
-        return payload["data"]
+        return graphql(self.url, query, variables)
 
     def logs(self) -> str:
         """The tail of every process log, for failure messages."""

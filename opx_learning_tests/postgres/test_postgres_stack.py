@@ -31,6 +31,7 @@ from opx_learning.safety.models import AuditRecord
 from opx_learning.safety.principals import resolve_principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.conftest import _free_port
+from opx_learning_tests.graphql import BACKFILL_RUNS, LAUNCH_BACKFILL
 from opx_learning_tests.postgres.conftest import (
     BIN,
     REST_TOKEN,
@@ -42,20 +43,6 @@ from opx_learning_tests.processes import spawn, stop
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-BACKFILL = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    ... on PartitionBackfill { status runs(limit: 50) { runId status } }
-  }
-}"""
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -294,7 +281,7 @@ def test_postgres_backfill_of_90_days_is_one_run_stored_in_postgres(
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 
     def finished_runs() -> list[dict[str, Any]] | None:
-        runs = stack.graphql(BACKFILL, {"id": launched["backfillId"]})["partitionBackfillOrError"]["runs"]
+        runs = stack.graphql(BACKFILL_RUNS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["runs"]
         return runs if runs and all(run["status"] in FINISHED for run in runs) else None
 
     runs = wait_for(finished_runs, 240, "the backfill's runs", details=stack.logs)
