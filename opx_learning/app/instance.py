@@ -12,6 +12,10 @@ DEFAULT_DAGSTER_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: DefaultRunCoordinator
+event_log_storage:
+  # Dagster's SQLite event log, with its engines kept and ranged runs' events written in batches.
+  module: opx_learning.app.event_log
+  class: BatchingSqliteEventLogStorage
 telemetry:
   enabled: false
 """

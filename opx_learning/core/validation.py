@@ -171,6 +171,32 @@ def validate_outcomes(data: OutcomeSource) -> ValidationResult:
     return ValidationResult(valid=valid, rejected=rejected)
 
 
+def validate_outcomes_by(frame: pl.DataFrame, by: str) -> dict[Any, ValidationResult]:
+    """Validate each group of `frame` (rows sharing the value of column `by`) as if alone, in one vectorised pass.
+
+    Equal, group for group, to `validate_outcomes(frame.filter(pl.col(by) == value).drop(by))`: a
+    duplicate `outcome_id` is one already accepted in the same group. Used to validate a long
+    range of days at once instead of one call per day.
+
+    Args:
+        frame: rows in any shape `validate_outcomes` accepts as a DataFrame, plus the column `by`.
+        by: the grouping column (e.g. the UTC day), not validated and not kept in the results.
+
+    Returns:
+        dict: group value -> its ValidationResult, for every group present in `frame`.
+    """
+    valid, rejected = _validate_frame(_flatten(frame), by=by)
+    valid_parts = valid.partition_by(by, as_dict=True, include_key=False)
+    rejected_parts = rejected.partition_by(by, as_dict=True, include_key=False)
+    empty_valid, empty_rejected = valid.clear().drop(by), rejected.clear().drop(by)
+    return {
+        key: ValidationResult(
+            valid=valid_parts.get((key,), empty_valid), rejected=rejected_parts.get((key,), empty_rejected)
+        )
+        for key in frame.get_column(by).unique(maintain_order=True).to_list()
+    }
+
+
 def check_numeric_input(
     outcomes: pl.DataFrame | pl.LazyFrame, window: Window, columns: Sequence[str]
 ) -> None:
@@ -476,7 +502,7 @@ _PARSERS = {
 }
 
 
-def _validate_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _validate_frame(frame: pl.DataFrame, by: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     raw: dict[str, pl.Expr] = {}
     raw_dtypes: dict[str, pl.DataType] = {}
     for column in OUTCOME_COLUMNS:
@@ -493,22 +519,24 @@ def _validate_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         parsed[c].alias(c) for c in OUTCOME_COLUMNS
     ]
     # with_columns (unlike select) broadcasts literal-only columns to the frame's height.
-    work = frame.with_columns(columns).select([e.meta.output_name() for e in columns])
+    kept = [by] if by else []
+    work = frame.with_columns(columns).select([e.meta.output_name() for e in columns] + kept)
     flags = _flags(work)
     # The index is added after the flags: built beside multi-chunk Parquet columns it
     # would force a rechunking copy of the whole work frame.
     work = work.with_columns(**flags).with_row_index("row:index")
     flag_names = list(flags)
-    work = _flag_duplicates(work, flag_names)
+    work = _flag_duplicates(work, flag_names, by)
     flag_names.append("flag:duplicate")
     bad = pl.any_horizontal([pl.col(name) for name in flag_names])
 
-    valid = work.filter(~bad).select([pl.col(c) for c in OUTCOME_COLUMNS])
+    valid = work.filter(~bad).select([pl.col(c) for c in [*OUTCOME_COLUMNS, *kept]])
     rejected_rows = work.filter(bad)
     reasons = _reasons(rejected_rows, flag_names)
     rejected = rejected_rows.select(
         [_text(pl.col(f"raw:{c}"), raw_dtypes[c]).cast(pl.String).alias(c) for c in OUTCOME_COLUMNS]
         + [reasons.alias("reason")]
+        + [pl.col(c) for c in kept]
     )
     return valid, rejected
 
@@ -541,19 +569,19 @@ def _flags(work: pl.DataFrame) -> dict[str, pl.Expr]:
     return {name: expr.fill_null(False) for name, expr in flags.items()}
 
 
-def _flag_duplicates(work: pl.DataFrame, flag_names: list[str]) -> pl.DataFrame:
-    """Flag every row whose outcome_id was already taken by an earlier accepted row."""
+def _flag_duplicates(work: pl.DataFrame, flag_names: list[str], by: str | None = None) -> pl.DataFrame:
+    """Flag every row whose outcome_id was already taken by an earlier accepted row (of the same `by` group)."""
+    keys = ["outcome_id", *([by] if by else [])]
+    identity = pl.col("outcome_id") if by is None else pl.struct(keys)
     # A sorted 64-bit hash finds repeats far faster than hashing the strings into a table.
-    hashes = work.select(pl.col("outcome_id").drop_nulls().hash().sort().alias("h"))
+    hashes = work.select(identity.filter(pl.col("outcome_id").is_not_null()).hash().sort().alias("h"))
     repeated = hashes.filter(pl.col("h") == pl.col("h").shift(1)).unique()["h"]
     if repeated.is_empty():
         return work.with_columns(pl.lit(False).alias("flag:duplicate"))
     ok = ~pl.any_horizontal([pl.col(name) for name in flag_names])
-    candidates = work.filter(pl.col("outcome_id").hash().is_in(repeated.implode())).select(
-        "outcome_id", "row:index", ok.alias("ok")
-    )
-    first = candidates.filter("ok").group_by("outcome_id").agg(pl.col("row:index").min().alias("first"))
-    later = candidates.join(first, on="outcome_id").filter(pl.col("row:index") > pl.col("first"))
+    candidates = work.filter(identity.hash().is_in(repeated.implode())).select(*keys, "row:index", ok.alias("ok"))
+    first = candidates.filter("ok").group_by(keys).agg(pl.col("row:index").min().alias("first"))
+    later = candidates.join(first, on=keys).filter(pl.col("row:index") > pl.col("first"))
     return work.with_columns(pl.col("row:index").is_in(later["row:index"].implode()).alias("flag:duplicate"))
 
 

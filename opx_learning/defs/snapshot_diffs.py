@@ -16,7 +16,7 @@ from opx_learning.stores.snapshots import SnapshotStore
 _log = logging.getLogger("opx_learning.snapshots")
 
 
-def snapshot_diff_metadata(store: SnapshotStore, snapshot: Snapshot) -> dict[str, Any]:
+def snapshot_diff_metadata(store: SnapshotStore, snapshot: Snapshot, just_stored: Snapshot | None = None) -> dict[str, Any]:
     """Metadata comparing `snapshot` with the latest version of the nearest earlier window of its type.
 
     Never raises: a previous snapshot that cannot be read (its integrity failure already
@@ -25,6 +25,9 @@ def snapshot_diff_metadata(store: SnapshotStore, snapshot: Snapshot) -> dict[str
     Args:
         store: the snapshot store `snapshot` was appended to.
         snapshot: the stored snapshot.
+        just_stored: the snapshot this run stored before `snapshot` (a range run goes window by
+            window); when it is the window just before, it is the previous one and the store is
+            not searched.
 
     Returns:
         `diff` (Markdown table), `diff_against` (previous snapshot id or "-") and counts of
@@ -32,7 +35,12 @@ def snapshot_diff_metadata(store: SnapshotStore, snapshot: Snapshot) -> dict[str
         `diff_services_changed`, `diff_bands_changed`, `diff_thresholds_moved`).
     """
     try:
-        previous = previous_of_cadence(store, snapshot)
+        adjacent = (
+            just_stored is not None
+            and just_stored.snapshot_type == snapshot.snapshot_type
+            and just_stored.window_end == snapshot.window_start
+        )
+        previous = just_stored if adjacent else previous_of_cadence(store, snapshot)
     except Exception as error:  # noqa: BLE001 - the diff is informational; the snapshot is stored
         _log.warning("previous %s snapshot unreadable: %s", snapshot.snapshot_type, error)
         return {"diff_against": "-", "diff": dg.MetadataValue.md(f"Previous snapshot unreadable: {error}")}

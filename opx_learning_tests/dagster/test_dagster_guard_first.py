@@ -87,12 +87,12 @@ def test_demo_under_kill_switch_skips_everything_and_fails_nothing(instance: dg.
     report = json.loads(result.stdout)
     assert all(run["success"] and run["failures"] == [] for run in report["runs"]), report["runs"]
     assert "kill switch is active" in report["kill_switch"]
-    # Daily + weekly patterns, 2 months of calibration, 3 cadence snapshots, 3 custom assets: 10 operations,
-    # each refused before its run (daily outcomes and each month's drift and by-service calibration are then
-    # not launched either).
-    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 10, "NOT_LAUNCHED": 5}
+    # Daily + weekly patterns, one calibration run over both months, 3 cadence snapshots, 3 custom assets:
+    # 9 operations, each refused before its run (daily outcomes, and the calibration run's drift and
+    # by-service calibration, are then not launched either).
+    assert report["skipped"] == {"KILL_SWITCH_ACTIVE": 9, "NOT_LAUNCHED": 3}
     records = _records()
-    assert len(records) == 10 and {r.status for r in records} == {AuditStatus.SKIPPED}
+    assert len(records) == 9 and {r.status for r in records} == {AuditStatus.SKIPPED}
     assert {r.operation_type.value for r in records} == {"PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT"}
     assert "Stack Trace" not in result.stderr
     # A fresh home under the kill switch has nothing materialized: the checklist says so and the exit code is 1.

@@ -1,0 +1,173 @@
+"""Dagster's SQLite event log with its engines kept and a batch of events written in one transaction.
+
+Dagster's `SqliteEventLogStorage` builds a new SQLAlchemy engine for every statement it
+runs (so no statement is ever served from the compiled-SQL cache) and writes every event
+in its own transactions. A run over a long range of partitions records several events
+per partition (planned, materialized, check evaluated), so those fixed costs, not the
+computation, set the run's time. This subclass changes only that:
+
+- one engine per database file, kept for the life of the storage (run shards still
+  open and close a connection per transaction, so the file the UI's log watcher
+  follows is updated when each transaction ends, as with Dagster's own class);
+- `store_event_batch` (used for the batches Dagster forms when `DAGSTER_EVENT_BATCH_SIZE`
+  is set: the planned events of a run, the per-partition materializations of a step)
+  stores every event of the batch exactly as `store_event` would, inside one
+  transaction on the run's shard and one on the index shard.
+
+It reads and writes the same files in the same layout, so an instance can switch between
+the two classes at any time. Configure it in `dagster.yaml`:
+
+    event_log_storage:
+      module: opx_learning.app.event_log
+      class: BatchingSqliteEventLogStorage
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from dagster._config import Field, StringSource
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+DEFAULT_BATCH_SIZE = "10000"
+# Engines kept at once (the index plus the most recently used run shards).
+MAX_ENGINES = 32
+
+
+def enable_event_batches() -> None:
+    """Let Dagster hand this process's ranged-run events to the storage in batches (`DAGSTER_EVENT_BATCH_SIZE`), unless set."""
+    os.environ.setdefault(BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE)
+
+
+def default_base_dir() -> str:
+    """Where Dagster's default SQLite event log lives: `$DAGSTER_HOME/history/runs`."""
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        raise ValueError(
+            "DAGSTER_HOME is not set: the event log storage needs `base_dir` or DAGSTER_HOME"
+        )
+    return os.path.join(os.path.abspath(os.path.expanduser(home)), "history", "runs")
+
+
+class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+    """SQLite event log that keeps one engine per database file and stores a batch of events in one transaction."""
+
+    def __init__(
+        self,
+        base_dir: str | None = None,
+        inst_data: ConfigurableClassData | None = None,
+    ):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        self._held = threading.local()
+        super().__init__(base_dir or default_base_dir(), inst_data)
+        # Re-entrant: inside a batch, the per-event code opens the shard the batch already holds.
+        self._db_lock = threading.RLock()  # type: ignore[assignment]
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        """`base_dir` is optional (default `$DAGSTER_HOME/history/runs`, Dagster's own location)."""
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
+    ) -> BatchingSqliteEventLogStorage:
+        """Build the storage from its `dagster.yaml` block."""
+        return cls(inst_data=inst_data, base_dir=config_value.get("base_dir"))
+
+    def _engine(self, shard: str) -> Engine:
+        if (
+            self._engines_pid != os.getpid()
+        ):  # a forked child must not share the parent's pools
+            self._engines = OrderedDict()
+            self._engines_pid = os.getpid()
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
+            return engine
+        engine = create_engine(
+            self.conn_string_for_shard(shard),
+            # A run shard's connection closes after each transaction, which checkpoints the WAL
+            # into the file the UI's log watcher follows; the index keeps its connection.
+            **({} if shard == INDEX_SHARD_NAME else {"poolclass": NullPool}),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+        )
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        self._engines[shard] = engine
+        while len(self._engines) > MAX_ENGINES:
+            _, evicted = self._engines.popitem(last=False)
+            evicted.dispose()
+        return engine
+
+    def has_table(self, table_name: str) -> bool:
+        """Whether the index has the table (asked once per event by Dagster; a table, once there, stays)."""
+        known = self.__dict__.setdefault("_tables", set())
+        if table_name not in known and super().has_table(table_name):
+            known.add(table_name)
+        return table_name in known
+
+    def _held_connections(self) -> dict[str, Connection]:
+        held = getattr(self._held, "connections", None)
+        if held is None:
+            held = self._held.connections = {}
+        return held
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:  # type: ignore[override]
+        held = self._held_connections()
+        if shard in held:
+            yield held[shard]
+            return
+        with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
+            held[shard] = conn
+            try:
+                yield conn
+            finally:
+                del held[shard]
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store the events as `store_event` does, in one transaction per shard (all or none of the batch)."""
+        if len(events) < 2:
+            super().store_event_batch(events)
+            return
+        with ExitStack() as stack:
+            stack.enter_context(self._db_lock)
+            stack.enter_context(self.index_connection())
+            for run_id in dict.fromkeys(event.run_id for event in events):
+                stack.enter_context(self.run_connection(run_id))
+            for event in events:
+                self.store_event(event)
+
+    def _dispose_engines(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        """Drop the kept engines before Dagster deletes the files they point at."""
+        self._dispose_engines()
+        super().wipe()
+
+    def dispose(self) -> None:
+        """Stop the watchers and close the kept engines."""
+        super().dispose()
+        self._dispose_engines()

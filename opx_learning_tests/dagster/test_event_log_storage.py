@@ -1,0 +1,81 @@
+"""The batching SQLite event log records exactly what Dagster's own SQLite event log records, in the same files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log import SqliteEventLogStorage
+
+from opx_learning.app.event_log import BatchingSqliteEventLogStorage
+from opx_learning.defs import launch
+
+DAYS = [f"2025-10-{day:02d}" for day in range(1, 11)]
+PLAIN_YAML = "telemetry:\n  enabled: false\n"
+
+
+def _open(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
+def _record(instance: dg.DagsterInstance) -> dict[str, object]:
+    """What the UI reads of a range run: its event types, each partition's numbers and check results."""
+    run = instance.get_runs(limit=1)[0]
+    types = Counter(entry.dagster_event.event_type_value for entry in instance.all_logs(run.run_id) if entry.is_dagster_event)
+    totals = {}
+    for record in instance.fetch_materializations(dg.AssetKey("pattern_summaries_daily"), limit=100).records:
+        materialization = record.asset_materialization
+        totals[materialization.partition] = materialization.metadata["total_incidents"].value
+    checks = Counter(
+        (record.partition, record.status.value)
+        for record in instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("pattern_summaries_daily"), "window_has_outcomes"), limit=100
+        )
+    )
+    return {"types": types, "totals": totals, "checks": checks}
+
+
+def test_a_range_run_records_the_same_events_as_dagsters_own_storage(
+    instance: dg.DagsterInstance, dagster_home: Path, seeded: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert type(instance.event_log_storage) is BatchingSqliteEventLogStorage
+    batches: list[int] = []
+    storage = instance.event_log_storage
+    real = storage.store_event_batch
+
+    def counted(events: list) -> None:
+        batches.append(len(events))
+        real(events)
+
+    monkeypatch.setattr(storage, "store_event_batch", counted)
+    assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
+    ours = _record(instance)
+    # Dagster handed the planned events and each step's per-partition materializations over in batches.
+    assert max(batches) >= len(DAYS), batches
+
+    plain_home = tmp_path / "plain_dagster_home"
+    plain_home.mkdir()
+    (plain_home / "dagster.yaml").write_text(PLAIN_YAML)
+    with _open(plain_home) as plain:
+        assert type(plain.event_log_storage) is SqliteEventLogStorage
+        assert launch.materialize(plain, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
+        theirs = _record(plain)
+
+    assert ours == theirs
+    # Every partition has its own count (taken from the outcome store) and a resolved check.
+    days = seeded.with_columns(pl.col("recorded_at").dt.strftime("%Y-%m-%d").alias("day"))
+    expected = dict(days.filter(pl.col("day").is_in(DAYS)).group_by("day").len().iter_rows())
+    assert ours["totals"] == expected
+    assert {status for _, status in ours["checks"]} == {"SUCCEEDED"}
+    assert sorted(partition for partition, _ in ours["checks"]) == DAYS
+
+    # The files are Dagster's own layout: Dagster's class reads what the batching one wrote.
+    (dagster_home / "dagster.yaml").write_text(PLAIN_YAML)
+    with _open(dagster_home) as reread:
+        assert type(reread.event_log_storage) is SqliteEventLogStorage
+        assert _record(reread) == ours
+        assert reread.get_materialized_partitions(dg.AssetKey("daily_outcomes")) == set(DAYS)
