@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -69,9 +71,38 @@ class Settings:
         return self.home / "alerts.jsonl"
 
 
-def get_settings(env: dict[str, str] | None = None) -> Settings:
-    """Resolve settings from `env` (default: the process environment)."""
-    env = dict(os.environ if env is None else env)
+# Every variable the settings read, in a fixed order.
+_ENV_KEYS = (
+    "OPX_BACKEND",
+    "OPX_PRINCIPALS",
+    "OPX_HOME",
+    "OPX_PARTITIONS_START",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "OPX_AUDIT_TABLE",
+    "OPX_CONFIG_TABLE",
+    "OPX_OUTCOMES_TABLE",
+    "OPX_OUTCOMES_S3_URI",
+    "OPX_ASSETS_S3_URI",
+    "OPX_ALERTS_TOPIC_ARN",
+    "OPX_ALERTS_TOPIC_NAME",
+    "OPX_METRICS_NAMESPACE",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL",
+)
+
+
+def get_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings from `env` (default: the process environment), as it is at this call."""
+    source = os.environ if env is None else env
+    # Resolved once per distinct environment; HOME (`~`) and the working directory (a relative
+    # OPX_HOME) of the process are part of the key, as `Path.expanduser().absolute()` reads them.
+    return _resolve(tuple(source.get(key) for key in _ENV_KEYS), os.environ.get("HOME"), os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Settings:
+    env = {key: value for key, value in zip(_ENV_KEYS, values, strict=True) if value is not None}
     raw_backend = env.get("OPX_BACKEND", "")
     backend = raw_backend.strip().lower() or "local"
     if backend not in BACKENDS:

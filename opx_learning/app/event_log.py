@@ -24,6 +24,7 @@ the two classes at any time. Configure it in `dagster.yaml`:
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -32,7 +33,9 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from dagster._config import Field, StringSource
+from dagster._core.events import ASSET_CHECK_EVENTS, DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
@@ -47,6 +50,21 @@ BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 DEFAULT_BATCH_SIZE = "10000"
 # Engines kept at once (the index plus the most recently used run shards).
 MAX_ENGINES = 32
+# Rows of one multi-row INSERT (7 bound values a row, well under SQLite's 32,766).
+_ROWS_PER_INSERT = 1000
+_PLAIN_ASSET_EVENTS = frozenset(
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
+)
+
+
+def _is_plain_asset_event(event: EventLogEntry) -> bool:
+    """An asset event `store_event` stores in the run shard, the index, the asset's tags and entry, and nowhere else."""
+    dagster_event = event.dagster_event
+    return bool(dagster_event and dagster_event.event_type in _PLAIN_ASSET_EVENTS and dagster_event.asset_key)
 
 
 def enable_event_batches() -> None:
@@ -143,18 +161,61 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             finally:
                 del held[shard]
 
+    def store_event(self, event: EventLogEntry) -> None:
+        """Store one event as Dagster does; an asset check's two index writes share one transaction."""
+        dagster_event = event.dagster_event
+        if dagster_event is None or dagster_event.event_type not in ASSET_CHECK_EVENTS:
+            super().store_event(event)
+            return
+        with self._db_lock, self.index_connection():
+            super().store_event(event)
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """Store the events as `store_event` does, in one transaction per shard (all or none of the batch)."""
+        """Store the events as `store_event` does, in one transaction per shard (all or none of the batch).
+
+        Consecutive asset materializations, observations and planned events (a range run's
+        per-partition events) are inserted with one statement per shard; the asset's entry is
+        updated from the last event of each kind, the state `store_event` one by one leaves.
+        Any other event is stored by `store_event` itself, inside the same transactions.
+        """
         if len(events) < 2:
             super().store_event_batch(events)
             return
         with ExitStack() as stack:
             stack.enter_context(self._db_lock)
-            stack.enter_context(self.index_connection())
+            index = stack.enter_context(self.index_connection())
             for run_id in dict.fromkeys(event.run_id for event in events):
                 stack.enter_context(self.run_connection(run_id))
-            for event in events:
-                self.store_event(event)
+            for plain, group in itertools.groupby(events, key=_is_plain_asset_event):
+                if plain:
+                    self._store_asset_events(index, list(group))
+                else:
+                    for event in group:
+                        self.store_event(event)
+
+    def _store_asset_events(self, index: Connection, events: list[EventLogEntry]) -> None:
+        held = self._held_connections()
+        rows = [self._event_to_row(event) for event in events]
+        for run_id in dict.fromkeys(event.run_id for event in events):
+            held[run_id].execute(SqlEventLogStorageTable.insert(), [row for row in rows if row["run_id"] == run_id])
+        ids: list[int] = []
+        for begin in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[begin : begin + _ROWS_PER_INSERT]
+            inserted = index.execute(SqlEventLogStorageTable.insert().values(chunk).returning(SqlEventLogStorageTable.c.id))
+            # One statement inside one write transaction: the ids ascend in the order of the rows.
+            ids.extend(sorted(row[0] for row in inserted))
+        self._store_asset_event_tags(index, events, ids)
+        last: dict[tuple[str, str], int] = {}
+        for position, event in enumerate(events):
+            last[(event.get_dagster_event().asset_key.to_string(), event.get_dagster_event().event_type_value)] = position
+        for position in sorted(last.values()):
+            self._store_asset_event(index, events[position], ids[position])
+
+    def _has_asset_key_index_cols_on_connection(self, conn: Connection) -> bool:
+        """Whether the asset table has its index columns (asked once per asset event by Dagster; once there, they stay)."""
+        if not self.__dict__.get("_asset_index_cols"):
+            self.__dict__["_asset_index_cols"] = super()._has_asset_key_index_cols_on_connection(conn)
+        return self.__dict__["_asset_index_cols"]
 
     def _dispose_engines(self) -> None:
         with self._db_lock:

@@ -365,7 +365,22 @@ def _window_summaries(
     return held
 
 
+class PreparedCalibration(dict):
+    """A calibration already checked and made JSON-safe by `prepare_calibrations` (not converted again)."""
+
+
+def prepare_calibrations(calibrations: Iterable[Any]) -> list[PreparedCalibration]:
+    """Check and convert calibrations once, for many `build_snapshot` calls over the windows of a range.
+
+    Raises:
+        TypeError, ValueError: as `build_snapshot` for an unusable calibration.
+    """
+    return [PreparedCalibration(_calibration_dict(item)) for item in calibrations]
+
+
 def _calibration_dict(item: Any) -> dict[str, Any]:
+    if isinstance(item, PreparedCalibration):
+        return item
     data = item.to_dict() if hasattr(item, "to_dict") else item
     if not isinstance(data, Mapping):
         raise TypeError(f"calibrations: {type(item).__name__} is neither a Calibration nor a dict")

@@ -58,7 +58,7 @@ from opx_learning.core.schema import (
     OUTCOME_SCHEMA,
     empty_outcomes,
 )
-from opx_learning.core.snapshots import build_snapshot
+from opx_learning.core.snapshots import build_snapshot, prepare_calibrations
 from opx_learning.core.validation import validate_outcomes, validate_outcomes_by
 from opx_learning.core.windows import Window, day_window, iso
 from opx_learning.defs.calibration_views import calibration_views
@@ -577,7 +577,7 @@ def _snapshots(
     outcomes = (
         scan_window_outcomes(asset_storage, outcome_store, span).select("outcome_id", "service", "recorded_at").collect()
     )
-    calibrations = known_calibrations(asset_storage, span)
+    calibrations = prepare_calibrations(known_calibrations(asset_storage, span))
     store = snapshot_store.store()
     outcomes = outcomes.sort("recorded_at", maintain_order=True)
     recorded = outcomes["recorded_at"]

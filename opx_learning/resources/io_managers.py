@@ -50,10 +50,12 @@ class AssetStorage(dg.ConfigurableResource):
             return settings.assets_s3_uri.rstrip("/")
         return str(settings.home / "assets")
 
-    def uri(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, suffix: str) -> str:
-        """Where one partition of an asset is stored."""
+    def uri(
+        self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, suffix: str, base: str | None = None
+    ) -> str:
+        """Where one partition of an asset is stored (under `base`, default `resolved_base()`)."""
         path = "/".join(_key_path(asset_key))
-        return f"{self.resolved_base()}/{path}/{partition or UNPARTITIONED}.{suffix}"
+        return f"{base or self.resolved_base()}/{path}/{partition or UNPARTITIONED}.{suffix}"
 
     def write(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, value: Stored) -> str:
         """Store a frame as Parquet or a dict as JSON; returns the URI written."""
@@ -79,8 +81,9 @@ class AssetStorage(dg.ConfigurableResource):
         the columns a query uses; on S3 each object is fetched once (compressed) and decoded lazily.
         """
         found: dict[str, str | bytes] = {}
+        base = self.resolved_base()
         for partition in partitions:
-            uri = self.uri(asset_key, partition, "parquet")
+            uri = self.uri(asset_key, partition, "parquet", base)
             if uri.startswith("s3://"):
                 data = get_bytes(uri)
                 if data is not None:

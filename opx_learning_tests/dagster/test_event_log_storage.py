@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -36,7 +37,19 @@ def _record(instance: dg.DagsterInstance) -> dict[str, object]:
             dg.AssetCheckKey(dg.AssetKey("pattern_summaries_daily"), "window_has_outcomes"), limit=100
         )
     )
-    return {"types": types, "totals": totals, "checks": checks}
+    entries = {}
+    for record in instance.get_asset_records([dg.AssetKey("daily_outcomes"), dg.AssetKey("pattern_summaries_daily")]):
+        last = record.asset_entry.last_materialization_record
+        entries[record.asset_entry.asset_key.to_user_string()] = (
+            last.event_log_entry.dagster_event.partition,
+            record.asset_entry.last_run_id == run.run_id,
+        )
+    index = Path(instance.event_log_storage.path_for_shard("index"))
+    with sqlite3.connect(index) as db:
+        tags = sorted(db.execute("select asset_key, key, count(*) from asset_event_tags group by 1, 2"))
+        planned = sorted(db.execute("select asset_key, count(*) from event_logs where dagster_event_type = ? group by 1",
+                                    ("ASSET_MATERIALIZATION_PLANNED",)))
+    return {"types": types, "totals": totals, "checks": checks, "entries": entries, "tags": tags, "planned": planned}
 
 
 def test_a_range_run_records_the_same_events_as_dagsters_own_storage(
