@@ -10,8 +10,10 @@ from opx_learning.config import Settings, get_settings
 DEFAULT_DAGSTER_YAML = """\
 # Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
 run_coordinator:
-  module: dagster.core.run_coordinator
-  class: DefaultRunCoordinator
+  # Dagster's queue: UI launches, backfills and schedules wait for the daemon `dagster dev` runs;
+  # opx-learning's commands run in process while no daemon is alive (opx_learning.app.coordinator).
+  module: opx_learning.app.coordinator
+  class: LocalRunCoordinator
 event_log_storage:
   # Dagster's SQLite event log, with its engines kept and ranged runs' events written in batches.
   module: opx_learning.app.event_log

@@ -36,10 +36,15 @@ POLL_EVERY = 1.0
 
 
 def queues(instance: dg.DagsterInstance) -> bool:
-    """Whether the instance's run coordinator queues submitted runs (then manual runs go through it)."""
+    """Whether manual runs go through the instance's queue: a queued coordinator (the local one only while a daemon dequeues)."""
     import dagster as dg
 
-    return isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+    from opx_learning.app.coordinator import LocalRunCoordinator, daemon_dequeues
+
+    coordinator = instance.run_coordinator
+    if isinstance(coordinator, LocalRunCoordinator):
+        return daemon_dequeues(instance)
+    return isinstance(coordinator, dg.QueuedRunCoordinator)
 
 
 def location_name() -> str:

@@ -174,11 +174,13 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     instance = dg.DagsterInstance.get()
     guard = Guard.from_settings()
     principal = resolve_principal()
-    # Daily partitions start at the first month's start so monthly snapshots find every day's summaries.
-    month_start = window.start.replace(day=1)
-    days = keys_in_window(daily_partitions, Window(month_start, window.end))
     weeks = keys_in_window(weekly_partitions, window)
     months = keys_in_window(monthly_partitions, window)
+    # Daily partitions cover every month the window touches (from the first month's start to the
+    # last month's end, an `--end` mid-month included) so monthly snapshots find every day's summaries.
+    month_start = window.start.replace(day=1)
+    month_end = partition_window(monthly_partitions, months[-1]).end if months else window.end
+    days = keys_in_window(daily_partitions, Window(month_start, max(month_end, window.end)))
     runs: list[launch.RunSummary] = []
 
     def step(label: str, assets: Sequence[str], keys: Sequence[str], operation: str, cadence: str) -> None:

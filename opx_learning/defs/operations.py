@@ -57,6 +57,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import BACKFILL_ID_TAG as BACKFILL_TAG
+from dagster_shared.error import SerializableErrorInfo
 
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
@@ -257,8 +259,9 @@ def _skipped(
     keys: list[str],
     outcome: dict[str, list[str]] | None = None,
 ) -> Iterator[Event]:
-    """Tag the run with the skip and its reason, and leave the reason on each partition not stored."""
+    """Tag the run with the skip and its reason, and leave the reason on each partition not stored (and on its backfill)."""
     context.instance.add_run_tags(context.run.run_id, {SKIPPED_TAG: str(reason), SKIP_MESSAGE_TAG: message[:1000]})
+    _note_on_backfill(context, reason, message, audit_id, keys)
     metadata: dict[str, Any] = {"skipped": str(reason), "message": message, "audit_id": audit_id}
     if outcome is not None:
         metadata |= {name: len(done) for name, done in outcome.items()}
@@ -267,6 +270,26 @@ def _skipped(
     for key in keys:
         yield dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=metadata)
     yield from _check_outputs(context)
+
+
+def _note_on_backfill(context: dg.AssetExecutionContext, reason: Any, message: str, audit_id: str, keys: list[str]) -> None:
+    """Write the skip's reason on the run's backfill, the one text Dagster shows on a backfill's page ("View error").
+
+    Dagster counts a partition that a finished backfill run did not materialize as failed (it has
+    no "skipped"); the backfill's error field is where it shows why.
+    """
+    backfill_id = context.run.tags.get(BACKFILL_TAG)
+    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
+    if backfill is None:
+        return
+    span = f"{keys[0]}..{keys[-1]}" if len(keys) > 1 else (keys[0] if keys else "its partition")
+    text = (
+        f"{reason}: {context.asset_key.to_user_string()} {span} was SKIPPED, not failed: nothing was stored "
+        f"(run {context.run.run_id}, audit {audit_id}). Dagster counts a backfill's partitions that a finished run "
+        f"did not materialize as failed. {message}"
+    )
+    error = SerializableErrorInfo(message=text[:4000], stack=[], cls_name=f"Skipped: {reason}")
+    context.instance.update_backfill(backfill.with_error(error))
 
 
 def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

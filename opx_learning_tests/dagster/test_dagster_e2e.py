@@ -12,15 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.events import DagsterEventType
 
+from opx_learning.app.coordinator import daemon_dequeues
 from opx_learning.resources.safety import SafetyResource
+from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning_tests.graphql import BACKFILL_RUNS, LAUNCH_BACKFILL, graphql
 from opx_learning_tests.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
+OPX = Path(sys.executable).with_name("opx-learning")
 MATERIALIZATIONS = """
 query($key: AssetKeyInput!) {
   assetOrError(assetKey: $key) {
@@ -118,3 +123,54 @@ def test_dagster_dev_backfill_over_a_date_range(server: Server, seeded: pl.DataF
     assert record.results["partitions_stored"] == [f"2025-10-{day:02d}" for day in range(1, 32)]
     assert record.parameters["start_date"] == "2025-10-01T00:00:00.000Z"
     assert record.parameters["end_date"] == "2025-11-01T00:00:00.000Z"
+
+
+QUEUE_SUPPORT = "{ instance { runQueuingSupported runLauncher { name } } }"
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status error { message } runs { runId status tags { key value } } }
+  }
+}"""
+
+
+def test_dagster_dev_queues_ui_runs_and_cli_triggers_and_shows_why_a_backfill_was_skipped(
+    server: Server, seeded: pl.DataFrame
+) -> None:
+    # The local instance queues (no "default run launcher without a queued run coordinator" banner).
+    assert server.graphql(QUEUE_SUPPORT)["instance"]["runQueuingSupported"] is True
+
+    # While `dagster dev`'s daemon is alive, a CLI trigger goes through its queue and is followed to the end.
+    with dg.DagsterInstance.get() as instance:
+        _wait(lambda: daemon_dequeues(instance), 90, "the daemon's run queue heartbeat")
+        done = subprocess.run(
+            [str(OPX), "trigger", "extract-patterns", "--start", "2025-10-05", "--end", "2025-10-06"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = instance.get_runs(limit=1)[0]
+        enqueued = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.PIPELINE_ENQUEUED).records
+        assert run.status.value == "SUCCESS" and enqueued, run
+
+    # A Catalog backfill under an active kill switch: its page says why nothing was stored.
+    SafetyResource().guard().kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "incident 7")
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": ["pattern_summaries_daily"]}, "partitions": {"range": {"start": "2025-10-10", "end": "2025-10-11"}}}
+        ],
+        "title": "under the kill switch",
+    }
+    launched = server.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+    def finished() -> dict[str, Any] | None:
+        backfill = server.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+        return backfill if backfill["status"] not in ("REQUESTED", "CANCELING") else None
+
+    backfill = _wait(finished, 150, "the backfill to finish")
+    (run,) = backfill["runs"]
+    assert run["status"] == "SUCCESS"
+    assert {"key": "opx/skipped", "value": "KILL_SWITCH_ACTIVE"} in run["tags"]
+    message = backfill["error"]["message"]
+    assert message.startswith("KILL_SWITCH_ACTIVE: pattern_summaries_daily 2025-10-10..2025-10-11 was SKIPPED, not failed")
+    assert run["runId"] in message and "incident 7" in message

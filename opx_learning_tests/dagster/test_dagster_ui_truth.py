@@ -4,11 +4,13 @@ skips with their reason, no check left PLANNED, empty windows flagged."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from click.testing import CliRunner
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
@@ -126,12 +128,22 @@ def test_dagster_kill_switch_skip_is_tagged_on_the_run_and_each_partition(
     guard = SafetyResource().guard()
     guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "incident 42")
     days = ["2025-10-01", "2025-10-02"]
-    # The run a UI backfill of two days launches (single-run backfill policy: one run for the range).
+    # A Catalog backfill of the two days, and the run it launches (single-run backfill policy: one run).
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="bkfl0001", asset_graph=launch.definitions().resolve_asset_graph(), partition_names=days,
+        asset_selection=[dg.AssetKey("pattern_summaries_daily")], backfill_timestamp=time.time(), tags={},
+        dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None,
+    )
+    instance.add_backfill(backfill)
     run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], days, {"dagster/backfill": "bkfl0001"})
     assert run.success
     tags = instance.get_run_by_id(run.run_id).tags
     assert tags["opx/skipped"] == "KILL_SWITCH_ACTIVE"
     assert "incident 42" in tags["opx/skip_message"]
+    # The backfill's page ("View error" beside its status) says the partitions were skipped, why, and by which run.
+    error = instance.get_backfill("bkfl0001").error
+    assert error is not None and error.message.startswith("KILL_SWITCH_ACTIVE: pattern_summaries_daily 2025-10-01..2025-10-02")
+    assert "SKIPPED, not failed" in error.message and run.run_id in error.message and "incident 42" in error.message
     for day in days:
         records = instance.fetch_observations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("pattern_summaries_daily"), asset_partitions=[day]), limit=5
