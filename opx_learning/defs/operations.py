@@ -286,7 +286,7 @@ def _note_on_backfill(context: dg.AssetExecutionContext, reason: Any, message: s
     text = (
         f"{reason}: {context.asset_key.to_user_string()} {span} was SKIPPED, not failed: nothing was stored "
         f"(run {context.run.run_id}, audit {audit_id}). Dagster counts a backfill's partitions that a finished run "
-        f"did not materialize as failed. {message}"
+        f"did not materialize as failed. Reason: {message}"
     )
     error = SerializableErrorInfo(message=text[:4000], stack=[], cls_name=f"Skipped: {reason}")
     context.instance.update_backfill(backfill.with_error(error))
