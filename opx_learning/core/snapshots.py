@@ -414,8 +414,22 @@ def _latest_calibration(calibrations: Sequence[dict[str, Any]], window: Window) 
     )
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _json_safe(value: Any) -> Any:
     """Convert polars / Python values to JSON-safe ones: ISO instants, lists, None for NaN, 12-digit floats."""
+    # Exact built-in types first (most values of a summary row): the same results as the general
+    # branches below, without their abstract-class checks.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return float(f"{value:.12g}") if math.isfinite(value) else None
+    if kind is dict:
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if kind is list:
+        return [_json_safe(item) for item in value]
     if isinstance(value, Mapping):
         return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, datetime):
