@@ -142,6 +142,14 @@ def _ranges(lengths: list[int], per_day: int, as_json: bool) -> None:
             f"| {row['asset']} | {row['days']} | {row['seconds']:.1f} | {row['ms_per_partition']:.1f}"
             f" | {row['cpu_ms_per_partition']:.1f} | {row['load_average']} |"
         )
+    if len(lengths) > 1:
+        # The cost of one more partition, without the run's fixed cost: the slope between the
+        # shortest and the longest range.
+        short, long = min(lengths), max(lengths)
+        print(f"\n| asset | marginal ms / partition ({short} -> {long} days) |\n|---|---:|")
+        for asset in dict.fromkeys(row["asset"] for row in rows):
+            seconds = {row["days"]: row["seconds"] for row in rows if row["asset"] == asset}
+            print(f"| {asset} | {(seconds[long] - seconds[short]) * 1000 / (long - short):.1f} |")
 
 
 def _one_range(days: int, per_day: int) -> list[dict[str, object]]:

@@ -308,9 +308,11 @@ def _patterns(
             asset_storage, outcome_store, Window(baseline_reach(first).start, windows[keys[-1]].end)
         )
         summaries = extract_patterns_windows(outcomes, list(windows.values()))
+        # One split of the range's rows by window, not a filter of all of them per window.
+        by_start = summaries.partition_by("window_start", as_dict=True, maintain_order=True)
         values, metadata = {}, {}
         for key, window in windows.items():
-            values[key] = summaries.filter(pl.col("window_start") == window.start)
+            values[key] = by_start.get((window.start,), summaries.clear())
             metadata[key] = summary_metadata(values[key])
         results = {
             "summary_count": sum(len(v) for v in values.values()),
