@@ -517,8 +517,9 @@ def _snapshot_asset(
             windows = {key: partition_window(partitions_def, key) for key in context.partition_keys}
             span = Window(min(w.start for w in windows.values()), max(w.end for w in windows.values()))
             needed = summaries_partitions.get_partition_keys_in_time_window(dg.TimeWindow(span.start, span.end))
-            summaries = {key: asset_storage.read(summaries_name, key) for key in needed}
-            missing = [key for key, value in summaries.items() if not isinstance(value, pl.DataFrame)]
+            # Every stored summary of the span in one Parquet scan (a month's snapshot needs its days).
+            sources = asset_storage.parquet_sources(summaries_name, needed)
+            missing = [key for key in needed if key not in sources]
             if missing:
                 hint = (
                     f"run `opx-learning trigger extract-patterns {cadence} --start {span.start_iso} "
@@ -526,7 +527,8 @@ def _snapshot_asset(
                 )
                 raise missing_upstream(summaries_name, missing, hint)
             return _snapshots(
-                snapshot_type, windows, span, _by_window(summaries, windows), outcome_store, asset_storage,
+                snapshot_type, windows, span, _by_window(pl.scan_parquet(list(sources.values())).collect(), windows),
+                outcome_store, asset_storage,
                 snapshot_store,
             )
 
@@ -536,10 +538,8 @@ def _snapshot_asset(
     return _asset
 
 
-def _by_window(summaries: Mapping[str, pl.DataFrame], windows: Mapping[str, Window]) -> dict[str, pl.DataFrame]:
+def _by_window(every: pl.DataFrame, windows: Mapping[str, Window]) -> dict[str, pl.DataFrame]:
     """The summaries lying in each snapshot window (a month gets its days' summaries)."""
-    frames = [frame for frame in summaries.values() if frame.height]
-    every = pl.concat(frames, how="vertical") if frames else next(iter(summaries.values()), pl.DataFrame())
     if every.is_empty():
         return {key: every for key in windows}
     # Sorted by start, each window's candidates are one slice (found by binary search, not a filter per window).
