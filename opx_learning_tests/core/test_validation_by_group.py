@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -10,29 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opx_learning.core.validation import validate_outcomes, validate_outcomes_by
-
-T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+from opx_learning_tests.core.test_validation import T0, canonical
 
 
 def row(outcome_id: str | None, day: str, **changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "outcome_id": outcome_id,
-        "incident_id": "i-1",
-        "service": "payment-service",
-        "recorded_at": T0,
-        "validated_at": T0 + timedelta(hours=1),
-        "true_positive": True,
-        "false_positive": False,
-        "root_cause": "memory leak",
-        "resolution_type": "FIXED",
-        "ttd_ms": 1500.0,
-        "ttr_ms": 60000.0,
-        "predicted_confidence": 0.8,
-        "human_confidence_rating": 0.7,
-        "__day": day,
-    }
-    base.update(changes)
-    return base
+    return {**canonical(outcome_id=outcome_id, **changes), "__day": day}
 
 
 def test_a_repeated_id_is_a_duplicate_within_its_day_only() -> None:
