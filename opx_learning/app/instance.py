@@ -21,6 +21,15 @@ event_log_storage:
 telemetry:
   enabled: false
 """
+# Earlier releases' default, replaced by the current one where a home still has it unchanged.
+FORMER_DAGSTER_YAML = """\
+# Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
 _REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 _INSTANCE_READY = ".opx-instance-ready"
@@ -38,18 +47,26 @@ def ensure_dagster_home(settings: Settings | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     config, ready = home / "dagster.yaml", home / _INSTANCE_READY
-    if config.exists() and ready.exists():
+    if config.exists() and ready.exists() and not _former_default(config):
         return home
     from filelock import FileLock
 
     with FileLock(home / ".opx-instance.lock"):
-        if not config.exists():
+        if not config.exists() or _former_default(config):
             source = _REPO_DAGSTER_YAML.read_text() if _REPO_DAGSTER_YAML.exists() else DEFAULT_DAGSTER_YAML
             config.write_text(source)
         if not ready.exists():
             _initialise_instance()
             ready.touch()
     return home
+
+
+def _former_default(config: Path) -> bool:
+    """Whether `config` is an earlier release's default `dagster.yaml`, unedited (a customised file is kept)."""
+    try:
+        return config.read_text() == FORMER_DAGSTER_YAML
+    except OSError:
+        return False
 
 
 def _initialise_instance() -> None:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from opx_learning.app.instance import ensure_dagster_home
+from opx_learning.app.instance import FORMER_DAGSTER_YAML, ensure_dagster_home
 from opx_learning.cli.main import cli
 from opx_learning.defs.partitions import CUSTOM_WINDOWS, daily_partitions
 
@@ -72,6 +72,21 @@ def test_dagster_home_defaults_under_opx_home(opx_home: Path, monkeypatch: pytes
     assert home == opx_home / "dagster_home"
     config = (home / "dagster.yaml").read_text()
     assert "class: LocalRunCoordinator" in config and "class: BatchingSqliteEventLogStorage" in config
+
+
+def test_dagster_home_with_the_former_default_yaml_gets_the_current_one(
+    opx_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unchanged, customised = tmp_path / "unchanged", tmp_path / "customised"
+    for home, text in ((unchanged, FORMER_DAGSTER_YAML), (customised, FORMER_DAGSTER_YAML + "# mine\n")):
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        home.mkdir()
+        (home / "dagster.yaml").write_text(text)
+        ensure_dagster_home()  # creates the instance's storage and marks it ready
+        (home / "dagster.yaml").write_text(text)  # a home of an earlier release, already initialised
+        ensure_dagster_home()
+    assert "class: LocalRunCoordinator" in (unchanged / "dagster.yaml").read_text()
+    assert (customised / "dagster.yaml").read_text() == FORMER_DAGSTER_YAML + "# mine\n"
 
 
 def test_dagster_trigger_range_is_one_run(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
