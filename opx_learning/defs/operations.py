@@ -279,8 +279,11 @@ def _note_on_backfill(context: dg.AssetExecutionContext, reason: Any, message: s
     no "skipped"); the backfill's error field is where it shows why.
     """
     backfill_id = context.run.tags.get(BACKFILL_TAG)
-    backfill = context.instance.get_backfill(backfill_id) if backfill_id else None
+    if not backfill_id:
+        return
+    backfill = context.instance.get_backfill(backfill_id)
     if backfill is None:
+        context.log.warning(f"backfill {backfill_id} of this run not found: the skip's reason is on the run only")
         return
     span = f"{keys[0]}..{keys[-1]}" if len(keys) > 1 else (keys[0] if keys else "its partition")
     text = (
@@ -289,7 +292,10 @@ def _note_on_backfill(context: dg.AssetExecutionContext, reason: Any, message: s
         f"did not materialize as failed. Reason: {message}"
     )
     error = SerializableErrorInfo(message=text[:4000], stack=[], cls_name=f"Skipped: {reason}")
-    context.instance.update_backfill(backfill.with_error(error))
+    try:
+        context.instance.update_backfill(backfill.with_error(error))
+    except Exception as exc:  # noqa: BLE001 - the skip itself is done and audited; only its note is missing
+        context.log.warning(f"could not write the skip's reason on backfill {backfill_id}: {exc}")
 
 
 def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
