@@ -93,6 +93,8 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._held = threading.local()
+        self._tables: set[str] = set()  # index tables known to exist (a table, once there, stays)
+        self._asset_index_cols = False
         super().__init__(base_dir or default_base_dir(), inst_data)
         # Re-entrant: inside a batch, the per-event code opens the shard the batch already holds.
         self._db_lock = threading.RLock()  # type: ignore[assignment]
@@ -137,10 +139,9 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         """Whether the index has the table (asked once per event by Dagster; a table, once there, stays)."""
-        known = self.__dict__.setdefault("_tables", set())
-        if table_name not in known and super().has_table(table_name):
-            known.add(table_name)
-        return table_name in known
+        if table_name not in self._tables and super().has_table(table_name):
+            self._tables.add(table_name)
+        return table_name in self._tables
 
     def _held_connections(self) -> dict[str, Connection]:
         held = getattr(self._held, "connections", None)
@@ -213,9 +214,9 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _has_asset_key_index_cols_on_connection(self, conn: Connection) -> bool:
         """Whether the asset table has its index columns (asked once per asset event by Dagster; once there, they stay)."""
-        if not self.__dict__.get("_asset_index_cols"):
-            self.__dict__["_asset_index_cols"] = super()._has_asset_key_index_cols_on_connection(conn)
-        return self.__dict__["_asset_index_cols"]
+        if not self._asset_index_cols:
+            self._asset_index_cols = super()._has_asset_key_index_cols_on_connection(conn)
+        return self._asset_index_cols
 
     def _dispose_engines(self) -> None:
         with self._db_lock:

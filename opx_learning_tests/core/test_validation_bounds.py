@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 import pytest
 
 from opx_learning.core.validation import validate_outcomes
+from opx_learning_tests.core.test_validation import canonical as row
 
-T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 OUTSIDE = "is outside the supported range 1970-01-01 (inclusive) to 2200-01-01 (exclusive) UTC"
-
-
-def row(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "outcome_id": "o-1",
-        "incident_id": "i-1",
-        "service": "payment-service",
-        "recorded_at": T0,
-        "validated_at": T0 + timedelta(hours=1),
-        "true_positive": True,
-        "false_positive": False,
-        "root_cause": "memory leak",
-        "resolution_type": "FIXED",
-        "ttd_ms": 1500.0,
-        "ttr_ms": 60000.0,
-        "predicted_confidence": 0.8,
-        "human_confidence_rating": 0.7,
-    }
-    return {**base, **changes}
 
 
 def only_reason(**changes: Any) -> str:
