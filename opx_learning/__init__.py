@@ -12,6 +12,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API: dict[str, str] = {
+    "Settings": "opx_learning.config",
+    "ConfigurationError": "opx_learning.config",
+    "build_defs": "opx_learning.build",
+    "OpxLearningComponent": "opx_learning.component",
     "validate_outcomes": "opx_learning.core.validation",
     "ValidationResult": "opx_learning.core.validation",
     "load_outcomes": "opx_learning.stores.outcomes",

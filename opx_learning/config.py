@@ -20,29 +20,50 @@ class ConfigurationError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime settings resolved from the environment.
+    """Everything opx_learning is configured with: the one input of `build_defs` and of every command.
 
-    `OPX_BACKEND` unset or empty means `local`; any other value than `local` / `aws`
-    (any case, trimmed) is a `ConfigurationError`, never a silent fallback, so a typo
-    cannot split the safety state. `OPX_HOME` defaults to the absolute `~/.opx`.
-    `OPX_PARTITIONS_START` (a `YYYY-MM-DD` day, default 2025-01-01) is the first day of the
-    daily, weekly and monthly partitions.
+    Construct it directly (every field has the default named in docs/configuration.md), e.g.
+    `Settings(home="/srv/opx")`, or read the `OPX_*` variables with `Settings.from_env()`.
+    `backend` is `local` or `aws` (any case, trimmed; anything else is a `ConfigurationError`,
+    never a silent fallback, so a typo cannot split the safety state); `home` becomes an
+    absolute path; `partitions_start` (a date or `YYYY-MM-DD`) is the first day of the daily,
+    weekly and monthly partitions.
     """
 
-    backend: str
-    home: Path
-    region: str
-    audit_table: str
-    config_table: str
-    outcomes_table: str
-    outcomes_s3_uri: str | None
-    assets_s3_uri: str | None
-    alerts_topic_arn: str | None
-    alerts_topic_name: str
-    metrics_namespace: str
-    principals_file: Path | None
+    backend: str = "local"
+    home: Path = Path(DEFAULT_HOME)
+    region: str = "us-east-1"
+    audit_table: str = "opx-automation-audit"
+    config_table: str = "opx-automation-config"
+    outcomes_table: str = "opx-outcomes"
+    outcomes_s3_uri: str | None = None
+    assets_s3_uri: str | None = None
+    alerts_topic_arn: str | None = None
+    alerts_topic_name: str = "opx-learning-operations-alerts.fifo"
+    metrics_namespace: str = "LearningOperations"
+    principals_file: Path | None = None
     aws_endpoint: str | None = None
     partitions_start: date = date(2025, 1, 1)
+
+    def __post_init__(self) -> None:
+        raw_backend = self.backend
+        backend = (raw_backend or "").strip().lower() or "local"
+        if backend not in BACKENDS:
+            raise ConfigurationError(
+                f"backend (OPX_BACKEND): {raw_backend!r} is not a backend; use 'local' or 'aws' (unset means local)"
+            )
+        object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "home", Path(str(self.home).strip() or DEFAULT_HOME).expanduser().absolute())
+        if self.principals_file is not None and str(self.principals_file).strip():
+            object.__setattr__(self, "principals_file", Path(self.principals_file).expanduser())
+        else:
+            object.__setattr__(self, "principals_file", None)
+        object.__setattr__(self, "partitions_start", _start_day(self.partitions_start))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the `OPX_*` (and standard `AWS_*`) variables of `env` (default: the process environment)."""
+        return get_settings(env)
 
     @property
     def outcomes_dir(self) -> Path:
@@ -64,6 +85,13 @@ class Settings:
                 f"in {self.region} at {endpoint}"
             )
         return f"local: {self.state_db}"
+
+    @property
+    def assets_base(self) -> str:
+        """Where asset partitions are stored: `assets_s3_uri` on aws (when set), else `<home>/assets`."""
+        if self.backend == "aws" and self.assets_s3_uri:
+            return self.assets_s3_uri.rstrip("/")
+        return str(self.home / "assets")
 
     @property
     def alerts_file(self) -> Path:
@@ -103,33 +131,43 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
 @functools.lru_cache(maxsize=64)
 def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Settings:
     env = {key: value for key, value in zip(_ENV_KEYS, values, strict=True) if value is not None}
-    raw_backend = env.get("OPX_BACKEND", "")
-    backend = raw_backend.strip().lower() or "local"
-    if backend not in BACKENDS:
-        raise ConfigurationError(
-            f"OPX_BACKEND: {raw_backend!r} is not a backend; use 'local' or 'aws' (unset means local)"
-        )
-    principals = env.get("OPX_PRINCIPALS")
-    raw_home = env.get("OPX_HOME", "").strip() or DEFAULT_HOME
+    defaults = Settings.__dataclass_fields__
     return Settings(
         partitions_start=partitions_start(env),
-        backend=backend,
-        home=Path(raw_home).expanduser().absolute(),
-        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        audit_table=env.get("OPX_AUDIT_TABLE", "opx-automation-audit"),
-        config_table=env.get("OPX_CONFIG_TABLE", "opx-automation-config"),
-        outcomes_table=env.get("OPX_OUTCOMES_TABLE", "opx-outcomes"),
+        backend=env.get("OPX_BACKEND", ""),
+        home=Path(env.get("OPX_HOME", "").strip() or DEFAULT_HOME),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or defaults["region"].default,
+        audit_table=env.get("OPX_AUDIT_TABLE", defaults["audit_table"].default),
+        config_table=env.get("OPX_CONFIG_TABLE", defaults["config_table"].default),
+        outcomes_table=env.get("OPX_OUTCOMES_TABLE", defaults["outcomes_table"].default),
         outcomes_s3_uri=env.get("OPX_OUTCOMES_S3_URI") or None,
         assets_s3_uri=env.get("OPX_ASSETS_S3_URI") or None,
         alerts_topic_arn=env.get("OPX_ALERTS_TOPIC_ARN") or None,
-        alerts_topic_name=env.get("OPX_ALERTS_TOPIC_NAME", "opx-learning-operations-alerts.fifo"),
-        metrics_namespace=env.get("OPX_METRICS_NAMESPACE", "LearningOperations"),
-        principals_file=Path(principals).expanduser() if principals else None,
+        alerts_topic_name=env.get("OPX_ALERTS_TOPIC_NAME", defaults["alerts_topic_name"].default),
+        metrics_namespace=env.get("OPX_METRICS_NAMESPACE", defaults["metrics_namespace"].default),
+        principals_file=Path(env["OPX_PRINCIPALS"]) if env.get("OPX_PRINCIPALS") else None,
         aws_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
     )
 
 
-def partitions_start(env: dict[str, str] | None = None) -> date:
+def _start_day(value: date | str) -> date:
+    if isinstance(value, date):
+        day: date | None = value
+    else:
+        text = str(value).strip()
+        try:
+            day = date.fromisoformat(text) if len(text) == 10 else None
+        except ValueError:
+            day = None
+    if day is None or not date(1970, 1, 1) <= day < date(2200, 1, 1):
+        raise ConfigurationError(
+            f"partitions_start (OPX_PARTITIONS_START): {value!r} is not a day (YYYY-MM-DD, 1970-01-01..2199-12-31); "
+            f"unset means {DEFAULT_PARTITIONS_START}"
+        )
+    return day
+
+
+def partitions_start(env: Mapping[str, str] | None = None) -> date:
     """The first partition day from `OPX_PARTITIONS_START` (unset or empty: 2025-01-01).
 
     Raises:

@@ -139,9 +139,9 @@ def plan_manual(
     kinds = _KINDS[command]
     note = None
     if kind is None and command == "extract-patterns":
-        kind, note = _choose(window, "DAILY", "days", fields)
+        kind, note = _choose(window, "DAILY", "days", fields, settings)
     elif kind is None and command == "calibrate":
-        kind, note = _choose(window, "MONTHLY", "calendar months", fields)
+        kind, note = _choose(window, "MONTHLY", "calendar months", fields, settings)
     kind = str(kind or "CUSTOM").strip().upper()
     if kind not in kinds:
         raise InvalidRequest(f"{fields['type']}: {kind!r} is not one of {', '.join(kinds)}")
@@ -157,7 +157,7 @@ def plan_manual(
 
         keys = [custom_key(window)]
     else:
-        keys = _partition_keys(cadence, window, fields)
+        keys = _partition_keys(cadence, window, fields, settings)
     missing = _missing_upstream(assets[0], keys, cadence, settings)
     if missing:
         upstream = "weekly" if cadence == "WEEKLY" else "daily"
@@ -181,11 +181,19 @@ def _window(start: Any, end: Any, fields: Mapping[str, str]) -> Window:
         raise InvalidRequest(f"{fields[field]}: {detail}" if field in ("start", "end") else str(error)) from None
 
 
-def _choose(window: Window, cadence: str, unit: str, fields: Mapping[str, str]) -> tuple[str, str | None]:
-    """The default partition type of a trigger: `cadence` when the range fits it, else CUSTOM (with a note)."""
-    from opx_learning.defs.partitions import CADENCE_PARTITIONS, custom_key, whole
+def _partitions(settings: Settings | None) -> Any:
+    from opx_learning.defs.location import partitions_for
 
-    if whole(CADENCE_PARTITIONS[cadence], window):
+    return partitions_for((settings or get_settings()).partitions_start)
+
+
+def _choose(
+    window: Window, cadence: str, unit: str, fields: Mapping[str, str], settings: Settings | None
+) -> tuple[str, str | None]:
+    """The default partition type of a trigger: `cadence` when the range fits it, else CUSTOM (with a note)."""
+    from opx_learning.defs.partitions import custom_key, whole
+
+    if whole(_partitions(settings).cadence[cadence], window):
         return cadence, None
     note = (
         f"{window.start_iso}..{window.end_iso} is not whole {unit}: running it as one custom window "
@@ -213,23 +221,19 @@ def _check_service(service: str, window: Window, fields: Mapping[str, str], sett
     return name
 
 
-def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str]) -> list[str]:
-    from opx_learning.defs.partitions import (
-        CADENCE_PARTITIONS,
-        PARTITIONS_START,
-        keys_in_window,
-        partition_window,
-    )
+def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str], settings: Settings | None) -> list[str]:
+    from opx_learning.defs.partitions import keys_in_window, partition_window
     from opx_learning.safety.models import InvalidRequest
 
-    partitions_def = CADENCE_PARTITIONS[cadence]
+    first_day = (settings or get_settings()).partitions_start.isoformat()
+    partitions_def = _partitions(settings).cadence[cadence]
     keys = keys_in_window(partitions_def, window)
     unit = {"DAILY": "days", "WEEKLY": "Sunday-to-Sunday weeks", "MONTHLY": "calendar months"}[cadence]
     shown = f"{window.start_iso}..{window.end_iso}"
     both = f"{fields['start']}/{fields['end']}"
     custom = f"use {fields['type']} custom"
-    if window.start < to_utc(PARTITIONS_START):
-        raise InvalidRequest(f"{fields['start']}: {window.start_iso} is before the first partition ({PARTITIONS_START}); "
+    if window.start < to_utc(first_day):
+        raise InvalidRequest(f"{fields['start']}: {window.start_iso} is before the first partition ({first_day}); "
                              f"{custom} for an earlier window")
     if not keys:
         raise InvalidRequest(f"{both}: {shown} holds no complete {unit} (a partition exists once its window ended)")
@@ -243,12 +247,7 @@ def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str]) -> 
 
 
 def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Settings | None) -> list[str]:
-    from opx_learning.defs.partitions import (
-        CADENCE_PARTITIONS,
-        daily_partitions,
-        keys_in_window,
-        partition_window,
-    )
+    from opx_learning.defs.partitions import keys_in_window, partition_window
 
     if asset not in ("learning_snapshots_daily", "learning_snapshots_weekly", "learning_snapshots_monthly"):
         return []
@@ -258,9 +257,10 @@ def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Setti
     upstream = "pattern_summaries_weekly" if cadence == "WEEKLY" else "pattern_summaries_daily"
     needed = keys
     if cadence == "MONTHLY":
-        partitions_def = CADENCE_PARTITIONS[cadence]
+        parts = _partitions(settings)
+        partitions_def = parts.cadence[cadence]
         window = Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
-        needed = keys_in_window(daily_partitions, window)
+        needed = keys_in_window(parts.daily, window)
     done = dg.DagsterInstance.get().get_materialized_partitions(dg.AssetKey(upstream))
     return [key for key in needed if key not in done]
 
@@ -298,7 +298,7 @@ def launch_manual(
     """
     import dagster as dg
 
-    from opx_learning.defs.partitions import CUSTOM_WINDOWS
+    from opx_learning.defs.location import CUSTOM_WINDOWS
     from opx_learning.safety.guard import Guard
 
     ensure_dagster_home()
@@ -489,10 +489,11 @@ def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
     return f"refused ({reason}): {why}{denied}. {audited}"
 
 
-def service_report(summary: Any, asset: str, service: str) -> dict[str, Any]:
+def service_report(summary: Any, asset: str, service: str, settings: Settings) -> dict[str, Any]:
+    """Totals of one service over the partitions a run materialized of `asset` (read back from storage)."""
     from opx_learning.resources.io_managers import AssetStorage
 
-    storage = AssetStorage()
+    storage = AssetStorage(base_uri=settings.assets_base)
     total = fp = 0
     for key in summary.materialized.get(asset, []):
         frame = storage.read(asset, key)

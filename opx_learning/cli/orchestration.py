@@ -457,7 +457,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
     if plan.note:
         output["note"] = plan.note
     if plan.service:
-        output["service"] = service_report(summary, plan.assets[-1], plan.service)
+        output["service"] = service_report(summary, plan.assets[-1], plan.service, get_settings())
     if as_json:
         click.echo(json.dumps(output, indent=2, default=str))
     else:

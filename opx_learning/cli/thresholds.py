@@ -93,7 +93,10 @@ def propose(month: str | None, calibration_id: str | None, principal: str | None
         raise click.UsageError("give exactly one of --month YYYY-MM or --calibration ID")
     with _user_errors():
         who = _principal(principal)
-        calibration, source = monthly_calibration(month) if month is not None else calibration_by_id(calibration_id)
+        calibration, source = (
+            monthly_calibration(month, get_settings()) if month is not None
+            else calibration_by_id(calibration_id, get_settings())
+        )
         review = _review()
         current = review.current()
         proposal = review.propose(who, calibration, source)

@@ -22,22 +22,32 @@ from __future__ import annotations
 import dagster as dg
 
 from opx_learning.alerts.monitor import alert_tick
+from opx_learning.defs.location import Location
 from opx_learning.defs.monitors import WATCHDOG, watch_watchdog
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
 
 
-@dg.sensor(
-    name="operations_alert_sensor",
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Publishes SPEC §6 alerts (P0-P3, INFO) for new audit records; idempotent across re-evaluations.",
-)
-def operations_alert_sensor(
-    context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
-) -> dg.SkipReason:
-    """Evaluate the alert rules on the audit records changed since the cursor; the tick never launches a run."""
+def build_alert_sensors(loc: Location) -> list[dg.SensorDefinition]:
+    """The alert sensor of one location."""
+
+    @dg.sensor(
+        name=loc.names("operations_alert_sensor"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys=loc.names.required("safety", "alerts"),
+        description="Publishes the P0-P3 and INFO alerts for new audit records; idempotent across re-evaluations.",
+    )
+    def operations_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Evaluate the alert rules on the audit records changed since the cursor; the tick never launches a run."""
+        r = loc.names.resources(context)
+        return _alert_tick(context, r.safety, r.alerts)
+
+    return [operations_alert_sensor]
+
+
+def _alert_tick(context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource) -> dg.SkipReason:
     now, publisher = utcnow(), alerts.publisher()
     result = alert_tick(safety.guard().audit, publisher, context.cursor, now=now, metrics=alerts.metrics())
     context.update_cursor(result.cursor)
@@ -49,6 +59,3 @@ def operations_alert_sensor(
     for alert in watchdog:
         context.log.warning(f"P1 {alert.alarm} {alert.operation}: {alert.details['reason']}")
     return dg.SkipReason(result.summary() + (f"; {WATCHDOG} is stale (P1 published)" if watchdog else ""))
-
-
-ALERT_SENSORS = [operations_alert_sensor]

@@ -62,25 +62,17 @@ from opx_learning.core.snapshots import build_snapshot, prepare_calibrations
 from opx_learning.core.validation import validate_outcomes, validate_outcomes_by
 from opx_learning.core.windows import Window, day_window, iso
 from opx_learning.defs.calibration_views import calibration_views
+from opx_learning.defs.location import IO_MANAGER, Location, Partitions
 from opx_learning.defs.operations import (
     InsufficientInput,
     Produced,
     missing_upstream,
     run_operation,
 )
-from opx_learning.defs.partitions import (
-    custom_partitions,
-    custom_window,
-    daily_partitions,
-    monthly_partitions,
-    partition_window,
-    to_window,
-    weekly_partitions,
-)
+from opx_learning.defs.partitions import custom_window, partition_window, to_window
 from opx_learning.defs.snapshot_diffs import snapshot_diff_metadata
 from opx_learning.resources.io_managers import AssetStorage
-from opx_learning.resources.safety import SafetyResource
-from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
+from opx_learning.resources.stores import OutcomeStoreResource
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_PARTITION = dg.BackfillPolicy.multi_run(1)
@@ -187,7 +179,7 @@ _WINDOW_CHECK_TEXT = (
 )
 
 
-def _window_check_spec(asset: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+def _window_check_spec(asset: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
 
 
@@ -211,22 +203,10 @@ def _range_parameters(context: dg.AssetExecutionContext, time_window: str, **ext
     return {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": time_window, **extra}
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    freshness_policy=FRESHNESS["daily_outcomes"],
-    output_required=False,
-    group_name="outcomes",
-    kinds={"polars", "parquet"},
-)
-def daily_outcomes(
-    context: dg.AssetExecutionContext, outcome_store: OutcomeStoreResource, asset_storage: AssetStorage
-) -> Iterator[Any]:
-    """Validated outcomes of each UTC day from the outcome store; rejected rows kept beside them."""
-
+def _daily_outcomes(context: dg.AssetExecutionContext, r: Any) -> Iterator[Any]:
     def work() -> Produced:
         # One read and one vectorised validation for the whole range, each day validated as if alone.
-        days = outcome_store.store().read(to_window(context.partition_time_window))
+        days = r.outcome_store.store().read(to_window(context.partition_time_window))
         by_day = validate_outcomes_by(days.with_columns(pl.col("recorded_at").dt.strftime("%Y-%m-%d").alias(DAY)), DAY)
         nothing = validate_outcomes(days.clear())
         values, metadata = {}, {}
@@ -239,7 +219,7 @@ def daily_outcomes(
                 "services": result.valid["service"].n_unique(),
             }
             if result.rejected.height:
-                uri = asset_storage.write(REJECTED_OUTCOMES, key, result.rejected)
+                uri = r.asset_storage.write(REJECTED_OUTCOMES, key, result.rejected)
                 meta["rejected_uri"] = dg.MetadataValue.path(uri)
                 meta["rejected_by_field"] = dg.MetadataValue.json(result.counts())
             metadata[key] = meta
@@ -248,56 +228,12 @@ def daily_outcomes(
         return Produced(values, metadata, {"outcomes": total, "rejected": rejected})
 
     # Read-only input stage, not a learning operation: not audited; the operations downstream are.
-    yield from run_operation(context, None, asset_storage, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
-
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    deps=[daily_outcomes],
-    freshness_policy=FRESHNESS["pattern_summaries_daily"],
-    check_specs=[_window_check_spec("pattern_summaries_daily", daily_partitions)],
-    output_required=False,
-    group_name="patterns",
-    kinds={"polars", "parquet"},
-)
-def pattern_summaries_daily(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
-) -> Iterator[Any]:
-    """Per-service pattern summaries of each UTC day (emerging root causes against the earlier days)."""
-    yield from _patterns(context, outcome_store, asset_storage, safety, daily_partitions, "DAILY")
-
-
-@dg.asset(
-    partitions_def=weekly_partitions,
-    backfill_policy=SINGLE_RUN,
-    deps=[daily_outcomes],
-    freshness_policy=FRESHNESS["pattern_summaries_weekly"],
-    check_specs=[_window_check_spec("pattern_summaries_weekly", weekly_partitions)],
-    output_required=False,
-    group_name="patterns",
-    kinds={"polars", "parquet"},
-)
-def pattern_summaries_weekly(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
-) -> Iterator[Any]:
-    """Per-service pattern summaries of each Sunday-to-Sunday UTC week."""
-    yield from _patterns(context, outcome_store, asset_storage, safety, weekly_partitions, "WEEKLY")
+    parameters = _range_parameters(context, "DAILY")
+    yield from run_operation(context, None, r.asset_storage, "OUTCOME_VALIDATION", parameters, work)
 
 
 def _patterns(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    cadence: str,
+    context: dg.AssetExecutionContext, r: Any, partitions_def: dg.TimeWindowPartitionsDefinition, cadence: str
 ) -> Iterator[Any]:
     def work() -> Produced:
         keys = context.partition_keys
@@ -305,7 +241,7 @@ def _patterns(
         first = windows[keys[0]]
         # One read covers the range plus the emerging root causes' baseline before it.
         outcomes = scan_window_outcomes(
-            asset_storage, outcome_store, Window(baseline_reach(first).start, windows[keys[-1]].end)
+            r.asset_storage, r.outcome_store, Window(baseline_reach(first).start, windows[keys[-1]].end)
         )
         summaries = extract_patterns_windows(outcomes, list(windows.values()))
         # One split of the range's rows by window, not a filter of all of them per window.
@@ -321,7 +257,8 @@ def _patterns(
         checks = {key: [window_check(metadata[key], key, cadence)] for key in keys}
         return Produced(values, metadata, results, checks=checks)
 
-    yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _range_parameters(context, cadence), work)
+    parameters = _range_parameters(context, cadence)
+    yield from run_operation(context, r.safety, r.asset_storage, "PATTERN_EXTRACTION", parameters, work)
 
 
 def calibration_metadata(calibration: Calibration) -> dict[str, Any]:
@@ -389,28 +326,14 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-@dg.asset(
-    partitions_def=monthly_partitions,
-    backfill_policy=PER_PARTITION,
-    deps=[daily_outcomes],
-    freshness_policy=FRESHNESS["confidence_calibration"],
-    output_required=False,
-    group_name="calibration",
-    kinds={"polars", "json"},
-)
-def confidence_calibration(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
+def _confidence_calibration(
+    context: dg.AssetExecutionContext, r: Any, monthly: dg.TimeWindowPartitionsDefinition
 ) -> Iterator[Any]:
-    """Confidence calibration of each calendar month by band, with drift and advisory recommendations."""
-
     def work() -> Produced:
         values, metadata, calibrations = {}, {}, []
         for key in context.partition_keys:
-            window = partition_window(monthly_partitions, key)
-            outcomes = scan_window_outcomes(asset_storage, outcome_store, window)
+            window = partition_window(monthly, key)
+            outcomes = scan_window_outcomes(r.asset_storage, r.outcome_store, window)
             result = _calibrate_window(outcomes, window, key, "month")
             calibrations.append(result)
             values[key] = result.to_dict()
@@ -418,34 +341,15 @@ def confidence_calibration(
         results = calibration_results(calibrations)
         return Produced(values, metadata, results)
 
-    yield from run_operation(context, safety, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+    parameters = _range_parameters(context, "MONTHLY")
+    yield from run_operation(context, r.safety, r.asset_storage, "CALIBRATION", parameters, work)
 
 
-@dg.asset(
-    name="drift_metrics",
-    partitions_def=monthly_partitions,
-    backfill_policy=PER_PARTITION,
-    # The month and the month before: a backfill runs a month's drift only once both calibrations
-    # are done, so parallel months never compute change columns from a month not yet written.
-    # The first partition has no month before it (allowed; its change columns are null).
-    deps=[
-        dg.AssetDep(
-            confidence_calibration,
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
-            ),
-        )
-    ],
-    freshness_policy=FRESHNESS["drift_metrics"],
-    output_required=False,
-    group_name="calibration",
-    kinds={"polars", "parquet"},
-)
-def drift_metrics_asset(context: dg.AssetExecutionContext, asset_storage: AssetStorage) -> Iterator[Any]:
-    """Month-by-month calibration drift (ECE, max |drift|, per band) with the change against the previous month."""
+def _drift_metrics(context: dg.AssetExecutionContext, r: Any, monthly: dg.TimeWindowPartitionsDefinition) -> Iterator[Any]:
+    storage = r.asset_storage
 
     def work() -> Produced:
-        stored = {key: asset_storage.read("confidence_calibration", key) for key in context.partition_keys}
+        stored = {key: storage.read("confidence_calibration", key) for key in context.partition_keys}
         missing = [key for key, value in stored.items() if not isinstance(value, Mapping)]
         if missing:
             error = missing_upstream("confidence_calibration", missing, "calibrate those months first")
@@ -453,12 +357,8 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, asset_storage: AssetS
         values, metadata = {}, {}
         for key in context.partition_keys:
             current = Calibration.from_dict(stored[key])
-            previous = monthly_partitions.get_prev_partition_window(current.window_start)
-            before = (
-                asset_storage.read("confidence_calibration", previous.start.strftime("%Y-%m-%d"))
-                if previous
-                else None
-            )
+            previous = monthly.get_prev_partition_window(current.window_start)
+            before = storage.read("confidence_calibration", previous.start.strftime("%Y-%m-%d")) if previous else None
             series = [Calibration.from_dict(before)] if isinstance(before, Mapping) else []
             row = drift_metrics([*series, current]).tail(1)
             values[key] = row
@@ -470,72 +370,41 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, asset_storage: AssetS
         return Produced(values, metadata)
 
     # Derived from the month's (guarded, audited) calibration: no new learning, not audited again.
-    yield from run_operation(context, None, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
+    yield from run_operation(context, None, storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
 
 
 _DRIFT_METADATA = ("ece", "max_abs_drift", "drift", "change_ece", "change_max_abs_drift", "change_drift")
 
 
-def _snapshot_asset(
-    name: str,
+def _snapshot_range(
+    context: dg.AssetExecutionContext,
+    r: Any,
     snapshot_type: str,
+    partitions: Partitions,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    summaries_asset: dg.AssetsDefinition,
+    summaries_name: str,
     summaries_partitions: dg.TimeWindowPartitionsDefinition,
-) -> dg.AssetsDefinition:
-    summaries_name = summaries_asset.key.to_user_string()
-    cadence = "--type weekly" if summaries_partitions is weekly_partitions else "--type daily"
+) -> Iterator[Any]:
+    cadence = "--type weekly" if summaries_partitions is partitions.weekly else "--type daily"
 
-    @dg.asset(
-        name=name,
-        partitions_def=partitions_def,
-        backfill_policy=SINGLE_RUN,
-        deps=[
-            summaries_asset,
-            dg.AssetDep(
-                "confidence_calibration",
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
-                ),
+    def work() -> Produced:
+        windows = {key: partition_window(partitions_def, key) for key in context.partition_keys}
+        span = Window(min(w.start for w in windows.values()), max(w.end for w in windows.values()))
+        needed = summaries_partitions.get_partition_keys_in_time_window(dg.TimeWindow(span.start, span.end))
+        # Every stored summary of the span in one Parquet scan (a month's snapshot needs its days).
+        sources = r.asset_storage.parquet_sources(summaries_name, needed)
+        missing = [key for key in needed if key not in sources]
+        if missing:
+            hint = (
+                f"run `opx-learning trigger extract-patterns {cadence} --start {span.start_iso} "
+                f"--end {span.end_iso}` first"
             )
-        ],
-        freshness_policy=FRESHNESS[name],
-        output_required=False,
-        group_name="snapshots",
-        kinds={"json"},
-        description=f"Immutable, versioned {snapshot_type.lower()} snapshot of the learned state "
-        "(summaries of the window, latest calibration known at its end).",
-    )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        outcome_store: OutcomeStoreResource,
-        asset_storage: AssetStorage,
-        snapshot_store: SnapshotStoreResource,
-        safety: SafetyResource,
-    ) -> Iterator[Any]:
-        def work() -> Produced:
-            windows = {key: partition_window(partitions_def, key) for key in context.partition_keys}
-            span = Window(min(w.start for w in windows.values()), max(w.end for w in windows.values()))
-            needed = summaries_partitions.get_partition_keys_in_time_window(dg.TimeWindow(span.start, span.end))
-            # Every stored summary of the span in one Parquet scan (a month's snapshot needs its days).
-            sources = asset_storage.parquet_sources(summaries_name, needed)
-            missing = [key for key in needed if key not in sources]
-            if missing:
-                hint = (
-                    f"run `opx-learning trigger extract-patterns {cadence} --start {span.start_iso} "
-                    f"--end {span.end_iso}` first"
-                )
-                raise missing_upstream(summaries_name, missing, hint)
-            return _snapshots(
-                snapshot_type, windows, span, _by_window(pl.scan_parquet(list(sources.values())).collect(), windows),
-                outcome_store, asset_storage,
-                snapshot_store,
-            )
+            raise missing_upstream(summaries_name, missing, hint)
+        summaries = _by_window(pl.scan_parquet(list(sources.values())).collect(), windows)
+        return _snapshots(snapshot_type, windows, span, summaries, r, partitions.monthly)
 
-        parameters = _range_parameters(context, snapshot_type, snapshot_type=snapshot_type)
-        yield from run_operation(context, safety, asset_storage, "SNAPSHOT", parameters, work)
-
-    return _asset
+    parameters = _range_parameters(context, snapshot_type, snapshot_type=snapshot_type)
+    yield from run_operation(context, r.safety, r.asset_storage, "SNAPSHOT", parameters, work)
 
 
 def _by_window(every: pl.DataFrame, windows: Mapping[str, Window]) -> dict[str, pl.DataFrame]:
@@ -558,9 +427,11 @@ def _bounds(instants: pl.Series, window: Window) -> tuple[int, int]:
     return int(found[0]), int(found[1])
 
 
-def known_calibrations(asset_storage: AssetStorage, until: Window) -> list[dict[str, Any]]:
+def known_calibrations(
+    asset_storage: AssetStorage, until: Window, monthly: dg.TimeWindowPartitionsDefinition
+) -> list[dict[str, Any]]:
     """Stored calibrations of the 13 months before `until.end` (the candidates for "latest known")."""
-    months = monthly_partitions.get_partition_keys_in_time_window(
+    months = monthly.get_partition_keys_in_time_window(
         dg.TimeWindow(until.start - timedelta(days=400), until.end)
     )
     found = [asset_storage.read("confidence_calibration", key) for key in months]
@@ -572,15 +443,13 @@ def _snapshots(
     windows: dict[str, Window],
     span: Window,
     summaries: Mapping[str, pl.DataFrame],
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    snapshot_store: SnapshotStoreResource,
+    r: Any,
+    monthly: dg.TimeWindowPartitionsDefinition,
 ) -> Produced:
-    outcomes = (
-        scan_window_outcomes(asset_storage, outcome_store, span).select("outcome_id", "service", "recorded_at").collect()
-    )
-    calibrations = prepare_calibrations(known_calibrations(asset_storage, span))
-    store = snapshot_store.store()
+    outcomes = scan_window_outcomes(r.asset_storage, r.outcome_store, span)
+    outcomes = outcomes.select("outcome_id", "service", "recorded_at").collect()
+    calibrations = prepare_calibrations(known_calibrations(r.asset_storage, span, monthly))
+    store = r.snapshot_store.store()
     outcomes = outcomes.sort("recorded_at", maintain_order=True)
     recorded = outcomes["recorded_at"]
     values, metadata = {}, {}
@@ -627,129 +496,226 @@ def snapshot_metadata(snapshot: Any) -> dict[str, Any]:
     }
 
 
-learning_snapshots_daily = _snapshot_asset(
-    "learning_snapshots_daily", "DAILY", daily_partitions, pattern_summaries_daily, daily_partitions
-)
-learning_snapshots_weekly = _snapshot_asset(
-    "learning_snapshots_weekly", "WEEKLY", weekly_partitions, pattern_summaries_weekly, weekly_partitions
-)
-learning_snapshots_monthly = _snapshot_asset(
-    "learning_snapshots_monthly", "MONTHLY", monthly_partitions, pattern_summaries_daily, daily_partitions
-)
-
-
-@dg.asset(
-    partitions_def=custom_partitions,
-    deps=[
-        dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping()),
-        dg.AssetDep("confidence_calibration", partition_mapping=dg.AllPartitionMapping()),
-    ],
-    output_required=False,
-    group_name="snapshots",
-    kinds={"json"},
-)
-def learning_snapshot_custom(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    snapshot_store: SnapshotStoreResource,
-    safety: SafetyResource,
+def _learning_snapshot_custom(
+    context: dg.AssetExecutionContext, r: Any, monthly: dg.TimeWindowPartitionsDefinition
 ) -> Iterator[Any]:
-    """CUSTOM snapshot of any window `START..END` (dynamic partition), summaries computed over that window."""
     window = custom_window(context.partition_key)
 
     def work() -> Produced:
-        outcomes = scan_window_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        outcomes = scan_window_outcomes(r.asset_storage, r.outcome_store, baseline_reach(window))
         summaries = extract_patterns_windows(outcomes, [window])
-        produced = _snapshots(
-            "CUSTOM",
-            {context.partition_key: window},
-            window,
-            {context.partition_key: summaries},
-            outcome_store,
-            asset_storage,
-            snapshot_store,
-        )
-        produced.metadata[context.partition_key].update(summary_metadata(summaries))
+        key = context.partition_key
+        produced = _snapshots("CUSTOM", {key: window}, window, {key: summaries}, r, monthly)
+        produced.metadata[key].update(summary_metadata(summaries))
         return produced
 
-    yield from run_operation(context, safety, asset_storage, "SNAPSHOT", _custom_parameters(window, snapshot_type="CUSTOM"), work)
+    parameters = _custom_parameters(window, snapshot_type="CUSTOM")
+    yield from run_operation(context, r.safety, r.asset_storage, "SNAPSHOT", parameters, work)
 
 
 def _custom_parameters(window: Window, **extra: Any) -> dict[str, Any]:
     return {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": "CUSTOM", **extra}
 
 
-@dg.asset(
-    partitions_def=custom_partitions,
-    deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
-    check_specs=[_window_check_spec("pattern_summaries_custom", custom_partitions)],
-    output_required=False,
-    group_name="patterns",
-    kinds={"polars", "parquet"},
-)
-def pattern_summaries_custom(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
-) -> Iterator[Any]:
-    """Per-service pattern summaries of any window `START..END` (dynamic partition), one extraction over it.
-
-    Emerging root causes are tested against the earlier windows of the same length (core/emerging.py).
-    """
+def _pattern_summaries_custom(context: dg.AssetExecutionContext, r: Any) -> Iterator[Any]:
     key = context.partition_key
     window = custom_window(key)
 
     def work() -> Produced:
-        outcomes = scan_window_outcomes(asset_storage, outcome_store, baseline_reach(window))
+        outcomes = scan_window_outcomes(r.asset_storage, r.outcome_store, baseline_reach(window))
         summary = extract_patterns_windows(outcomes, [window])
         metadata = summary_metadata(summary)
         results = {"summary_count": summary.height, "total_incidents": metadata["total_incidents"]}
         return Produced({key: summary}, {key: metadata}, results, checks={key: [window_check(metadata, key, "CUSTOM")]})
 
-    yield from run_operation(context, safety, asset_storage, "PATTERN_EXTRACTION", _custom_parameters(window), work)
+    yield from run_operation(context, r.safety, r.asset_storage, "PATTERN_EXTRACTION", _custom_parameters(window), work)
 
 
-@dg.asset(
-    partitions_def=custom_partitions,
-    deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
-    output_required=False,
-    group_name="calibration",
-    kinds={"polars", "json"},
-)
-def confidence_calibration_custom(
-    context: dg.AssetExecutionContext,
-    outcome_store: OutcomeStoreResource,
-    asset_storage: AssetStorage,
-    safety: SafetyResource,
-) -> Iterator[Any]:
-    """Confidence calibration of any window `START..END` (dynamic partition); under 30 outcomes it FAILs.
-
-    The failure is INSUFFICIENT_DATA, as for a month; custom windows feed no drift series.
-    """
+def _confidence_calibration_custom(context: dg.AssetExecutionContext, r: Any) -> Iterator[Any]:
     key = context.partition_key
     window = custom_window(key)
 
     def work() -> Produced:
-        result = _calibrate_window(scan_window_outcomes(asset_storage, outcome_store, window), window, key, "window")
-        results = calibration_results([result])
-        metadata = calibration_metadata(result)
-        return Produced({key: result.to_dict()}, {key: metadata}, results)
+        outcomes = scan_window_outcomes(r.asset_storage, r.outcome_store, window)
+        result = _calibrate_window(outcomes, window, key, "window")
+        return Produced({key: result.to_dict()}, {key: calibration_metadata(result)}, calibration_results([result]))
 
-    yield from run_operation(context, safety, asset_storage, "CALIBRATION", _custom_parameters(window), work)
+    yield from run_operation(context, r.safety, r.asset_storage, "CALIBRATION", _custom_parameters(window), work)
 
 
-ASSETS = [
-    daily_outcomes,
-    pattern_summaries_daily,
-    pattern_summaries_weekly,
-    pattern_summaries_custom,
-    confidence_calibration,
-    confidence_calibration_custom,
-    drift_metrics_asset,
-    learning_snapshots_daily,
-    learning_snapshots_weekly,
-    learning_snapshots_monthly,
-    learning_snapshot_custom,
-]
+def _previous_month() -> dg.TimeWindowPartitionMapping:
+    return dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
+    """The learning assets of one location (its partitions, names and resource keys)."""
+    p, n = loc.partitions, loc.names
+    io = {"key_prefix": n.key_prefix, "io_manager_key": n(IO_MANAGER), "output_required": False}
+    reads = n.required("outcome_store", "asset_storage")
+    guarded = n.required("outcome_store", "asset_storage", "safety")
+    snapshots = n.required("outcome_store", "asset_storage", "safety", "snapshot_store")
+
+    @dg.asset(
+        name="daily_outcomes",
+        partitions_def=p.daily,
+        backfill_policy=SINGLE_RUN,
+        freshness_policy=FRESHNESS["daily_outcomes"],
+        required_resource_keys=reads,
+        group_name="outcomes",
+        kinds={"polars", "parquet"},
+        **io,
+    )
+    def daily_outcomes(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Validated outcomes of each UTC day from the outcome store; rejected rows kept beside them."""
+        yield from _daily_outcomes(context, n.resources(context))
+
+    def patterns(name: str, partitions_def: dg.TimeWindowPartitionsDefinition, cadence: str, text: str) -> Any:
+        @dg.asset(
+            name=name,
+            partitions_def=partitions_def,
+            backfill_policy=SINGLE_RUN,
+            deps=[daily_outcomes],
+            freshness_policy=FRESHNESS[name],
+            check_specs=[_window_check_spec(n.key(name), partitions_def)],
+            required_resource_keys=guarded,
+            group_name="patterns",
+            kinds={"polars", "parquet"},
+            description=text,
+            **io,
+        )
+        def _asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
+            yield from _patterns(context, n.resources(context), partitions_def, cadence)
+
+        return _asset
+
+    daily = patterns(
+        "pattern_summaries_daily", p.daily, "DAILY",
+        "Per-service pattern summaries of each UTC day (emerging root causes against the earlier days).",
+    )
+    weekly = patterns(
+        "pattern_summaries_weekly", p.weekly, "WEEKLY", "Per-service pattern summaries of each Sunday-to-Sunday UTC week."
+    )
+
+    @dg.asset(
+        name="confidence_calibration",
+        partitions_def=p.monthly,
+        backfill_policy=PER_PARTITION,
+        deps=[daily_outcomes],
+        freshness_policy=FRESHNESS["confidence_calibration"],
+        required_resource_keys=guarded,
+        group_name="calibration",
+        kinds={"polars", "json"},
+        **io,
+    )
+    def confidence_calibration(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Confidence calibration of each calendar month by band, with drift and advisory recommendations."""
+        yield from _confidence_calibration(context, n.resources(context), p.monthly)
+
+    @dg.asset(
+        name="drift_metrics",
+        partitions_def=p.monthly,
+        backfill_policy=PER_PARTITION,
+        # The month and the month before: a backfill runs a month's drift only once both calibrations
+        # are done, so parallel months never compute change columns from a month not yet written.
+        # The first partition has no month before it (allowed; its change columns are null).
+        deps=[dg.AssetDep(confidence_calibration, partition_mapping=_previous_month())],
+        freshness_policy=FRESHNESS["drift_metrics"],
+        required_resource_keys=n.required("asset_storage"),
+        group_name="calibration",
+        kinds={"polars", "parquet"},
+        **io,
+    )
+    def drift_metrics_asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Month-by-month calibration drift (ECE, max |drift|, per band) with the change against the previous month."""
+        yield from _drift_metrics(context, n.resources(context), p.monthly)
+
+    def snapshot(
+        name: str,
+        snapshot_type: str,
+        partitions_def: dg.TimeWindowPartitionsDefinition,
+        summaries: dg.AssetsDefinition,
+        summaries_partitions: dg.TimeWindowPartitionsDefinition,
+    ) -> dg.AssetsDefinition:
+        @dg.asset(
+            name=name,
+            partitions_def=partitions_def,
+            backfill_policy=SINGLE_RUN,
+            deps=[summaries, dg.AssetDep(confidence_calibration, partition_mapping=_previous_month())],
+            freshness_policy=FRESHNESS[name],
+            required_resource_keys=snapshots,
+            group_name="snapshots",
+            kinds={"json"},
+            description=f"Immutable, versioned {snapshot_type.lower()} snapshot of the learned state "
+            "(summaries of the window, latest calibration known at its end).",
+            **io,
+        )
+        def _asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
+            summaries_name = n.unprefixed(summaries.key)
+            yield from _snapshot_range(
+                context, n.resources(context), snapshot_type, p, partitions_def, summaries_name, summaries_partitions
+            )
+
+        return _asset
+
+    @dg.asset(
+        name="learning_snapshot_custom",
+        partitions_def=p.custom,
+        deps=[
+            dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping()),
+            dg.AssetDep(confidence_calibration, partition_mapping=dg.AllPartitionMapping()),
+        ],
+        required_resource_keys=snapshots,
+        group_name="snapshots",
+        kinds={"json"},
+        **io,
+    )
+    def learning_snapshot_custom(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """CUSTOM snapshot of any window `START..END` (dynamic partition), summaries computed over that window."""
+        yield from _learning_snapshot_custom(context, n.resources(context), p.monthly)
+
+    @dg.asset(
+        name="pattern_summaries_custom",
+        partitions_def=p.custom,
+        deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
+        check_specs=[_window_check_spec(n.key("pattern_summaries_custom"), p.custom)],
+        required_resource_keys=guarded,
+        group_name="patterns",
+        kinds={"polars", "parquet"},
+        **io,
+    )
+    def pattern_summaries_custom(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Per-service pattern summaries of any window `START..END` (dynamic partition), one extraction over it.
+
+        Emerging root causes are tested against the earlier windows of the same length (core/emerging.py).
+        """
+        yield from _pattern_summaries_custom(context, n.resources(context))
+
+    @dg.asset(
+        name="confidence_calibration_custom",
+        partitions_def=p.custom,
+        deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
+        required_resource_keys=guarded,
+        group_name="calibration",
+        kinds={"polars", "json"},
+        **io,
+    )
+    def confidence_calibration_custom(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Confidence calibration of any window `START..END` (dynamic partition); under 30 outcomes it FAILs.
+
+        The failure is INSUFFICIENT_DATA, as for a month; custom windows feed no drift series.
+        """
+        yield from _confidence_calibration_custom(context, n.resources(context))
+
+    return [
+        daily_outcomes,
+        daily,
+        weekly,
+        pattern_summaries_custom,
+        confidence_calibration,
+        confidence_calibration_custom,
+        drift_metrics_asset,
+        snapshot("learning_snapshots_daily", "DAILY", p.daily, daily, p.daily),
+        snapshot("learning_snapshots_weekly", "WEEKLY", p.weekly, weekly, p.weekly),
+        snapshot("learning_snapshots_monthly", "MONTHLY", p.monthly, daily, p.daily),
+        learning_snapshot_custom,
+    ]

@@ -46,7 +46,7 @@ FAILED and not stored since, or no attempt and nothing stored -> FAIL.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,11 +72,8 @@ from opx_learning.core.schema import (
 )
 from opx_learning.core.windows import Window, iso, to_utc
 from opx_learning.defs.assets import EXPECTED_MS, read_outcomes
-from opx_learning.defs.partitions import (
-    CADENCE_PARTITIONS,
-    last_complete_key,
-    partition_window,
-)
+from opx_learning.defs.location import Names, partitions_for
+from opx_learning.defs.partitions import last_complete_key, partition_window
 from opx_learning.safety.models import (
     LEARNING_OPERATIONS,
     AuditRecord,
@@ -171,7 +168,17 @@ class Context:
     outcome_store: Any
     settings: Any = None
     integrity: Callable[[Window], Any] | None = None
+    names: Names = field(default_factory=Names)
     _records: list[AuditRecord] | None = None
+
+    @property
+    def cadences(self) -> dict[str, dg.TimeWindowPartitionsDefinition]:
+        """The location's daily, weekly and monthly partitions."""
+        return partitions_for(self.settings.partitions_start).cadence
+
+    def latest(self, asset: str, partition: str) -> dict[str, Any] | None:
+        """Metadata of the latest materialization of the location's `asset` for `partition`."""
+        return latest_metadata(self.instance, self.names.key(asset), partition)
 
     def records(self, since: datetime, until: datetime | None = None) -> list[AuditRecord]:
         """Learning-operation records started in `[since, until or at)`, read once for the 5 weeks before `at`."""
@@ -192,23 +199,23 @@ def due_lists(at: datetime) -> list[str]:
     return lists
 
 
-def period_key(cadence: str, at: datetime) -> str | None:
+def period_key(cadence: str, at: datetime, cadences: Mapping[str, dg.TimeWindowPartitionsDefinition]) -> str | None:
     """The partition an item of `cadence` evaluates at `at`: the last complete day, week or month."""
-    return last_complete_key(CADENCE_PARTITIONS[cadence], at)
+    return last_complete_key(cadences[cadence], at)
 
 
-def checklist_time(cadence: str, key: str) -> datetime:
+def checklist_time(cadence: str, key: str, cadences: Mapping[str, dg.TimeWindowPartitionsDefinition]) -> datetime:
     """The morning that reviews partition `key`: the next 09:00 (day), Monday 09:00 (week), first Monday 09:00 (month)."""
-    end = partition_window(CADENCE_PARTITIONS[cadence], key).end
+    end = partition_window(cadences[cadence], key).end
     morning = end + timedelta(hours=CHECKLIST_HOUR)
     if cadence == "DAILY":
         return morning
     return morning + timedelta(days=(7 - morning.weekday()) % 7)
 
 
-def period_label(cadence: str, key: str) -> str:
+def period_label(cadence: str, key: str, cadences: Mapping[str, dg.TimeWindowPartitionsDefinition]) -> str:
     """A partition as people name it: `2026-03-01`, `2026-03-01..2026-03-07`, `2026-03`."""
-    window = partition_window(CADENCE_PARTITIONS[cadence], key)
+    window = partition_window(cadences[cadence], key)
     if cadence == "DAILY":
         return key
     if cadence == "WEEKLY":
@@ -225,10 +232,10 @@ def _limit_text(ms: int) -> str:
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset_key: str, partition: str) -> dict[str, Any] | None:
+def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey | str, partition: str) -> dict[str, Any] | None:
     """Metadata values of a partition's latest materialization (its own numbers for a range run), or None."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset_key), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(asset_key), asset_partitions=[partition]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
@@ -254,14 +261,14 @@ def _scheduled(asset: str, operation: OperationType, cadence: str) -> Callable[[
 
     def judge(context: Context, key: str | None) -> Judgement:
         assert key is not None
-        window = partition_window(CADENCE_PARTITIONS[cadence], key)
+        window = partition_window(context.cadences[cadence], key)
         # A scheduled attempt covers exactly its partition and starts once the partition has ended.
         scheduled = [
             r
             for r in context.audit.query(operation_type=operation, since=window.start)
             if r.trigger_type is TriggerType.SCHEDULED and _covers(r, window, cadence, snapshot)
         ]
-        stored = latest_metadata(context.instance, asset, key)
+        stored = context.latest(asset, key)
         meta: dict[str, Any] = {"limit_ms": limit, "materialized": stored is not None}
         by_other = ""
         if stored is not None and stored.get("audit_id"):
@@ -373,10 +380,9 @@ def _integrity(context: Context, key: str | None) -> Judgement:
 
 def _monitors(context: Context, key: str | None) -> Judgement:
     from opx_learning.alerts.publishers import alert_publisher
-    from opx_learning.config import get_settings
     from opx_learning.defs.monitors import monitors_summary
 
-    publisher = alert_publisher(context.settings or get_settings())
+    publisher = alert_publisher(context.settings)
     ticking, figure, meta = monitors_summary(context.instance, publisher, context.at)
     return Judgement(PASS if ticking else FAIL, figure, meta, fail_severity=None if ticking else "P1")
 
@@ -386,7 +392,7 @@ def _weekly_services(context: Context, key: str | None) -> Judgement:
     summary = context.asset_storage.read("pattern_summaries_weekly", key)
     if not isinstance(summary, pl.DataFrame):
         return Judgement(FAIL, f"week {key} is not materialized")
-    outcomes = read_outcomes(context.asset_storage, context.outcome_store, partition_window(CADENCE_PARTITIONS["WEEKLY"], key))
+    outcomes = read_outcomes(context.asset_storage, context.outcome_store, partition_window(context.cadences["WEEKLY"], key))
     expected = set(outcomes["service"].unique().to_list())
     missing = sorted(expected - (set(summary["service"].to_list()) - {ALL_SERVICES}))
     meta = {"services": len(expected), "missing": ", ".join(missing) or "-"}
@@ -454,12 +460,12 @@ def _weekly_error_rate(context: Context, key: str | None) -> Judgement:
 
 def _calibration_count(context: Context, key: str | None) -> Judgement:
     assert key is not None
-    stored = latest_metadata(context.instance, "confidence_calibration", key)
+    stored = context.latest("confidence_calibration", key)
     if stored is not None:
         count = int(stored.get("outcome_count", 0))
         passed = count >= CALIBRATION_MIN_OUTCOMES
         return Judgement(PASS if passed else FAIL, f"{count} outcomes (>= 30 required)", {"outcome_count": count})
-    outcomes = read_outcomes(context.asset_storage, context.outcome_store, partition_window(CADENCE_PARTITIONS["MONTHLY"], key))
+    outcomes = read_outcomes(context.asset_storage, context.outcome_store, partition_window(context.cadences["MONTHLY"], key))
     count = int(outcomes["predicted_confidence"].is_not_null().sum())
     if count < CALIBRATION_MIN_OUTCOMES:
         text = f"INSUFFICIENT_DATA: {count} outcomes with a confidence in {key[:7]} (< 30); calibration fails"
@@ -470,7 +476,7 @@ def _calibration_count(context: Context, key: str | None) -> Judgement:
 
 def _drift(context: Context, key: str | None) -> Judgement:
     assert key is not None
-    stored = latest_metadata(context.instance, "confidence_calibration", key)
+    stored = context.latest("confidence_calibration", key)
     if stored is None:
         return Judgement(WARN, f"{key[:7]} is not calibrated: no drift to judge")
     drift, signed = float(stored.get("max_abs_drift", 0.0)), float(stored.get("drift", 0.0))
@@ -486,7 +492,7 @@ def _drift(context: Context, key: str | None) -> Judgement:
 
 def _drift_alerts(context: Context, key: str | None) -> Judgement:
     assert key is not None
-    window = partition_window(CADENCE_PARTITIONS["MONTHLY"], key)
+    window = partition_window(context.cadences["MONTHLY"], key)
     records = context.audit.query(operation_type=OperationType.CALIBRATION, since=window.start)
     alerts = [a for r in records if _covers(r, window, "MONTHLY", False) and (a := rules.drift_alert(r)) is not None]
     if not alerts:
@@ -560,7 +566,7 @@ ITEMS_BY_NAME = {item.name: item for item in ITEMS}
 def evaluate_item(item: Item, context: Context, key: str | None = None) -> ItemResult:
     """Judge one item at `context.at` for partition `key` (default: the period it names relative to `at`)."""
     if item.cadence is not None and key is None:
-        key = period_key(item.cadence, context.at)
+        key = period_key(item.cadence, context.at, context.cadences)
     if item.cadence is not None and key is None:
         return ItemResult(item.name, item.asset, item.checklist, "-", None, WARN,
                           f"no complete {item.cadence.lower()} partition before {iso(context.at)}", item.warn_severity)
@@ -570,9 +576,9 @@ def evaluate_item(item: Item, context: Context, key: str | None = None) -> ItemR
         period = f"{INTEGRITY_DAYS} days before {iso(context.at)}"
     elif item.asset.startswith("audit_trail_"):
         span = "24 h" if item.cadence == "DAILY" else "7 days"
-        period = f"{span} before {iso(context.at)} ({period_label(item.cadence, key)})"
+        period = f"{span} before {iso(context.at)} ({period_label(item.cadence, key, context.cadences)})"
     else:
-        period = period_label(item.cadence, key)
+        period = period_label(item.cadence, key, context.cadences)
     judgement = item.judge(context, key)
     status = judgement.status if item.can_fail or judgement.status != FAIL else WARN
     severity = None

@@ -21,10 +21,9 @@ from typing import Any
 
 import dagster as dg
 
-from opx_learning.config import get_settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.defs import checklist as cl
-from opx_learning.defs.partitions import CADENCE_PARTITIONS
+from opx_learning.defs.location import Location, Names
 from opx_learning.integrity.sweep import run_sweep
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
@@ -35,24 +34,6 @@ CHECKLIST_AT_TAG = "opx/checklist_at"
 DIGEST_TAG = "opx/checklist_digest"
 _STATUS_SEVERITY = {cl.FAIL: dg.AssetCheckSeverity.ERROR, cl.WARN: dg.AssetCheckSeverity.WARN}
 
-audit_trail_daily = dg.AssetSpec(
-    "audit_trail_daily",
-    group_name="checklist",
-    partitions_def=CADENCE_PARTITIONS["DAILY"],
-    kinds={"sqlite"},
-    description="The learning operations' audit trail as the daily checklist reviews it (24 h before 09:00 UTC); "
-    "never materialized, it carries the checklist's audit items.",
-)
-audit_trail_weekly = dg.AssetSpec(
-    "audit_trail_weekly",
-    group_name="checklist",
-    partitions_def=CADENCE_PARTITIONS["WEEKLY"],
-    kinds={"sqlite"},
-    description="The learning operations' audit trail as the Monday checklist reviews it (7 days before Monday "
-    "09:00 UTC, trends over 4 more weeks); never materialized, it carries the weekly trend items.",
-)
-
-
 def checklist_context(
     at: datetime,
     instance: dg.DagsterInstance,
@@ -60,9 +41,11 @@ def checklist_context(
     asset_storage: AssetStorage,
     outcome_store: OutcomeStoreResource,
     integrity: Any = None,
+    names: Names | None = None,
 ) -> cl.Context:
     """The reading context of one evaluation."""
-    return cl.Context(at, instance, safety.guard().audit, asset_storage, outcome_store, get_settings(), integrity)
+    audit = safety.guard().audit
+    return cl.Context(at, instance, audit, asset_storage, outcome_store, safety.settings(), integrity, names or Names())
 
 
 def check_result(result: cl.ItemResult) -> dg.AssetCheckResult:
@@ -79,25 +62,25 @@ def _metadata(result: cl.ItemResult) -> dict[str, Any]:
     return {"period": result.period, "status": result.status, "severity": result.severity or "-", **result.metadata}
 
 
-def _item_check(item: cl.Item) -> dg.AssetChecksDefinition:
+def _item_check(loc: Location, item: cl.Item) -> dg.AssetChecksDefinition:
     assert item.cadence is not None
     cadence = item.cadence
+    cadences = loc.partitions.cadence
+    names = loc.names
 
     @dg.asset_check(
-        asset=item.asset,
+        asset=names.key(item.asset),
         name=item.name,
         description=f"{item.description} ({cl.LIST_TITLES[item.checklist]} checklist)",
-        partitions_def=CADENCE_PARTITIONS[cadence],
+        partitions_def=cadences[cadence],
+        required_resource_keys=names.required("safety", "asset_storage", "outcome_store"),
     )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        safety: SafetyResource,
-        asset_storage: AssetStorage,
-        outcome_store: OutcomeStoreResource,
-    ) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        r = names.resources(context)
+
         def evaluate(key: str) -> cl.ItemResult:
-            at = min(cl.checklist_time(cadence, key), datetime.now(UTC))
-            reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store)
+            at = min(cl.checklist_time(cadence, key, cadences), datetime.now(UTC))
+            reading = checklist_context(at, context.instance, r.safety, r.asset_storage, r.outcome_store, names=names)
             return cl.evaluate_item(item, reading, key)
 
         keys = context.op_execution_context.partition_keys
@@ -109,7 +92,7 @@ def _item_check(item: cl.Item) -> dg.AssetChecksDefinition:
             result = check_result(evaluate(key))
             context.op_execution_context.log_event(
                 dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(item.asset),
+                    asset_key=names.key(item.asset),
                     check_name=item.name,
                     passed=result.passed,
                     severity=result.severity,
@@ -123,12 +106,6 @@ def _item_check(item: cl.Item) -> dg.AssetChecksDefinition:
     return _check
 
 
-# Partitioned checks are a Dagster preview (1.13): the notice would print on every CLI call.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.PreviewWarning)
-    CHECKS: list[dg.AssetChecksDefinition] = [_item_check(item) for item in cl.ITEMS if item.cadence is not None]
-
-
 def _table(results: list[cl.ItemResult]) -> str:
     lines = ["| list | item | period | status | figure |", "|---|---|---|---|---|"]
     lines += [
@@ -137,34 +114,28 @@ def _table(results: list[cl.ItemResult]) -> str:
     return "\n".join(lines)
 
 
-@dg.op(
-    name="morning_checklist",
-    description="Evaluate every checklist item due at the checklist time; record each against its period's partition.",
-    # The rows live for the run only (the checks' evaluations are what is stored).
-    out=dg.Out(list, description="The items as JSON-safe rows.", io_manager_key="checklist_rows"),
-)
-def morning_checklist_op(
+def _morning_checklist(
     context: dg.OpExecutionContext,
     safety: SafetyResource,
     alerts: AlertsResource,
     asset_storage: AssetStorage,
     outcome_store: OutcomeStoreResource,
+    names: Names,
 ) -> dg.Output:
-    """Evaluate the checklist, log one check evaluation per item, send the digest when the run asks for it."""
     raw = context.run.tags.get(CHECKLIST_AT_TAG)
     at = to_utc(raw, CHECKLIST_AT_TAG) if raw else datetime.now(UTC)
     send = context.run.tags.get(DIGEST_TAG) == "true"
 
     def integrity(window: Any) -> Any:
         # Corruption is a P0 of its own (SPEC §6) wherever it is found, digest or not.
-        return run_sweep(window, get_settings(), source="daily sweep", publisher=alerts.publisher())
+        return run_sweep(window, alerts.settings(), source="daily sweep", publisher=alerts.publisher())
 
-    reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store, integrity)
+    reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store, integrity, names)
     results = cl.evaluate(reading)
     for result in results:
         context.log_event(
             dg.AssetCheckEvaluation(
-                asset_key=dg.AssetKey(result.asset),
+                asset_key=names.key(result.asset),
                 check_name=result.name,
                 passed=result.status == cl.PASS,
                 severity=_STATUS_SEVERITY.get(result.status, dg.AssetCheckSeverity.WARN),
@@ -186,37 +157,72 @@ def morning_checklist_op(
     )
 
 
-@dg.job(
-    name="morning_checklist_job",
-    description="The runbook's morning checklist as of the tag opx/checklist_at (else now): every due item, "
-    "recorded against its period; opx/checklist_digest=true also sends the digest alert.",
-)
-def morning_checklist_job() -> None:
-    """One op evaluating every due item of the checklist."""
-    morning_checklist_op()
-
-
-@dg.schedule(
-    name="morning_checklist_schedule",
-    cron_schedule="0 9 * * *",
-    job=morning_checklist_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="The runbook's 09:00 UTC morning checklist (daily, Monday, first-Monday lists) and one digest alert.",
-)
-def morning_checklist_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Run the checklist as of the tick's time and send its digest."""
-    tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
-    return dg.RunRequest(
-        run_key=f"morning_checklist:{iso(tick)}",
-        tags={CHECKLIST_AT_TAG: iso(tick), DIGEST_TAG: "true"},
+def build_checklist(loc: Location) -> dg.Definitions:
+    """The checklist's carrier assets, its item checks, its job and its 09:00 schedule for one location."""
+    names, cadences = loc.names, loc.partitions.cadence
+    audit_trail_daily = dg.AssetSpec(
+        names.key("audit_trail_daily"),
+        group_name="checklist",
+        partitions_def=cadences["DAILY"],
+        kinds={"sqlite"},
+        description="The learning operations' audit trail as the daily checklist reviews it (24 h before 09:00 UTC); "
+        "never materialized, it carries the checklist's audit items.",
     )
+    audit_trail_weekly = dg.AssetSpec(
+        names.key("audit_trail_weekly"),
+        group_name="checklist",
+        partitions_def=cadences["WEEKLY"],
+        kinds={"sqlite"},
+        description="The learning operations' audit trail as the Monday checklist reviews it (7 days before Monday "
+        "09:00 UTC, trends over 4 more weeks); never materialized, it carries the weekly trend items.",
+    )
+    # Partitioned checks are a Dagster preview (1.13): the notice would print on every CLI call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        checks = [_item_check(loc, item) for item in cl.ITEMS if item.cadence is not None]
+    rows = names("checklist_rows")
 
+    @dg.op(
+        name=names("morning_checklist"),
+        description="Evaluate every checklist item due at the checklist time; record each against its period's partition.",
+        required_resource_keys=names.required("safety", "alerts", "asset_storage", "outcome_store"),
+        # The rows live for the run only (the checks' evaluations are what is stored).
+        out=dg.Out(list, description="The items as JSON-safe rows.", io_manager_key=rows),
+    )
+    def morning_checklist_op(context: dg.OpExecutionContext) -> dg.Output:
+        """Evaluate the checklist, log one check evaluation per item, send the digest when the run asks for it."""
+        r = names.resources(context)
+        return _morning_checklist(context, r.safety, r.alerts, r.asset_storage, r.outcome_store, names)
 
-CHECKLIST_DEFS = dg.Definitions(
-    assets=[audit_trail_daily, audit_trail_weekly],
-    asset_checks=CHECKS,
-    jobs=[morning_checklist_job],
-    schedules=[morning_checklist_schedule],
-    resources={"checklist_rows": dg.mem_io_manager},
-)
+    @dg.job(
+        name=names("morning_checklist_job"),
+        description="The runbook's morning checklist as of the tag opx/checklist_at (else now): every due item, "
+        "recorded against its period; opx/checklist_digest=true also sends the digest alert.",
+    )
+    def morning_checklist_job() -> None:
+        """One op evaluating every due item of the checklist."""
+        morning_checklist_op()
+
+    @dg.schedule(
+        name=names("morning_checklist_schedule"),
+        cron_schedule="0 9 * * *",
+        job=morning_checklist_job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="The runbook's 09:00 UTC morning checklist (daily, Monday, first-Monday lists) and one digest alert.",
+    )
+    def morning_checklist_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        """Run the checklist as of the tick's time and send its digest."""
+        tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+        return dg.RunRequest(
+            run_key=f"{names('morning_checklist')}:{iso(tick)}",
+            tags={CHECKLIST_AT_TAG: iso(tick), DIGEST_TAG: "true"},
+        )
+
+    return dg.Definitions(
+        assets=[audit_trail_daily, audit_trail_weekly],
+        asset_checks=checks,
+        jobs=[morning_checklist_job],
+        schedules=[morning_checklist_schedule],
+        resources={rows: dg.mem_io_manager},
+    )

@@ -14,34 +14,42 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from opx_learning.config import get_settings
 from opx_learning.core.windows import to_utc
 from opx_learning.defs.checks import CHECKLIST_AT_TAG
+from opx_learning.defs.location import Location
 from opx_learning.integrity.sweep import DEFAULT_DAYS, default_window, run_sweep
 from opx_learning.resources.alerts import AlertsResource
 
 _LISTED = 20
 
-stored_data = dg.AssetSpec(
-    "stored_data",
-    group_name="integrity",
-    kinds={"parquet", "json", "sqlite"},
-    description="What the learning operations stored: snapshots, outcome and asset partitions, audit records "
-    "(verified daily by the integrity sweep; `opx-learning verify` runs the same sweep).",
-)
+def build_integrity(loc: Location) -> dg.Definitions:
+    """The `stored_data` asset of one location and its daily integrity check."""
+    stored_data = dg.AssetSpec(
+        loc.names.key("stored_data"),
+        group_name="integrity",
+        kinds={"parquet", "json", "sqlite"},
+        description="What the learning operations stored: snapshots, outcome and asset partitions, audit records "
+        "(verified daily by the integrity sweep; `opx-learning verify` runs the same sweep).",
+    )
+
+    @dg.asset_check(
+        asset=stored_data.key,
+        name="stored_data_integrity",
+        required_resource_keys=loc.names.required("alerts"),
+        description=f"Snapshots, outcome and asset partitions and audit records of the last {DEFAULT_DAYS} days "
+        "re-read intact (P0 DATA_CORRUPTION otherwise).",
+    )
+    def stored_data_integrity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        """Sweep the window before the checklist time; FAIL with the findings and one P0 alert when anything is damaged."""
+        return _integrity(context, loc.names.resources(context).alerts)
+
+    return dg.Definitions(assets=[stored_data], asset_checks=[stored_data_integrity])
 
 
-@dg.asset_check(
-    asset=stored_data.key,
-    name="stored_data_integrity",
-    description=f"Snapshots, outcome and asset partitions and audit records of the last {DEFAULT_DAYS} days "
-    "re-read intact (P0 DATA_CORRUPTION otherwise).",
-)
-def stored_data_integrity(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
-    """Sweep the window before the checklist time; FAIL with the findings and one P0 alert when anything is damaged."""
+def _integrity(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
     at = context.run.tags.get(CHECKLIST_AT_TAG)
     window = default_window(DEFAULT_DAYS, to_utc(at, CHECKLIST_AT_TAG) if at else datetime.now(UTC))
-    report = run_sweep(window, get_settings(), source="daily sweep", publisher=alerts.publisher())
+    report = run_sweep(window, alerts.settings(), source="daily sweep", publisher=alerts.publisher())
     metadata: dict[str, object] = {
         "window": f"{window.start_iso}..{window.end_iso}",
         "backend": report.backend,
@@ -61,5 +69,3 @@ def stored_data_integrity(context: dg.AssetCheckExecutionContext, alerts: Alerts
         metadata=metadata,
     )
 
-
-INTEGRITY_DEFS = dg.Definitions(assets=[stored_data], asset_checks=[stored_data_integrity])

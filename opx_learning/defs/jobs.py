@@ -14,64 +14,52 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from opx_learning.defs import assets as a
-from opx_learning.defs.service_calibration import confidence_calibration_by_service
+from opx_learning.defs.location import Location
 
-
-def _operation_job(name: str, assets: Sequence[dg.AssetsDefinition], description: str) -> dg.UnresolvedAssetJobDefinition:
-    own_checks = [key for asset in assets for key in asset.check_keys]
-    selection = dg.AssetSelection.assets(*assets).without_checks() | dg.AssetSelection.checks(*own_checks)
-    return dg.define_asset_job(name, selection=selection, description=description)
-
-
-_OPERATION_JOBS: dict[str, tuple[tuple[dg.AssetsDefinition, ...], str]] = {
+_OPERATION_JOBS: dict[str, tuple[tuple[str, ...], str]] = {
     "daily_outcomes_job": (
-        (a.daily_outcomes,),
+        ("daily_outcomes",),
         "Validation of one day's outcomes from the outcome store (the input stage, not audited).",
     ),
     "daily_patterns_job": (
-        (a.daily_outcomes, a.pattern_summaries_daily),
+        ("daily_outcomes", "pattern_summaries_daily"),
         "PATTERN_EXTRACTION of one day (validated outcomes, then summaries).",
     ),
-    "weekly_patterns_job": ((a.pattern_summaries_weekly,), "PATTERN_EXTRACTION of one Sunday-to-Sunday week."),
+    "weekly_patterns_job": (("pattern_summaries_weekly",), "PATTERN_EXTRACTION of one Sunday-to-Sunday week."),
     "monthly_calibration_job": (
-        (a.confidence_calibration, a.drift_metrics_asset, confidence_calibration_by_service),
+        ("confidence_calibration", "drift_metrics", "confidence_calibration_by_service"),
         "CALIBRATION of one calendar month, then its drift against the previous month.",
     ),
-    "daily_snapshot_job": ((a.learning_snapshots_daily,), "DAILY SNAPSHOT of one day."),
-    "weekly_snapshot_job": ((a.learning_snapshots_weekly,), "WEEKLY SNAPSHOT of one week."),
-    "monthly_snapshot_job": ((a.learning_snapshots_monthly,), "MONTHLY SNAPSHOT of one month."),
+    "daily_snapshot_job": (("learning_snapshots_daily",), "DAILY SNAPSHOT of one day."),
+    "weekly_snapshot_job": (("learning_snapshots_weekly",), "WEEKLY SNAPSHOT of one week."),
+    "monthly_snapshot_job": (("learning_snapshots_monthly",), "MONTHLY SNAPSHOT of one month."),
     "custom_snapshot_job": (
-        (a.learning_snapshot_custom,),
+        ("learning_snapshot_custom",),
         "CUSTOM SNAPSHOT of one window START..END (add the window as a partition first).",
     ),
     "custom_patterns_job": (
-        (a.pattern_summaries_custom,),
+        ("pattern_summaries_custom",),
         "PATTERN_EXTRACTION of one window START..END (add the window as a partition first).",
     ),
     "custom_calibration_job": (
-        (a.confidence_calibration_custom,),
+        ("confidence_calibration_custom",),
         "CALIBRATION of one window START..END (add the window as a partition first).",
     ),
 }
-JOB_ASSETS: dict[str, frozenset[str]] = {
-    name: frozenset(asset.key.to_user_string() for asset in assets) for name, (assets, _) in _OPERATION_JOBS.items()
-}
-"""The asset keys each operation job materializes."""
+JOB_ASSETS: dict[str, frozenset[str]] = {name: frozenset(assets) for name, (assets, _) in _OPERATION_JOBS.items()}
+"""The assets (their own names, without a location's prefix) each operation job materializes."""
 
-_jobs = {name: _operation_job(name, assets, text) for name, (assets, text) in _OPERATION_JOBS.items()}
-daily_outcomes_job = _jobs["daily_outcomes_job"]
-daily_patterns_job = _jobs["daily_patterns_job"]
-weekly_patterns_job = _jobs["weekly_patterns_job"]
-monthly_calibration_job = _jobs["monthly_calibration_job"]
-daily_snapshot_job = _jobs["daily_snapshot_job"]
-weekly_snapshot_job = _jobs["weekly_snapshot_job"]
-monthly_snapshot_job = _jobs["monthly_snapshot_job"]
-custom_snapshot_job = _jobs["custom_snapshot_job"]
-custom_patterns_job = _jobs["custom_patterns_job"]
-custom_calibration_job = _jobs["custom_calibration_job"]
 
-JOBS = list(_jobs.values())
+def build_jobs(loc: Location, assets: Sequence[dg.AssetsDefinition]) -> dict[str, dg.UnresolvedAssetJobDefinition]:
+    """The named operation jobs of one location, by their unprefixed name."""
+    by_name = {loc.names.unprefixed(asset.key): asset for asset in assets}
+    jobs = {}
+    for name, (members, description) in _OPERATION_JOBS.items():
+        chosen = [by_name[member] for member in members]
+        own_checks = [key for asset in chosen for key in asset.check_keys]
+        selection = dg.AssetSelection.assets(*chosen).without_checks() | dg.AssetSelection.checks(*own_checks)
+        jobs[name] = dg.define_asset_job(loc.names(name), selection=selection, description=description)
+    return jobs
 
 
 def job_for_assets(asset_keys: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ instance for the UI. `verbose=True` prints Dagster's full (DEBUG) console log.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,11 +64,18 @@ class RunSummary:
         }
 
 
-def definitions() -> dg.Definitions:
-    """The code location's definitions (imported on first use)."""
-    from opx_learning.definitions import defs
+def definitions(settings: Any = None) -> dg.Definitions:
+    """The code location of `settings` (default: the `OPX_*` environment), built once per distinct settings."""
+    from opx_learning.config import get_settings
 
-    return defs
+    return _definitions(settings or get_settings())
+
+
+@functools.lru_cache(maxsize=8)
+def _definitions(settings: Any) -> dg.Definitions:
+    from opx_learning.build import build_defs
+
+    return build_defs(settings)
 
 
 def materialize(

@@ -52,6 +52,7 @@ from opx_learning.alerts.monitor import MAX_CATCH_UP, AlertCursor
 from opx_learning.alerts.publishers import AlertPublisher
 from opx_learning.config import get_settings
 from opx_learning.core.windows import iso
+from opx_learning.defs.location import Location
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource, is_real_tick
 from opx_learning.safety.audit import AuditLog, utcnow
@@ -270,9 +271,9 @@ def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:
 
 
 def _repository() -> dg.RepositoryDefinition:
-    from opx_learning.definitions import defs
+    from opx_learning.defs import launch
 
-    return defs.get_repository_def()
+    return launch.definitions().get_repository_def()
 
 
 def _audit() -> AuditLog | None:
@@ -368,20 +369,13 @@ def _stale_text(rows: list[dict[str, Any]]) -> str:
     return "; ".join(f"{row['name']} {row['reason']}" for row in rows if row["stale"])
 
 
-@dg.sensor(
-    name=WATCHDOG,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Raises a P1 MONITOR_STALE when a RUNNING sensor has not ticked for 5 minutes, a schedule missed "
-    "its cron time by 5 minutes, or the alert sensor's cursor lags the audit trail by 10 minutes.",
-)
-def monitors_watchdog_sensor(
+def _watchdog_tick(
     context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
 ) -> dg.SkipReason:
     """Judge every other sensor and schedule from its heartbeat; the tick never launches a run."""
     now = utcnow()
     repository = context.repository_def or _repository()
-    names = [i.name for i in instigators(context.instance, repository) if i.name != WATCHDOG]
+    names = [i.name for i in instigators(context.instance, repository) if not i.name.endswith(WATCHDOG)]
     try:
         audit: AuditLog | None = safety.guard().audit
     except BackendUnavailable:
@@ -394,15 +388,6 @@ def monitors_watchdog_sensor(
     watched = sum(row["status"] == "RUNNING" for row in rows)
     text = f"{watched} running instigator(s) watched, {len(stale)} stale, {len(raised)} alert(s) published"
     return dg.SkipReason(text + (f": {_stale_text(stale)}" if stale else ""))
-
-
-sensor_heartbeats = dg.AssetSpec(
-    "sensor_heartbeats",
-    group_name="monitoring",
-    kinds={"dagster"},
-    description="The last tick of every sensor and schedule (heartbeats in the Dagster instance), "
-    "watched by `monitors_watchdog_sensor` and the morning checklist.",
-)
 
 
 def monitors_summary(
@@ -442,13 +427,7 @@ def monitors_summary(
     return not stale, text, metadata
 
 
-@dg.asset_check(
-    asset=sensor_heartbeats.key,
-    name="monitors_ticking",
-    description="Every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, "
-    "the alert sensor's cursor is within 10 minutes of the audit trail (P1 MONITOR_STALE otherwise).",
-)
-def monitors_ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
+def _ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
     """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
     try:
         repository: dg.RepositoryDefinition | None = context.repository_def
@@ -465,6 +444,39 @@ def watched_sensor_names(repository: dg.RepositoryDefinition | None = None) -> l
     return sorted(s.name for s in repository.sensor_defs if s.default_status is dg.DefaultSensorStatus.RUNNING)
 
 
-MONITOR_DEFS = dg.Definitions(
-    assets=[sensor_heartbeats], asset_checks=[monitors_ticking], sensors=[monitors_watchdog_sensor]
-)
+def build_monitors(loc: Location) -> dg.Definitions:
+    """The heartbeats carrier asset, its `monitors_ticking` check and the watchdog sensor of one location."""
+    names = loc.names
+    sensor_heartbeats = dg.AssetSpec(
+        names.key("sensor_heartbeats"),
+        group_name="monitoring",
+        kinds={"dagster"},
+        description="The last tick of every sensor and schedule (heartbeats in the Dagster instance), "
+        "watched by `monitors_watchdog_sensor` and the morning checklist.",
+    )
+
+    @dg.sensor(
+        name=names(WATCHDOG),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys=names.required("safety", "alerts"),
+        description="Raises a P1 MONITOR_STALE when a RUNNING sensor has not ticked for 5 minutes, a schedule missed "
+        "its cron time by 5 minutes, or the alert sensor's cursor lags the audit trail by 10 minutes.",
+    )
+    def monitors_watchdog_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Judge every other sensor and schedule from its heartbeat; the tick never launches a run."""
+        r = names.resources(context)
+        return _watchdog_tick(context, r.safety, r.alerts)
+
+    @dg.asset_check(
+        asset=sensor_heartbeats.key,
+        name="monitors_ticking",
+        required_resource_keys=names.required("alerts"),
+        description="Every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, "
+        "the alert sensor's cursor is within 10 minutes of the audit trail (P1 MONITOR_STALE otherwise).",
+    )
+    def monitors_ticking(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
+        return _ticking(context, names.resources(context).alerts)
+
+    return dg.Definitions(assets=[sensor_heartbeats], asset_checks=[monitors_ticking], sensors=[monitors_watchdog_sensor])

@@ -1,9 +1,9 @@
 """The partitions of every asset, and the only bridge from Dagster time windows to `Window`.
 
-Partitions start on `OPX_PARTITIONS_START` (default 2025-01-01; `PARTITIONS_START`,
-read once when this module is imported, like every definition): far enough back for a
-year of history and the 90-day demo, short enough that the UI's partition bars stay
-readable. Set it earlier to backfill older outcomes. Weekly partitions begin on the first
+The partitions themselves are built per code location (`Partitions` in `defs/location.py`)
+and start on the settings' `partitions_start` (default 2025-01-01; `OPX_PARTITIONS_START`):
+far enough back for a year of history and the 90-day demo, short enough that the UI's
+partition bars stay readable. Set it earlier to backfill older outcomes. Weekly partitions begin on the first
 Sunday on or after it, monthly ones on the first 1st of a month on or after it.
 `end_offset=0`: a partition exists once its window is complete, so a schedule
 ticking at 00:00 targets the day / week / month that just ended.
@@ -23,25 +23,9 @@ from datetime import UTC, datetime, time
 
 import dagster as dg
 
-from opx_learning.config import partitions_start
 from opx_learning.core.windows import Instant, Window, WindowError, iso
 
-PARTITIONS_START = partitions_start().isoformat()
-CUSTOM_WINDOWS = "custom_snapshot_windows"
 _CUSTOM_SEPARATOR = ".."
-
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=0)
-# Weeks start Sunday 00:00 UTC (day_offset=0), the runbook's weekly cadence; the key is the Sunday.
-weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=PARTITIONS_START, day_offset=0, end_offset=0)
-monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=0)
-custom_partitions = dg.DynamicPartitionsDefinition(name=CUSTOM_WINDOWS)
-custom_snapshot_partitions = custom_partitions
-
-CADENCE_PARTITIONS: dict[str, dg.TimeWindowPartitionsDefinition] = {
-    "DAILY": daily_partitions,
-    "WEEKLY": weekly_partitions,
-    "MONTHLY": monthly_partitions,
-}
 
 
 def to_window(time_window: dg.TimeWindow) -> Window:

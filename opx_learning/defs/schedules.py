@@ -16,20 +16,14 @@ from typing import Any
 
 import dagster as dg
 
-from opx_learning.defs import jobs
-from opx_learning.defs.partitions import (
-    daily_partitions,
-    last_complete_key,
-    monthly_partitions,
-    partition_window,
-    weekly_partitions,
-)
-from opx_learning.resources.safety import SafetyResource
+from opx_learning.defs.location import Location
+from opx_learning.defs.partitions import last_complete_key, partition_window
 
 STOPPED = dg.DefaultScheduleStatus.STOPPED
 
 
 def _partition_schedule(
+    loc: Location,
     name: str,
     cron: str,
     job: Any,
@@ -38,14 +32,16 @@ def _partition_schedule(
     time_window: str,
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=name,
+        name=loc.names(name),
+        required_resource_keys=loc.names.required("safety"),
         cron_schedule=cron,
         job=job,
         execution_timezone="UTC",
         default_status=STOPPED,
         description=f"{operation_type} ({time_window}) of the partition that just ended; UTC cron `{cron}`.",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext, safety: SafetyResource) -> dg.RunRequest | dg.SkipReason:
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        safety = loc.names.resources(context).safety
         tick = context.scheduled_execution_time or datetime.now(UTC)
         key = last_complete_key(partitions_def, tick)
         if key is None:
@@ -57,40 +53,26 @@ def _partition_schedule(
         refusal = safety.schedule_gate(operation_type, parameters, context=context)
         if refusal is not None:
             return refusal
-        return dg.RunRequest(run_key=f"{name}:{key}", partition_key=key)
+        return dg.RunRequest(run_key=f"{loc.names(name)}:{key}", partition_key=key)
 
     return _schedule
 
 
-daily_patterns_schedule = _partition_schedule(
-    "daily_patterns_schedule", "0 0 * * *", jobs.daily_patterns_job, daily_partitions, "PATTERN_EXTRACTION", "DAILY"
+# (name, cron, job, cadence, operation) of every cadence; the time window is the cadence.
+_CADENCES = (
+    ("daily_patterns_schedule", "0 0 * * *", "daily_patterns_job", "DAILY", "PATTERN_EXTRACTION"),
+    ("weekly_patterns_schedule", "0 0 * * 0", "weekly_patterns_job", "WEEKLY", "PATTERN_EXTRACTION"),
+    ("monthly_calibration_schedule", "0 0 1 * *", "monthly_calibration_job", "MONTHLY", "CALIBRATION"),
+    ("daily_snapshot_schedule", "0 1 * * *", "daily_snapshot_job", "DAILY", "SNAPSHOT"),
+    ("weekly_snapshot_schedule", "0 1 * * 0", "weekly_snapshot_job", "WEEKLY", "SNAPSHOT"),
+    ("monthly_snapshot_schedule", "0 1 1 * *", "monthly_snapshot_job", "MONTHLY", "SNAPSHOT"),
 )
-weekly_patterns_schedule = _partition_schedule(
-    "weekly_patterns_schedule", "0 0 * * 0", jobs.weekly_patterns_job, weekly_partitions, "PATTERN_EXTRACTION", "WEEKLY"
-)
-monthly_calibration_schedule = _partition_schedule(
-    "monthly_calibration_schedule",
-    "0 0 1 * *",
-    jobs.monthly_calibration_job,
-    monthly_partitions,
-    "CALIBRATION",
-    "MONTHLY",
-)
-daily_snapshot_schedule = _partition_schedule(
-    "daily_snapshot_schedule", "0 1 * * *", jobs.daily_snapshot_job, daily_partitions, "SNAPSHOT", "DAILY"
-)
-weekly_snapshot_schedule = _partition_schedule(
-    "weekly_snapshot_schedule", "0 1 * * 0", jobs.weekly_snapshot_job, weekly_partitions, "SNAPSHOT", "WEEKLY"
-)
-monthly_snapshot_schedule = _partition_schedule(
-    "monthly_snapshot_schedule", "0 1 1 * *", jobs.monthly_snapshot_job, monthly_partitions, "SNAPSHOT", "MONTHLY"
-)
+SCHEDULE_NAMES = tuple(row[0] for row in _CADENCES)
 
-SCHEDULES = [
-    daily_patterns_schedule,
-    weekly_patterns_schedule,
-    monthly_calibration_schedule,
-    daily_snapshot_schedule,
-    weekly_snapshot_schedule,
-    monthly_snapshot_schedule,
-]
+
+def build_schedules(loc: Location, jobs: dict[str, Any]) -> list[dg.ScheduleDefinition]:
+    """The six cadence schedules of one location (STOPPED)."""
+    return [
+        _partition_schedule(loc, name, cron, jobs[job], loc.partitions.cadence[cadence], operation, cadence)
+        for name, cron, job, cadence, operation in _CADENCES
+    ]

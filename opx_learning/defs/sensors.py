@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from opx_learning.core.windows import iso, to_utc
+from opx_learning.defs.location import Location
 from opx_learning.resources.safety import AUDIT_ID_TAG, SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
@@ -172,14 +173,24 @@ def complete_terminated(
     return guard.audit.complete_stale(alive, older_than=older_than, now=at)
 
 
-@dg.sensor(
-    name="audit_run_terminated_sensor",
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Completes RUNNING audit records whose run failed, was canceled or died as FAILED (RUN_TERMINATED).",
-)
-def audit_run_terminated_sensor(context: dg.SensorEvaluationContext, safety: SafetyResource) -> dg.SkipReason:
-    """Complete orphaned RUNNING audit records; the tick never launches a run."""
+def build_sensors(loc: Location) -> list[dg.SensorDefinition]:
+    """The audit sensor of one location."""
+
+    @dg.sensor(
+        name=loc.names("audit_run_terminated_sensor"),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys=loc.names.required("safety"),
+        description="Completes RUNNING audit records whose run failed, was canceled or died as FAILED (RUN_TERMINATED).",
+    )
+    def audit_run_terminated_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Complete orphaned RUNNING audit records; the tick never launches a run."""
+        return _complete_orphans(context, loc.names.resources(context).safety)
+
+    return [audit_run_terminated_sensor]
+
+
+def _complete_orphans(context: dg.SensorEvaluationContext, safety: SafetyResource) -> dg.SkipReason:
     completed = complete_terminated(context.instance, safety.guard())
     for record in completed:
         context.log.warning(f"audit {record.audit_id} (run {record.run_id or 'none'}) completed FAILED: RUN_TERMINATED")
@@ -187,6 +198,3 @@ def audit_run_terminated_sensor(context: dg.SensorEvaluationContext, safety: Saf
         return dg.SkipReason("no orphaned RUNNING audit record")
     ids = ", ".join(record.audit_id for record in completed)
     return dg.SkipReason(f"completed {len(completed)} orphaned audit record(s) as FAILED (RUN_TERMINATED): {ids}")
-
-
-SENSORS = [audit_run_terminated_sensor]

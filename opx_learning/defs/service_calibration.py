@@ -30,13 +30,14 @@ from opx_learning.core.service_calibration import (
     SERVICE_BANDS_SCHEMA,
     service_bands_and_priors,
 )
-from opx_learning.defs.assets import PER_PARTITION, daily_outcomes, read_outcomes
+from opx_learning.defs.assets import PER_PARTITION, read_outcomes
 from opx_learning.defs.calibration_views import (
     miscalibrated_services_markdown,
     priors_markdown,
 )
+from opx_learning.defs.location import IO_MANAGER, Location
 from opx_learning.defs.operations import Produced, run_operation
-from opx_learning.defs.partitions import monthly_partitions, partition_window, to_window
+from opx_learning.defs.partitions import partition_window, to_window
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.stores import OutcomeStoreResource
@@ -70,30 +71,45 @@ def advisories(rows: pl.DataFrame, month: str, run_id: str | None = None) -> lis
     return alerts
 
 
-@dg.asset(
-    name=ASSET_NAME,
-    partitions_def=monthly_partitions,
-    backfill_policy=PER_PARTITION,
-    deps=[daily_outcomes],
-    # Runs with the month's calibration (monthly_calibration_job, 1st 00:00 UTC): due by 00:12.
-    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="12 0 1 * *", lower_bound_delta=timedelta(minutes=12)),
-    output_required=False,
-    group_name="calibration",
-    kinds={"polars", "parquet"},
-)
-def confidence_calibration_by_service(
+def build_service_calibration(loc: Location, daily_outcomes: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """The monthly by-service calibration asset of one location."""
+    monthly = loc.partitions.monthly
+
+    @dg.asset(
+        name=ASSET_NAME,
+        key_prefix=loc.names.key_prefix,
+        io_manager_key=loc.names(IO_MANAGER),
+        partitions_def=monthly,
+        backfill_policy=PER_PARTITION,
+        deps=[daily_outcomes],
+        # Runs with the month's calibration (monthly_calibration_job, 1st 00:00 UTC): due by 00:12.
+        freshness_policy=dg.FreshnessPolicy.cron(deadline_cron="12 0 1 * *", lower_bound_delta=timedelta(minutes=12)),
+        output_required=False,
+        required_resource_keys=loc.names.required("outcome_store", "asset_storage", "alerts"),
+        group_name="calibration",
+        kinds={"polars", "parquet"},
+    )
+    def confidence_calibration_by_service(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """Each service's calibration by band for the month, shrunk toward the global band (empirical Bayes)."""
+        r = loc.names.resources(context)
+        yield from _by_service(context, r.outcome_store, r.asset_storage, r.alerts, monthly)
+
+    return confidence_calibration_by_service
+
+
+def _by_service(
     context: dg.AssetExecutionContext,
     outcome_store: OutcomeStoreResource,
     asset_storage: AssetStorage,
     alerts: AlertsResource,
+    monthly: dg.TimeWindowPartitionsDefinition,
 ) -> Iterator[Any]:
-    """Each service's calibration by band for the month, shrunk toward the global band (empirical Bayes)."""
     produced: dict[str, pl.DataFrame] = {}
 
     def work() -> Produced:
         metadata = {}
         for key in context.partition_keys:
-            window = partition_window(monthly_partitions, key)
+            window = partition_window(monthly, key)
             outcomes = read_outcomes(asset_storage, outcome_store, window)
             try:
                 rows, priors = service_bands_and_priors(outcomes, window.start, window.end)
@@ -133,5 +149,3 @@ def _metadata(rows: pl.DataFrame, priors: pl.DataFrame, alerts: list[Alert]) -> 
         "band_priors": dg.MetadataValue.md(priors_markdown(priors)),
     }
 
-
-SERVICE_CALIBRATION_ASSETS = [confidence_calibration_by_service]

@@ -308,13 +308,6 @@ def _outcome_problem(day: date, data: bytes) -> str | None:
     return None
 
 
-def _asset_base(settings: Settings) -> str:
-    """The default base of `AssetStorage` (the code location's IO manager) for these settings."""
-    if settings.backend == "aws" and settings.assets_s3_uri:
-        return settings.assets_s3_uri.rstrip("/")
-    return str(settings.home / "assets")
-
-
 def _asset_files(base: str) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
     """`(uri, reader)` of every `.parquet` / `.json` partition file under the asset storage base."""
     if base.startswith("s3://"):
@@ -333,7 +326,7 @@ def _asset_files(base: str) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
 
 
 def _assets(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
-    base = _asset_base(settings)
+    base = settings.assets_base
     report.locations["assets"] = base
     files = [
         (uri, read)

@@ -24,7 +24,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from opx_learning.config import get_settings
 from opx_learning.stores.blobs import get_bytes, put_bytes
 
 Stored = pl.DataFrame | dict[str, Any]
@@ -34,21 +33,18 @@ UNPARTITIONED = "latest"
 class AssetStorage(dg.ConfigurableResource):
     """Reads and writes asset values by asset key and partition key.
 
+    Files are named by the asset's own name (the last part of its key), so a key prefix given to
+    `build_defs` does not move a home's files.
+
     Args:
-        base_uri: a directory or `s3://bucket/prefix`; empty means the backend's default
-            (`$OPX_HOME/assets`, or `OPX_ASSETS_S3_URI` on the aws backend).
+        base_uri: a directory or `s3://bucket/prefix` (`<home>/assets` locally, `assets_s3_uri` on aws).
     """
 
-    base_uri: str = ""
+    base_uri: str
 
     def resolved_base(self) -> str:
         """The base directory or S3 URI in use."""
-        if self.base_uri:
-            return self.base_uri.rstrip("/")
-        settings = get_settings()
-        if settings.backend == "aws" and settings.assets_s3_uri:
-            return settings.assets_s3_uri.rstrip("/")
-        return str(settings.home / "assets")
+        return self.base_uri.rstrip("/")
 
     def uri(
         self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, suffix: str, base: str | None = None
@@ -155,10 +151,10 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
 
 def _key_path(asset_key: dg.AssetKey | Sequence[str] | str) -> list[str]:
     if isinstance(asset_key, dg.AssetKey):
-        return list(asset_key.path)
+        return [asset_key.path[-1]]
     if isinstance(asset_key, str):
         return [asset_key]
-    return list(asset_key)
+    return [list(asset_key)[-1]]
 
 
 def _parent(uri: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from opx_learning.config import get_settings
+from opx_learning.resources.base import AwsFields, OpxResource
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
     SYSTEM,
@@ -93,36 +93,31 @@ def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
     return tick.instigator_name == key[1] and tick.status == TickStatus.STARTED
 
 
-class SafetyResource(dg.ConfigurableResource):
+class SafetyResource(OpxResource):
     """Kill switch, maintenance calendar, rate limits and audit trail for Dagster code.
 
-    The backend follows `OPX_BACKEND` / `OPX_HOME` at call time, so one resource
-    definition serves local and AWS deployments. Every call reads the kill switch
-    fresh from the store.
+    Configured with its store (the local home, or the aws tables, region and endpoint),
+    shown in the UI; every call reads the kill switch fresh from that store.
     """
 
-    def get_resource_definition(self) -> Any:
-        """Dagster's definition of this resource, its description naming the safety store (shown in the UI)."""
-        definition = super().get_resource_definition()
-        label = f"Safety store: {get_settings().store_description}"
-        if label not in (definition.description or ""):
-            text = inspect.cleandoc(definition.description or "")
-            definition._description = f"{text}\n\n{label}"
-        return definition
-
     def guard(self, on_alert: AlertHook | None = None) -> Guard:
-        """A guard over the active backend.
+        """A guard over this resource's store.
 
         Args:
             on_alert: optional `on_alert(severity, alarm, details)` hook (default: publish through
-                the active backend's alert publisher, SNS or `alerts.jsonl`, logged if delivery fails).
+                the backend's alert publisher, SNS or `alerts.jsonl`, logged if delivery fails).
 
         Returns:
             The Guard (see `opx_learning.safety.guard`).
         """
         if on_alert is None:
-            return Guard.from_settings(get_settings())
-        return Guard.from_settings(get_settings(), on_alert=on_alert)
+            return Guard.from_settings(self.settings())
+        return Guard.from_settings(self.settings(), on_alert=on_alert)
+
+    @property
+    def store_description(self) -> str:
+        """Which safety store this resource uses: the SQLite path, or tables + region + endpoint."""
+        return self.settings().store_description
 
     @staticmethod
     def launch_path(
@@ -132,7 +127,7 @@ class SafetyResource(dg.ConfigurableResource):
         if created_by_schedule_tick(instance, run_id, tags):
             return TriggerType.SCHEDULED, SYSTEM
         trigger = TriggerType.BACKFILL if any(tag in tags for tag in BACKFILL_TAGS) else TriggerType.MANUAL
-        return trigger, resolve_principal(UI_PRINCIPAL)
+        return trigger, resolve_principal(UI_PRINCIPAL, settings=self.settings())
 
     def begin_for_run(
         self,
@@ -195,3 +190,11 @@ class SafetyResource(dg.ConfigurableResource):
         if refusal is None:
             return None
         return dg.SkipReason(refusal.message if real else f"{refusal.message} (dry run: not audited)")
+
+
+class LocalSafetyResource(SafetyResource):
+    """The safety layer in the home's SQLite `state.db`."""
+
+
+class AwsSafetyResource(SafetyResource, AwsFields):
+    """The safety layer in the DynamoDB audit and config tables."""

@@ -1,25 +1,39 @@
-"""Dagster resources over the project's stores (outcomes, snapshots), chosen by backend."""
+"""Dagster resources over the project's stores (outcomes, snapshots), one class per backend."""
 
 from __future__ import annotations
 
-import dagster as dg
-
-from opx_learning.config import get_settings
+from opx_learning.resources.base import AwsFields, OpxResource
 from opx_learning.stores.outcomes import OutcomeStore, outcome_store
 from opx_learning.stores.snapshots import SnapshotStore, snapshot_store
 
 
-class OutcomeStoreResource(dg.ConfigurableResource):
-    """The active backend's outcome store (local Parquet, DynamoDB or S3 Parquet)."""
+class OutcomeStoreResource(OpxResource):
+    """The outcome store this code location reads (local Parquet, DynamoDB or S3 Parquet)."""
 
     def store(self) -> OutcomeStore:
-        """The outcome store selected by `OPX_BACKEND` (resolved at call time)."""
-        return outcome_store(get_settings())
+        """The configured outcome store."""
+        return outcome_store(self.settings())
 
 
-class SnapshotStoreResource(dg.ConfigurableResource):
-    """The append-only snapshot store: `$OPX_HOME/snapshots`, or `OPX_ASSETS_S3_URI/snapshots/` on aws."""
+class LocalOutcomeStoreResource(OutcomeStoreResource):
+    """Day-partitioned Parquet under `<home>/outcomes`."""
+
+
+class AwsOutcomeStoreResource(OutcomeStoreResource, AwsFields):
+    """The DynamoDB outcomes table (its `TimeIndex`), or Parquet under `outcomes_s3_uri` when that is set."""
+
+
+class SnapshotStoreResource(OpxResource):
+    """The append-only snapshot store: `<home>/snapshots`, or `<assets_s3_uri>/snapshots/` on aws."""
 
     def store(self) -> SnapshotStore:
-        """The snapshot store of the current settings (the one `opx-learning verify` sweeps)."""
-        return snapshot_store(get_settings())
+        """The configured snapshot store (the one `opx-learning verify` sweeps)."""
+        return snapshot_store(self.settings())
+
+
+class LocalSnapshotStoreResource(SnapshotStoreResource):
+    """Snapshots under `<home>/snapshots`."""
+
+
+class AwsSnapshotStoreResource(SnapshotStoreResource, AwsFields):
+    """Snapshots under `<assets_s3_uri>/snapshots/`."""

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from opx_learning.config import Settings
+
 MONTHLY = "confidence_calibration"
 CUSTOM = "confidence_calibration_custom"
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -23,20 +25,20 @@ def month_partition(month: str) -> str:
     return f"{match.group(1)}-{match.group(2)}-01"
 
 
-def _storage() -> Any:
+def _storage(settings: Settings) -> Any:
     from opx_learning.resources.io_managers import AssetStorage
 
-    return AssetStorage()
+    return AssetStorage(base_uri=settings.assets_base)
 
 
-def monthly_calibration(month: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def monthly_calibration(month: str, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stored calibration of a month and where it was read (`asset`, `partition`, `month`, `uri`).
 
     Raises:
         ValueError: bad month, or the month has no stored calibration (the message says how to make one).
     """
     key = month_partition(month)
-    storage = _storage()
+    storage = _storage(settings)
     found = storage.read(MONTHLY, key)
     if found is None:
         year, number = int(key[:4]), int(key[5:7])
@@ -60,7 +62,7 @@ def _partitions(storage: Any, asset: str) -> list[str]:
     return sorted(name.removesuffix(".json") for name in names if name.endswith(".json"))
 
 
-def calibration_by_id(calibration_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def calibration_by_id(calibration_id: str, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stored monthly or custom calibration with this id (or a unique prefix of 8+ characters).
 
     Raises:
@@ -69,7 +71,7 @@ def calibration_by_id(calibration_id: str) -> tuple[dict[str, Any], dict[str, An
     wanted = str(calibration_id).strip().lower()
     if len(wanted) < 8:
         raise ValueError(f"calibration: {calibration_id!r} is too short; give the id or at least 8 of its characters")
-    storage = _storage()
+    storage = _storage(settings)
     matches = []
     for asset in (MONTHLY, CUSTOM):
         for key in _partitions(storage, asset):
