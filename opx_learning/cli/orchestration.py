@@ -125,13 +125,7 @@ def _fit_partitions_start(start: datetime, as_json: bool) -> None:
     needed = start.date().replace(day=1)
     if needed >= partitions_start():
         return
-    loaded = sys.modules.get("opx_learning.defs.partitions")
-    if loaded is not None and to_utc(loaded.PARTITIONS_START).date() > needed:
-        # The definitions of this process were built already (e.g. the CLI called in-process).
-        raise click.UsageError(
-            f"--days/--end: the data would start {start.date()}, before the partitions ({loaded.PARTITIONS_START}); "
-            f"set OPX_PARTITIONS_START={needed.isoformat()}"
-        )
+    # The settings, and the definitions built from them, are resolved after this.
     os.environ["OPX_PARTITIONS_START"] = needed.isoformat()
     _say(as_json, f"note: partitions start {needed.isoformat()} for this demo (OPX_PARTITIONS_START)")
 
@@ -142,16 +136,12 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
 
     from opx_learning.core.synthetic import generate_outcomes
     from opx_learning.defs import launch
+    from opx_learning.defs.location import CUSTOM_WINDOWS, partitions_for
     from opx_learning.defs.partitions import (
-        CADENCE_PARTITIONS,
-        CUSTOM_WINDOWS,
         custom_key,
         custom_window,
-        daily_partitions,
         keys_in_window,
-        monthly_partitions,
         partition_window,
-        weekly_partitions,
     )
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
@@ -174,20 +164,21 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     instance = dg.DagsterInstance.get()
     guard = Guard.from_settings()
     principal = resolve_principal()
-    weeks = keys_in_window(weekly_partitions, window)
-    months = keys_in_window(monthly_partitions, window)
+    parts = partitions_for(get_settings().partitions_start)
+    weeks = keys_in_window(parts.weekly, window)
+    months = keys_in_window(parts.monthly, window)
     # Daily partitions cover every month the window touches (from the first month's start to the
     # last month's end, an `--end` mid-month included) so monthly snapshots find every day's summaries.
     month_start = window.start.replace(day=1)
-    month_end = partition_window(monthly_partitions, months[-1]).end if months else window.end
-    days = keys_in_window(daily_partitions, Window(month_start, max(month_end, window.end)))
+    month_end = partition_window(parts.monthly, months[-1]).end if months else window.end
+    days = keys_in_window(parts.daily, Window(month_start, max(month_end, window.end)))
     runs: list[launch.RunSummary] = []
 
     def step(label: str, assets: Sequence[str], keys: Sequence[str], operation: str, cadence: str) -> None:
         if not keys:
             return
         # The demo begins each operation's attempt itself (BACKFILL, its own principal) and its run adopts it.
-        partitions_def = CADENCE_PARTITIONS.get(cadence)
+        partitions_def = parts.cadence.get(cadence)
         span = (
             Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
             if partitions_def is not None

@@ -60,11 +60,10 @@ def stale_partitions(
         return None
     import dagster as dg
 
-    from opx_learning.defs.partitions import (
-        daily_partitions,
-        monthly_partitions,
-        weekly_partitions,
-    )
+    from opx_learning.defs.location import partitions_for
+
+    parts = partitions_for(settings.partitions_start)
+    daily_partitions, weekly_partitions, monthly_partitions = parts.daily, parts.weekly, parts.monthly
 
     def keys(partitions_def: dg.TimeWindowPartitionsDefinition) -> set[str]:
         return {

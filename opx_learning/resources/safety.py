@@ -16,7 +16,6 @@ How a run's attempt is audited (SPEC §5 "Launch paths"; docs/launch-paths.md):
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -119,8 +118,8 @@ class SafetyResource(OpxResource):
         """Which safety store this resource uses: the SQLite path, or tables + region + endpoint."""
         return self.settings().store_description
 
-    @staticmethod
     def launch_path(
+        self,
         run_id: str, tags: Mapping[str, str], instance: dg.DagsterInstance | None
     ) -> tuple[TriggerType, Principal]:
         """Trigger type and principal of a run that adopts no record (rules in the module docstring)."""

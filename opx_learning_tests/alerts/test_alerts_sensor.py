@@ -8,18 +8,18 @@ from pathlib import Path
 import dagster as dg
 
 from opx_learning.config import get_settings
-from opx_learning.defs.alert_sensors import ALERT_SENSORS, operations_alert_sensor
-from opx_learning.resources.alerts import AlertsResource
-from opx_learning.resources.safety import SafetyResource
+from opx_learning.defs.alert_sensors import build_alert_sensors
+from opx_learning.defs.location import Location
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM, Principal
+from opx_learning_tests.wiring import resource, sensor, settings
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str]:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"safety": SafetyResource(), "alerts": AlertsResource()}
+        instance=instance, cursor=cursor, resources={"safety": resource("safety"), "alerts": resource("alerts")}
     )
-    result = operations_alert_sensor.evaluate_tick(context)
+    result = sensor("operations_alert_sensor").evaluate_tick(context)
     skip = result.skip_message or ""
     return result.cursor, skip
 
@@ -75,8 +75,8 @@ def test_running_record_is_tracked_until_it_completes(opx_home: Path) -> None:
 
 
 def test_sensor_starts_running_and_loads_in_definitions() -> None:
-    assert ALERT_SENSORS == [operations_alert_sensor]
-    assert operations_alert_sensor.default_status is dg.DefaultSensorStatus.RUNNING
-    assert operations_alert_sensor.minimum_interval_seconds == 60
-    defs = dg.Definitions(sensors=ALERT_SENSORS, resources={"safety": SafetyResource(), "alerts": AlertsResource()})
+    assert len(build_alert_sensors(Location.build(settings()))) == 1
+    assert sensor("operations_alert_sensor").default_status is dg.DefaultSensorStatus.RUNNING
+    assert sensor("operations_alert_sensor").minimum_interval_seconds == 60
+    defs = dg.Definitions(sensors=build_alert_sensors(Location.build(settings())), resources={"safety": resource("safety"), "alerts": resource("alerts")})
     assert defs.resolve_sensor_def("operations_alert_sensor") is not None

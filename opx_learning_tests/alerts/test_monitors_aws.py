@@ -13,12 +13,10 @@ from click.testing import CliRunner
 from opx_learning.alerts.dashboard import ensure_alert_topic
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
-from opx_learning.definitions import defs
-from opx_learning.resources.alerts import AlertsResource
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.safety.state import initialise
+from opx_learning_tests.wiring import location, resource
 
 SENSORS = ["audit_run_terminated_sensor", "monitors_watchdog_sensor", "operations_alert_sensor"]
 
@@ -36,9 +34,9 @@ def aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_sensor_tick_puts_the_heartbeat_metric(aws_backend: str) -> None:
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
-            instance=instance, resources={"safety": SafetyResource(), "alerts": AlertsResource()}
+            instance=instance, resources={"safety": resource("safety"), "alerts": resource("alerts")}
         )
-        defs.resolve_sensor_def("audit_run_terminated_sensor").evaluate_tick(context)
+        location().resolve_sensor_def("audit_run_terminated_sensor").evaluate_tick(context)
     now = utcnow()
     points = boto3.client("cloudwatch").get_metric_statistics(
         Namespace="LearningOperations", MetricName="Heartbeat",

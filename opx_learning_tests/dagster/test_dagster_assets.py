@@ -12,11 +12,11 @@ from opx_learning.core.calibration import Calibration
 from opx_learning.core.patterns import extract_patterns
 from opx_learning.core.windows import Window
 from opx_learning.defs import launch
-from opx_learning.defs.partitions import CUSTOM_WINDOWS, custom_key
-from opx_learning.resources.io_managers import AssetStorage
-from opx_learning.resources.safety import SafetyResource
+from opx_learning.defs.location import CUSTOM_WINDOWS
+from opx_learning.defs.partitions import custom_key
 from opx_learning.safety.models import AuditRecord, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import resource
 
 DAYS = [f"2025-10-{day:02d}" for day in range(1, 8)]
 
@@ -26,7 +26,7 @@ def _outcomes(start: str, end: str) -> pl.DataFrame:
 
 
 def _audit(audit_id: str) -> AuditRecord | None:
-    return SafetyResource().guard().audit.get(audit_id)
+    return resource("safety").guard().audit.get(audit_id)
 
 
 def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
@@ -34,7 +34,7 @@ def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterIns
     assert run.success, run.failures
     assert run.materialized == {"daily_outcomes": DAYS, "pattern_summaries_daily": DAYS}
     assert len(instance.get_run_records()) == 1
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     # The emerging-root-cause baseline reaches back up to 8 windows (SPEC §2).
     for previous, day in (("2025-09-23", "2025-10-01"), ("2025-09-26", "2025-10-04")):
         end = f"{day}T23:59:59.999Z"
@@ -67,7 +67,7 @@ def test_dagster_weekly_summary_equals_its_seven_days(instance: dg.DagsterInstan
     week, days = "2025-10-05", [f"2025-10-{day:02d}" for day in range(5, 12)]
     assert launch.materialize(instance, ["pattern_summaries_weekly"], [week, "2025-10-12"]).success
     assert launch.materialize(instance, ["pattern_summaries_daily"], days).success
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     weekly = storage.read("pattern_summaries_weekly", week)
     # The emerging-root-cause baseline reaches back up to 8 weeks (SPEC §2).
     assert_frame_equal(weekly, extract_patterns(_outcomes("2025-08-10", "2025-10-12"), "2025-10-05", "2025-10-12"))
@@ -83,7 +83,7 @@ def test_dagster_calibration_and_drift_per_month(instance: dg.DagsterInstance, s
     for month in ("2025-09-01", "2025-10-01"):
         run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], [month])
         assert run.success, run.failures
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     september = Calibration.from_dict(storage.read("confidence_calibration", "2025-09-01"))
     october = Calibration.from_dict(storage.read("confidence_calibration", "2025-10-01"))
     assert october.drift_detected and not september.drift_detected
@@ -101,7 +101,7 @@ def test_dagster_calibration_insufficient_data_fails_and_is_audited(
     assert not run.success
     assert "INSUFFICIENT_DATA" in " ".join(run.failures)
     assert run.materialized == {}
-    (record,) = [r for r in SafetyResource().guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
+    (record,) = [r for r in resource("safety").guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
     assert record.status.value == "FAILED"
     assert record.results["failure_reason"] == "INSUFFICIENT_DATA"
 
@@ -119,7 +119,7 @@ def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl
     assert run.success
     metadata = run.metadata["daily_outcomes"]["2025-10-02"]
     assert (metadata["outcomes"], metadata["rejected"]) == (frame.height - 1, 1)
-    rejected = AssetStorage().read("rejected_outcomes", "2025-10-02")
+    rejected = resource("asset_storage").read("rejected_outcomes", "2025-10-02")
     assert rejected.height == 1 and "reason" in rejected.columns
 
 
@@ -131,7 +131,7 @@ def test_dagster_snapshots_hold_latest_known_calibration(instance: dg.DagsterIns
     daily = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-15", "2025-10-16"])
     monthly = launch.materialize(instance, ["learning_snapshots_monthly"], ["2025-10-01"])
     assert daily.success and monthly.success, daily.failures + monthly.failures
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     calibrations = {
         month: storage.read("confidence_calibration", month)["calibration_id"] for month in ("2025-09-01", "2025-10-01")
     }
@@ -160,13 +160,13 @@ def test_dagster_custom_snapshot_window(instance: dg.DagsterInstance, seeded: pl
     instance.add_dynamic_partitions(CUSTOM_WINDOWS, [key])
     run = launch.materialize(instance, ["learning_snapshot_custom"], [key])
     assert run.success, run.failures
-    snapshot = AssetStorage().read("learning_snapshot_custom", key)
+    snapshot = resource("asset_storage").read("learning_snapshot_custom", key)
     assert snapshot["snapshot_type"] == "CUSTOM"
     assert snapshot["counts"]["outcomes"] == _outcomes("2025-10-03", "2025-10-20T12:00:00Z").height
 
 
 def test_dagster_kill_switch_skips_without_failing(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    guard = SafetyResource().guard()
+    guard = resource("safety").guard()
     guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "maintenance")
     run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
     assert run.success
@@ -181,8 +181,8 @@ def test_dagster_calibration_audit_names_the_most_drifted_month_and_band(
 ) -> None:
     run = launch.materialize(instance, ["confidence_calibration"], ["2025-09-01", "2025-10-01"])
     assert run.success, run.failures
-    (record,) = [r for r in SafetyResource().guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
-    storage = AssetStorage()
+    (record,) = [r for r in resource("safety").guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
+    storage = resource("asset_storage")
     months = [Calibration.from_dict(storage.read("confidence_calibration", m)) for m in ("2025-09-01", "2025-10-01")]
     october = months[1]
     # The overconfident October drifts more than September: its numbers are the run's headline.

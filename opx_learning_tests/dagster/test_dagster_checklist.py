@@ -11,11 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from opx_learning.cli.main import cli
-from opx_learning.definitions import defs
 from opx_learning.defs import launch
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import new_record
 from opx_learning.safety.models import SYSTEM, AuditStatus
+from opx_learning_tests.wiring import location, resource
 
 DAILY = {
     "operations_succeeded_last_24h", "error_rate_under_10_percent_last_24h", "scheduled_daily_pattern_extraction",
@@ -122,7 +121,7 @@ def _scheduled(audit: object, operation: str, cadence: str, start: datetime, end
 
 def _a_good_monday_night(instance: dg.DagsterInstance) -> None:
     """Monday 2025-10-27 as the schedules leave it: patterns at 00:00, snapshot at 01:00 on Tuesday, both quick."""
-    audit = SafetyResource().guard().audit
+    audit = resource("safety").guard().audit
     day, end = datetime(2025, 10, 27, tzinfo=UTC), datetime(2025, 10, 28, tzinfo=UTC)
     for asset, operation, hour in (("pattern_summaries_daily", "PATTERN_EXTRACTION", 0),
                                    ("learning_snapshots_daily", "SNAPSHOT", 1)):
@@ -135,8 +134,8 @@ def _a_good_monday_night(instance: dg.DagsterInstance) -> None:
 
 def _tick(instance: dg.DagsterInstance, at: datetime) -> list[dict]:
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
-        (request,) = defs.get_schedule_def("morning_checklist_schedule").evaluate_tick(context).run_requests
-    job = defs.resolve_job_def("morning_checklist_job")
+        (request,) = location().get_schedule_def("morning_checklist_schedule").evaluate_tick(context).run_requests
+    job = location().resolve_job_def("morning_checklist_job")
     result = job.execute_in_process(instance=instance, tags=request.tags, run_config=launch.QUIET)
     assert result.success
     return result.output_for_node("morning_checklist")
@@ -163,7 +162,7 @@ def test_dagster_failing_tick_sends_one_digest_at_the_worst_severity(
     instance: dg.DagsterInstance, opx_home: Path
 ) -> None:
     _a_good_monday_night(instance)
-    audit = SafetyResource().guard().audit
+    audit = resource("safety").guard().audit
     # A calibration attempt failed at 03:00: its alarm is P0, which the digest carries.
     _scheduled(audit, "CALIBRATION", "MONTHLY", datetime(2025, 9, 1, tzinfo=UTC), datetime(2025, 10, 1, tzinfo=UTC),
                datetime(2025, 10, 28, 3, tzinfo=UTC), status="FAILED")

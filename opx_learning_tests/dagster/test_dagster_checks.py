@@ -9,11 +9,10 @@ import polars as pl
 
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.defs import launch
-from opx_learning.resources.io_managers import AssetStorage
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.models import SYSTEM, AuditStatus, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import resource
 
 MORNING_AFTER_OCTOBER = "2025-11-03T09:00:00Z"  # the first Monday of November judges October
 
@@ -59,7 +58,7 @@ def test_dagster_weekly_services_check_fails_on_missing_service(
     at = "2025-10-27T09:00:00Z"  # the Monday after the week
     rows = _statuses(launch.run_checklist(instance, at))
     assert rows[("pattern_summaries_weekly", "weekly_patterns_cover_every_service")]["status"] == "PASS"
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     summary = storage.read("pattern_summaries_weekly", week)
     storage.write("pattern_summaries_weekly", week, summary.filter(pl.col("service") != "payment-service"))
     rows = _statuses(launch.run_checklist(instance, at))
@@ -68,7 +67,7 @@ def test_dagster_weekly_services_check_fails_on_missing_service(
 
 
 def test_dagster_scheduled_run_over_runbook_duration_warns(instance: dg.DagsterInstance) -> None:
-    audit = SafetyResource().guard().audit
+    audit = resource("safety").guard().audit
     start = datetime(2025, 11, 2, tzinfo=UTC)
     parameters = {"start_date": "2025-11-02", "end_date": "2025-11-03", "time_window": "DAILY"}
     record = new_record("PATTERN_EXTRACTION", "SCHEDULED", SYSTEM, parameters=parameters, start_time=start + timedelta(days=1))
@@ -88,7 +87,7 @@ def _completed(audit: AuditLog, operation: str, status: str, hours_ago: float) -
 
 
 def test_dagster_error_rate_check_passes_under_and_warns_at_10_percent(instance: dg.DagsterInstance) -> None:
-    audit = SafetyResource().guard().audit
+    audit = resource("safety").guard().audit
     for hour in range(10):
         _completed(audit, "PATTERN_EXTRACTION", "SUCCESS", hour + 1)
     _completed(audit, "PATTERN_EXTRACTION", "FAILED", 2)

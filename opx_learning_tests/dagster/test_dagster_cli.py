@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from opx_learning.app.instance import FORMER_DAGSTER_YAML, ensure_dagster_home
 from opx_learning.cli.main import cli
-from opx_learning.defs.partitions import CUSTOM_WINDOWS, daily_partitions
+from opx_learning.defs.location import CUSTOM_WINDOWS
+from opx_learning_tests.wiring import partitions
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -32,7 +33,7 @@ def test_dagster_demo_end_to_end(
     assert json.loads(_invoke("kill-switch", "status", "--json")[1])["enabled"] is True
     assert report["window"] == {"start": "2025-10-27T00:00:00.000Z", "end": "2025-12-01T00:00:00.000Z"}
     assert all(run["success"] for run in report["runs"])
-    days = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange("2025-10-27", "2025-11-30"))
+    days = partitions().daily.get_partition_keys_in_range(dg.PartitionKeyRange("2025-10-27", "2025-11-30"))
     for asset in ("daily_outcomes", "pattern_summaries_daily", "learning_snapshots_daily"):
         assert set(days) <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
     for asset in ("confidence_calibration", "drift_metrics", "learning_snapshots_monthly"):
@@ -60,7 +61,7 @@ def test_dagster_demo_ending_mid_month_materializes_every_month_it_touches(
     assert code in (0, 1), output  # 1: a checklist item may FAIL on so little data; no run may fail
     assert [run["failures"] for run in report["runs"] if not run["success"]] == []
     # November is touched by the window, so its days are summarised to its end (the last ones empty).
-    days = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange("2025-10-01", "2025-11-30"))
+    days = partitions().daily.get_partition_keys_in_range(dg.PartitionKeyRange("2025-10-01", "2025-11-30"))
     assert set(days) <= instance.get_materialized_partitions(dg.AssetKey("pattern_summaries_daily"))
     for asset in ("confidence_calibration", "learning_snapshots_monthly"):
         assert {"2025-10-01", "2025-11-01"} <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset

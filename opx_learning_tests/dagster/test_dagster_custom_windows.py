@@ -13,10 +13,9 @@ from opx_learning.cli.main import cli
 from opx_learning.core.emerging import baseline_reach
 from opx_learning.core.patterns import extract_patterns
 from opx_learning.core.windows import Window
-from opx_learning.defs.partitions import CUSTOM_WINDOWS
-from opx_learning.resources.io_managers import AssetStorage
-from opx_learning.resources.safety import SafetyResource
+from opx_learning.defs.location import CUSTOM_WINDOWS
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import resource
 
 
 def _invoke(*args: str) -> tuple[int, dict, str]:
@@ -32,11 +31,11 @@ def test_calibrate_partial_month_runs_one_custom_window(instance: dg.DagsterInst
     assert "is not whole calendar months: running it as one custom window 2025-10-01..2025-10-15" in report["note"]
     assert report["partitions"] == {"type": "CUSTOM", "first": "2025-10-01..2025-10-15", "last": "2025-10-01..2025-10-15", "count": 1}
     assert report["run"]["materialized"] == {"confidence_calibration_custom": 1}
-    stored = AssetStorage().read("confidence_calibration_custom", "2025-10-01..2025-10-15")
+    stored = resource("asset_storage").read("confidence_calibration_custom", "2025-10-01..2025-10-15")
     first_half = seeded.filter(pl.col("recorded_at").dt.month().eq(10) & pl.col("recorded_at").dt.day().lt(15))
     assert stored["outcome_count"] == first_half["predicted_confidence"].is_not_null().sum()
     assert stored["skipped_count"] == first_half["predicted_confidence"].is_null().sum()
-    record = SafetyResource().guard().audit.get(report["audit_id"])
+    record = resource("safety").guard().audit.get(report["audit_id"])
     assert (record.status.value, record.trigger_type.value) == ("SUCCESS", "MANUAL")
     assert record.parameters["time_window"] == "CUSTOM"
     assert record.results["calibration_ids"] == [stored["calibration_id"]]
@@ -52,7 +51,7 @@ def test_custom_calibration_with_too_few_outcomes_fails_insufficient_data(
     assert code == 1, output
     assert report["status"] == "FAILED"
     assert "INSUFFICIENT_DATA" in " ".join(report["run"]["failures"])
-    record = SafetyResource().guard().audit.get(report["audit_id"])
+    record = resource("safety").guard().audit.get(report["audit_id"])
     assert record.status.value == "FAILED" and record.results["failure_reason"] == "INSUFFICIENT_DATA"
     # Six hours of September at ~40 outcomes a day: fewer than 30 with a confidence.
     assert record.results["outcome_count"] < 30
@@ -71,13 +70,13 @@ def test_extract_patterns_partial_days_is_custom_with_its_baseline(
     assert "is not whole days" in report["note"]
     window = Window.parse(start, end)
     outcomes = outcome_store().read(baseline_reach(window))
-    stored = AssetStorage().read("pattern_summaries_custom", key)
+    stored = resource("asset_storage").read("pattern_summaries_custom", key)
     assert_frame_equal(stored, extract_patterns(outcomes, start, end))
     in_window = seeded.filter(pl.col("recorded_at").is_between(window.start, window.end, closed="left"))
     assert stored.filter(pl.col("service") == "ALL")["total_incidents"][0] == in_window.height
     payment = in_window.filter(pl.col("service") == "payment-service")
     assert report["service"]["total_incidents"] == payment.height
-    record = SafetyResource().guard().audit.get(report["audit_id"])
+    record = resource("safety").guard().audit.get(report["audit_id"])
     assert record.results["summary_count"] == stored.height
     assert "work_duration_ms" in record.results and "duration_ms" not in record.results
     assert "summary_ids" not in record.results

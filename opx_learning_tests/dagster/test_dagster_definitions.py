@@ -10,8 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from opx_learning.definitions import defs
-from opx_learning.defs.partitions import PARTITIONS_START
+from opx_learning_tests.wiring import location, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -75,7 +74,7 @@ def test_dagster_definitions_validate_from_repo_root(tmp_path: Path) -> None:
 
 
 def test_assets_partitions_and_freshness() -> None:
-    graph = defs.resolve_asset_graph()
+    graph = location().resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     # Never materialized: the integrity sweep's and the watchdog's targets, and the audit trail the checklist reviews.
     assert keys == set(EXPECTED_PARTITIONS) | {"stored_data", "audit_trail_daily", "audit_trail_weekly", "sensor_heartbeats"}
@@ -83,7 +82,7 @@ def test_assets_partitions_and_freshness() -> None:
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, kind), name
         if kind is not dg.DynamicPartitionsDefinition:
-            assert node.partitions_def.start.strftime("%Y-%m-%d") == PARTITIONS_START
+            assert node.partitions_def.start.strftime("%Y-%m-%d") == settings().partitions_start.isoformat()
             assert node.freshness_policy is not None, name
     weekly = graph.get(dg.AssetKey("pattern_summaries_weekly")).partitions_def
     assert weekly.get_first_partition_key() == "2025-01-05"  # the first Sunday
@@ -91,19 +90,19 @@ def test_assets_partitions_and_freshness() -> None:
 
 @pytest.mark.parametrize("name", ["pattern_summaries_daily", "pattern_summaries_weekly", "learning_snapshots_daily"])
 def test_range_assets_backfill_in_one_run(name: str) -> None:
-    node = defs.resolve_asset_graph().get(dg.AssetKey(name))
+    node = location().resolve_asset_graph().get(dg.AssetKey(name))
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
 
 
 def test_checks_read_like_the_morning_checklist() -> None:
     found: dict[str, set[str]] = {}
-    for check_key in defs.resolve_asset_graph().asset_check_keys:
+    for check_key in location().resolve_asset_graph().asset_check_keys:
         found.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
     assert found == EXPECTED_CHECKS
 
 
 def test_schedules_exist_for_every_cadence_and_start_stopped() -> None:
-    schedules = {schedule.name: schedule for schedule in defs.schedules}
+    schedules = {schedule.name: schedule for schedule in location().schedules}
     assert {name: schedule.cron_schedule for name, schedule in schedules.items()} == EXPECTED_SCHEDULES
     for schedule in schedules.values():
         assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -111,8 +110,8 @@ def test_schedules_exist_for_every_cadence_and_start_stopped() -> None:
 
 
 def test_housekeeping_and_alert_sensors_are_registered_running() -> None:
-    sensors = {sensor.name: sensor for sensor in defs.sensors or []}
+    sensors = {sensor.name: sensor for sensor in location().sensors or []}
     assert {"audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"} <= set(sensors)
     for name in ("audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
-    assert "alerts" in defs.resources
+    assert "alerts" in location().resources

@@ -9,8 +9,7 @@ import polars as pl
 import pytest
 
 from opx_learning.defs import launch
-from opx_learning.defs.partitions import monthly_partitions
-from opx_learning.resources.io_managers import AssetStorage
+from opx_learning_tests.wiring import partitions, resource
 
 CALIBRATION = dg.AssetKey("confidence_calibration")
 DRIFT = dg.AssetKey("drift_metrics")
@@ -20,7 +19,7 @@ def test_asset_graph_makes_each_month_depend_on_the_month_before() -> None:
     graph = launch.definitions().resolve_asset_graph()
     upstream = graph.get_parent_partition_keys_for_child("2025-10-01", CALIBRATION, DRIFT)
     assert sorted(upstream.partitions_subset.get_partition_keys()) == ["2025-09-01", "2025-10-01"]
-    first = monthly_partitions.get_first_partition_key()
+    first = partitions().monthly.get_first_partition_key()
     upstream = graph.get_parent_partition_keys_for_child(first, CALIBRATION, DRIFT)
     assert list(upstream.partitions_subset.get_partition_keys()) == [first]
     # The other way round: a month's calibration feeds its own drift and the next month's.
@@ -35,7 +34,7 @@ def test_change_columns_come_from_the_stored_previous_month(
         assert launch.materialize(instance, ["confidence_calibration"], [month]).success
     run = launch.materialize(instance, ["drift_metrics"], ["2025-10-01"])
     assert run.success, run.failures
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     september, october = (storage.read("confidence_calibration", m) for m in ("2025-09-01", "2025-10-01"))
     row = storage.read("drift_metrics", "2025-10-01").to_dicts()[0]
     assert row["change_ece"] == pytest.approx(october["ece"] - september["ece"])

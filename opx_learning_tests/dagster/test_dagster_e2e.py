@@ -18,10 +18,10 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from opx_learning.app.coordinator import daemon_dequeues
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning_tests.graphql import BACKFILL_RUNS, LAUNCH_BACKFILL, graphql
 from opx_learning_tests.processes import spawn, stop
+from opx_learning_tests.wiring import resource
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -112,7 +112,7 @@ def test_dagster_dev_backfill_over_a_date_range(server: Server, seeded: pl.DataF
         assert sorted(m["partition"] for m in found) == [f"2025-10-{day:02d}" for day in range(1, 32)]
         assert {m["runId"] for m in found} == {runs[0]["runId"]}
 
-    (record,) = [r for r in SafetyResource().guard().audit.recent(10) if r.run_id == runs[0]["runId"]]
+    (record,) = [r for r in resource("safety").guard().audit.recent(10) if r.run_id == runs[0]["runId"]]
     assert (record.operation_type.value, record.trigger_type.value, record.status.value) == (
         "PATTERN_EXTRACTION",
         "BACKFILL",
@@ -153,7 +153,7 @@ def test_dagster_dev_queues_ui_runs_and_cli_triggers_and_shows_why_a_backfill_wa
         assert run.status.value == "SUCCESS" and enqueued, run
 
     # A Catalog backfill under an active kill switch: its page says why nothing was stored.
-    SafetyResource().guard().kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "incident 7")
+    resource("safety").guard().kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "incident 7")
     params = {
         "partitionsByAssets": [
             {"assetKey": {"path": ["pattern_summaries_daily"]}, "partitions": {"range": {"start": "2025-10-10", "end": "2025-10-11"}}}

@@ -10,23 +10,23 @@ from click.testing import CliRunner
 
 from opx_learning.cli.main import cli
 from opx_learning.defs import launch
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.models import (
     AuditRecord,
     AuditStatus,
     AuthorityType,
     Principal,
 )
+from opx_learning_tests.wiring import resource
 
 
 def _records() -> list[AuditRecord]:
     """The audit records of learning operations (the kill-switch change itself left out)."""
-    records = SafetyResource().guard().audit.recent(500)
+    records = resource("safety").guard().audit.recent(500)
     return [r for r in records if r.operation_type.value in ("PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT")]
 
 
 def _disable_kill_switch() -> None:
-    SafetyResource().guard().kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "feed broken")
+    resource("safety").guard().kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "feed broken")
 
 
 def test_snapshots_without_summaries_skip_under_kill_switch(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:

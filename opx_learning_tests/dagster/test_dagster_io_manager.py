@@ -9,6 +9,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
+from opx_learning_tests.wiring import resource
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01")
 
@@ -46,14 +47,14 @@ def test_dagster_io_manager_local_range(tmp_path: Path) -> None:
 
 
 def test_dagster_io_manager_default_base_follows_backend(opx_home: Path) -> None:
-    assert AssetStorage().resolved_base() == str(opx_home / "assets")
+    assert resource("asset_storage").resolved_base() == str(opx_home / "assets")
 
 
 def test_dagster_io_manager_on_s3(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="opx-assets")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_ASSETS_S3_URI", "s3://opx-assets/dagster")
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     assert storage.resolved_base() == "s3://opx-assets/dagster"
     assert _run(storage).success
     listed = boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="opx-assets", Prefix="dagster/doubled/")

@@ -21,11 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from opx_learning.cli.main import cli
-from opx_learning.definitions import defs
-from opx_learning.defs import schedules
-from opx_learning.defs.alert_sensors import operations_alert_sensor
-from opx_learning.resources.alerts import AlertsResource
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import (
     AuditRecord,
@@ -34,6 +29,7 @@ from opx_learning.safety.models import (
     Principal,
 )
 from opx_learning_tests.dagster.conftest import daemon_tick
+from opx_learning_tests.wiring import location, resource, schedule as schedule_def, sensor
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
 MONTH = {"start_date": "2025-10-01", "end_date": "2025-11-01", "time_window": "MONTHLY"}
@@ -58,7 +54,7 @@ def _records(operation: str) -> list[AuditRecord]:
 
 def _ui_run(instance: dg.DagsterInstance, asset: str, partition: str, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
     """A run of the code location's assets on the instance with the given tags, no schedule involved."""
-    assets = list({id(a): a for a in defs.get_repository_def().assets_defs_by_key.values()}.values())
+    assets = list({id(a): a for a in location().get_repository_def().assets_defs_by_key.values()}.values())
     return dg.materialize(
         assets, selection=[asset], instance=instance, partition_key=partition, tags=tags, raise_on_error=False
     )
@@ -71,9 +67,9 @@ def _alerts(home: Path) -> list[dict]:
 
 def _alert_sensor_tick(instance: dg.DagsterInstance) -> None:
     context = dg.build_sensor_context(
-        instance=instance, resources={"safety": SafetyResource(), "alerts": AlertsResource()}
+        instance=instance, resources={"safety": resource("safety"), "alerts": resource("alerts")}
     )
-    operations_alert_sensor.evaluate_tick(context)
+    sensor("operations_alert_sensor").evaluate_tick(context)
 
 
 def _materialized(instance: dg.DagsterInstance, asset: str) -> set[str]:
@@ -265,9 +261,9 @@ def test_ui_backfill_is_backfill_as_dagster_ui(instance: dg.DagsterInstance, see
 def _evaluate(
     instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition, at: datetime, log_key: list[str] | None
 ) -> dg.ScheduleExecutionData:
-    repository = defs.get_repository_def()
+    repository = location().get_repository_def()
     with dg.ScheduleEvaluationContext(
-        instance.get_ref(), at, log_key, repository.name, schedule.name, resources={"safety": SafetyResource()},
+        instance.get_ref(), at, log_key, repository.name, schedule.name, resources={"safety": resource("safety")},
         repository_def=repository,
     ) as context:
         return schedule.evaluate_tick(context)
@@ -279,9 +275,9 @@ def test_schedule_dry_run_writes_nothing_but_a_daemon_tick_audits_its_skip(
     _guard().kill_switch.disable(ADMIN, "bad outcomes feed")
     before = _guard().audit.recent(100)
     at = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
-    schedule = schedules.daily_patterns_schedule
+    schedule = schedule_def("daily_patterns_schedule")
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
-                                   resources={"safety": SafetyResource()}) as context:
+                                   resources={"safety": resource("safety")}) as context:
         preview = schedule.evaluate_tick(context)
     dry = _evaluate(instance, schedule, at, None)  # what "Test schedule" in the UI evaluates
     for data in (preview, dry):
@@ -290,7 +286,7 @@ def test_schedule_dry_run_writes_nothing_but_a_daemon_tick_audits_its_skip(
     assert _records("PATTERN_EXTRACTION") == []
 
     tick_id = daemon_tick(instance, schedule.name, at.timestamp())
-    real = _evaluate(instance, schedule, at, [defs.get_repository_def().name, schedule.name, str(tick_id)])
+    real = _evaluate(instance, schedule, at, [location().get_repository_def().name, schedule.name, str(tick_id)])
     assert not real.run_requests and "KILL_SWITCH_ACTIVE" in real.skip_message
     (record,) = _records("PATTERN_EXTRACTION")
     assert (record.status, record.trigger_type.value, record.skip_reason) == (
@@ -301,7 +297,7 @@ def test_schedule_dry_run_writes_nothing_but_a_daemon_tick_audits_its_skip(
 
 
 def test_only_the_run_a_schedule_tick_created_is_scheduled(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    schedule = schedules.monthly_calibration_schedule
+    schedule = schedule_def("monthly_calibration_schedule")
     spoofed = _ui_run(instance, "confidence_calibration", "2025-10-01",
                       {"dagster/schedule_name": schedule.name, "dagster/tick": "12345"})
     tick_id = daemon_tick(instance, schedule.name, datetime(2025, 11, 1, tzinfo=UTC).timestamp())

@@ -25,29 +25,27 @@ from opx_learning.alerts.monitor import AlertCursor
 from opx_learning.alerts.publishers import LocalAlertPublisher
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
-from opx_learning.definitions import defs
 from opx_learning.defs.monitors import (
     monitors_report,
     raise_stale_alerts,
     read_heartbeats,
     record_heartbeat,
 )
-from opx_learning.resources.alerts import AlertsResource
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM
 from opx_learning_tests.dagster.conftest import daemon_tick
+from opx_learning_tests.wiring import location, resource
 
-RESOURCES = {"safety": SafetyResource(), "alerts": AlertsResource()}
+RESOURCES = {"safety": resource("safety"), "alerts": resource("alerts")}
 ALERT_SENSOR, HOUSEKEEPING, WATCHDOG = "operations_alert_sensor", "audit_run_terminated_sensor", "monitors_watchdog_sensor"
 
 
 def _sensor_tick(instance: dg.DagsterInstance, name: str, cursor: str | None = None) -> dg.SensorExecutionData:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=RESOURCES, repository_def=defs.get_repository_def()
+        instance=instance, cursor=cursor, resources=RESOURCES, repository_def=location().get_repository_def()
     )
-    return defs.resolve_sensor_def(name).evaluate_tick(context)
+    return location().resolve_sensor_def(name).evaluate_tick(context)
 
 
 def _stale_alerts() -> list[dict]:
@@ -82,9 +80,9 @@ def test_real_sensor_ticks_leave_heartbeats(instance: dg.DagsterInstance) -> Non
 
 
 def test_schedule_daemon_ticks_leave_heartbeats_and_dry_runs_do_not(instance: dg.DagsterInstance) -> None:
-    schedule = defs.resolve_schedule_def("daily_patterns_schedule")
+    schedule = location().resolve_schedule_def("daily_patterns_schedule")
     at = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
-    repository = defs.get_repository_def()
+    repository = location().get_repository_def()
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=RESOURCES,
                                    repository_def=repository) as context:
         assert schedule.evaluate_tick(context).run_requests
@@ -215,7 +213,7 @@ def test_status_shows_each_sensors_last_tick(instance: dg.DagsterInstance, dagst
     report = json.loads(result.output)
     assert report["monitors_source"] == f"Dagster instance {dagster_home}"
     rows = {row["name"]: row for row in report["monitors"]}
-    assert set(rows) == {s.name for s in defs.sensors} | {s.name for s in defs.schedules}
+    assert set(rows) == {s.name for s in location().sensors} | {s.name for s in location().schedules}
     assert rows[ALERT_SENSOR]["stale"] is False and 0 <= rows[ALERT_SENSOR]["age_seconds"] < 60
     assert rows[HOUSEKEEPING]["stale"] is True and 480 <= rows[HOUSEKEEPING]["age_seconds"] < 540
     assert rows[WATCHDOG]["last_tick"] is None

@@ -12,9 +12,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from opx_learning.defs import launch
-from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.core.test_patterns import outcomes
+from opx_learning_tests.wiring import resource
 
 DAYS = ["2025-10-01", "2025-10-02", "2025-10-03", "2025-10-04"]
 
@@ -29,7 +29,7 @@ def test_dagster_range_run_equals_partitions_run_alone(instance: dg.DagsterInsta
         + [{"recorded_at": day + timedelta(days=3, hours=2, minutes=i), "root_cause": "fresh"} for i in range(12)]
     )
     outcome_store().write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     alone = {}
     for key in DAYS:
         assert launch.materialize(instance, ["pattern_summaries_daily"], [key]).success

@@ -16,11 +16,9 @@ from opx_learning.core.windows import Window
 from opx_learning.defs.sensors import (
     HEARTBEAT_STALE_AFTER,
     MISSING_RUN_AFTER,
-    audit_run_terminated_sensor,
     heartbeat_requests,
     request_heartbeat,
 )
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import new_record, utcnow
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import (
@@ -29,6 +27,7 @@ from opx_learning.safety.models import (
     AuthorityType,
     Principal,
 )
+from opx_learning_tests.wiring import resource, sensor
 
 ALICE = Principal("alice", AuthorityType.ON_CALL_SRE)
 WINDOW = Window.parse("2026-01-05", "2026-01-06")
@@ -44,8 +43,8 @@ def _queued(guard: Guard, minutes_ago: float) -> AuditRecord:
 
 
 def _tick(instance: dg.DagsterInstance) -> str:
-    context = dg.build_sensor_context(instance=instance, resources={"safety": SafetyResource()})
-    return audit_run_terminated_sensor.evaluate_tick(context).skip_message or ""
+    context = dg.build_sensor_context(instance=instance, resources={"safety": resource("safety")})
+    return sensor("audit_run_terminated_sensor").evaluate_tick(context).skip_message or ""
 
 
 def _status(guard: Guard, record: AuditRecord) -> AuditStatus:
@@ -55,7 +54,7 @@ def _status(guard: Guard, record: AuditRecord) -> AuditStatus:
 
 
 def test_a_fresh_heartbeat_keeps_an_old_queued_request_alive(instance: dg.DagsterInstance) -> None:
-    guard = SafetyResource().guard()
+    guard = resource("safety").guard()
     waited = MISSING_RUN_AFTER + timedelta(minutes=5)
     held = _queued(guard, waited.total_seconds() / 60)
     stale = _queued(guard, waited.total_seconds() / 60)

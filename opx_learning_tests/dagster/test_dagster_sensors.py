@@ -10,14 +10,12 @@ from datetime import timedelta
 import dagster as dg
 from dagster._core.events import EngineEventData
 
-from opx_learning.definitions import defs
 from opx_learning.defs.sensors import (
     HOST_TAG,
     PID_TAG,
-    audit_run_terminated_sensor,
     process_tags,
 )
-from opx_learning.resources.safety import AUDIT_ID_TAG, SafetyResource
+from opx_learning.resources.safety import AUDIT_ID_TAG
 from opx_learning.safety.audit import new_record, utcnow
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import (
@@ -26,6 +24,7 @@ from opx_learning.safety.models import (
     AuthorityType,
     Principal,
 )
+from opx_learning_tests.wiring import location, resource, sensor
 
 ALICE = Principal("alice", AuthorityType.ON_CALL_SRE)
 
@@ -55,18 +54,18 @@ def _dead_pid() -> int:
 
 
 def _tick(instance: dg.DagsterInstance) -> dg.SensorExecutionData:
-    context = dg.build_sensor_context(instance=instance, resources={"safety": SafetyResource()})
-    return audit_run_terminated_sensor.evaluate_tick(context)
+    context = dg.build_sensor_context(instance=instance, resources={"safety": resource("safety")})
+    return sensor("audit_run_terminated_sensor").evaluate_tick(context)
 
 
 def test_sensor_is_registered_running_every_minute() -> None:
-    sensor = defs.get_sensor_def("audit_run_terminated_sensor")
+    sensor = location().get_sensor_def("audit_run_terminated_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds == 60
 
 
 def test_sensor_completes_records_of_gone_runs_and_spares_live_ones(instance: dg.DagsterInstance) -> None:
-    guard = SafetyResource().guard()
+    guard = resource("safety").guard()
     failed_run = dg.materialize([exploding_asset], instance=instance, raise_on_error=False)
     assert not failed_run.success
     canceled_run = _run(instance)
@@ -110,7 +109,7 @@ def test_sensor_completes_records_of_gone_runs_and_spares_live_ones(instance: dg
 
 def test_sensor_reads_the_pid_of_a_launched_run(instance: dg.DagsterInstance) -> None:
     assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)
-    guard = SafetyResource().guard()
+    guard = resource("safety").guard()
     dead, alive = _run(instance), _run(instance)
     instance.report_engine_event("Executing steps in process", dead, EngineEventData.in_process(_dead_pid()))
     instance.report_engine_event(

@@ -18,8 +18,8 @@ from opx_learning.core.service_calibration import (
 )
 from opx_learning.core.windows import Window
 from opx_learning.defs.launch import console, definitions
-from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import resource
 
 OCTOBER = "2025-10-01"
 ASSET = "confidence_calibration_by_service"
@@ -47,7 +47,7 @@ def test_monthly_job_stores_per_service_calibration_and_raises_advisories_once(
     assert result.success
     month = outcome_store().read(Window.parse("2025-10-01", "2025-11-01"))
     expected = calibrate_by_service(month, "2025-10-01", "2025-11-01")
-    stored = AssetStorage().read(ASSET, OCTOBER)
+    stored = resource("asset_storage").read(ASSET, OCTOBER)
     assert_frame_equal(stored, expected)
     meta = _metadata(result, ASSET)
     assert meta["services"] == month["service"].n_unique()
@@ -95,6 +95,6 @@ def test_a_month_without_outcomes_stores_an_empty_frame(instance: dg.DagsterInst
         asset_selection=[dg.AssetKey(ASSET)],
     )
     assert result.success
-    assert AssetStorage().read(ASSET, "2025-03-01").is_empty()
+    assert resource("asset_storage").read(ASSET, "2025-03-01").is_empty()
     assert _metadata(result, ASSET)["services"] == 0
     assert _service_alerts() == []

@@ -19,9 +19,9 @@ from opx_learning.cli.main import cli
 from opx_learning.core.windows import Window
 from opx_learning.defs import launch
 from opx_learning.defs.jobs import JOB_ASSETS, job_for_assets
-from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import location, resource
 
 # Figures of the run, shared by the partitions it covered; everything else is the partition's own.
 RUN_FIGURES = {"duration_ms", "duration_per_partition_ms", "partitions", "range", "audit_id", "trigger_type"}
@@ -47,10 +47,9 @@ def _count(start: str, end: str) -> tuple[int, int]:
 
 
 def _planned(instance: dg.DagsterInstance) -> list[tuple[str, str | None]]:
-    from opx_learning.definitions import defs
-
+    
     left = []
-    for key in defs.resolve_asset_graph().asset_check_keys:
+    for key in location().resolve_asset_graph().asset_check_keys:
         for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=10_000):
             if record.status is PLANNED:
                 left.append((key.to_user_string(), record.partition))
@@ -125,7 +124,7 @@ def test_dagster_empty_day_warns_on_the_asset(instance: dg.DagsterInstance, seed
 def test_dagster_kill_switch_skip_is_tagged_on_the_run_and_each_partition(
     instance: dg.DagsterInstance, seeded: pl.DataFrame
 ) -> None:
-    guard = SafetyResource().guard()
+    guard = resource("safety").guard()
     guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "incident 42")
     days = ["2025-10-01", "2025-10-02"]
     # A Catalog backfill of the two days, and the run it launches (single-run backfill policy: one run).

@@ -15,8 +15,8 @@ from opx_learning.core.validation import validate_outcomes
 from opx_learning.core.windows import Window, day_window
 from opx_learning.defs.assets import scan_window_outcomes
 from opx_learning.resources.io_managers import AssetStorage
-from opx_learning.resources.stores import OutcomeStoreResource
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests.wiring import resource
 
 FIRST = date(2026, 1, 1)
 DAYS = [(FIRST + timedelta(days=i)).isoformat() for i in range(5)]
@@ -37,11 +37,11 @@ def _projected_columns(plan: str) -> list[int]:
 
 
 def test_window_is_a_lazy_scan_of_the_stored_days_reading_only_the_columns_used(opx_home: Path) -> None:
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     stored = [day for day in DAYS if day != "2026-01-03"]
     expected = _seed(storage, stored)
 
-    frame = scan_window_outcomes(storage, OutcomeStoreResource(), WINDOW)
+    frame = scan_window_outcomes(storage, resource("outcome_store"), WINDOW)
 
     assert isinstance(frame, pl.LazyFrame)
     plan = frame.select("service").explain()
@@ -55,9 +55,9 @@ def test_window_is_a_lazy_scan_of_the_stored_days_reading_only_the_columns_used(
 
 
 def test_window_days_are_read_when_collected_not_when_planned(opx_home: Path) -> None:
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     _seed(storage, DAYS)
-    frame = scan_window_outcomes(storage, OutcomeStoreResource(), WINDOW)
+    frame = scan_window_outcomes(storage, resource("outcome_store"), WINDOW)
     day = storage.read("daily_outcomes", "2026-01-02")
     assert isinstance(day, pl.DataFrame) and day.height > 1
     storage.write("daily_outcomes", "2026-01-02", day.head(1))
@@ -73,14 +73,14 @@ def test_window_reads_stored_days_from_s3(aws_env: str, monkeypatch: pytest.Monk
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="opx-assets")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_ASSETS_S3_URI", "s3://opx-assets/dagster")
-    storage = AssetStorage()
+    storage = resource("asset_storage")
     frames = {day: generate_outcomes(day, DAYS[i + 1] if i + 1 < len(DAYS) else "2026-01-06", per_day=30, seed=i)
               for i, day in enumerate(DAYS)}
     for day, frame in frames.items():
         storage.write("daily_outcomes", day, frame)
 
     sources = storage.parquet_sources("daily_outcomes", [*DAYS, "2026-01-09"])
-    window = scan_window_outcomes(storage, OutcomeStoreResource(), WINDOW)
+    window = scan_window_outcomes(storage, resource("outcome_store"), WINDOW)
 
     assert list(sources) == DAYS and all(isinstance(value, bytes) for value in sources.values())
     assert_frame_equal(window.collect(), pl.concat(frames.values()))

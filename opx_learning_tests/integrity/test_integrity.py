@@ -22,11 +22,11 @@ from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
 from opx_learning.integrity.findings import IntegrityError
 from opx_learning.integrity.sweep import run_sweep
-from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning.stores.snapshots import SnapshotStore
+from opx_learning_tests.wiring import resource
 
 START, END = "2025-10-01", "2025-10-08"
 WINDOW = ["--start", START, "--end", END]
@@ -40,7 +40,7 @@ def home(opx_home: Path) -> Path:
     outcome_store().write(frame)
     day = frame.filter(pl.col("recorded_at") < datetime(2025, 10, 3, tzinfo=UTC))
     SnapshotStore().append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", day, []))
-    AssetStorage().write("pattern_summaries_daily", "2025-10-02", pl.DataFrame({"service": ["a"], "n": [1]}))
+    resource("asset_storage").write("pattern_summaries_daily", "2025-10-02", pl.DataFrame({"service": ["a"], "n": [1]}))
     audit = Guard.from_settings(get_settings()).audit
     record = audit.start("SNAPSHOT", "MANUAL", Principal("alice"))
     audit.complete(record.audit_id, "SUCCESS", results={"snapshots": 1})

@@ -7,6 +7,7 @@ from opx_learning.resources.safety import SafetyResource, adoption_tags
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditStatus, TriggerType
 from opx_learning_tests.safety.conftest import ADMIN
+from opx_learning_tests.wiring import resource
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def guarded_asset(context: dg.AssetExecutionContext, safety: SafetyResource):
 
 
 def test_kill_switch_skips_run_gracefully_and_emergency_materializes(opx_home) -> None:
-    resources = {"safety": SafetyResource()}
+    resources = {"safety": resource("safety")}
     guard = Guard.from_settings()
     guard.kill_switch.disable(ADMIN, "freeze")
 
@@ -60,7 +61,7 @@ def test_kill_switch_skips_run_gracefully_and_emergency_materializes(opx_home) -
 
 
 def test_schedule_gate(opx_home) -> None:
-    safety = SafetyResource()
+    safety = resource("safety")
     assert safety.schedule_gate("CALIBRATION") is None
     Guard.from_settings().kill_switch.disable(ADMIN, "freeze")
     before = Guard.from_settings().audit.recent(50)
