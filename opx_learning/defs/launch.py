@@ -104,10 +104,8 @@ def materialize(
         run_tags |= {RANGE_START: partitions[0], RANGE_END: partitions[-1]}
     if JOB_ASSETS[name] != frozenset(asset_keys):
         # A subset keeps only the selected assets' own checks (the checklist's items run in its own job).
-        from opx_learning.defs.assets import ASSETS
-
         keys = {dg.AssetKey(key) for key in asset_keys}
-        own = {check for asset in ASSETS if asset.key in keys for check in asset.check_keys}
+        own = {check for key in keys for check in definitions().get_assets_def(key).check_keys}
         job = job.get_subset(asset_selection=keys, asset_check_selection=own)
     result = job.execute_in_process(
         instance=instance,

@@ -29,7 +29,8 @@ from opx_learning.safety.models import (
     Principal,
 )
 from opx_learning_tests.dagster.conftest import daemon_tick
-from opx_learning_tests.wiring import location, resource, schedule as schedule_def, sensor
+from opx_learning_tests.wiring import location, resource, sensor
+from opx_learning_tests.wiring import schedule as schedule_def
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
 MONTH = {"start_date": "2025-10-01", "end_date": "2025-11-01", "time_window": "MONTHLY"}

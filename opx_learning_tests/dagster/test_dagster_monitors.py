@@ -37,13 +37,17 @@ from opx_learning.safety.models import SYSTEM
 from opx_learning_tests.dagster.conftest import daemon_tick
 from opx_learning_tests.wiring import location, resource
 
-RESOURCES = {"safety": resource("safety"), "alerts": resource("alerts")}
+
+def _resources() -> dict:
+    return {"safety": resource("safety"), "alerts": resource("alerts")}
+
+
 ALERT_SENSOR, HOUSEKEEPING, WATCHDOG = "operations_alert_sensor", "audit_run_terminated_sensor", "monitors_watchdog_sensor"
 
 
 def _sensor_tick(instance: dg.DagsterInstance, name: str, cursor: str | None = None) -> dg.SensorExecutionData:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=RESOURCES, repository_def=location().get_repository_def()
+        instance=instance, cursor=cursor, resources=_resources(), repository_def=location().get_repository_def()
     )
     return location().resolve_sensor_def(name).evaluate_tick(context)
 
@@ -83,14 +87,14 @@ def test_schedule_daemon_ticks_leave_heartbeats_and_dry_runs_do_not(instance: dg
     schedule = location().resolve_schedule_def("daily_patterns_schedule")
     at = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
     repository = location().get_repository_def()
-    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=RESOURCES,
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=_resources(),
                                    repository_def=repository) as context:
         assert schedule.evaluate_tick(context).run_requests
     assert read_heartbeats(instance, [schedule.name]) == {}
     tick = daemon_tick(instance, schedule.name, at.timestamp())
     with dg.ScheduleEvaluationContext(
         instance.get_ref(), at, [repository.name, schedule.name, str(tick)], repository.name, schedule.name,
-        resources=RESOURCES, repository_def=repository,
+        resources=_resources(), repository_def=repository,
     ) as context:
         data = schedule.evaluate_tick(context)
     assert [r.partition_key for r in data.run_requests] == ["2025-12-31"]
