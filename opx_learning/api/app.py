@@ -1,4 +1,4 @@
-"""The FastAPI application (SPEC §7): `create_app(settings=None)`.
+"""The FastAPI application: `create_app(settings=None)`.
 
 Manual triggers are checked and mapped onto partitions by the same code as
 `opx-learning trigger` (`plan_manual`), decided by the safety guard (kill switch, rate
@@ -234,9 +234,9 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
                            store=store) from None
 
     @app.get("/learning/audit/{audit_id:path}", responses={**_CHANGE_ERRORS, 404: {"model": ErrorResponse}},
-             tags=["audit"], summary="One audit record (SPEC §5 field names)")
+             tags=["audit"], summary="One audit record (the fields of `audit get --json`)")
     def audit(audit_id: str, _: Caller) -> dict[str, Any]:
-        """The audit record with this id (`#` URL-encoded as `%23`), snake_case §5 fields as `audit get --json`."""
+        """The audit record with this id (`#` URL-encoded as `%23`), with the snake_case fields of `audit get --json`."""
         try:
             record = guard().audit.get(audit_id)
         except BackendUnavailable as error:
