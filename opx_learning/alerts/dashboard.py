@@ -1,4 +1,4 @@
-"""CloudWatch dashboard, alarms and SNS topics of SPEC §6, created or updated idempotently (`opx-learning monitoring deploy`).
+"""CloudWatch dashboard, alarms and SNS topics (docs/alerts.md), created or updated idempotently (`opx-learning monitoring deploy`).
 
 Dashboard `opx-learning-operations`, the runbook's six rows (24 columns, 6 high each):
 
@@ -13,7 +13,7 @@ Dashboard `opx-learning-operations`, the runbook's six rows (24 columns, 6 high 
    It needs no extra service and is live, unlike a text widget rendered at deploy time.
 
 Alarms (names prefixed `opx-learning-`, severity first in the description) mirror
-the §6 table on the per-operation metrics: calibration failure (P0), 3 failures of
+the alert table (docs/design.md#alerts) on the per-operation metrics: calibration failure (P0), 3 failures of
 one operation within a day (P0, the metric form of "3 consecutive"), 2 pattern
 extraction / snapshot failures within a day (P1), error rate > 20 % in an hour (P1),
 > 10 % in an hour (P2), a single pattern extraction / snapshot failure (P2), an
@@ -23,7 +23,7 @@ alerts are paged by the alert sensor through the FIFO topic. Alarm actions go to
 standard topic `opx-learning-operations-alarms`, because CloudWatch alarm actions
 cannot target an SNS FIFO topic.
 
-Monitoring of the monitors (SPEC §9): one alarm per sensor that starts RUNNING,
+Monitoring of the monitors (docs/monitoring.md): one alarm per sensor that starts RUNNING,
 `opx-learning-heartbeat-<sensor>` (P1), on the `Heartbeat` metric (dimension
 SensorName) each successful tick puts: fewer than one heartbeat in each of 5
 consecutive minutes, missing data treated as breaching, so a sensor (or a daemon)
@@ -166,7 +166,7 @@ def _error_rate(namespace: str, operation: str) -> list[dict[str, Any]]:
 
 
 def alarm_specs(settings: Settings, topic_arn: str) -> list[dict[str, Any]]:
-    """`put_metric_alarm` arguments for every alarm of the §6 table that a metric can express."""
+    """`put_metric_alarm` arguments for every alarm of the alert table that a metric can express."""
     ns = settings.metrics_namespace
     alarms = [_alarm(
         "calibration-failure", "P0", "a CALIBRATION attempt FAILED - critical, act immediately", topic_arn,

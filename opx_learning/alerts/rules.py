@@ -1,4 +1,4 @@
-"""Alert rules of SPEC §6 as pure functions over audit records (no I/O, no clock of their own).
+"""The alert rules (docs/design.md#alerts) as pure functions over audit records (no I/O, no clock of their own).
 
 | rule | alarm | severity |
 |---|---|---|
