@@ -37,5 +37,5 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
 )
 defs = dg.Definitions.merge(defs, checks.CHECKLIST_DEFS, integrity.INTEGRITY_DEFS, monitors.MONITOR_DEFS)
-# Every sensor and schedule tick leaves a heartbeat (SPEC §9, opx_learning.defs.monitors).
+# Every sensor and schedule tick leaves a heartbeat (docs/monitoring.md, opx_learning.defs.monitors).
 defs = monitors.with_heartbeats(defs)

@@ -1,4 +1,4 @@
-"""Sensor raising the alerts of SPEC §6 from the audit trail.
+"""Sensor raising the alerts (docs/alerts.md) from the audit trail.
 
 `operations_alert_sensor` runs every 60 s: it reads the audit records that are new
 or changed since its cursor, evaluates the rules of `opx_learning.alerts.rules`
@@ -32,7 +32,7 @@ from opx_learning.safety.audit import utcnow
     name="operations_alert_sensor",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Publishes SPEC §6 alerts (P0-P3, INFO) for new audit records; idempotent across re-evaluations.",
+    description="Publishes the operations alerts (P0-P3, INFO) for new audit records; idempotent across re-evaluations.",
 )
 def operations_alert_sensor(
     context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource

@@ -1,4 +1,4 @@
-"""Dagster resource exposing alert delivery and CloudWatch metrics (SPEC §6) to sensors and assets."""
+"""Dagster resource exposing alert delivery and CloudWatch metrics to sensors and assets."""
 
 from __future__ import annotations
 
