@@ -42,15 +42,21 @@ from opx_learning.alerts.metrics import (
     ensure_log_stream,
 )
 from opx_learning.alerts.publishers import aws_client
+from opx_learning.alerts.rules import (
+    ELEVATED_ERROR_RATE_LIMIT,
+    HIGH_ERROR_RATE_LIMIT,
+    TIMEOUT_AFTER,
+)
 from opx_learning.config import Settings
+from opx_learning.core.schema import DRIFT_CRITICAL
 from opx_learning.safety.models import LEARNING_OPERATIONS, TriggerType
 
 DASHBOARD_NAME = "opx-learning-operations"
 ALARM_PREFIX = "opx-learning-"
 ALARM_TOPIC_NAME = "opx-learning-operations-alarms"
-TIMEOUT_MS = 300_000
-DRIFT_LIMIT = 0.15
-ERROR_RATE_ALERT_PERCENT = 10
+TIMEOUT_MS = int(TIMEOUT_AFTER.total_seconds()) * 1000
+DRIFT_LIMIT = DRIFT_CRITICAL
+ERROR_RATE_ALERT_PERCENT = round(ELEVATED_ERROR_RATE_LIMIT * 100)
 HEARTBEAT_MINUTES = 5
 _LABELS = {"PATTERN_EXTRACTION": "Pattern extraction", "CALIBRATION": "Calibration", "SNAPSHOT": "Snapshot"}
 _ERROR_RATE = "IF((s+f)>0, 100*f/(s+f), 0)"
@@ -180,7 +186,7 @@ def alarm_specs(settings: Settings, topic_arn: str) -> list[dict[str, Any]]:
         ))
         alarms.append(_alarm(
             f"{slug}-high-error-rate", "P1", f"{label} error rate > 20 % over the last hour", topic_arn,
-            Threshold=20, ComparisonOperator="GreaterThanThreshold", Metrics=_error_rate(ns, operation),
+            Threshold=round(HIGH_ERROR_RATE_LIMIT * 100), ComparisonOperator="GreaterThanThreshold", Metrics=_error_rate(ns, operation),
         ))
         alarms.append(_alarm(
             f"{slug}-error-rate", "P2", f"{label} error rate > 10 % over the last hour", topic_arn,
