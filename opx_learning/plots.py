@@ -1,4 +1,4 @@
-"""Pictures of calibration (SPEC §9): the reliability diagram and the monthly drift series.
+"""Pictures of calibration: the reliability diagram and the monthly drift series.
 
 Plotting needs matplotlib, an optional extra: `pip install "opx_learning[plots]"`. Figures
 are built with matplotlib's object API (`matplotlib.figure.Figure`), never pyplot, so no
@@ -93,7 +93,7 @@ def reliability_diagram(calibration: Calibration) -> Figure:
 
 
 def plot_drift(series: pl.DataFrame | Sequence[Calibration]) -> Figure:
-    """The monthly drift series with the ±0.15 advisory lines (SPEC §3 drift metrics).
+    """The monthly drift series with the ±0.15 advisory lines (docs/design.md#drift-metrics).
 
     Args:
         series: the `drift_metrics` frame (e.g. `opx.drift_metrics(calibrations)` or the stored

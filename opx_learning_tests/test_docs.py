@@ -82,7 +82,7 @@ def test_relative_links_resolve(page: Path) -> None:
         if "://" in target or target.startswith("mailto:"):
             continue
         if not (page.parent / target).resolve().is_relative_to(ROOT):
-            continue  # outside the repository (e.g. the shared SPEC beside a checkout)
+            continue  # outside the repository: nothing in it to check
         if not (page.parent / target).exists():
             broken.append(target)
     assert not broken, f"{page.name}: broken links {broken}"

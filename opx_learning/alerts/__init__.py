@@ -1,4 +1,4 @@
-"""Alerts, metrics and dashboard of SPEC §6: rules over the audit trail, SNS / local delivery, CloudWatch."""
+"""Alerts, metrics and dashboard (docs/alerts.md): rules over the audit trail, SNS / local delivery, CloudWatch."""
 
 from opx_learning.alerts.models import Alert
 from opx_learning.alerts.publishers import (

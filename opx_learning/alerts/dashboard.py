@@ -1,4 +1,4 @@
-"""CloudWatch dashboard, alarms and SNS topics of SPEC §6, created or updated idempotently (`opx-learning monitoring deploy`).
+"""CloudWatch dashboard, alarms and SNS topics (docs/alerts.md), created or updated idempotently (`opx-learning monitoring deploy`).
 
 Dashboard `opx-learning-operations`, the runbook's six rows (24 columns, 6 high each):
 
@@ -13,7 +13,7 @@ Dashboard `opx-learning-operations`, the runbook's six rows (24 columns, 6 high 
    It needs no extra service and is live, unlike a text widget rendered at deploy time.
 
 Alarms (names prefixed `opx-learning-`, severity first in the description) mirror
-the §6 table on the per-operation metrics: calibration failure (P0), 3 failures of
+the alert table (docs/design.md#alerts) on the per-operation metrics: calibration failure (P0), 3 failures of
 one operation within a day (P0, the metric form of "3 consecutive"), 2 pattern
 extraction / snapshot failures within a day (P1), error rate > 20 % in an hour (P1),
 > 10 % in an hour (P2), a single pattern extraction / snapshot failure (P2), an
@@ -23,7 +23,7 @@ alerts are paged by the alert sensor through the FIFO topic. Alarm actions go to
 standard topic `opx-learning-operations-alarms`, because CloudWatch alarm actions
 cannot target an SNS FIFO topic.
 
-Monitoring of the monitors (SPEC §9): one alarm per sensor that starts RUNNING,
+Monitoring of the monitors (docs/monitoring.md): one alarm per sensor that starts RUNNING,
 `opx-learning-heartbeat-<sensor>` (P1), on the `Heartbeat` metric (dimension
 SensorName) each successful tick puts: fewer than one heartbeat in each of 5
 consecutive minutes, missing data treated as breaching, so a sensor (or a daemon)
@@ -42,15 +42,21 @@ from opx_learning.alerts.metrics import (
     ensure_log_stream,
 )
 from opx_learning.alerts.publishers import aws_client
+from opx_learning.alerts.rules import (
+    ELEVATED_ERROR_RATE_LIMIT,
+    HIGH_ERROR_RATE_LIMIT,
+    TIMEOUT_AFTER,
+)
 from opx_learning.config import Settings
+from opx_learning.core.schema import DRIFT_CRITICAL
 from opx_learning.safety.models import LEARNING_OPERATIONS, TriggerType
 
 DASHBOARD_NAME = "opx-learning-operations"
 ALARM_PREFIX = "opx-learning-"
 ALARM_TOPIC_NAME = "opx-learning-operations-alarms"
-TIMEOUT_MS = 300_000
-DRIFT_LIMIT = 0.15
-ERROR_RATE_ALERT_PERCENT = 10
+TIMEOUT_MS = int(TIMEOUT_AFTER.total_seconds()) * 1000
+DRIFT_LIMIT = DRIFT_CRITICAL
+ERROR_RATE_ALERT_PERCENT = round(ELEVATED_ERROR_RATE_LIMIT * 100)
 HEARTBEAT_MINUTES = 5
 _LABELS = {"PATTERN_EXTRACTION": "Pattern extraction", "CALIBRATION": "Calibration", "SNAPSHOT": "Snapshot"}
 _ERROR_RATE = "IF((s+f)>0, 100*f/(s+f), 0)"
@@ -166,7 +172,7 @@ def _error_rate(namespace: str, operation: str) -> list[dict[str, Any]]:
 
 
 def alarm_specs(settings: Settings, topic_arn: str) -> list[dict[str, Any]]:
-    """`put_metric_alarm` arguments for every alarm of the §6 table that a metric can express."""
+    """`put_metric_alarm` arguments for every alarm of the alert table that a metric can express."""
     ns = settings.metrics_namespace
     alarms = [_alarm(
         "calibration-failure", "P0", "a CALIBRATION attempt FAILED - critical, act immediately", topic_arn,
@@ -180,7 +186,7 @@ def alarm_specs(settings: Settings, topic_arn: str) -> list[dict[str, Any]]:
         ))
         alarms.append(_alarm(
             f"{slug}-high-error-rate", "P1", f"{label} error rate > 20 % over the last hour", topic_arn,
-            Threshold=20, ComparisonOperator="GreaterThanThreshold", Metrics=_error_rate(ns, operation),
+            Threshold=round(HIGH_ERROR_RATE_LIMIT * 100), ComparisonOperator="GreaterThanThreshold", Metrics=_error_rate(ns, operation),
         ))
         alarms.append(_alarm(
             f"{slug}-error-rate", "P2", f"{label} error rate > 10 % over the last hour", topic_arn,

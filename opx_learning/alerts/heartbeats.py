@@ -1,4 +1,4 @@
-"""Monitoring of the monitors (SPEC §9): heartbeats of sensor and schedule ticks and when one is stale.
+"""Monitoring of the monitors (docs/monitoring.md): heartbeats of sensor and schedule ticks and when one is stale.
 
 Every tick of a sensor or schedule of the code location leaves a `Heartbeat` (see
 `opx_learning.defs.monitors`, which stores it in the Dagster instance). This module

@@ -1,4 +1,4 @@
-"""CloudWatch metrics of completed audit records (SPEC §6), published where records complete.
+"""CloudWatch metrics of completed audit records, published where records complete.
 
 Every completed learning attempt becomes raw metrics in `settings.metrics_namespace`
 (`LearningOperations`), each datum twice: with dimensions {OperationType, TriggerType}
@@ -11,7 +11,7 @@ so the per-operation rows and alarms read the second set):
 * RecordsProcessed: `records_processed`, else `total_incidents`, `outcome_count` or `snapshots` of the results;
 * OutcomeCount / SkippedCount: the calibration's `outcome_count` / `skipped_count` when the results carry them;
 * Drift: the calibration's signed `drift` (the band of largest |drift|) on SUCCESS;
-* Heartbeat: 1 per successful sensor or schedule tick, dimension SensorName (SPEC §9).
+* Heartbeat: 1 per successful sensor or schedule tick, dimension SensorName (docs/monitoring.md).
 
 The same completion is also written as one JSON line to the CloudWatch Logs group
 `/opx-learning/operations` (stream `audit`), which the dashboard's "last 20

@@ -1,4 +1,4 @@
-"""The alert value type (SPEC §6): severity, alarm, the SNS message it becomes and its deduplication id."""
+"""The alert value type: severity, alarm, the SNS message it becomes and its deduplication id."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class Alert:
         return self.operation or "NONE"
 
     def body(self) -> dict[str, Any]:
-        """The JSON message body of SPEC §6."""
+        """The JSON message body (fields in docs/alerts.md)."""
         return {
             "alarm": self.alarm,
             "severity": self.severity,

@@ -1,4 +1,4 @@
-"""Alert delivery (SPEC §6): local JSON lines or an SNS FIFO topic, retried with backoff, never raising.
+"""Alert delivery (docs/alerts.md): local JSON lines or an SNS FIFO topic, retried with backoff, never raising.
 
 A publisher is called from inside operations (the guard's alert hook) and from the
 alert sensor, so `publish` returns False on a failed delivery instead of raising:
@@ -164,7 +164,7 @@ class LocalAlertPublisher(AlertPublisher):
 
 
 class SnsAlertPublisher(AlertPublisher):
-    """Publishes alerts to an SNS FIFO topic (SPEC §6 message shape).
+    """Publishes alerts to an SNS FIFO topic (the message shape of docs/alerts.md).
 
     The topic is `topic_arn` when given, else the ARN of `topic_name` in the caller's
     account and region (`opx-learning monitoring deploy` creates it). SNS drops a

@@ -1,4 +1,4 @@
-"""Alert rules of SPEC §6 as pure functions over audit records (no I/O, no clock of their own).
+"""The alert rules (docs/design.md#alerts) as pure functions over audit records (no I/O, no clock of their own).
 
 | rule | alarm | severity |
 |---|---|---|
@@ -44,6 +44,7 @@ from opx_learning.alerts.models import (
     TIMEOUT,
     Alert,
 )
+from opx_learning.core.schema import DRIFT_CRITICAL
 from opx_learning.safety.models import (
     LEARNING_OPERATIONS,
     AuditRecord,
@@ -55,7 +56,7 @@ TIMEOUT_AFTER = timedelta(minutes=5)
 ERROR_RATE_WINDOW = timedelta(hours=1)
 HIGH_ERROR_RATE_LIMIT = 0.20
 ELEVATED_ERROR_RATE_LIMIT = 0.10
-DRIFT_LIMIT = 0.15
+DRIFT_LIMIT = DRIFT_CRITICAL
 CONSECUTIVE_P0 = 3
 _FINISHED = (AuditStatus.SUCCESS, AuditStatus.FAILED)
 _KILL_SWITCH_ALARMS = {

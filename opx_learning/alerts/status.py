@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opx_learning.alerts.heartbeats import render_rows
+from opx_learning.alerts.rules import ELEVATED_ERROR_RATE_LIMIT, TIMEOUT_AFTER
+from opx_learning.core.schema import DRIFT_CRITICAL
 from opx_learning.core.windows import iso
 from opx_learning.safety.audit import AuditLog
 from opx_learning.safety.models import (
@@ -28,9 +30,9 @@ from opx_learning.safety.models import (
     TriggerType,
 )
 
-ERROR_RATE_FLAG = 0.10
-DURATION_FLAG_MS = 300_000
-DRIFT_FLAG = 0.15
+ERROR_RATE_FLAG = ELEVATED_ERROR_RATE_LIMIT
+DURATION_FLAG_MS = int(TIMEOUT_AFTER.total_seconds()) * 1000
+DRIFT_FLAG = DRIFT_CRITICAL
 RECENT = 20
 DRIFT_POINTS = 12
 

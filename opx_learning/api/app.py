@@ -1,4 +1,4 @@
-"""The FastAPI application (SPEC §7): `create_app(settings=None)`.
+"""The FastAPI application: `create_app(settings=None)`.
 
 Manual triggers are checked and mapped onto partitions by the same code as
 `opx-learning trigger` (`plan_manual`), decided by the safety guard (kill switch, rate
@@ -43,10 +43,12 @@ from opx_learning.safety.models import (
     InsufficientAuthority,
     InvalidRequest,
     KillSwitchUnavailable,
+    OperationType,
     Principal,
     SkipReason,
 )
 from opx_learning.safety.principals import PrincipalsFileError
+from opx_learning.safety.rate_limit import DEFAULT_LIMITS
 
 _STATUS_NAMES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 429, 503)}
@@ -188,21 +190,21 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
                             headers={**rate_headers(attempt), "Location": status_url(attempt.audit_id)})
 
     @app.post("/learning/extract-patterns", status_code=202, response_model=TriggerAccepted, responses=_ERRORS,
-              tags=["triggers"], summary="Manual pattern extraction (5 per hour per principal)")
+              tags=["triggers"], summary=f"Manual pattern extraction ({DEFAULT_LIMITS[OperationType.PATTERN_EXTRACTION]} per hour per principal)")
     def extract_patterns(body: ExtractPatternsRequest, caller: Caller) -> JSONResponse:
         """Extract patterns over the window: daily partitions for whole days, else one custom window."""
         fields = {"start": "startDate", "end": "endDate", "service": "service", "type": "timeWindow"}
         return accept("extract-patterns", caller, body, body.timeWindow, fields, body.service)
 
     @app.post("/learning/calibrate", status_code=202, response_model=TriggerAccepted, responses=_ERRORS,
-              tags=["triggers"], summary="Manual calibration (3 per hour per principal)")
+              tags=["triggers"], summary=f"Manual calibration ({DEFAULT_LIMITS[OperationType.CALIBRATION]} per hour per principal)")
     def calibrate(body: CalibrateRequest, caller: Caller) -> JSONResponse:
         """Calibrate over the window: calendar months (with drift metrics) when whole, else one custom window."""
         fields = {"start": "startDate", "end": "endDate", "service": "service", "type": "timeWindow"}
         return accept("calibrate", caller, body, body.timeWindow, fields)
 
     @app.post("/learning/create-snapshot", status_code=202, response_model=TriggerAccepted, responses=_ERRORS,
-              tags=["triggers"], summary="Manual snapshot (10 per hour per principal)")
+              tags=["triggers"], summary=f"Manual snapshot ({DEFAULT_LIMITS[OperationType.SNAPSHOT]} per hour per principal)")
     def create_snapshot(body: CreateSnapshotRequest, caller: Caller) -> JSONResponse:
         """Snapshot the window: one custom window, or whole daily / weekly / monthly partitions."""
         fields = {"start": "startDate", "end": "endDate", "service": "service", "type": "snapshotType",
@@ -234,9 +236,9 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
                            store=store) from None
 
     @app.get("/learning/audit/{audit_id:path}", responses={**_CHANGE_ERRORS, 404: {"model": ErrorResponse}},
-             tags=["audit"], summary="One audit record (SPEC §5 field names)")
+             tags=["audit"], summary="One audit record (the fields of `audit get --json`)")
     def audit(audit_id: str, _: Caller) -> dict[str, Any]:
-        """The audit record with this id (`#` URL-encoded as `%23`), snake_case §5 fields as `audit get --json`."""
+        """The audit record with this id (`#` URL-encoded as `%23`), with the snake_case fields of `audit get --json`."""
         try:
             record = guard().audit.get(audit_id)
         except BackendUnavailable as error:

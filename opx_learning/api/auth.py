@@ -1,4 +1,4 @@
-"""Who is calling the REST API: a bearer token, or an identity header set by a trusted gateway (SPEC §5).
+"""Who is calling the REST API: a bearer token, or an identity header set by a trusted gateway (docs/design.md#authority).
 
 * `Authorization: Bearer <token>`: the principal whose `token_sha256` in the principals file
   (`OPX_PRINCIPALS`) is the SHA-256 of the token.

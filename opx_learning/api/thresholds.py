@@ -1,4 +1,4 @@
-"""REST routes of threshold change requests (SPEC §9): the current approved set, proposals, decisions.
+"""REST routes of threshold change requests (docs/thresholds.md): the current approved set, proposals, decisions.
 
 - `GET /learning/thresholds`: the current approved set (`version`, `thresholds`, `approver`, …),
   404 `NOT_FOUND` before the first approval;

@@ -1,4 +1,4 @@
-"""`opx-learning api`: serve the REST API (SPEC §7) with uvicorn."""
+"""`opx-learning api`: serve the REST API (docs/rest-api.md) with uvicorn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`opx-learning verify`: the integrity sweep of a window, with its P0 alert (SPEC §6)."""
+"""`opx-learning verify`: the integrity sweep of a window, with its P0 alert (docs/integrity.md)."""
 
 from __future__ import annotations
 

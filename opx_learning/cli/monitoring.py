@@ -1,4 +1,4 @@
-"""`opx-learning status` and `opx-learning monitoring deploy` (SPEC §6, §7)."""
+"""`opx-learning status` and `opx-learning monitoring deploy` (docs/alerts.md)."""
 
 from __future__ import annotations
 

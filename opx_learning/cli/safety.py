@@ -1,4 +1,4 @@
-"""`opx-learning init`, `kill-switch`, `audit` and `aws` commands (SPEC §5, §7).
+"""`opx-learning init`, `kill-switch`, `audit` and `aws` commands (docs/safety.md, docs/safety-state.md).
 
 Every command that reads or changes the kill switch names the store it used
 (`Settings.store_description`), also as `store` in its `--json` output.
@@ -192,7 +192,7 @@ def _table(records: list[AuditRecord]) -> None:
 
 @audit.command("get")
 @click.argument("audit_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the record with the §5 field names.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON, with the audit trail's field names.")
 def audit_get(audit_id: str, as_json: bool) -> None:
     """Show one audit record by id."""
     with _user_errors():
@@ -213,7 +213,7 @@ def audit_get(audit_id: str, as_json: bool) -> None:
 @click.option("--since", default=None, help="Records started at or after this instant (date or ISO-8601).")
 @click.option("--until", default=None, help="Records started before this instant.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Most recent N.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with the §5 field names.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with the audit trail's field names.")
 def audit_list(
     operation: str | None, status: str | None, since: str | None, until: str | None, limit: int, as_json: bool
 ) -> None:
@@ -260,7 +260,7 @@ _PROTECTION_STEPS = (("deletion_protection", "deletion protection"), ("point_in_
 @click.option("--outcomes-table", is_flag=True, help="Also create the sandbox opx-outcomes table with its TimeIndex.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done per table (and the kill-switch item) as JSON.")
 def aws_init(outcomes_table: bool, as_json: bool) -> None:
-    """Create and protect the DynamoDB audit and config tables of §5 and the ENABLED kill-switch item (idempotent).
+    """Create and protect the DynamoDB audit and config tables and the ENABLED kill-switch item (idempotent).
 
     Deletion protection and point-in-time recovery are turned on for the audit and config
     tables, also when they exist already; the kill-switch item is written only the first time.

@@ -1,4 +1,4 @@
-"""`opx-learning snapshot {list|show|diff}`: read the append-only snapshot store (SPEC §4, §9)."""
+"""`opx-learning snapshot {list|show|diff}`: read the append-only snapshot store (docs/snapshots.md)."""
 
 from __future__ import annotations
 

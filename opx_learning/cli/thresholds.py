@@ -1,4 +1,4 @@
-"""`opx-learning thresholds {propose|approve|reject|list|current}`: threshold change requests (SPEC §9).
+"""`opx-learning thresholds {propose|approve|reject|list|current}`: threshold change requests (docs/thresholds.md).
 
 Refusals (authority, four eyes, a decided proposal, the kill switch) exit 1 and name the
 audit record of the refusal; unknown ids and bad values exit 2.

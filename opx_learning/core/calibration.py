@@ -1,6 +1,6 @@
-"""Confidence calibration (SPEC §3): accuracy vs predicted confidence by band, drift and advice.
+"""Confidence calibration (docs/design.md#calibration): accuracy vs predicted confidence by band, drift and advice.
 
-Choices where the spec is silent:
+Choices beyond docs/design.md:
 
 - `bands` always has the five bands in order; an empty band has n = 0, null
   accuracy / mean_confidence / drift / ci_low / ci_high, `sufficient` and
@@ -89,7 +89,7 @@ class InsufficientData(Exception):
 
 @dataclass(frozen=True, eq=False)
 class Calibration:
-    """One window's calibration result (SPEC §3); advisory only, nothing is applied."""
+    """One window's calibration result; advisory only, nothing is applied."""
 
     calibration_id: str
     window_start: datetime
@@ -165,7 +165,7 @@ class Calibration:
 
 
 def calibration_id(window: Window) -> str:
-    """Deterministic id of a window's calibration (SPEC §3)."""
+    """Deterministic id of a window's calibration: SHA-256 of `"{start}:{end}:{version}"`."""
     return hashlib.sha256(f"{window.start_iso}:{window.end_iso}:{ALGORITHM_VERSION}".encode()).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Emerging root causes (SPEC §2): causes whose share of a window rose against a baseline of earlier windows.
+"""Emerging root causes (docs/emerging-root-causes.md): causes whose share of a window rose against a baseline of earlier windows.
 
 For a window of length L:
 

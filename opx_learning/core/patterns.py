@@ -1,6 +1,6 @@
-"""Pattern extraction (SPEC §2): per-service summaries of a window of outcomes.
+"""Pattern extraction (docs/design.md#patterns): per-service summaries of a window of outcomes.
 
-Choices where the spec is silent:
+Choices beyond docs/design.md:
 
 - `fp_rate` = false_positives / total_incidents (an outcome may be neither TP nor FP);
   an empty group has `fp_rate` 0.0, averages and percentiles null.
@@ -99,7 +99,7 @@ _MEANS = {"human_confidence_rating": "avg_confidence", "ttd_ms": "avg_ttd_ms", "
 
 
 def summary_id(service: str, window: Window) -> str:
-    """Deterministic id of one service's summary of a window (SPEC §2)."""
+    """Deterministic id of one service's summary of a window: SHA-256 of `"{service}:{start}:{end}:{version}"`."""
     text = f"{service}:{window.start_iso}:{window.end_iso}:{ALGORITHM_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()
 

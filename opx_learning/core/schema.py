@@ -1,4 +1,4 @@
-"""Canonical outcome schema (SPEC §1) and shared constants."""
+"""Canonical outcome schema (docs/design.md#outcomes) and shared constants."""
 
 from __future__ import annotations
 

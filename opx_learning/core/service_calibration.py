@@ -1,4 +1,4 @@
-"""Per-service calibration with empirical-Bayes shrinkage, and where confidence is wrong (SPEC §9).
+"""Per-service calibration with empirical-Bayes shrinkage, and where confidence is wrong (docs/calibration.md).
 
 Per-service calibration: within each band, a service's accuracy is shrunk toward the
 global band accuracy with a beta-binomial model whose Beta(α, β) prior is fitted per
@@ -13,13 +13,14 @@ band across services by the method of moments:
   is its mean (x + Mμ) / (n + M), `shrunk_ci_low` / `shrunk_ci_high` its 2.5 % and 97.5 %
   quantiles (scipy.stats.beta.ppf).
 
-Choices where the spec is silent (the `fit` column of `service_band_priors` says which applied):
+Choices beyond docs/design.md (the `fit` column of `service_band_priors` says which applied):
 
 - `moments`: M = 1/ρ̂ − 1 lies in [PRIOR_MIN_STRENGTH, N].
-- `floor`: the fitted M is below PRIOR_MIN_STRENGTH (20 outcomes, the size of a sufficient band,
-  SPEC §3), or ρ̂ ≥ 1: M = 20. With few services the spread is dominated by the noise of the
-  smallest one, and the moments would then trust 3 outcomes as much as 3,000; with the floor a
-  service needs about 20 outcomes in a band before its own accuracy outweighs the band's.
+- `floor`: the fitted M is below PRIOR_MIN_STRENGTH (20 outcomes, the size of a sufficient
+  band, docs/design.md#bands), or ρ̂ ≥ 1: M = 20. With few services the spread is dominated by
+  the noise of the smallest one, and the moments would then trust 3 outcomes as much as 3,000;
+  with the floor a service needs about 20 outcomes in a band before its own accuracy outweighs
+  the band's.
 - `pooled`: no between-service spread beyond binomial noise (ρ̂ ≤ 0, zero variance included),
   or none estimable with several services (every service has one outcome, or every outcome of
   the band has the same label): M = N, i.e. the prior counts as much as the band's outcomes
@@ -29,12 +30,13 @@ Choices where the spec is silent (the `fit` column of `service_band_priors` says
 - A posterior parameter that is 0 (every outcome it rests on has one label) makes the Beta
   degenerate: the interval is then the Jeffreys one, Beta with that parameter set to ½,
   with its end at 0 (or 1) where the posterior mass is.
-- `severity` uses the thresholds of SPEC §3 on the shrunk drift without the sufficiency
-  gate: shrinkage is what makes a small service's estimate usable (its drift is mostly the
-  band's). The advisory alert of the monthly asset still asks for ≥ 20 outcomes.
+- `severity` uses the calibration's severity thresholds (docs/design.md#bands) on the shrunk
+  drift without the sufficiency gate: shrinkage is what makes a small service's estimate usable
+  (its drift is mostly the band's). The advisory alert of the monthly asset still asks for
+  ≥ 20 outcomes.
 
-Where confidence is wrong: per (service, root cause normalised as in SPEC §2) with at least
-MIN_ROOT_CAUSE_OUTCOMES (20, the sufficient-band size: below it a Wilson interval is too wide
+Where confidence is wrong: per (service, root cause normalised as in pattern extraction) with at
+least MIN_ROOT_CAUSE_OUTCOMES (20, the sufficient-band size: below it a Wilson interval is too wide
 to tell a real gap) scored outcomes, accuracy vs mean confidence with the Wilson 95 % interval;
 `significant` when the mean confidence lies outside it; ranked significant first, then by
 |drift|. A null root cause is not listed.
@@ -227,7 +229,7 @@ def service_bands_and_priors(
         .with_columns(drift=pl.col("shrunk_accuracy") - pl.col("mean_confidence"))
         .sort("service", "index")
     )
-    # One severity() call per service and band (not per outcome): the rule of SPEC §3 in one place.
+    # One severity() call per service and band (not per outcome): the calibration's severity rule in one place.
     severities = [severity(drift, True) for drift in rows["drift"].to_list()]
     rows = rows.with_columns(severity=pl.Series(severities, dtype=pl.String)).select(list(SERVICE_BANDS_SCHEMA))
     return rows.cast(SERVICE_BANDS_SCHEMA), _priors_table(priors)  # type: ignore[arg-type]
@@ -338,7 +340,7 @@ def confidence_by_root_cause(
         schema={"root_cause": pl.String, "root_cause_key": pl.String},
     )
     named = named.join(keys, on="root_cause", how="left", maintain_order="left")
-    # The shown spelling: the most frequent in the group (ties: the smallest), as in SPEC §2.
+    # The shown spelling: the most frequent in the group (ties: the smallest), as in pattern extraction.
     shown = (
         named.group_by("service", "root_cause_key", "root_cause")
         .agg(count=pl.len())

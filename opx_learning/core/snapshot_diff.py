@@ -1,12 +1,12 @@
-"""What changed between two snapshots (SPEC §9 "Snapshot diff"), for reviewers and the Dagster UI.
+"""What changed between two snapshots (docs/snapshots.md), for reviewers and the Dagster UI.
 
 `diff_snapshots(a, b)` extends the structural diff of `core/snapshots.py` (counts, services,
 ids, per-service counts and fp rate, calibration metrics) with:
 
 - `root_causes`: root causes held in `b` and not in `a` (`new`) and the reverse (`retired`),
   over every service and per service. A snapshot holds each summary's top 10 root causes
-  (SPEC §2), so "retired" means "no longer among a service's top 10 in any held summary".
-  Causes are compared by their normalised key (trimmed, whitespace collapsed, case-folded);
+  (docs/design.md#top-root-causes), so "retired" means "no longer among a service's top 10 in
+  any held summary". Causes are compared by their normalised key (trimmed, whitespace collapsed, case-folded);
   `count` is the number of outcomes with that cause in the snapshot that holds it, over the
   summaries not nested in another held summary (a week and its days are not counted twice).
 - `bands`: per calibration band whose figures differ, `n`, `accuracy`, `mean_confidence`

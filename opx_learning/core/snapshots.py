@@ -1,4 +1,4 @@
-"""Immutable, versioned snapshots of the learned state of one window (SPEC §4).
+"""Immutable, versioned snapshots of the learned state of one window (docs/design.md#snapshots).
 
 A snapshot of `[start, end)` holds:
 

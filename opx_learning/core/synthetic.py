@@ -1,4 +1,4 @@
-"""Seeded, realistic synthetic outcomes (SPEC §7) for demos, tests and benchmarks; fully vectorised."""
+"""Seeded, realistic synthetic outcomes for demos, tests and benchmarks; fully vectorised."""
 
 from __future__ import annotations
 

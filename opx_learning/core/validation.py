@@ -1,6 +1,6 @@
-"""Validation of outcome records (SPEC §1): canonical or platform camelCase in, valid and rejected rows out.
+"""Validation of outcome records (docs/design.md#validation): canonical or platform camelCase in, valid and rejected rows out.
 
-Choices where the spec is silent:
+Choices beyond docs/design.md:
 
 - Only `predicted_confidence` and `human_confidence_rating` may be null; every other column is
   required (`root_cause` must be 1..500 characters and not blank, `resolution_type` one of the
@@ -13,7 +13,7 @@ Choices where the spec is silent:
 - A duplicate `outcome_id` is judged against the first *accepted* row with that id: every later
   row carrying it is rejected, so a broken first copy does not block a corrected later one.
 - `rejected` holds the canonical columns rendered as text (null when absent) plus `reason`.
-- Bounds (SPEC §1): `recorded_at`/`validated_at` in 1970-01-01 (inclusive) .. 2200-01-01 (exclusive)
+- Bounds (docs/bounds.md): `recorded_at`/`validated_at` in 1970-01-01 (inclusive) .. 2200-01-01 (exclusive)
   UTC; `outcome_id`, `incident_id` and `service` (after trimming) at most 256 characters and free of
   control characters (Unicode category Cc: NUL, tab, newline, DEL, C1 controls).
 """

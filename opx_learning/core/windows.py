@@ -13,7 +13,7 @@ _END_OF_DAY = time(23, 59, 59, 999000)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 MIN_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
-"""First supported instant (SPEC §1 bounds, every interface and backend)."""
+"""First supported instant, in every interface and backend (docs/design.md#bounds)."""
 MAX_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
 """End of the supported instants (exclusive); a window may end exactly here."""
 
@@ -101,7 +101,7 @@ class Window:
 
     @classmethod
     def parse(cls, start: Instant, end: Instant) -> Window:
-        """Build a window from any accepted start/end form (SPEC §7).
+        """Build a window from any accepted start/end form (docs/design.md#windows).
 
         Raises:
             WindowError: a bound is unreadable, outside 1970-01-01..2200-01-01 UTC, or end <= start.

@@ -1,4 +1,4 @@
-"""Sensor raising the alerts of SPEC §6 from the audit trail.
+"""Sensor raising the operations alerts (docs/alerts.md) from the audit trail.
 
 `operations_alert_sensor` runs every 60 s: it reads the audit records that are new
 or changed since its cursor, evaluates the rules of `opx_learning.alerts.rules`

@@ -1,10 +1,10 @@
-"""The learning operations as partitioned software-defined assets (SPEC §0, §7).
+"""The learning operations as partitioned software-defined assets (docs/assets.md).
 
 Graph: `daily_outcomes` -> `pattern_summaries_daily` / `pattern_summaries_weekly` /
 `confidence_calibration` -> `drift_metrics`; snapshots (`learning_snapshots_daily`,
 `_weekly`, `_monthly`, `learning_snapshot_custom`) hold the summaries of their window
-and the latest calibration known at the window's end. On demand, any window (SPEC §0
-"any date range") is one dynamic partition `START..END` of `pattern_summaries_custom`
+and the latest calibration known at the window's end. On demand, any window
+is one dynamic partition `START..END` of `pattern_summaries_custom`
 (one extraction over the exact window; the 8 windows of equal length before it are read
 for the emerging root causes' baseline), `confidence_calibration_custom` (one calibration over the
 window; fewer than 30 outcomes fails INSUFFICIENT_DATA like a month) and

@@ -1,4 +1,4 @@
-"""What the calibration assets show beyond numbers: Markdown tables and the reliability diagram (SPEC §9).
+"""What the calibration assets show beyond numbers: Markdown tables and the reliability diagram.
 
 `calibration_views` adds to a month's `confidence_calibration` metadata the reliability
 diagram (a PNG embedded in Markdown, which the Dagster UI renders inline) and the

@@ -1,4 +1,4 @@
-"""The runbook's morning checklist, item by item (SPEC §7 "Morning checklist"); one implementation for all doors.
+"""The runbook's morning checklist, item by item (docs/checklist.md); one implementation for all doors.
 
 `evaluate(at, ...)` judges every item due at `at` (a 09:00 UTC morning, or any
 instant): the daily list always, the Monday list on Mondays, the first-Monday list on
@@ -22,7 +22,7 @@ alarms) read everything recorded about it so far; items about a span of time (24
 | daily | error_rate_under_10_percent_last_24h | 24 h before `at` | FAILED / (SUCCESS + FAILED) < 10 % per operation | WARN 10-20 %, FAIL > 20 % |
 | daily | scheduled_daily_pattern_extraction | previous day | its SCHEDULED attempt SUCCESS in < 2 min, partition stored | see "scheduled items" |
 | daily | scheduled_daily_snapshot | previous day | SCHEDULED SUCCESS in < 1 min, window not empty | see "scheduled items" |
-| daily | no_failure_or_timeout_alerts | 24 h before `at` | no failure or TIMEOUT alarm (§6 rules) | FAIL, at the alarm's severity |
+| daily | no_failure_or_timeout_alerts | 24 h before `at` | no failure or TIMEOUT alarm (the alert rules) | FAIL, at the alarm's severity |
 | daily | stored_data_integrity | 35 days before `at` | the integrity sweep finds nothing | FAIL (P0 DATA_CORRUPTION) |
 | daily | monitors_ticking | 5 minutes before `at` | every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, the alert sensor's cursor within 10 minutes of the audit trail | FAIL (P1 MONITOR_STALE) |
 | monday | scheduled_weekly_pattern_extraction | previous week | SCHEDULED SUCCESS in < 5 min | see "scheduled items" |
@@ -520,7 +520,7 @@ ITEMS: tuple[Item, ...] = (
          "The previous day's SCHEDULED snapshot ended SUCCESS in < 1 minute.",
          _scheduled("learning_snapshots_daily", OperationType.SNAPSHOT, "DAILY")),
     Item("no_failure_or_timeout_alerts", "audit_trail_daily", DAILY, "DAILY",
-         "No failure or TIMEOUT alarm (SPEC §6 rules) since the previous checklist.", _no_failure_alerts),
+         "No failure or TIMEOUT alarm (the alert rules) since the previous checklist.", _no_failure_alerts),
     Item("stored_data_integrity", "stored_data", DAILY, None,
          f"Snapshots, partitions and audit records of the last {INTEGRITY_DAYS} days re-read intact.", _integrity,
          fail_severity="P0"),

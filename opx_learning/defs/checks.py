@@ -127,7 +127,7 @@ def _morning_checklist(
     send = context.run.tags.get(DIGEST_TAG) == "true"
 
     def integrity(window: Any) -> Any:
-        # Corruption is a P0 of its own (SPEC §6) wherever it is found, digest or not.
+        # Corruption is a P0 of its own wherever it is found, digest or not.
         return run_sweep(window, alerts.settings(), source="daily sweep", publisher=alerts.publisher())
 
     reading = checklist_context(at, context.instance, safety, asset_storage, outcome_store, integrity, names)

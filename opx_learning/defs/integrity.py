@@ -1,4 +1,4 @@
-"""The daily integrity sweep as a morning-checklist item (SPEC §6 "data corruption detected", P0).
+"""The daily integrity sweep as a morning-checklist item (P0 "data corruption detected", docs/integrity.md).
 
 `stored_data` stands for what the learning operations stored (snapshots, outcome and
 asset partitions, audit records); nothing materializes it. The checklist item of the

@@ -1,4 +1,4 @@
-"""Named jobs: one per operation and cadence of SPEC §0, one per on-demand custom window (the morning checklist's job is in checks.py).
+"""Named jobs: one per operation and cadence (docs/design.md#operations), one per on-demand custom window (the morning checklist's job is in checks.py).
 
 Every run of the learning assets belongs to one of these jobs (schedules, `trigger`, REST,
 the demo, and backfills launched from a job's page), so the UI can open its job and

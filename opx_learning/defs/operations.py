@@ -1,6 +1,6 @@
 """The one wrapper every guarded asset runs its work through: guard, storage, timing, metadata.
 
-A guarded operation (SPEC §5) starts with the safety guard: the kill switch is
+A guarded operation (docs/design.md#safety) starts with the safety guard: the kill switch is
 checked and a RUNNING audit record written before any work (or the record of the
 process that launched the run is adopted and re-checked, see `SafetyResource`);
 afterwards the record is completed SUCCESS with the results or FAILED with the error.

@@ -1,4 +1,4 @@
-"""Schedules for every cadence of SPEC §0, built from the partitions; all start STOPPED.
+"""Schedules for every cadence (docs/design.md#operations), built from the partitions; all start STOPPED.
 
 Each tick targets the last partition complete at the tick (00:00 on 2026-01-01 ->
 daily 2025-12-31, weekly week of Sunday 2025-12-21 on a Sunday tick, monthly

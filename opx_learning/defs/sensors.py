@@ -1,8 +1,8 @@
-"""Sensors: housekeeping of the audit trail (SPEC §5).
+"""Sensors: housekeeping of the audit trail (docs/design.md#audit-trail).
 
 `audit_run_terminated_sensor` completes RUNNING audit records whose run is gone as
 FAILED with reason RUN_TERMINATED, so a failed, canceled or killed run never leaves
-its record RUNNING (the FAILED record then feeds the failure alerts of §6). It runs
+its record RUNNING (the FAILED record then feeds the failure alerts). It runs
 every 60 s and leaves records younger than 30 seconds alone (a trigger's run may not
 exist yet), so an orphaned record is completed within about 90 seconds.
 

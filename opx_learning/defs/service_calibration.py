@@ -1,4 +1,4 @@
-"""The monthly per-service calibration (SPEC §9): each service's bands shrunk toward the global band.
+"""The monthly per-service calibration (docs/calibration.md): each service's bands shrunk toward the global band.
 
 `confidence_calibration_by_service` is a derived analysis of the month, like
 `drift_metrics`: it learns nothing the platform acts on and changes nothing, so it is not

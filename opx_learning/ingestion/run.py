@@ -1,6 +1,6 @@
-"""Ingestion of outcome exports (SPEC §9): read, validate, write new rows by day, report the rest.
+"""Ingestion of outcome exports (docs/ingest.md): read, validate, write new rows by day, report the rest.
 
-Choices where the spec is silent:
+Choices beyond docs/design.md:
 
 - Formats by extension: `.jsonl` / `.ndjson` (JSON lines), `.json` (an array of objects, or
   JSON lines), `.parquet` / `.pq`, `.csv` (read as text; nested camelCase as dotted headers such

@@ -1,4 +1,4 @@
-"""What an integrity check reports, and the one P0 `DATA_CORRUPTION` alert it raises (SPEC §6).
+"""What an integrity check reports, and the one P0 `DATA_CORRUPTION` alert it raises.
 
 A `Finding` names the store, where (a path, an S3 URI or a table and key) and what is
 wrong, plus a digest of the evidence as it was read. Its `fingerprint` depends on

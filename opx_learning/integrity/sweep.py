@@ -1,4 +1,4 @@
-"""The integrity sweep: re-read what a window stored and report anything damaged (SPEC §6, P0).
+"""The integrity sweep: re-read what a window stored and report anything damaged (a P0 alert).
 
 For a window (default: the last 35 days) on the active backend it re-reads:
 

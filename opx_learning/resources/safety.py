@@ -1,6 +1,6 @@
-"""Dagster resource exposing the safety guard (SPEC §5) to assets, schedules and sensors.
+"""Dagster resource exposing the safety guard to assets, schedules and sensors.
 
-How a run's attempt is audited (SPEC §5 "Launch paths"; docs/launch-paths.md):
+How a run's attempt is audited (docs/launch-paths.md):
 
 * a run launched by a process that began the attempt itself (CLI `trigger`, a REST
   worker, the demo) carries `opx/audit_id` and `opx/adoption_token`; the guard adopts

@@ -1,4 +1,4 @@
-"""Safety layer (SPEC §5): kill switch, audit trail, authority, rate limits, maintenance windows.
+"""Safety layer (docs/design.md#safety): kill switch, audit trail, authority, rate limits, maintenance windows.
 
 Entry point: `Guard.from_settings()` (see `guard.py`); backends in `sqlite_backend.py`
 (local) and `dynamo_backend.py` (aws). No Dagster import here; the Dagster resource

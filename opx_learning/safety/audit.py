@@ -1,4 +1,4 @@
-"""Append-only audit trail (SPEC §5): the abstract store shared by the SQLite and DynamoDB backends."""
+"""Append-only audit trail (docs/design.md#audit-trail): the abstract store shared by the SQLite and DynamoDB backends."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AWS backend: audit trail, kill switch and rate limits in the DynamoDB tables of SPEC §5.
+"""AWS backend: audit trail, kill switch and rate limits in the DynamoDB tables of docs/aws.md.
 
 Layout:
 - `opx-automation-audit`: `PK = "AUDIT#<audit_id>"`, `SK = "METADATA"`, camelCase attributes
@@ -606,7 +606,7 @@ def protect_tables(
 
 
 def create_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, str]:
-    """Create the audit and config tables of §5 if missing (idempotent) and wait until ACTIVE.
+    """Create the audit and config tables if missing (idempotent) and wait until ACTIVE.
 
     New tables have deletion protection from the start; `protect_tables` turns it (and
     point-in-time recovery) on for tables that exist already.

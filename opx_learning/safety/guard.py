@@ -1,4 +1,4 @@
-"""The guard every learning operation passes through: kill switch, maintenance, rate limit, audit (SPEC §5).
+"""The guard every learning operation passes through: kill switch, maintenance, rate limit, audit (docs/design.md#safety).
 
 Order of checks in `Guard.begin`:
 1. inputs (operation type, trigger type, dates, snapshot type) -> `InvalidRequest`, nothing audited;

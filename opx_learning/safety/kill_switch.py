@@ -1,4 +1,4 @@
-"""Kill switch (SPEC §5): state store, authority-checked and audited changes, planned re-enable."""
+"""Kill switch (docs/design.md#kill-switch): state store, authority-checked and audited changes, planned re-enable."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class KillSwitchStore(ABC):
 
     @abstractmethod
     def read(self) -> KillSwitchState:
-        """The stored state; nothing stored is never "enabled" (SPEC §5: fail closed).
+        """The stored state; nothing stored is never "enabled" (fail closed).
 
         Raises:
             KillSwitchUnavailable: nothing is stored (not initialised, deleted, truncated), or the

@@ -1,4 +1,4 @@
-"""Value types of the safety layer (SPEC §5): enums, principals, audit records, kill-switch state."""
+"""Value types of the safety layer: enums, principals, audit records, kill-switch state."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ class Principal:
         object.__setattr__(self, "authority", AuthorityType.parse(self.authority))
 
     def to_dict(self) -> dict[str, str]:
-        """The §5 `triggered_by` form: `{type, principal}`."""
+        """The audit record's `triggered_by` form: `{type, principal}`."""
         return {"type": self.authority.value, "principal": self.principal}
 
     @classmethod
@@ -178,7 +178,7 @@ SYSTEM = Principal("system", AuthorityType.SYSTEM)
 
 
 def truncate_error(message: str | None) -> str | None:
-    """Limit an error message to the 2000 characters §5 allows."""
+    """Limit an error message to the 2000 characters an audit record keeps."""
     if message is None:
         return None
     text = str(message)
@@ -202,7 +202,7 @@ def json_safe(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One operation attempt (SPEC §5); `version` counts writes (1 when created, 2 once completed)."""
+    """One operation attempt (docs/design.md#audit-trail); `version` counts writes (1 when created, 2 once completed)."""
 
     audit_id: str
     operation_type: OperationType
@@ -246,7 +246,7 @@ class AuditRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict with the §5 field names."""
+        """JSON-safe dict with the audit trail's field names."""
         return {
             "audit_id": self.audit_id,
             "operation_type": self.operation_type.value,
@@ -358,7 +358,7 @@ class KillSwitchState:
 
 @dataclass(frozen=True)
 class RateLimitDecision:
-    """Outcome of one rate-limit request (SPEC §5)."""
+    """Outcome of one rate-limit request."""
 
     allowed: bool
     operation_type: OperationType

@@ -1,4 +1,4 @@
-"""Who is calling and with which authority (SPEC §5).
+"""Who is calling and with which authority (docs/design.md#authority).
 
 The principal comes from the authenticated identity (REST bearer token, IAM
 identity, or for the CLI `--principal` / `OPX_PRINCIPAL`, else the OS user on

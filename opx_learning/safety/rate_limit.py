@@ -1,4 +1,4 @@
-"""Per-principal, per-operation sliding-hour rate limits for manual triggers (SPEC §5)."""
+"""Per-principal, per-operation sliding-hour rate limits for manual triggers (docs/design.md#rate-limits)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Initialising the safety state (SPEC §5): `opx-learning init`, `aws init` and the demo.
+"""Initialising the safety state (docs/safety-state.md): `opx-learning init`, `aws init` and the demo.
 
 The state is created explicitly with an ENABLED kill switch, and a marker is written
 beside it (`state.init.json` next to `state.db`, or the `CONFIG#INITIALISED` item of the

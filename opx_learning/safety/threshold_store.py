@@ -1,4 +1,4 @@
-"""Where threshold proposals and the approved, versioned threshold sets live (SPEC §9).
+"""Where threshold proposals and the approved, versioned threshold sets live (docs/thresholds.md).
 
 Local backend: two tables of the state database (`state.db`), append-only like the audit
 trail, enforced by triggers: `threshold_proposals` (a row changes only while PENDING, is

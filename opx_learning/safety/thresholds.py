@@ -1,4 +1,4 @@
-"""Threshold proposals as change requests (SPEC §9): propose, approve or reject (four eyes), versioned sets.
+"""Threshold proposals as change requests (docs/thresholds.md): propose, approve or reject (four eyes), versioned sets.
 
 - `propose`: any authenticated principal turns a calibration's `recommended_thresholds` into a
   PENDING proposal (audited THRESHOLD_PROPOSAL). Nothing changes yet.

@@ -359,7 +359,7 @@ def create_table(client: Any, name: str) -> bool:
 class DynamoOutcomeStore(OutcomeStore):
     """The platform's `opx-outcomes` table, read through the `TimeIndex` GSI one day at a time.
 
-    Items are nested camelCase (SPEC §1) with `recordedDate` (YYYY-MM-DD) and `recordedAt`
+    Items are the platform's nested camelCase with `recordedDate` (YYYY-MM-DD) and `recordedAt`
     (ISO-8601 UTC); reads never Scan the table. Re-writing an `outcome_id` replaces its item,
     so writes are idempotent. The endpoint comes from boto3's own configuration
     (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`).

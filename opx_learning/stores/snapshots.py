@@ -1,4 +1,4 @@
-"""Append-only snapshot store: every version of a window kept side by side (SPEC §4).
+"""Append-only snapshot store: every version of a window kept side by side (docs/snapshots.md).
 
 Layout: `<root>/<TYPE>/<start>_<end>/v<version>.json`, with `<start>` and `<end>`
 the window bounds in ISO-8601 UTC without colons (`2026-01-01T000000.000Z`); a version

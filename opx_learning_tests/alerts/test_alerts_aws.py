@@ -22,7 +22,7 @@ from opx_learning.safety.state import initialise
 
 @pytest.fixture
 def aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The aws backend on moto with the §5 tables and the ENABLED kill switch (as `aws init` leaves them)."""
+    """The aws backend on moto with the audit and config tables and the ENABLED kill switch (as `aws init` leaves them)."""
     monkeypatch.setenv("OPX_BACKEND", "aws")
     create_tables(get_settings())
     initialise(get_settings())

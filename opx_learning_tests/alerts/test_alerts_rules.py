@@ -1,4 +1,4 @@
-"""The §6 alert table, row by row, on hand-made audit records."""
+"""The alert table (docs/design.md#alerts), row by row, on hand-made audit records."""
 
 from __future__ import annotations
 

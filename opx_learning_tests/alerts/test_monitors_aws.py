@@ -23,7 +23,7 @@ SENSORS = ["audit_run_terminated_sensor", "monitors_watchdog_sensor", "operation
 
 @pytest.fixture
 def aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The aws backend on moto with the §5 tables and the ENABLED kill switch (as `aws init` leaves them)."""
+    """The aws backend on moto with the audit and config tables and the ENABLED kill switch (as `aws init` leaves them)."""
     monkeypatch.setenv("OPX_BACKEND", "aws")
     create_tables(get_settings())
     initialise(get_settings())

@@ -1,4 +1,4 @@
-"""Emerging root causes: known answers by hand, a loop-based scipy reference, and the spec's targets on generated data."""
+"""Emerging root causes: known answers by hand, a loop-based scipy reference, and the documented targets on generated data."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_matches_a_loop_based_scipy_reference(spec: list[tuple[int, str, str, in
         assert [g[3] for g in got] == pytest.approx(sorted(w[3] for w in want), rel=1e-9)
 
 
-# ---- the spec's targets on the generator's data, several seeds ---------------------------------------------
+# ---- the targets on the generator's data, several seeds ---------------------------------------------------
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SEEDS = (0, 1, 2, 3)

@@ -52,7 +52,7 @@ window_runs = st.builds(
 def test_windows_equal_one_extraction_per_window_and_the_reference(
     rows: list[dict[str, Any]], windows: list[Window], service: str | None
 ) -> None:
-    # `extract_patterns` reads an end at 23:59:59.999 as the end of that day (SPEC §1, runbook style);
+    # `extract_patterns` reads an end at 23:59:59.999 as the end of that day (runbook style);
     # a Window is exact, so such ends are not comparable one by one.
     assume(all(w.end.time() < time(23, 59, 59, 999000) for w in windows))
     frame = outcomes(rows)

@@ -1,4 +1,4 @@
-"""Known-answer and property tests of snapshot building and diffing (SPEC §4)."""
+"""Known-answer and property tests of snapshot building and diffing."""
 
 from __future__ import annotations
 

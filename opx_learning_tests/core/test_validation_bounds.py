@@ -1,4 +1,4 @@
-"""SPEC §1 bounds in validation: instants 1970..2200, ids and services of at most 256 characters without control characters."""
+"""Bounds in validation: instants 1970..2200, ids and services of at most 256 characters without control characters."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterIns
     assert run.materialized == {"daily_outcomes": DAYS, "pattern_summaries_daily": DAYS}
     assert len(instance.get_run_records()) == 1
     storage = resource("asset_storage")
-    # The emerging-root-cause baseline reaches back up to 8 windows (SPEC §2).
+    # The emerging-root-cause baseline reaches back up to 8 windows.
     for previous, day in (("2025-09-23", "2025-10-01"), ("2025-09-26", "2025-10-04")):
         end = f"{day}T23:59:59.999Z"
         assert storage.read("daily_outcomes", day).height == _outcomes(day, end).height
@@ -69,7 +69,7 @@ def test_dagster_weekly_summary_equals_its_seven_days(instance: dg.DagsterInstan
     assert launch.materialize(instance, ["pattern_summaries_daily"], days).success
     storage = resource("asset_storage")
     weekly = storage.read("pattern_summaries_weekly", week)
-    # The emerging-root-cause baseline reaches back up to 8 weeks (SPEC §2).
+    # The emerging-root-cause baseline reaches back up to 8 weeks.
     assert_frame_equal(weekly, extract_patterns(_outcomes("2025-08-10", "2025-10-12"), "2025-10-05", "2025-10-12"))
     daily = pl.concat([storage.read("pattern_summaries_daily", day) for day in days])
     summed = daily.group_by("service").agg(pl.col("total_incidents", "true_positives", "false_positives").sum())

@@ -1,4 +1,4 @@
-"""On-demand pattern extraction and calibration over any window (SPEC §0) through `opx-learning trigger`."""
+"""On-demand pattern extraction and calibration over any window through `opx-learning trigger`."""
 
 from __future__ import annotations
 

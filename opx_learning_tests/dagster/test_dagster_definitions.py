@@ -1,4 +1,4 @@
-"""The code location loads and exposes the asset graph, checks and schedules described in SPEC §7."""
+"""The code location loads and exposes the asset graph, checks and schedules described in docs/assets.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dagster's production topology on a real PostgreSQL server (SPEC §8 scale-out).
+"""Dagster's production topology on a real PostgreSQL server (docs/deploy.md).
 
 The instance is `dagster.local-production.yaml` configured only through its documented
 variables; the gRPC code server, the webserver and the daemon run as separate processes

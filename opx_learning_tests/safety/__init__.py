@@ -1,1 +1,1 @@
-"""Safety layer tests (SPEC §5), run against the SQLite and the DynamoDB backend."""
+"""Safety layer tests, run against the SQLite and the DynamoDB backend."""
