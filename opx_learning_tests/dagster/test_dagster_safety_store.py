@@ -10,10 +10,12 @@ import pytest
 from opx_learning_tests.wiring import resource
 
 
-def test_safety_resource_description_names_the_store(opx_home: Path) -> None:
-    description = resource("safety").get_resource_definition().description
-    assert description.startswith("Kill switch, maintenance calendar")
-    assert description.endswith(f"Safety store: local: {opx_home / 'state.db'}")
+def test_safety_resource_names_the_store_in_its_configuration(opx_home: Path) -> None:
+    safety = resource("safety")
+    # The UI's resource page shows a resource's configuration: the home whose state.db it uses.
+    assert safety.home == str(opx_home)
+    assert safety.store_description == f"local: {opx_home / 'state.db'}"
+    assert "SQLite" in safety.get_resource_definition().description
 
 
 def test_schedule_tick_on_an_uninitialised_home_is_skipped_with_the_way_out(

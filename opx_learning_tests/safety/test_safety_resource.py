@@ -23,7 +23,7 @@ from opx_learning_tests.wiring import resource
     ],
 )
 def test_launch_path_from_tags_is_dagster_ui(tags, expected, opx_home) -> None:
-    trigger, principal = SafetyResource.launch_path("run-1", tags, None)
+    trigger, principal = resource("safety").launch_path("run-1", tags, None)
     assert trigger is expected
     assert (principal.principal, principal.authority.value) == ("dagster-ui", "HUMAN_OPERATOR")
 
