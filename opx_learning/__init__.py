@@ -29,6 +29,7 @@ _API: dict[str, str] = {
     "service_band_priors": "opx_learning.core.service_calibration",
     "confidence_by_root_cause": "opx_learning.core.service_calibration",
     "plot_drift": "opx_learning.plots",
+    "plot_reliability": "opx_learning.plots",
     "build_snapshot": "opx_learning.core.snapshots",
     "diff_snapshots": "opx_learning.core.snapshot_diff",
     "Snapshot": "opx_learning.core.snapshots",

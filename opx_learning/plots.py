@@ -36,7 +36,7 @@ def _figure(**kwargs: Any) -> Figure:
     return Figure(**kwargs)
 
 
-def reliability_diagram(calibration: Calibration) -> Figure:
+def plot_reliability(calibration: Calibration) -> Figure:
     """The reliability diagram of one calibration: accuracy vs mean confidence per band.
 
     Args:
@@ -156,3 +156,4 @@ def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+

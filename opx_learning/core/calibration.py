@@ -157,12 +157,6 @@ class Calibration:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def plot(self) -> Any:
-        """The reliability diagram as a matplotlib Figure (needs `pip install "opx_learning[plots]"`)."""
-        from opx_learning.plots import reliability_diagram
-
-        return reliability_diagram(self)
-
 
 def calibration_id(window: Window) -> str:
     """Deterministic id of a window's calibration: SHA-256 of `"{start}:{end}:{version}"`."""

@@ -19,7 +19,7 @@ import polars as pl
 
 from opx_learning.core.calibration import Calibration, InsufficientData
 from opx_learning.core.service_calibration import confidence_by_root_cause
-from opx_learning.plots import INSTALL_HINT, figure_png
+from opx_learning.plots import INSTALL_HINT, figure_png, plot_reliability
 
 LISTED = 10
 _log = logging.getLogger("opx_learning.calibration_views")
@@ -39,7 +39,7 @@ def _cell(text: str) -> str:
 def reliability_diagram_markdown(calibration: Calibration) -> str:
     """The reliability diagram as Markdown with the PNG embedded, or how to get it when matplotlib is missing."""
     try:
-        png = figure_png(calibration.plot(), dpi=80)
+        png = figure_png(plot_reliability(calibration), dpi=80)
     except ImportError:
         return f"Reliability diagram not drawn: {INSTALL_HINT}"
     except Exception as error:  # noqa: BLE001 - a picture must never fail the calibration it illustrates

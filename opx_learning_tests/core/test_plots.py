@@ -29,7 +29,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 def test_reliability_diagram_axes_bars_diagonal_edges_and_counts(months: list[Calibration]) -> None:
     calibration = months[2]
-    figure = calibration.plot()
+    figure = opx.plot_reliability(calibration)
     assert _png_size(plots.figure_png(figure, dpi=100)) == (640, 640)
     (ax,) = figure.axes
     assert ax.get_xlabel() == "mean predicted confidence"
@@ -102,7 +102,7 @@ def test_missing_matplotlib_says_how_to_install(months: list[Calibration], monke
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "opx_learning\[plots\]"'):
-        months[0].plot()
+        opx.plot_reliability(months[0])
     with pytest.raises(ImportError, match=r'pip install "opx_learning\[plots\]"'):
         opx.plot_drift(months)
 
@@ -111,7 +111,7 @@ def test_empty_band_is_not_drawn() -> None:
     frame = opx.generate_outcomes("2025-08-01", "2025-08-08", per_day=20, seed=1)
     confident = frame.with_columns(pl.lit(0.9).alias("predicted_confidence"))
     calibration = opx.calibrate(confident, datetime(2025, 8, 1, tzinfo=UTC), datetime(2025, 8, 8, tzinfo=UTC))
-    ax = calibration.plot().axes[0]
+    ax = opx.plot_reliability(calibration).axes[0]
     assert len(ax.containers) == 1
 
 
@@ -125,7 +125,7 @@ def test_bands_of_one_label_draw_bars_inside_the_unit_square() -> None:
     )
     calibration = opx.calibrate(scored, "2025-08-01", "2025-08-08")
     assert calibration.bands.filter(pl.col("n") > 0)["ci_low"].to_list()[0] > 0.0
-    ax = calibration.plot().axes[0]
+    ax = opx.plot_reliability(calibration).axes[0]
     assert len(ax.containers) == 2
     for container in ax.containers:
         bottom, top = container.lines[2][0].get_segments()[0][:, 1]
