@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from opx_learning.app.event_log import enable_event_batches
 from opx_learning.defs import checks, integrity, monitors
 from opx_learning.defs.alert_sensors import ALERT_SENSORS
 from opx_learning.defs.assets import ASSETS
@@ -14,9 +13,6 @@ from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
-
-# Range runs hand their per-partition events to the event log in batches (opx_learning.app.event_log).
-enable_event_batches()
 
 _storage = AssetStorage()
 
