@@ -61,6 +61,7 @@ from opx_learning.core.schema import (
 from opx_learning.core.snapshots import build_snapshot, prepare_calibrations
 from opx_learning.core.validation import validate_outcomes, validate_outcomes_by
 from opx_learning.core.windows import Window, day_window, iso
+from opx_learning.defs import beta
 from opx_learning.defs.calibration_views import calibration_views
 from opx_learning.defs.operations import (
     InsufficientInput,
@@ -188,7 +189,7 @@ _WINDOW_CHECK_TEXT = (
 
 
 def _window_check_spec(asset: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
+    return beta.asset_check_spec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
 
 
 def window_check(metadata: Mapping[str, Any], key: str, cadence: str) -> dg.AssetCheckResult:
@@ -211,7 +212,7 @@ def _range_parameters(context: dg.AssetExecutionContext, time_window: str, **ext
     return {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": time_window, **extra}
 
 
-@dg.asset(
+@beta.asset(
     partitions_def=daily_partitions,
     backfill_policy=SINGLE_RUN,
     freshness_policy=FRESHNESS["daily_outcomes"],
@@ -251,7 +252,7 @@ def daily_outcomes(
     yield from run_operation(context, None, asset_storage, "OUTCOME_VALIDATION", _range_parameters(context, "DAILY"), work)
 
 
-@dg.asset(
+@beta.asset(
     partitions_def=daily_partitions,
     backfill_policy=SINGLE_RUN,
     deps=[daily_outcomes],
@@ -271,7 +272,7 @@ def pattern_summaries_daily(
     yield from _patterns(context, outcome_store, asset_storage, safety, daily_partitions, "DAILY")
 
 
-@dg.asset(
+@beta.asset(
     partitions_def=weekly_partitions,
     backfill_policy=SINGLE_RUN,
     deps=[daily_outcomes],
@@ -389,7 +390,7 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-@dg.asset(
+@beta.asset(
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
     deps=[daily_outcomes],
@@ -421,7 +422,7 @@ def confidence_calibration(
     yield from run_operation(context, safety, asset_storage, "CALIBRATION", _range_parameters(context, "MONTHLY"), work)
 
 
-@dg.asset(
+@beta.asset(
     name="drift_metrics",
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
@@ -431,7 +432,7 @@ def confidence_calibration(
     deps=[
         dg.AssetDep(
             confidence_calibration,
-            partition_mapping=dg.TimeWindowPartitionMapping(
+            partition_mapping=beta.time_window_mapping(
                 start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
         )
@@ -486,7 +487,7 @@ def _snapshot_asset(
     summaries_name = summaries_asset.key.to_user_string()
     cadence = "--type weekly" if summaries_partitions is weekly_partitions else "--type daily"
 
-    @dg.asset(
+    @beta.asset(
         name=name,
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
@@ -494,7 +495,7 @@ def _snapshot_asset(
             summaries_asset,
             dg.AssetDep(
                 "confidence_calibration",
-                partition_mapping=dg.TimeWindowPartitionMapping(
+                partition_mapping=beta.time_window_mapping(
                     start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
                 ),
             )

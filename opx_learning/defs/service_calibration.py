@@ -30,6 +30,7 @@ from opx_learning.core.service_calibration import (
     SERVICE_BANDS_SCHEMA,
     service_bands_and_priors,
 )
+from opx_learning.defs import beta
 from opx_learning.defs.assets import PER_PARTITION, daily_outcomes, read_outcomes
 from opx_learning.defs.calibration_views import (
     miscalibrated_services_markdown,
@@ -70,7 +71,7 @@ def advisories(rows: pl.DataFrame, month: str, run_id: str | None = None) -> lis
     return alerts
 
 
-@dg.asset(
+@beta.asset(
     name=ASSET_NAME,
     partitions_def=monthly_partitions,
     backfill_policy=PER_PARTITION,
