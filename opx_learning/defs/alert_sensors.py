@@ -22,7 +22,7 @@ from __future__ import annotations
 import dagster as dg
 
 from opx_learning.alerts.monitor import alert_tick
-from opx_learning.defs.monitors import WATCHDOG, watch_watchdog
+from opx_learning.defs.monitors import WATCHDOG, heartbeat, watch_watchdog
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
@@ -34,6 +34,7 @@ from opx_learning.safety.audit import utcnow
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Publishes SPEC §6 alerts (P0-P3, INFO) for new audit records; idempotent across re-evaluations.",
 )
+@heartbeat("operations_alert_sensor")
 def operations_alert_sensor(
     context: dg.SensorEvaluationContext, safety: SafetyResource, alerts: AlertsResource
 ) -> dg.SkipReason:

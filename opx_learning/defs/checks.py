@@ -24,6 +24,7 @@ import dagster as dg
 from opx_learning.config import get_settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.defs import checklist as cl
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.defs.partitions import CADENCE_PARTITIONS
 from opx_learning.integrity.sweep import run_sweep
 from opx_learning.resources.alerts import AlertsResource
@@ -204,6 +205,7 @@ def morning_checklist_job() -> None:
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="The runbook's 09:00 UTC morning checklist (daily, Monday, first-Monday lists) and one digest alert.",
 )
+@heartbeat("morning_checklist_schedule")
 def morning_checklist_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Run the checklist as of the tick's time and send its digest."""
     tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)

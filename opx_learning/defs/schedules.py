@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from opx_learning.defs import jobs
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.defs.partitions import (
     daily_partitions,
     last_complete_key,
@@ -45,6 +46,7 @@ def _partition_schedule(
         default_status=STOPPED,
         description=f"{operation_type} ({time_window}) of the partition that just ended; UTC cron `{cron}`.",
     )
+    @heartbeat(name)
     def _schedule(context: dg.ScheduleEvaluationContext, safety: SafetyResource) -> dg.RunRequest | dg.SkipReason:
         tick = context.scheduled_execution_time or datetime.now(UTC)
         key = last_complete_key(partitions_def, tick)

@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from opx_learning.core.windows import iso, to_utc
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.resources.safety import AUDIT_ID_TAG, SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
@@ -178,6 +179,7 @@ def complete_terminated(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Completes RUNNING audit records whose run failed, was canceled or died as FAILED (RUN_TERMINATED).",
 )
+@heartbeat("audit_run_terminated_sensor")
 def audit_run_terminated_sensor(context: dg.SensorEvaluationContext, safety: SafetyResource) -> dg.SkipReason:
     """Complete orphaned RUNNING audit records; the tick never launches a run."""
     completed = complete_terminated(context.instance, safety.guard())
