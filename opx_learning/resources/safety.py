@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from opx_learning.config import get_settings
 from opx_learning.safety.guard import Attempt, Guard
@@ -68,12 +67,12 @@ def created_by_schedule_tick(instance: dg.DagsterInstance | None, run_id: str, t
         tick = instance.schedule_storage.get_tick(int(tick_id))  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - an unknown tick id (or no schedule storage) proves nothing
         return False
-    if tick.instigator_type != InstigatorType.SCHEDULE or tick.instigator_name != name:
+    if tick.instigator_type.value != "SCHEDULE" or tick.instigator_name != name:
         return False
     if tick.tick_data.run_ids:
         return run_id in tick.tick_data.run_ids
     runs = instance.get_run_records(dg.RunsFilter(tags={TICK_TAG: tick_id}), ascending=True, limit=1)
-    return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status == TickStatus.STARTED
+    return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status.value == "STARTED"
 
 
 def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
@@ -90,7 +89,23 @@ def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
         tick = context.instance.schedule_storage.get_tick(int(key[2]))  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - no such tick: not a daemon evaluation
         return False
-    return tick.instigator_name == key[1] and tick.status == TickStatus.STARTED
+    return tick.instigator_name == key[1] and tick.status.value == "STARTED"
+
+
+class _NamesTheStore:
+    """A class's docstring that, read on an instance, ends with the safety store in use.
+
+    Dagster describes a configurable resource by its instance's `__doc__` (shown in the UI
+    on the resource's page), so the description names the store the code location uses.
+    """
+
+    def __init__(self, text: str | None) -> None:
+        self.text = inspect.cleandoc(text or "")
+
+    def __get__(self, instance: object, owner: type | None = None) -> str:
+        if instance is None:
+            return self.text
+        return f"{self.text}\n\nSafety store: {get_settings().store_description}"
 
 
 class SafetyResource(dg.ConfigurableResource):
@@ -101,14 +116,8 @@ class SafetyResource(dg.ConfigurableResource):
     fresh from the store.
     """
 
-    def get_resource_definition(self) -> Any:
-        """Dagster's definition of this resource, its description naming the safety store (shown in the UI)."""
-        definition = super().get_resource_definition()
-        label = f"Safety store: {get_settings().store_description}"
-        if label not in (definition.description or ""):
-            text = inspect.cleandoc(definition.description or "")
-            definition._description = f"{text}\n\n{label}"
-        return definition
+    # Its description in Dagster (the UI's resource page) names the safety store.
+    __doc__ = _NamesTheStore(__doc__)  # type: ignore[assignment]
 
     def guard(self, on_alert: AlertHook | None = None) -> Guard:
         """A guard over the active backend.
