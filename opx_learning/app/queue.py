@@ -132,8 +132,11 @@ def follow(
 ) -> dg.DagsterRun | None:
     """Poll the run until it is finished; None if it is still going after `timeout` seconds.
 
-    `progress` gets one line per status change (`QUEUED`, `STARTING`, `STARTED`, ...).
+    `progress` gets one line per status change (`QUEUED`, `STARTING`, `STARTED`, ...); a run
+    the daemon dequeued before the first poll is reported QUEUED first all the same.
     """
+    import dagster as dg
+
     started = time.monotonic()
     last = None
     while True:
@@ -141,6 +144,10 @@ def follow(
         if run is None:
             raise LookupError(f"run {run_id} is not in the instance")
         elapsed = time.monotonic() - started
+        if last is None and run.status not in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+            enqueued = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.PIPELINE_ENQUEUED, limit=1)
+            if enqueued.records and progress is not None:
+                progress(f"   run {run_id} {dg.DagsterRunStatus.QUEUED.value} ({elapsed:.1f} s)")
         if run.status != last and progress is not None:
             progress(f"   run {run_id} {run.status.value} ({elapsed:.1f} s)")
         last = run.status

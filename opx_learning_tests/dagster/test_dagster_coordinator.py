@@ -56,3 +56,13 @@ def test_a_submitted_job_waits_in_the_queue_with_its_id_tags_plan_and_location(
 def test_a_job_that_cannot_be_submitted_says_why(instance: dg.DagsterInstance) -> None:
     with pytest.raises(RuntimeError, match=r"(?s)did not submit run .* of no_such_job .*Job \"no_such_job\" not found"):
         submit_job(instance, "no_such_job", ["2025-10-01"], {})
+
+
+def test_following_a_run_the_daemon_already_dequeued_still_reports_it_queued(instance: dg.DagsterInstance) -> None:
+    from opx_learning.app.queue import follow
+
+    run_id = submit_job(instance, "daily_patterns_job", ["2025-10-01"], {})
+    instance.report_run_canceled(instance.get_run_by_id(run_id))  # left the queue before the first poll
+    lines: list[str] = []
+    assert follow(instance, run_id, progress=lines.append, poll_every=0.01).status == dg.DagsterRunStatus.CANCELED
+    assert [line.split()[2] for line in lines] == ["QUEUED", "CANCELED"]
