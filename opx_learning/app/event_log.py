@@ -1,5 +1,31 @@
 """Dagster's SQLite event log with its engines kept and a batch of events written in one transaction.
 
+This is the one module of opx_learning that relies on Dagster internals (an instance storage
+class is Dagster's documented extension point, but its base class and helpers are not public
+API). It relies on exactly these, all checked against Dagster 1.13 by
+`opx_learning_tests/dagster/test_event_log_storage.py`, which runs the same runs on this class
+and on Dagster's own and compares what they store:
+
+- `dagster._core.storage.event_log.sqlite.sqlite_event_log`: the base class
+  `SqliteEventLogStorage` and `INDEX_SHARD_NAME`; its private members `_engine` /
+  `_connect` / `_initdb` / `_initialized_dbs` (overridden or used to keep one engine per
+  file), `_db_lock` (replaced by a re-entrant lock), `_event_to_row`,
+  `_store_asset_event_tags`, `_store_asset_event` and
+  `_has_asset_key_index_cols_on_connection` (the per-event steps `store_event` takes,
+  reused to store a batch);
+- `dagster._core.storage.event_log.schema.SqlEventLogStorageTable`, `dagster._core.storage.sql.create_engine`,
+  `dagster._core.storage.sqlite.SQLITE_BUSY_TIMEOUT_SECONDS`: the table and the engine settings
+  Dagster's class uses;
+- `dagster._core.events` (`DagsterEventType`, `ASSET_CHECK_EVENTS`) and
+  `dagster._core.events.log.EventLogEntry`: the events stored;
+- `dagster._config` (`Field`, `StringSource`, `IntSource`) and `dagster._serdes.ConfigurableClassData`:
+  the storage's `dagster.yaml` block;
+- `DagsterInstance._get_event_batch_size`, the method Dagster's instance asks whether (and how
+  many) events of a batch to hand to `store_event_batch`. Dagster reads it from the
+  environment variable `DAGSTER_EVENT_BATCH_SIZE` only; `register_instance` makes the instance
+  that uses this storage answer with the storage's `event_batch_size` instead (the variable,
+  when set, still wins), so batching is a setting of that instance, not of the process.
+
 Dagster's `SqliteEventLogStorage` builds a new SQLAlchemy engine for every statement it
 runs (so no statement is ever served from the compiled-SQL cache) and writes every event
 in its own transactions. A run over a long range of partitions records several events
@@ -9,10 +35,12 @@ computation, set the run's time. This subclass changes only that:
 - one engine per database file, kept for the life of the storage (run shards still
   open and close a connection per transaction, so the file the UI's log watcher
   follows is updated when each transaction ends, as with Dagster's own class);
-- `store_event_batch` (used for the batches Dagster forms when `DAGSTER_EVENT_BATCH_SIZE`
-  is set: the planned events of a run, the per-partition materializations of a step)
-  stores every event of the batch exactly as `store_event` would, inside one
-  transaction on the run's shard and one on the index shard.
+- the instance using it hands over the batches Dagster forms (the planned events of a
+  run, the per-partition materializations of a step) in batches of `event_batch_size`
+  events (default 10000; `DAGSTER_EVENT_BATCH_SIZE` in the environment overrides it, `0`
+  turns batching off);
+- `store_event_batch` stores every event of the batch exactly as `store_event` would,
+  inside one transaction on the run's shard and one on the index shard.
 
 It reads and writes the same files in the same layout, so an instance can switch between
 the two classes at any time. Configure it in `dagster.yaml`:
@@ -20,6 +48,8 @@ the two classes at any time. Configure it in `dagster.yaml`:
     event_log_storage:
       module: opx_learning.app.event_log
       class: BatchingSqliteEventLogStorage
+      # config:
+      #   event_batch_size: 10000
 """
 
 from __future__ import annotations
@@ -32,7 +62,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from dagster._config import Field, StringSource
+from dagster._config import Field, IntSource, StringSource
 from dagster._core.events import ASSET_CHECK_EVENTS, DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
@@ -47,7 +77,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
-DEFAULT_BATCH_SIZE = "10000"
+DEFAULT_BATCH_SIZE = 10000
 # Engines kept at once (the index plus the most recently used run shards).
 MAX_ENGINES = 32
 # Rows of one multi-row INSERT (7 bound values a row, well under SQLite's 32,766).
@@ -67,9 +97,10 @@ def _is_plain_asset_event(event: EventLogEntry) -> bool:
     return bool(dagster_event and dagster_event.event_type in _PLAIN_ASSET_EVENTS and dagster_event.asset_key)
 
 
-def enable_event_batches() -> None:
-    """Let Dagster hand this process's ranged-run events to the storage in batches (`DAGSTER_EVENT_BATCH_SIZE`), unless set."""
-    os.environ.setdefault(BATCH_SIZE_ENV, DEFAULT_BATCH_SIZE)
+def event_batch_size(configured: int) -> int:
+    """The batch size an instance using this storage gives Dagster: `DAGSTER_EVENT_BATCH_SIZE` when set, else `configured`."""
+    raw = os.environ.get(BATCH_SIZE_ENV, "").strip()
+    return int(raw) if raw else configured
 
 
 def default_base_dir() -> str:
@@ -89,7 +120,11 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         self,
         base_dir: str | None = None,
         inst_data: ConfigurableClassData | None = None,
+        event_batch_size: int = DEFAULT_BATCH_SIZE,
     ):
+        if event_batch_size < 0:
+            raise ValueError(f"event_batch_size must be 0 (no batches) or more, not {event_batch_size}")
+        self.event_batch_size = event_batch_size
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._held = threading.local()
@@ -101,15 +136,34 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
-        """`base_dir` is optional (default `$DAGSTER_HOME/history/runs`, Dagster's own location)."""
-        return {"base_dir": Field(StringSource, is_required=False)}
+        """`base_dir` (default `$DAGSTER_HOME/history/runs`, Dagster's own location) and `event_batch_size` (default 10000)."""
+        return {
+            "base_dir": Field(StringSource, is_required=False),
+            "event_batch_size": Field(IntSource, is_required=False, default_value=DEFAULT_BATCH_SIZE),
+        }
 
     @classmethod
     def from_config_value(  # type: ignore[override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
     ) -> BatchingSqliteEventLogStorage:
         """Build the storage from its `dagster.yaml` block."""
-        return cls(inst_data=inst_data, base_dir=config_value.get("base_dir"))
+        return cls(
+            inst_data=inst_data,
+            base_dir=config_value.get("base_dir"),
+            event_batch_size=config_value.get("event_batch_size", DEFAULT_BATCH_SIZE),
+        )
+
+    def register_instance(self, instance: Any) -> None:
+        """Bind to the instance (as Dagster does) and make it hand this storage its events in batches.
+
+        Dagster's instance asks its own `_get_event_batch_size()`, which reads only the
+        environment; the instance that uses this storage answers with `event_batch_size`
+        (the environment variable, when set, still wins). No other instance, and nothing
+        of the process, changes. The answer holds no reference to the instance or storage.
+        """
+        super().register_instance(instance)
+        configured = self.event_batch_size
+        instance._get_event_batch_size = lambda: event_batch_size(configured)
 
     def _engine(self, shard: str) -> Engine:
         if (

@@ -5,6 +5,7 @@ Shared by `opx-learning trigger`, the REST API and its background workers, and t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -399,13 +400,11 @@ def submit_adopting(
     Returns:
         The run id.
     """
-    from dagster._core.utils import make_new_run_id
-
     from opx_learning.app import queue
     from opx_learning.defs.jobs import job_for_assets
     from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
 
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())  # a run id as Dagster makes one
     guard.reserve(audit_id, run_id=run_id, token=token)
     run_tags = {**(tags or {}), queue.TRIGGER_TYPE_TAG: trigger_type, AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
     try:

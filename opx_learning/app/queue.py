@@ -6,20 +6,25 @@ the daemon dequeues it within the queue's limits and starts it through the run l
 in a run worker (a subprocess of the code server, an ECS task, a pod). The asking
 process follows the run by polling its status and reads its result from the event log.
 
-The job is taken from the code location loaded in this process (no code server or
-webserver is needed to submit); the run names the location `OPX_DAGSTER_LOCATION`
-(default `opx_learning.definitions`, the name both shipped workspaces give it), so the
-daemon launches it on the code server of that name.
+The run is created and submitted by Dagster's own `dagster job launch` (its public
+CLI), in a subprocess on the same instance (`DAGSTER_HOME`), which loads the code
+location `opx_learning.definitions` from this Python environment (no webserver or
+long-running code server is needed to submit); the run names the location
+`OPX_DAGSTER_LOCATION` (default `opx_learning.definitions`, the name both shipped
+workspaces give it), so the daemon launches it on the code server of that name.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -33,6 +38,9 @@ RANGE_END = "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
 FOLLOW_TIMEOUT = 3600.0
 POLL_EVERY = 1.0
+MODULE = "opx_learning.definitions"
+SUBMIT_TIMEOUT = 300.0
+_ERROR_CHARS = 2000
 
 
 def queues(instance: dg.DagsterInstance) -> bool:
@@ -61,19 +69,11 @@ def partition_tags(partitions: Sequence[str]) -> dict[str, str]:
     return {}
 
 
-@contextmanager
-def _workspace(instance: dg.DagsterInstance) -> Iterator[Any]:
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-
-    origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(executable_path=sys.executable, module_name="opx_learning.definitions"),
-        location_name=location_name(),
-    )
-    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
-        yield context.create_request_context()
+def _workspace_yaml() -> str:
+    """A workspace of the one code location, under the name submitted runs carry, loaded as this process loads it."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the `opx_learning` this process imports
+    location = {"module_name": MODULE, "location_name": location_name(), "working_directory": os.path.dirname(package)}
+    return json.dumps({"load_from": [{"python_module": location}]})  # JSON is YAML
 
 
 def submit_job(
@@ -86,6 +86,10 @@ def submit_job(
 ) -> str:
     """Create a run of the named job over `partitions` and submit it to the instance's run coordinator.
 
+    Dagster's `dagster job launch` creates the run (the job's tags, then the partition tags,
+    then `tags`) with its execution plan and submits it, in a subprocess on the instance of
+    `DAGSTER_HOME` (the caller's instance, `app.instance.ensure_dagster_home`).
+
     Args:
         instance: the instance (a queued coordinator enqueues the run; the default one launches it).
         job_name: a job of the code location (`defs.jobs.job_for_assets`).
@@ -95,36 +99,27 @@ def submit_job(
 
     Returns:
         The run id.
+
+    Raises:
+        RuntimeError: the run was not submitted (with Dagster's error).
     """
-    with _workspace(instance) as workspace:
-        code_location = workspace.get_code_location(location_name())
-        repository = code_location.get_repository(REPOSITORY)
-        remote_job = repository.get_full_job(job_name)
-        plan = code_location.get_execution_plan(
-            remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
-        ).execution_plan_snapshot
-        run = instance.create_run(
-            job_name=job_name,
-            run_id=run_id,
-            run_config={},
-            resolved_op_selection=None,
-            step_keys_to_execute=plan.step_keys_to_execute,
-            op_selection=None,
-            status=None,
-            root_run_id=None,
-            parent_run_id=None,
-            tags={**remote_job.tags, **partition_tags(partitions), **tags},
-            job_snapshot=remote_job.job_snapshot,
-            execution_plan_snapshot=plan,
-            parent_job_snapshot=remote_job.parent_job_snapshot,
-            remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(),
-            asset_selection=None,
-            asset_check_selection=None,
-            asset_graph=repository.asset_graph,
+    run_id = run_id or str(uuid.uuid4())
+    with tempfile.TemporaryDirectory(prefix="opx-submit-") as folder:
+        workspace = os.path.join(folder, "workspace.yaml")
+        with open(workspace, "w", encoding="utf-8") as handle:
+            handle.write(_workspace_yaml())
+        command = [
+            sys.executable, "-m", "dagster", "job", "launch",
+            "-w", workspace, "-l", location_name(), "-r", REPOSITORY, "-j", job_name,
+            "--tags", json.dumps({**partition_tags(partitions), **tags}), "--run-id", run_id,
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False, stdin=subprocess.DEVNULL
         )
-        instance.submit_run(run.run_id, workspace)
-    return run.run_id
+    if done.returncode != 0 or instance.get_run_by_id(run_id) is None:
+        error = (done.stderr or done.stdout or "").strip()[-_ERROR_CHARS:]
+        raise RuntimeError(f"`dagster job launch` did not submit run {run_id} of {job_name} (exit {done.returncode}): {error}")
+    return run_id
 
 
 def follow(
@@ -137,8 +132,11 @@ def follow(
 ) -> dg.DagsterRun | None:
     """Poll the run until it is finished; None if it is still going after `timeout` seconds.
 
-    `progress` gets one line per status change (`QUEUED`, `STARTING`, `STARTED`, ...).
+    `progress` gets one line per status change (`QUEUED`, `STARTING`, `STARTED`, ...); a run
+    the daemon dequeued before the first poll is reported QUEUED first all the same.
     """
+    import dagster as dg
+
     started = time.monotonic()
     last = None
     while True:
@@ -146,6 +144,10 @@ def follow(
         if run is None:
             raise LookupError(f"run {run_id} is not in the instance")
         elapsed = time.monotonic() - started
+        if last is None and run.status not in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+            enqueued = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.PIPELINE_ENQUEUED, limit=1)
+            if enqueued.records and progress is not None:
+                progress(f"   run {run_id} {dg.DagsterRunStatus.QUEUED.value} ({elapsed:.1f} s)")
         if run.status != last and progress is not None:
             progress(f"   run {run_id} {run.status.value} ({elapsed:.1f} s)")
         last = run.status

@@ -23,7 +23,7 @@ import dagster as dg
 
 from opx_learning.alerts.monitor import alert_tick
 from opx_learning.defs.location import Location
-from opx_learning.defs.monitors import WATCHDOG, watch_watchdog
+from opx_learning.defs.monitors import WATCHDOG, heartbeat, watch_watchdog
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
@@ -39,6 +39,7 @@ def build_alert_sensors(loc: Location) -> list[dg.SensorDefinition]:
         required_resource_keys=loc.names.required("safety", "alerts"),
         description="Publishes the P0-P3 and INFO alerts for new audit records; idempotent across re-evaluations.",
     )
+    @heartbeat(loc.names("operations_alert_sensor"), loc.settings)
     def operations_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         """Evaluate the alert rules on the audit records changed since the cursor; the tick never launches a run."""
         r = loc.names.resources(context)

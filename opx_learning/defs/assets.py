@@ -61,6 +61,7 @@ from opx_learning.core.schema import (
 from opx_learning.core.snapshots import build_snapshot, prepare_calibrations
 from opx_learning.core.validation import validate_outcomes, validate_outcomes_by
 from opx_learning.core.windows import Window, day_window, iso
+from opx_learning.defs import beta
 from opx_learning.defs.calibration_views import calibration_views
 from opx_learning.defs.location import IO_MANAGER, Location, Partitions
 from opx_learning.defs.operations import (
@@ -180,7 +181,7 @@ _WINDOW_CHECK_TEXT = (
 
 
 def _window_check_spec(asset: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
+    return beta.asset_check_spec(WINDOW_CHECK, asset=asset, partitions_def=partitions_def, description=_WINDOW_CHECK_TEXT)
 
 
 def window_check(metadata: Mapping[str, Any], key: str, cadence: str) -> dg.AssetCheckResult:
@@ -544,7 +545,7 @@ def _confidence_calibration_custom(context: dg.AssetExecutionContext, r: Any) ->
 
 
 def _previous_month() -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
+    return beta.time_window_mapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
 
 
 def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
@@ -555,7 +556,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
     guarded = n.required("outcome_store", "asset_storage", "safety")
     snapshots = n.required("outcome_store", "asset_storage", "safety", "snapshot_store")
 
-    @dg.asset(
+    @beta.asset(
         name="daily_outcomes",
         partitions_def=p.daily,
         backfill_policy=SINGLE_RUN,
@@ -570,7 +571,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         yield from _daily_outcomes(context, n.resources(context))
 
     def patterns(name: str, partitions_def: dg.TimeWindowPartitionsDefinition, cadence: str, text: str) -> Any:
-        @dg.asset(
+        @beta.asset(
             name=name,
             partitions_def=partitions_def,
             backfill_policy=SINGLE_RUN,
@@ -596,7 +597,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         "pattern_summaries_weekly", p.weekly, "WEEKLY", "Per-service pattern summaries of each Sunday-to-Sunday UTC week."
     )
 
-    @dg.asset(
+    @beta.asset(
         name="confidence_calibration",
         partitions_def=p.monthly,
         backfill_policy=PER_PARTITION,
@@ -611,7 +612,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         """Confidence calibration of each calendar month by band, with drift and advisory recommendations."""
         yield from _confidence_calibration(context, n.resources(context), p.monthly)
 
-    @dg.asset(
+    @beta.asset(
         name="drift_metrics",
         partitions_def=p.monthly,
         backfill_policy=PER_PARTITION,
@@ -636,7 +637,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         summaries: dg.AssetsDefinition,
         summaries_partitions: dg.TimeWindowPartitionsDefinition,
     ) -> dg.AssetsDefinition:
-        @dg.asset(
+        @beta.asset(
             name=name,
             partitions_def=partitions_def,
             backfill_policy=SINGLE_RUN,
@@ -657,7 +658,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
 
         return _asset
 
-    @dg.asset(
+    @beta.asset(
         name="learning_snapshot_custom",
         partitions_def=p.custom,
         deps=[
@@ -673,7 +674,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         """CUSTOM snapshot of any window `START..END` (dynamic partition), summaries computed over that window."""
         yield from _learning_snapshot_custom(context, n.resources(context), p.monthly)
 
-    @dg.asset(
+    @beta.asset(
         name="pattern_summaries_custom",
         partitions_def=p.custom,
         deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],
@@ -690,7 +691,7 @@ def build_assets(loc: Location) -> list[dg.AssetsDefinition]:
         """
         yield from _pattern_summaries_custom(context, n.resources(context))
 
-    @dg.asset(
+    @beta.asset(
         name="confidence_calibration_custom",
         partitions_def=p.custom,
         deps=[dg.AssetDep(daily_outcomes, partition_mapping=dg.AllPartitionMapping())],

@@ -24,6 +24,7 @@ import dagster as dg
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.defs import checklist as cl
 from opx_learning.defs.location import Location, Names
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.integrity.sweep import run_sweep
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
@@ -211,6 +212,7 @@ def build_checklist(loc: Location) -> dg.Definitions:
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="The runbook's 09:00 UTC morning checklist (daily, Monday, first-Monday lists) and one digest alert.",
     )
+    @heartbeat(names("morning_checklist_schedule"), loc.settings)
     def morning_checklist_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         """Run the checklist as of the tick's time and send its digest."""
         tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)

@@ -1,13 +1,14 @@
-"""Monitoring of the monitors (docs/monitoring.md): heartbeats of every tick, a watchdog sensor and a checklist check.
+"""Monitoring of the monitors (SPEC §9): heartbeats of every tick, a watchdog sensor and a checklist check.
 
 Heartbeats live in the Dagster instance's key-value store (`opx/heartbeat/<name>`,
 one JSON value each, `opx_learning.alerts.heartbeats.Heartbeat`), so any process on
 the same instance reads them: the watchdog, the checklist, `opx-learning status`.
-`with_heartbeats` wraps every sensor and schedule of the code location once, in
-`definitions.py`: each evaluation of a sensor, and each daemon tick of a schedule (a
-dry run such as "Test schedule" launches nothing and leaves no heartbeat), records
-its tick time, outcome, result and cursor; on aws it also puts the CloudWatch metric
-`Heartbeat` (dimension SensorName). Recording never fails the tick.
+Every sensor and schedule function carries the `heartbeat` decorator, applied before
+`@dg.sensor` / `@dg.schedule` (`with_heartbeats`, in `definitions.py`, refuses a code
+location with one that does not): each evaluation of a sensor, and each daemon tick of
+a schedule (a dry run such as "Test schedule" launches nothing and leaves no
+heartbeat), records its tick time, outcome, result and cursor; on aws it also puts the
+CloudWatch metric `Heartbeat` (dimension SensorName). Recording never fails the tick.
 
 `monitors_watchdog_sensor` (every 60 s, starts RUNNING) judges the other instigators
 with the rules of `opx_learning.alerts.heartbeats` and raises one P1 `MONITOR_STALE`
@@ -18,23 +19,14 @@ operator stopped is not an alarm. The episode last paged is kept per instigator
 `monitors_ticking`, pages twice for one episode, whatever the alert channel.
 """
 
-import copy
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
-from dagster._check import CheckError
-from dagster._core.definitions.schedule_definition import DecoratedScheduleFunction
-from dagster._core.scheduler.instigation import (
-    InstigatorStatus,
-    ScheduleInstigatorData,
-    SensorInstigatorData,
-)
-from dagster._record import copy as copy_record
-from dagster._utils import ensure_gen
-from dagster._utils.schedules import schedule_execution_time_iterator
 
 from opx_learning.alerts.heartbeats import (
     SCHEDULE,
@@ -50,7 +42,7 @@ from opx_learning.alerts.metrics import MetricsSink, metrics_sink
 from opx_learning.alerts.models import Alert
 from opx_learning.alerts.monitor import MAX_CATCH_UP, AlertCursor
 from opx_learning.alerts.publishers import AlertPublisher
-from opx_learning.config import get_settings
+from opx_learning.config import Settings, get_settings
 from opx_learning.core.windows import iso
 from opx_learning.defs.location import Location
 from opx_learning.resources.alerts import AlertsResource
@@ -64,6 +56,9 @@ WATCHDOG = "monitors_watchdog_sensor"
 ALERT_SENSOR = "operations_alert_sensor"
 _RESULT_CHARS = 200
 _log = logging.getLogger("opx_learning.monitors")
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+# Names given to `heartbeat`: what `with_heartbeats` checks a code location against.
+_HEARTBEAT_NAMES: set[str] = set()
 
 
 def _alert_cursor_position(cursor: str | None) -> datetime | None:
@@ -145,7 +140,9 @@ def _summary(items: Iterable[Any]) -> str:
     return f"{len(requests)} run request(s)"
 
 
-def _beat(context: Any, name: str, kind: str, at: datetime, outcome: Any, cursor: str | None = None) -> None:
+def _beat(
+    context: Any, name: str, kind: str, at: datetime, outcome: Any, cursor: str | None, settings: Settings | None
+) -> None:
     """Record a heartbeat from inside an evaluation; any failure is logged, never raised."""
     try:
         instance = context.instance
@@ -157,64 +154,101 @@ def _beat(context: Any, name: str, kind: str, at: datetime, outcome: Any, cursor
             instance, name, kind, at=at, ok=not failed,
             result="" if failed else _summary(outcome),
             error=f"{type(outcome).__name__}: {outcome}" if failed else None,
-            cursor=cursor, metrics=metrics_sink(get_settings()),
+            cursor=cursor, metrics=metrics_sink(settings) if settings is not None else None,
         )
     except Exception as exc:  # noqa: BLE001 - a heartbeat must never fail the tick
         _log.warning("heartbeat of %s %s not recorded: %s: %s", kind, name, type(exc).__name__, exc)
 
 
-def heartbeat_sensor(sensor: dg.SensorDefinition) -> dg.SensorDefinition:
-    """A copy of `sensor` whose every evaluation records a heartbeat (tick time, outcome, result, cursor)."""
-    evaluate = sensor._evaluation_fn  # the one hook every evaluation passes through
-
-    def _evaluate(context: dg.SensorEvaluationContext) -> Any:
-        at = utcnow()
-        try:
-            result = evaluate(context)
-        except Exception as exc:
-            _beat(context, sensor.name, SENSOR, at, exc, context.cursor)
-            raise
-        items = list(result or [])
-        final = next((item.cursor for item in items if isinstance(item, dg.SensorResult) and item.cursor), None)
-        _beat(context, sensor.name, SENSOR, at, items, final or context.cursor)
-        return result
-
-    wrapped = copy.copy(sensor)
-    wrapped._evaluation_fn = _evaluate
-    return wrapped
+def _outcome_items(result: Any) -> list[Any]:
+    """The items of an evaluation function's result (one value, a list, or None), as Dagster reads them."""
+    if result is None:
+        return []
+    return list(result) if isinstance(result, list) else [result]
 
 
-def heartbeat_schedule(schedule: dg.ScheduleDefinition) -> dg.ScheduleDefinition:
-    """A copy of `schedule` whose every daemon tick records a heartbeat (dry runs record nothing)."""
-    original = schedule._execution_fn  # the one hook every evaluation passes through
-    inner = original.wrapped_fn if isinstance(original, DecoratedScheduleFunction) else original
+def _drain(generator: Any) -> list[Any]:
+    """Every item a generator yields, then the value it returns (if any), as Dagster collects them."""
+    items = []
+    try:
+        while True:
+            items.append(next(generator))
+    except StopIteration as stop:
+        if stop.value is not None:
+            items.append(stop.value)
+    return items
 
-    def _evaluate(context: dg.ScheduleEvaluationContext) -> Any:
-        at = context.scheduled_execution_time or utcnow()
-        real = is_real_tick(context)
-        try:
-            items = list(ensure_gen(inner(context)))
-        except Exception as exc:
+
+def heartbeat(name: str, settings: Settings | None = None) -> Callable[[_Fn], _Fn]:
+    """Decorator for a sensor or schedule function, applied before `@dg.sensor` / `@dg.schedule`: every tick leaves a heartbeat.
+
+    Each evaluation of a sensor, and each daemon tick of a schedule (`is_real_tick`; a dry
+    run records nothing), records the tick time (a schedule's cron time), whether it
+    raised, its result (skip message or run-request count) and, for a sensor, its cursor
+    after the tick. The function is called exactly as Dagster calls it (its signature,
+    resource parameters included, is kept) and its result is returned unchanged (a
+    generator's items as a list); recording never fails the tick.
+
+        @dg.sensor(name="my_sensor", ...)
+        @heartbeat("my_sensor")
+        def my_sensor(context: dg.SensorEvaluationContext, safety: SafetyResource): ...
+
+    Args:
+        name: the sensor's or schedule's name (its `name=`), under which the heartbeat is stored.
+        settings: the location's settings, whose backend receives the heartbeat metric (None: no metric).
+    """
+
+    def decorate(fn: _Fn) -> _Fn:
+        generator = inspect.isgeneratorfunction(fn)
+
+        @functools.wraps(fn)
+        def evaluate(*args: Any, **kwargs: Any) -> Any:
+            context = next(
+                (value for value in (*args, *kwargs.values())
+                 if isinstance(value, (dg.SensorEvaluationContext, dg.ScheduleEvaluationContext))),
+                None,
+            )
+            if context is None:  # called without its context (e.g. directly in a test): nothing to record against
+                return fn(*args, **kwargs)
+            sensor = isinstance(context, dg.SensorEvaluationContext)
+            at = utcnow() if sensor else (context.scheduled_execution_time or utcnow())
+            real = sensor or is_real_tick(context)
+            kind = SENSOR if sensor else SCHEDULE
+            try:
+                result = fn(*args, **kwargs)
+                items = _drain(result) if generator else _outcome_items(result)
+            except Exception as exc:
+                if real:
+                    _beat(context, name, kind, at, exc, context.cursor if sensor else None, settings)
+                raise
             if real:
-                _beat(context, schedule.name, SCHEDULE, at, exc)
-            raise
-        if real:
-            _beat(context, schedule.name, SCHEDULE, at, items)
-        yield from items
+                cursor = None
+                if sensor:
+                    final = next((i.cursor for i in items if isinstance(i, dg.SensorResult) and i.cursor), None)
+                    cursor = final or context.cursor
+                _beat(context, name, kind, at, items, cursor, settings)
+            return items if generator else result
 
-    wrapped = copy.copy(schedule)
-    if isinstance(original, DecoratedScheduleFunction):
-        wrapped._execution_fn = original._replace(wrapped_fn=_evaluate)
-    else:
-        wrapped._execution_fn = _evaluate
-    return wrapped
+        _HEARTBEAT_NAMES.add(name)
+        return evaluate  # type: ignore[return-value]
+
+    return decorate
 
 
 def with_heartbeats(defs: dg.Definitions) -> dg.Definitions:
-    """`defs` with every sensor and schedule wrapped by `heartbeat_sensor` / `heartbeat_schedule`."""
-    sensors = [heartbeat_sensor(s) if isinstance(s, dg.SensorDefinition) else s for s in defs.sensors or []]
-    schedules = [heartbeat_schedule(s) if isinstance(s, dg.ScheduleDefinition) else s for s in defs.schedules or []]
-    return copy_record(defs, sensors=sensors, schedules=schedules)
+    """`defs` itself, once every sensor and schedule in it is known to leave heartbeats (`heartbeat`).
+
+    Raises:
+        ValueError: naming the sensors and schedules whose function does not carry `heartbeat`.
+    """
+    names = [s.name for s in [*(defs.sensors or []), *(defs.schedules or [])] if hasattr(s, "name")]
+    missing = sorted(name for name in names if name not in _HEARTBEAT_NAMES)
+    if missing:
+        raise ValueError(
+            f"sensors and schedules without heartbeats (decorate their function with "
+            f"opx_learning.defs.monitors.heartbeat): {', '.join(missing)}"
+        )
+    return defs
 
 
 def _when(timestamp: float | None) -> datetime | None:
@@ -236,32 +270,42 @@ def instigators(instance: dg.DagsterInstance, repository: dg.RepositoryDefinitio
         for definition in definitions:
             mine = states.get(definition.name, [])
             default = definition.default_status.value == "RUNNING"
-            statuses = {state.status for state in mine}
-            if InstigatorStatus.RUNNING in statuses:
+            statuses = {state.status.value for state in mine}
+            if "RUNNING" in statuses:
                 running = True
-            elif InstigatorStatus.DECLARED_IN_CODE in statuses or not statuses:
+            elif "DECLARED_IN_CODE" in statuses or not statuses:
                 running = default
             else:
                 running = False
             since = None
             for state in mine:
-                data = state.instigator_data
-                if isinstance(data, SensorInstigatorData):
-                    since = _when(data.last_sensor_start_timestamp) or since
-                elif isinstance(data, ScheduleInstigatorData):
-                    since = _when(data.start_timestamp) or since
+                # A sensor's data says when it was last started, a schedule's when it started.
+                started = "last_sensor_start_timestamp" if kind == SENSOR else "start_timestamp"
+                since = _when(getattr(state.instigator_data, started, None)) or since
             cron = getattr(definition, "cron_schedule", None) if kind == SCHEDULE else None
             found.append(Instigator(definition.name, kind, running, since, cron if isinstance(cron, str) else None))
     return found
 
 
 def expected_tick(cron: str, timezone: str | None, now: datetime) -> datetime:
-    """The latest cron time more than 5 minutes before `now` (in the schedule's timezone)."""
+    """The latest cron time more than 5 minutes before `now` (in the schedule's timezone).
+
+    Dagster's own cron arithmetic, through a time-window partition set on the cron: the
+    last window complete at the limit ends at the latest cron time not after it.
+    """
     limit = now - STALE_AFTER
-    for tick in schedule_execution_time_iterator(limit.timestamp(), cron, timezone, ascending=False):
-        if tick < limit:
-            return tick.astimezone(UTC)
-    raise AssertionError("unreachable: a cron iterator never ends")
+    partitions = dg.TimeWindowPartitionsDefinition(
+        cron_schedule=cron,
+        start=(limit - timedelta(days=800)).astimezone(UTC).replace(tzinfo=None),
+        timezone=timezone or "UTC",
+        fmt="%Y-%m-%dT%H:%M",
+    )
+    with dg.partition_loading_context(effective_dt=limit):
+        window = partitions.get_last_partition_window()
+    if window is None:
+        raise ValueError(f"cron {cron!r} has no time in the 800 days before {limit.isoformat()}")
+    tick = window.end if window.end < limit else window.start
+    return tick.astimezone(UTC)
 
 
 def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:
@@ -431,8 +475,8 @@ def _ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> 
     """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
     try:
         repository: dg.RepositoryDefinition | None = context.repository_def
-    except CheckError:
-        repository = None  # a job executed in process has no repository: use the code location's
+    except Exception:  # noqa: BLE001 - Dagster's check fails: a job executed in process has no repository
+        repository = None  # use the code location's
     ticking, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), repository)
     return dg.AssetCheckResult(passed=ticking, severity=dg.AssetCheckSeverity.ERROR, description=text,
                                metadata=metadata)
@@ -463,6 +507,7 @@ def build_monitors(loc: Location) -> dg.Definitions:
         description="Raises a P1 MONITOR_STALE when a RUNNING sensor has not ticked for 5 minutes, a schedule missed "
         "its cron time by 5 minutes, or the alert sensor's cursor lags the audit trail by 10 minutes.",
     )
+    @heartbeat(names(WATCHDOG), loc.settings)
     def monitors_watchdog_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         """Judge every other sensor and schedule from its heartbeat; the tick never launches a run."""
         r = names.resources(context)

@@ -44,9 +44,10 @@ partition once it is stored, so a range run leaves no check execution PLANNED.
 
 A skipped operation (kill switch, maintenance window) is visible where the user looks:
 the run gets the tags `opx/skipped` (the reason, e.g. KILL_SWITCH_ACTIVE) and
-`opx/skip_message`, each partition not stored gets an `AssetObservation` with the reason,
-and the run stays SUCCESS (a skip is not a failure; see docs/assets.md for what Dagster's
-backfill page shows).
+`opx/skip_message`, each partition not stored gets an `AssetObservation` with the reason
+and a `note` saying what was skipped, by which run (and backfill), and why, and the run
+stays SUCCESS (a skip is not a failure; see docs/assets.md for what Dagster's backfill
+page shows). The backfill itself is Dagster's (its daemon writes it): nothing is written on it.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import BACKFILL_ID_TAG as BACKFILL_TAG
-from dagster_shared.error import SerializableErrorInfo
 
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
@@ -67,6 +66,7 @@ from opx_learning.safety.guard import Attempt, Guard
 PERSIST_FAILED = "PERSIST_FAILED"
 SKIPPED_TAG = "opx/skipped"
 SKIP_MESSAGE_TAG = "opx/skip_message"
+BACKFILL_TAG = "dagster/backfill"  # the id of the backfill that launched the run (set by Dagster)
 Event = dg.MaterializeResult | dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation | dg.Output
 
 
@@ -259,10 +259,12 @@ def _skipped(
     keys: list[str],
     outcome: dict[str, list[str]] | None = None,
 ) -> Iterator[Event]:
-    """Tag the run with the skip and its reason, and leave the reason on each partition not stored (and on its backfill)."""
+    """Tag the run with the skip and its reason, and leave the reason and a note on each partition not stored."""
     context.instance.add_run_tags(context.run.run_id, {SKIPPED_TAG: str(reason), SKIP_MESSAGE_TAG: message[:1000]})
-    _note_on_backfill(context, reason, message, audit_id, keys)
-    metadata: dict[str, Any] = {"skipped": str(reason), "message": message, "audit_id": audit_id}
+    metadata: dict[str, Any] = {
+        "skipped": str(reason), "message": message, "audit_id": audit_id,
+        "note": skip_note(context, reason, message, audit_id, keys),
+    }
     if outcome is not None:
         metadata |= {name: len(done) for name, done in outcome.items()}
     if not keys:
@@ -272,30 +274,22 @@ def _skipped(
     yield from _check_outputs(context)
 
 
-def _note_on_backfill(context: dg.AssetExecutionContext, reason: Any, message: str, audit_id: str, keys: list[str]) -> None:
-    """Write the skip's reason on the run's backfill, the one text Dagster shows on a backfill's page ("View error").
+def skip_note(context: dg.AssetExecutionContext, reason: Any, message: str, audit_id: str, keys: list[str]) -> str:
+    """What was skipped, by which run (and backfill) and why: the `note` of each skipped partition's observation.
 
     Dagster counts a partition that a finished backfill run did not materialize as failed (it has
-    no "skipped"); the backfill's error field is where it shows why.
+    no "skipped"); the run's tags and this note say why, on the run and on each partition.
     """
-    backfill_id = context.run.tags.get(BACKFILL_TAG)
-    if not backfill_id:
-        return
-    backfill = context.instance.get_backfill(backfill_id)
-    if backfill is None:
-        context.log.warning(f"backfill {backfill_id} of this run not found: the skip's reason is on the run only")
-        return
     span = f"{keys[0]}..{keys[-1]}" if len(keys) > 1 else (keys[0] if keys else "its partition")
-    text = (
-        f"{reason}: {context.asset_key.to_user_string()} {span} was SKIPPED, not failed: nothing was stored "
-        f"(run {context.run.run_id}, audit {audit_id}). Dagster counts a backfill's partitions that a finished run "
-        f"did not materialize as failed. Reason: {message}"
+    backfill_id = context.run.tags.get(BACKFILL_TAG)
+    launched = f"run {context.run.run_id}" + (f" of backfill {backfill_id}" if backfill_id else "")
+    counted = (
+        " Dagster counts a backfill's partitions that a finished run did not materialize as failed." if backfill_id else ""
     )
-    error = SerializableErrorInfo(message=text[:4000], stack=[], cls_name=f"Skipped: {reason}")
-    try:
-        context.instance.update_backfill(backfill.with_error(error))
-    except Exception as exc:  # noqa: BLE001 - the skip itself is done and audited; only its note is missing
-        context.log.warning(f"could not write the skip's reason on backfill {backfill_id}: {exc}")
+    return (
+        f"{reason}: {context.asset_key.to_user_string()} {span} was SKIPPED, not failed: nothing was stored "
+        f"({launched}, audit {audit_id}).{counted} Reason: {message}"
+    )
 
 
 def _check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:

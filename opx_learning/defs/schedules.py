@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from opx_learning.defs.location import Location
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.defs.partitions import last_complete_key, partition_window
 
 STOPPED = dg.DefaultScheduleStatus.STOPPED
@@ -40,6 +41,7 @@ def _partition_schedule(
         default_status=STOPPED,
         description=f"{operation_type} ({time_window}) of the partition that just ended; UTC cron `{cron}`.",
     )
+    @heartbeat(loc.names(name), loc.settings)
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         safety = loc.names.resources(context).safety
         tick = context.scheduled_execution_time or datetime.now(UTC)

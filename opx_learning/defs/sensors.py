@@ -45,6 +45,7 @@ import dagster as dg
 
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.defs.location import Location
+from opx_learning.defs.monitors import heartbeat
 from opx_learning.resources.safety import AUDIT_ID_TAG, SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
@@ -183,6 +184,7 @@ def build_sensors(loc: Location) -> list[dg.SensorDefinition]:
         required_resource_keys=loc.names.required("safety"),
         description="Completes RUNNING audit records whose run failed, was canceled or died as FAILED (RUN_TERMINATED).",
     )
+    @heartbeat(loc.names("audit_run_terminated_sensor"), loc.settings)
     def audit_run_terminated_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         """Complete orphaned RUNNING audit records; the tick never launches a run."""
         return _complete_orphans(context, loc.names.resources(context).safety)

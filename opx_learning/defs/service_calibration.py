@@ -30,6 +30,7 @@ from opx_learning.core.service_calibration import (
     SERVICE_BANDS_SCHEMA,
     service_bands_and_priors,
 )
+from opx_learning.defs import beta
 from opx_learning.defs.assets import PER_PARTITION, read_outcomes
 from opx_learning.defs.calibration_views import (
     miscalibrated_services_markdown,
@@ -75,7 +76,7 @@ def build_service_calibration(loc: Location, daily_outcomes: dg.AssetsDefinition
     """The monthly by-service calibration asset of one location."""
     monthly = loc.partitions.monthly
 
-    @dg.asset(
+    @beta.asset(
         name=ASSET_NAME,
         key_prefix=loc.names.key_prefix,
         io_manager_key=loc.names(IO_MANAGER),

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from opx_learning.resources.base import AwsFields, OpxResource
 from opx_learning.safety.guard import Attempt, Guard
@@ -67,12 +66,12 @@ def created_by_schedule_tick(instance: dg.DagsterInstance | None, run_id: str, t
         tick = instance.schedule_storage.get_tick(int(tick_id))  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - an unknown tick id (or no schedule storage) proves nothing
         return False
-    if tick.instigator_type != InstigatorType.SCHEDULE or tick.instigator_name != name:
+    if tick.instigator_type.value != "SCHEDULE" or tick.instigator_name != name:
         return False
     if tick.tick_data.run_ids:
         return run_id in tick.tick_data.run_ids
     runs = instance.get_run_records(dg.RunsFilter(tags={TICK_TAG: tick_id}), ascending=True, limit=1)
-    return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status == TickStatus.STARTED
+    return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status.value == "STARTED"
 
 
 def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
@@ -89,7 +88,7 @@ def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
         tick = context.instance.schedule_storage.get_tick(int(key[2]))  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - no such tick: not a daemon evaluation
         return False
-    return tick.instigator_name == key[1] and tick.status == TickStatus.STARTED
+    return tick.instigator_name == key[1] and tick.status.value == "STARTED"
 
 
 class SafetyResource(OpxResource):

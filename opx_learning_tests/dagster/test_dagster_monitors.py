@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from click.testing import CliRunner
 from dagster._core.remote_origin import (
     RegisteredCodeLocationOrigin,
@@ -230,3 +231,62 @@ def test_status_shows_each_sensors_last_tick(instance: dg.DagsterInstance, dagst
     assert rows[ALERT_SENSOR]["last_tick"] in line(ALERT_SENSOR) and line(ALERT_SENSOR).endswith("ok")
     assert "! STALE: has not ticked for 8." in line(HOUSEKEEPING)
     assert "stopped (not watched)" in line("daily_patterns_schedule")
+
+
+def test_expected_tick_is_dagsters_cron_arithmetic() -> None:
+    from dagster._utils.schedules import schedule_execution_time_iterator
+
+    from opx_learning.alerts.heartbeats import STALE_AFTER
+    from opx_learning.defs.monitors import expected_tick
+
+    def dagsters(cron: str, timezone: str | None, now: datetime) -> datetime:
+        limit = now - STALE_AFTER
+        ticks = schedule_execution_time_iterator(limit.timestamp(), cron, timezone, ascending=False)
+        return next(tick for tick in ticks if tick < limit).astimezone(UTC)
+
+    crons = ["0 0 * * *", "0 0 * * 0", "0 0 1 * *", "0 1 * * *", "0 9 * * *", "*/15 * * * *", "30 2 * * 1-5"]
+    start = datetime(2025, 3, 8, tzinfo=UTC)  # DST changes in Europe and America within the hours below
+    for hours in range(0, 24 * 60, 7):
+        for minute in (0, 5, 6):  # 5 minutes after a tick exactly, and just past it
+            now = start + timedelta(hours=hours, minutes=minute)
+            for cron in crons:
+                for timezone in (None, "UTC", "Europe/Berlin", "America/New_York"):
+                    assert expected_tick(cron, timezone, now) == dagsters(cron, timezone, now), (cron, timezone, now)
+
+
+def test_heartbeat_decorator_records_every_outcome_and_keeps_the_function_as_dagster_calls_it(
+    instance: dg.DagsterInstance,
+) -> None:
+    from opx_learning.defs.monitors import heartbeat, with_heartbeats
+
+    @dg.sensor(name="yielding_sensor", minimum_interval_seconds=60)
+    @heartbeat("yielding_sensor")
+    def yielding_sensor(context: dg.SensorEvaluationContext, safety: SafetyResource):
+        assert isinstance(safety, SafetyResource)  # resources are still injected by their annotation
+        context.update_cursor("c-2")
+        yield dg.SkipReason("nothing new")
+
+    @dg.sensor(name="failing_sensor", minimum_interval_seconds=60)
+    @heartbeat("failing_sensor")
+    def failing_sensor(context: dg.SensorEvaluationContext) -> None:
+        raise RuntimeError("boom")
+
+    def tick(sensor: dg.SensorDefinition) -> dg.SensorExecutionData:
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor="c-1", resources=RESOURCES))
+
+    assert tick(yielding_sensor).skip_message == "nothing new"
+    with pytest.raises(Exception, match="boom"):
+        tick(failing_sensor)
+    beats = read_heartbeats(instance, ["yielding_sensor", "failing_sensor"])
+    assert (beats["yielding_sensor"].ok, beats["yielding_sensor"].result, beats["yielding_sensor"].cursor) == (
+        True, "nothing new", "c-2")
+    assert (beats["failing_sensor"].ok, beats["failing_sensor"].error) == (False, "RuntimeError: boom")
+
+    @dg.sensor(name="silent_sensor")
+    def silent_sensor(context: dg.SensorEvaluationContext) -> None:
+        return None
+
+    with_heartbeats(dg.Definitions(sensors=[yielding_sensor, failing_sensor]))
+    with pytest.raises(ValueError, match="without heartbeats .*: silent_sensor"):
+        with_heartbeats(dg.Definitions(sensors=[yielding_sensor, silent_sensor]))
+    assert with_heartbeats(defs) is defs  # every sensor and schedule of the code location carries it

@@ -92,3 +92,37 @@ def test_a_range_run_records_the_same_events_as_dagsters_own_storage(
         assert type(reread.event_log_storage) is SqliteEventLogStorage
         assert _record(reread) == ours
         assert reread.get_materialized_partitions(dg.AssetKey("daily_outcomes")) == set(DAYS)
+
+
+def test_batching_is_a_setting_of_the_instance_using_the_storage_not_of_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    homes = {}
+    ours = "event_log_storage:\n  module: opx_learning.app.event_log\n  class: BatchingSqliteEventLogStorage\n"
+    for name, yaml, config in (
+        ("default", ours, ""),
+        ("configured", ours, "    event_batch_size: 50\n"),
+        ("off", ours, "    event_batch_size: 0\n"),
+        ("plain", PLAIN_YAML, None),
+    ):
+        homes[name] = tmp_path / name
+        homes[name].mkdir()
+        if config is not None:
+            yaml += f"  config:\n    base_dir: {homes[name] / 'history' / 'runs'}\n{config}"
+        (homes[name] / "dagster.yaml").write_text(yaml)
+
+    def sizes() -> dict[str, tuple[int, bool]]:
+        found = {}
+        for name, home in homes.items():
+            with _open(home) as instance:
+                # What Dagster's instance asks before it hands a batch to the storage.
+                found[name] = (instance._get_event_batch_size(), instance._is_batch_writing_enabled())
+        return found
+
+    assert sizes() == {"default": (10000, True), "configured": (50, True), "off": (0, False), "plain": (0, False)}
+    # Dagster's own variable, when set, still decides (for every instance, as Dagster reads it).
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "7")
+    assert sizes() == {"default": (7, True), "configured": (7, True), "off": (7, True), "plain": (7, True)}
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    assert {size for size, _ in sizes().values()} == {0}

@@ -269,6 +269,7 @@ def postgres_stack(postgres_server: PostgresServer, tmp_path_factory: pytest.Tem
         "OPX_PRINCIPAL": "alice",
         "OPX_GRPC_HOST": "127.0.0.1",
         "OPX_GRPC_PORT": str(grpc_port),
+        "DAGSTER_EVENT_BATCH_SIZE": "10000",  # as docs/deploy.md sets it for a Postgres instance
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     stack = Stack(base, env, f"http://127.0.0.1:{web_port}", postgres_server)
