@@ -32,6 +32,7 @@ from opx_learning.defs.monitors import (
     read_heartbeats,
     record_heartbeat,
 )
+from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM
@@ -272,7 +273,7 @@ def test_heartbeat_decorator_records_every_outcome_and_keeps_the_function_as_dag
         raise RuntimeError("boom")
 
     def tick(sensor: dg.SensorDefinition) -> dg.SensorExecutionData:
-        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor="c-1", resources=RESOURCES))
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor="c-1", resources=_resources()))
 
     assert tick(yielding_sensor).skip_message == "nothing new"
     with pytest.raises(Exception, match="boom"):
@@ -289,4 +290,5 @@ def test_heartbeat_decorator_records_every_outcome_and_keeps_the_function_as_dag
     with_heartbeats(dg.Definitions(sensors=[yielding_sensor, failing_sensor]))
     with pytest.raises(ValueError, match="without heartbeats .*: silent_sensor"):
         with_heartbeats(dg.Definitions(sensors=[yielding_sensor, silent_sensor]))
+    defs = location()
     assert with_heartbeats(defs) is defs  # every sensor and schedule of the code location carries it
