@@ -1,4 +1,4 @@
-"""Monitoring of the monitors (SPEC §9): heartbeats of every tick, a watchdog sensor and a checklist check.
+"""Monitoring of the monitors: heartbeats of every tick, a watchdog sensor and a checklist check.
 
 Heartbeats live in the Dagster instance's key-value store (`opx/heartbeat/<name>`,
 one JSON value each, `opx_learning.alerts.heartbeats.Heartbeat`), so any process on
