@@ -32,7 +32,7 @@ def checklist(at_text: str | None, as_json: bool, verbose: bool) -> None:
     import dagster as dg
 
     from opx_learning.app.launch import run_checklist
-    from opx_learning.defs import checklist as cl
+    from opx_learning.core import checklist as cl
 
     with dg.DagsterInstance.get() as instance:
         rows = run_checklist(instance, iso(at), verbose)

@@ -79,16 +79,6 @@ SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_PARTITION = dg.BackfillPolicy.multi_run(1)
 REJECTED_OUTCOMES = "rejected_outcomes"
 
-# Expected durations from the runbook, in milliseconds (checks and freshness use them).
-EXPECTED_MS = {
-    "pattern_summaries_daily": 2 * 60_000,
-    "pattern_summaries_weekly": 5 * 60_000,
-    "confidence_calibration": 10 * 60_000,
-    "learning_snapshots_daily": 60_000,
-    "learning_snapshots_weekly": 2 * 60_000,
-    "learning_snapshots_monthly": 5 * 60_000,
-}
-
 # The UTC day of an outcome as a daily partition key, while a range of days is validated at once.
 DAY = "__day"
 
