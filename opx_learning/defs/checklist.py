@@ -21,8 +21,8 @@ from opx_learning.alerts import rules
 from opx_learning.alerts.models import Alert
 from opx_learning.core.checklist import DAY, TREND_WEEKS, WEEK, ItemResult, digest
 from opx_learning.core.windows import Window
-from opx_learning.defs.assets import read_outcomes
 from opx_learning.defs.location import Names, partitions_for
+from opx_learning.defs.outcomes import read_outcomes
 from opx_learning.defs.partitions import last_complete_key, partition_window
 from opx_learning.safety.models import LEARNING_OPERATIONS, AuditRecord, OperationType
 
