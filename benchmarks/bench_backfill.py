@@ -59,9 +59,9 @@ def main() -> None:
 
         import dagster as dg
 
+        from opx_learning.app import launch
         from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
         from opx_learning.core.synthetic import generate_outcomes
-        from opx_learning.defs import launch
         from opx_learning.stores.outcomes import outcome_store
 
         (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
@@ -166,9 +166,9 @@ def _one_range(days: int, per_day: int) -> list[dict[str, object]]:
 
         import dagster as dg
 
+        from opx_learning.app import launch
         from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
         from opx_learning.core.synthetic import generate_outcomes
-        from opx_learning.defs import launch
         from opx_learning.safety.state import ensure_initialised
         from opx_learning.stores.outcomes import outcome_store
 

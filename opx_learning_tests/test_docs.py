@@ -1,4 +1,4 @@
-"""The README and docs/ stay true: every command and flag they show exists, every link resolves."""
+"""The README and docs/ stay true: every command and flag they show exists, every link resolves, the layout is the package's."""
 
 from __future__ import annotations
 
@@ -91,3 +91,34 @@ def test_relative_links_resolve(page: Path) -> None:
 def test_readme_is_a_front_page() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; the manual belongs under docs/"
+
+
+def _layout(page: Path) -> tuple[set[str], dict[str, set[str]]]:
+    """The "Package layout" block of a page: names on its top-level lines, and the modules listed under each folder."""
+    block = page.read_text().split("## Package layout", 1)[1].split("```", 2)[1]
+    top: set[str] = set()
+    listed: dict[str, set[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        if re.match(r"^  \S", line):
+            top.update(re.findall(r"(?<![\w.])(\w+/|\w+\.py)(?![\w.])", line))
+            folder = line.split()[0]
+        elif line.startswith("    "):
+            listed.setdefault(folder, set()).update(re.findall(r"\b\w+\.py\b", line))
+    return top, listed
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "configuration.md"], ids=lambda p: p.name)
+def test_package_layout_matches_the_folders(page: Path) -> None:
+    package = ROOT / "opx_learning"
+    entries = {
+        f"{path.name}/" if path.is_dir() else path.name
+        for path in package.iterdir()
+        if path.name not in ("__init__.py", "__pycache__") and (path.is_dir() or path.suffix == ".py")
+    }
+    top, listed = _layout(page)
+    assert top == entries, f"{page.name}: missing {sorted(entries - top)}, not in the package {sorted(top - entries)}"
+    for folder in ("core/", "defs/", "app/"):
+        modules = {path.name for path in (package / folder).glob("*.py") if path.name != "__init__.py"}
+        found = listed.get(folder, set())
+        assert found == modules, f"{page.name} {folder}: missing {sorted(modules - found)}, not there {sorted(found - modules)}"

@@ -355,8 +355,7 @@ def launch_adopting(
     Returns:
         The run's `launch.RunSummary` (`success` False for a run not finished) and the audit record.
     """
-    from opx_learning.app import queue
-    from opx_learning.defs import launch
+    from opx_learning.app import launch, queue
     from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
 
     if not queue.queues(instance):
@@ -418,8 +417,7 @@ def run_checklist(
     instance: Any, at: str | None = None, verbose: bool = False, progress: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]]:
     """Run the morning checklist job as of `at` (in this process, or through the queue of a queuing instance); its rows."""
-    from opx_learning.app import queue
-    from opx_learning.defs import launch
+    from opx_learning.app import launch, queue
 
     if not queue.queues(instance):
         return launch.run_checklist(instance, at, verbose)

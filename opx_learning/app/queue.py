@@ -159,7 +159,7 @@ def follow(
 
 
 class StoredRun:
-    """A finished run read back from the instance, with the attributes `defs.launch.summarize` reads."""
+    """A finished run read back from the instance, with the attributes `app.launch.summarize` reads."""
 
     def __init__(self, instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
         import dagster as dg

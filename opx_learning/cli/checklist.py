@@ -31,8 +31,8 @@ def checklist(at_text: str | None, as_json: bool, verbose: bool) -> None:
     ensure_dagster_home()
     import dagster as dg
 
-    from opx_learning.defs import checklist as cl
-    from opx_learning.defs.launch import run_checklist
+    from opx_learning.app.launch import run_checklist
+    from opx_learning.core import checklist as cl
 
     with dg.DagsterInstance.get() as instance:
         rows = run_checklist(instance, iso(at), verbose)

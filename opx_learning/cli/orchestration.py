@@ -134,8 +134,8 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     """Seed `window`, materialize every asset over it with as few runs as possible, run the checklist."""
     import dagster as dg
 
+    from opx_learning.app import launch
     from opx_learning.core.synthetic import generate_outcomes
-    from opx_learning.defs import launch
     from opx_learning.defs.location import CUSTOM_WINDOWS, partitions_for
     from opx_learning.defs.partitions import (
         custom_key,

@@ -5,7 +5,9 @@ diagram (a PNG embedded in Markdown, which the Dagster UI renders inline) and th
 "where confidence is wrong" table; the per-service tables are for
 `confidence_calibration_by_service`. Metadata is advisory: without matplotlib the
 diagram is replaced by how to install it, and a window without scored outcomes says so,
-so neither ever fails a calibration.
+so neither ever fails a calibration. `calibration_views` returns Dagster metadata values
+(`MetadataValue.md`) and the Markdown builders beside it serve only the calibration
+assets' metadata, hence `defs/`.
 """
 
 from __future__ import annotations

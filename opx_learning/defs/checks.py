@@ -1,6 +1,6 @@
 """The morning checklist in Dagster: one asset check per item, the checklist job and its 09:00 digest.
 
-Each item of `opx_learning.defs.checklist` is an asset check on the asset it describes,
+Each item of `opx_learning.core.checklist` is an asset check on the asset it describes,
 partitioned like it, so the UI keeps one result per day, week or month (a WARN on
 October's calibration stays on October). Items about the audit trail as a whole hang
 on two assets that only carry checks: `audit_trail_daily` and `audit_trail_weekly`.
@@ -21,10 +21,12 @@ from typing import Any
 
 import dagster as dg
 
+from opx_learning.core import checklist as cl
 from opx_learning.core.windows import iso, to_utc
-from opx_learning.defs import checklist as cl
+from opx_learning.defs.checklist import Context, digest_alert
 from opx_learning.defs.location import Location, Names
 from opx_learning.defs.monitors import heartbeat
+from opx_learning.defs.partitions import partition_window
 from opx_learning.integrity.sweep import run_sweep
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
@@ -43,10 +45,10 @@ def checklist_context(
     outcome_store: OutcomeStoreResource,
     integrity: Any = None,
     names: Names | None = None,
-) -> cl.Context:
+) -> Context:
     """The reading context of one evaluation."""
     audit = safety.guard().audit
-    return cl.Context(at, instance, audit, asset_storage, outcome_store, safety.settings(), integrity, names or Names())
+    return Context(at, instance, audit, asset_storage, outcome_store, safety.settings(), integrity, names or Names())
 
 
 def check_result(result: cl.ItemResult) -> dg.AssetCheckResult:
@@ -60,7 +62,11 @@ def check_result(result: cl.ItemResult) -> dg.AssetCheckResult:
 
 
 def _metadata(result: cl.ItemResult) -> dict[str, Any]:
-    return {"period": result.period, "status": result.status, "severity": result.severity or "-", **result.metadata}
+    own = {
+        name: dg.MetadataValue.md(str(value)) if isinstance(value, cl.Markdown) else value
+        for name, value in result.metadata.items()
+    }
+    return {"period": result.period, "status": result.status, "severity": result.severity or "-", **own}
 
 
 def _item_check(loc: Location, item: cl.Item) -> dg.AssetChecksDefinition:
@@ -80,7 +86,7 @@ def _item_check(loc: Location, item: cl.Item) -> dg.AssetChecksDefinition:
         r = names.resources(context)
 
         def evaluate(key: str) -> cl.ItemResult:
-            at = min(cl.checklist_time(cadence, key, cadences), datetime.now(UTC))
+            at = min(cl.checklist_time(cadence, partition_window(cadences[cadence], key)), datetime.now(UTC))
             reading = checklist_context(at, context.instance, r.safety, r.asset_storage, r.outcome_store, names=names)
             return cl.evaluate_item(item, reading, key)
 
@@ -148,7 +154,7 @@ def _morning_checklist(
     tally = cl.counts(results)
     summary = {"at": iso(at), "lists": ", ".join(cl.due_lists(at)), **{k.lower(): v for k, v in tally.items()}}
     if send:
-        alert = cl.digest(results, at)
+        alert = digest_alert(results, at)
         delivered = alerts.publisher().publish(alert)
         summary |= {"digest_severity": alert.severity, "digest_delivered": delivered}
         context.log.info(f"digest {alert.severity} ({alert.details['summary']}) delivered: {delivered}")

@@ -2,7 +2,7 @@
 
 `stored_data` stands for what the learning operations stored (snapshots, outcome and
 asset partitions, audit records); nothing materializes it. The checklist item of the
-same name (`opx_learning.defs.checklist`) runs the sweep in the `morning_checklist_job`
+same name (`opx_learning.core.checklist`) runs the sweep in the `morning_checklist_job`
 of the 09:00 UTC schedule (and `opx-learning checklist` / the demo); this check is the
 same sweep when executed alone from the UI, never inside a learning run. The check sweeps
 the 35 days before the checklist time (the `opx/checklist_at` tag, else now) with the

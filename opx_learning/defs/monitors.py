@@ -315,7 +315,7 @@ def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:
 
 
 def _repository() -> dg.RepositoryDefinition:
-    from opx_learning.defs import launch
+    from opx_learning.app import launch
 
     return launch.definitions().get_repository_def()
 

@@ -48,6 +48,12 @@ the run gets the tags `opx/skipped` (the reason, e.g. KILL_SWITCH_ACTIVE) and
 and a `note` saying what was skipped, by which run (and backfill), and why, and the run
 stays SUCCESS (a skip is not a failure; see docs/assets.md for what Dagster's backfill
 page shows). The backfill itself is Dagster's (its daemon writes it): nothing is written on it.
+
+This module stays in `defs/` although it defines no asset: it is the body every guarded
+asset's step runs (it reads the `AssetExecutionContext`, writes through the asset
+storage, and yields the step's `MaterializeResult`, `AssetObservation` and check
+results), so it belongs with the asset definitions rather than with the application
+services in `app/`, which launch runs from outside them.
 """
 
 from __future__ import annotations

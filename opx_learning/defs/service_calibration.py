@@ -31,14 +31,15 @@ from opx_learning.core.service_calibration import (
     service_bands_and_priors,
 )
 from opx_learning.defs import beta
-from opx_learning.defs.assets import PER_PARTITION, read_outcomes
 from opx_learning.defs.calibration_views import (
     miscalibrated_services_markdown,
     priors_markdown,
 )
 from opx_learning.defs.location import IO_MANAGER, Location
 from opx_learning.defs.operations import Produced, run_operation
+from opx_learning.defs.outcomes import read_outcomes
 from opx_learning.defs.partitions import partition_window, to_window
+from opx_learning.defs.shared import PER_PARTITION
 from opx_learning.resources.alerts import AlertsResource
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.stores import OutcomeStoreResource

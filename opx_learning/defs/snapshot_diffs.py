@@ -1,4 +1,7 @@
-"""Materialization metadata of a stored snapshot: its diff against the previous snapshot of its cadence."""
+"""Materialization metadata of a stored snapshot: its diff against the previous snapshot of its cadence.
+
+The diff itself is `core/snapshot_diff.py`; this is the snapshot assets' Dagster metadata of it.
+"""
 
 from __future__ import annotations
 

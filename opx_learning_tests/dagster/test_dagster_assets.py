@@ -8,10 +8,10 @@ import dagster as dg
 import polars as pl
 from polars.testing import assert_frame_equal
 
+from opx_learning.app import launch
 from opx_learning.core.calibration import Calibration
 from opx_learning.core.patterns import extract_patterns
 from opx_learning.core.windows import Window
-from opx_learning.defs import launch
 from opx_learning.defs.location import CUSTOM_WINDOWS
 from opx_learning.defs.partitions import custom_key
 from opx_learning.safety.models import AuditRecord, AuthorityType, Principal

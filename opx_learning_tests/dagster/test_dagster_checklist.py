@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.app import launch
 from opx_learning.cli.main import cli
-from opx_learning.defs import launch
 from opx_learning.safety.audit import new_record
 from opx_learning.safety.models import SYSTEM, AuditStatus
 from opx_learning_tests.wiring import location, resource

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from opx_learning.app import launch
 from opx_learning.core.synthetic import generate_outcomes
-from opx_learning.defs import launch
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.models import SYSTEM, AuditStatus, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from opx_learning.defs import launch
+from opx_learning.app import launch
 from opx_learning_tests.wiring import partitions, resource
 
 CALIBRATION = dg.AssetKey("confidence_calibration")

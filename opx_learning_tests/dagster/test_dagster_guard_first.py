@@ -8,8 +8,8 @@ import dagster as dg
 import polars as pl
 from click.testing import CliRunner
 
+from opx_learning.app import launch
 from opx_learning.cli.main import cli
-from opx_learning.defs import launch
 from opx_learning.safety.models import (
     AuditRecord,
     AuditStatus,

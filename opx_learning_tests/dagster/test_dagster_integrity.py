@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from opx_learning.defs import launch
+from opx_learning.app import launch
 
 MORNING = "2025-11-01T09:00:00Z"
 

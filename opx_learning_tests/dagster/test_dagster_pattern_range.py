@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from opx_learning.defs import launch
+from opx_learning.app import launch
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.core.test_patterns import outcomes
 from opx_learning_tests.wiring import resource

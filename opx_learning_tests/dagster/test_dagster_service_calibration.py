@@ -11,13 +11,13 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from opx_learning.alerts.publishers import LocalAlertPublisher
+from opx_learning.app.launch import console, definitions
 from opx_learning.config import get_settings
 from opx_learning.core.service_calibration import (
     calibrate_by_service,
     confidence_by_root_cause,
 )
 from opx_learning.core.windows import Window
-from opx_learning.defs.launch import console, definitions
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.wiring import resource
 

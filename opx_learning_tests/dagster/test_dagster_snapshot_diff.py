@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from opx_learning.app import launch
 from opx_learning.core.snapshot_diff import diff_snapshots
-from opx_learning.defs import launch
 from opx_learning.stores.snapshots import snapshot_store
 
 

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.app import launch
 from opx_learning.app.manual import begin_manual
 from opx_learning.cli.main import cli
-from opx_learning.defs import launch
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
 from opx_learning_tests.dagster.conftest import daemon_tick

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from opx_learning.defs import launch
+from opx_learning.app import launch
 from opx_learning_tests.conftest import _free_port
 from opx_learning_tests.graphql import graphql
 from opx_learning_tests.processes import spawn, stop

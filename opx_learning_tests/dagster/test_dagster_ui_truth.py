@@ -15,9 +15,9 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
+from opx_learning.app import launch
 from opx_learning.cli.main import cli
 from opx_learning.core.windows import Window
-from opx_learning.defs import launch
 from opx_learning.defs.jobs import JOB_ASSETS, job_for_assets
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store

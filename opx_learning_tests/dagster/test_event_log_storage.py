@@ -12,8 +12,8 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
+from opx_learning.app import launch
 from opx_learning.app.event_log import BatchingSqliteEventLogStorage
-from opx_learning.defs import launch
 
 DAYS = [f"2025-10-{day:02d}" for day in range(1, 11)]
 PLAIN_YAML = "telemetry:\n  enabled: false\n"

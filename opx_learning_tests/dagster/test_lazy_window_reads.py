@@ -13,7 +13,7 @@ from opx_learning.core.schema import OUTCOME_COLUMNS
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.validation import validate_outcomes
 from opx_learning.core.windows import Window, day_window
-from opx_learning.defs.assets import scan_window_outcomes
+from opx_learning.defs.outcomes import scan_window_outcomes
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests.wiring import resource

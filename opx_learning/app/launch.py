@@ -170,7 +170,7 @@ def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
 
 
 def run_checklist(instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
-    """Run the morning checklist job as of `at` (ISO-8601, default now); return its items (`opx_learning.defs.checklist`)."""
+    """Run the morning checklist job as of `at` (ISO-8601, default now); return its items (`opx_learning.core.checklist`)."""
     job = definitions().resolve_job_def("morning_checklist_job")
     tags = {"opx/checklist_at": at} if at else None
     result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=console(verbose))
