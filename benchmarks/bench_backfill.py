@@ -61,11 +61,12 @@ def main() -> None:
 
         from opx_learning.app import launch
         from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
+        from opx_learning.config import Settings
         from opx_learning.core.synthetic import generate_outcomes
         from opx_learning.stores.outcomes import outcome_store
 
         (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
-        outcome_store().write(generate_outcomes("2026-01-01", "2026-02-01", per_day=args.per_day, seed=1))
+        outcome_store(Settings.from_env()).write(generate_outcomes("2026-01-01", "2026-02-01", per_day=args.per_day, seed=1))
         days = [f"2026-01-{d:02d}" for d in range(1, 32)]
         with dg.DagsterInstance.get() as instance:
             prepared = launch.materialize(instance, ["daily_outcomes"], days)
@@ -168,14 +169,16 @@ def _one_range(days: int, per_day: int) -> list[dict[str, object]]:
 
         from opx_learning.app import launch
         from opx_learning.cli.orchestration import DEFAULT_DAGSTER_YAML
+        from opx_learning.config import Settings
         from opx_learning.core.synthetic import generate_outcomes
         from opx_learning.safety.state import ensure_initialised
         from opx_learning.stores.outcomes import outcome_store
 
         (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
-        ensure_initialised()
+        settings = Settings.from_env()
+        ensure_initialised(settings)
         end = first + timedelta(days=days)
-        outcome_store().write(generate_outcomes(first.isoformat(), end.isoformat(), per_day=per_day, seed=1))
+        outcome_store(settings).write(generate_outcomes(first.isoformat(), end.isoformat(), per_day=per_day, seed=1))
         keys = [(first + timedelta(days=i)).isoformat() for i in range(days)]
         rows = []
         with dg.DagsterInstance.get() as instance:

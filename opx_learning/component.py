@@ -37,6 +37,10 @@ class OpxLearningComponent(dg.Component, dg.Resolvable, dg.Model):
     alerts_topic_arn: str | None = None
     alerts_topic_name: str = "opx-learning-operations-alerts.fifo"
     metrics_namespace: str = "LearningOperations"
+    rate_limits: str | None = None
+    maintenance_windows: str | None = None
+    trusted_identity_header: str | None = None
+    api_max_runs: int = 4
     key_prefix: str | None = None
 
     def settings(self) -> Settings:

@@ -12,6 +12,7 @@ from pathlib import Path
 BACKENDS = ("local", "aws")
 DEFAULT_HOME = "~/.opx"
 DEFAULT_PARTITIONS_START = "2025-01-01"
+DEFAULT_API_MAX_RUNS = 4
 
 
 class ConfigurationError(ValueError):
@@ -27,7 +28,11 @@ class Settings:
     `backend` is `local` or `aws` (any case, trimmed; anything else is a `ConfigurationError`,
     never a silent fallback, so a typo cannot split the safety state); `home` becomes an
     absolute path; `partitions_start` (a date or `YYYY-MM-DD`) is the first day of the daily,
-    weekly and monthly partitions.
+    weekly and monthly partitions. `rate_limits` (`OPX_RATE_LIMITS`, e.g. `"CALIBRATION=3,SNAPSHOT=10"`)
+    and `maintenance_windows` (`OPX_MAINTENANCE_WINDOWS`: JSON, YAML, a file, or `none`) are kept as
+    given and parsed by the guard, which names the variable in its error; `trusted_identity_header`
+    (`OPX_TRUSTED_IDENTITY_HEADER`) is the REST gateway's identity header (None: not trusted);
+    `api_max_runs` (`OPX_API_MAX_RUNS`) the REST API's concurrent background runs.
     """
 
     backend: str = "local"
@@ -44,6 +49,10 @@ class Settings:
     principals_file: Path | None = None
     aws_endpoint: str | None = None
     partitions_start: date = date(2025, 1, 1)
+    rate_limits: str | None = None
+    maintenance_windows: str | None = None
+    trusted_identity_header: str | None = None
+    api_max_runs: int = DEFAULT_API_MAX_RUNS
 
     def __post_init__(self) -> None:
         raw_backend = self.backend
@@ -59,6 +68,9 @@ class Settings:
         else:
             object.__setattr__(self, "principals_file", None)
         object.__setattr__(self, "partitions_start", _start_day(self.partitions_start))
+        header = (self.trusted_identity_header or "").strip()
+        object.__setattr__(self, "trusted_identity_header", header or None)
+        object.__setattr__(self, "api_max_runs", _max_runs(self.api_max_runs))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +129,10 @@ _ENV_KEYS = (
     "OPX_METRICS_NAMESPACE",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL",
+    "OPX_RATE_LIMITS",
+    "OPX_MAINTENANCE_WINDOWS",
+    "OPX_TRUSTED_IDENTITY_HEADER",
+    "OPX_API_MAX_RUNS",
 )
 
 
@@ -147,7 +163,23 @@ def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Se
         metrics_namespace=env.get("OPX_METRICS_NAMESPACE", defaults["metrics_namespace"].default),
         principals_file=Path(env["OPX_PRINCIPALS"]) if env.get("OPX_PRINCIPALS") else None,
         aws_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
+        rate_limits=env.get("OPX_RATE_LIMITS"),
+        maintenance_windows=env.get("OPX_MAINTENANCE_WINDOWS"),
+        trusted_identity_header=env.get("OPX_TRUSTED_IDENTITY_HEADER"),
+        api_max_runs=env.get("OPX_API_MAX_RUNS", "").strip() or DEFAULT_API_MAX_RUNS,
     )
+
+
+def _max_runs(value: int | str) -> int:
+    try:
+        runs = int(value)
+    except (TypeError, ValueError):
+        runs = 0
+    if runs < 1:
+        raise ConfigurationError(
+            f"api_max_runs (OPX_API_MAX_RUNS): {value!r} is not a positive whole number; unset means {DEFAULT_API_MAX_RUNS}"
+        )
+    return runs
 
 
 def _start_day(value: date | str) -> date:

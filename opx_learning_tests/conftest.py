@@ -25,8 +25,9 @@ def opx_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     monkeypatch.delenv("OPX_PRINCIPALS", raising=False)
     from opx_learning.safety.state import initialise
+    from opx_learning_tests.wiring import settings
 
-    initialise()
+    initialise(settings())
     return home
 
 

@@ -182,12 +182,12 @@ def _runtime(recorder: Recorder) -> None:
     guard.audit.search(status="RUNNING")
     guard.audit.complete_stale(lambda record: True)
     window = Window(datetime(2026, 1, 1, 6, tzinfo=UTC), datetime(2026, 1, 2, 18, tzinfo=UTC))
-    assert DynamoOutcomeStore(settings.outcomes_table).read(window).height > 0
+    assert DynamoOutcomeStore(settings.outcomes_table, region=settings.region).read(window).height > 0
     s3_outcomes = S3OutcomeStore(f"s3://{OUTCOMES_BUCKET}/outcomes")
     assert s3_outcomes.read(window).height > 0
     s3_outcomes.days()
     snapshots = S3SnapshotStore(settings=settings)
-    frame = DynamoOutcomeStore(settings.outcomes_table).read(window)
+    frame = DynamoOutcomeStore(settings.outcomes_table, region=settings.region).read(window)
     snapshots.append(build_snapshot("CUSTOM", window.start, window.end, frame, None))
     assert snapshots.latest("CUSTOM", window.start, window.end) is not None
     put_bytes(f"s3://{ASSETS_BUCKET}/dagster/pattern_summaries_daily/2026-01-01", b"asset")

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from opx_learning.cli.main import cli
 from opx_learning.core.windows import Window
 from opx_learning.stores.outcomes import LocalOutcomeStore, create_table, outcome_store
+from opx_learning_tests import wiring
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -78,7 +79,7 @@ def test_seed_on_aws_backend(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> N
     code, out = run("seed", "--start", "2026-01-01", "--days", "2", "--per-day", "30", "--json")
     assert code == 0, out
     written = json.loads(out)["rows_written"]
-    assert outcome_store().read(Window.parse("2026-01-01", "2026-01-03")).height == written > 30
+    assert outcome_store(wiring.settings()).read(Window.parse("2026-01-01", "2026-01-03")).height == written > 30
 
 
 def test_seed_subprocess(opx_home: Path) -> None:

@@ -20,6 +20,7 @@ from opx_learning.stores.outcomes import (
     LocalOutcomeStore,
     S3OutcomeStore,
 )
+from opx_learning_tests import wiring
 
 JAN5, JAN6, JAN7 = "2026-01-05", "2026-01-06", "2026-01-07"
 ALL_JANUARY = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
@@ -153,7 +154,7 @@ def test_dynamodb_conditional_puts_never_write_an_id_twice(aws_env: str, tmp_pat
     assert first["principal"] == "analyst"
     assert table.get_item(Key={"outcomeId": "o-2"})["Item"]["marker"] == "kept"
 
-    stored = DynamoOutcomeStore().read(ALL_JANUARY)  # the TimeIndex read path
+    stored = DynamoOutcomeStore("opx-outcomes", region="us-east-1").read(ALL_JANUARY)  # the TimeIndex read path
     assert ids_by_day(stored) == {JAN5: ["o-1", "o-4"], JAN6: ["o-3", "o-5"]}
     item = table.get_item(Key={"outcomeId": "o-1"})["Item"]
     assert item["recordedDate"] == JAN5 and item["classification"]["truePositive"] is True
@@ -170,10 +171,10 @@ def test_s3_parquet_reads_the_days_existing_ids(aws_env: str, tmp_path: Path, mo
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_OUTCOMES_S3_URI", "s3://outcomes/exports")
     export = export_with_bad_rows(tmp_path / "export.jsonl")
-    first = opx.ingest(export).to_dict()
+    first = opx.ingest(export, settings=wiring.settings()).to_dict()
     assert_first_ingest(first)
     assert first["store"] == "s3://outcomes/exports"
-    second = opx.ingest(export).to_dict()
+    second = opx.ingest(export, settings=wiring.settings()).to_dict()
     assert_second_ingest(second)
     stored = S3OutcomeStore("s3://outcomes/exports").read(ALL_JANUARY)
     assert stored.height == 5 and ids_by_day(stored) == EXPECTED_DAYS
@@ -196,7 +197,9 @@ def test_a_concurrent_writer_of_the_same_id_wins_and_counts_as_duplicate(
         if done == 3:
             store.write(other_valid)
 
-    report = opx.ingest(export_with_bad_rows(tmp_path / "export.jsonl"), store=store, progress=meanwhile)
+    report = opx.ingest(
+        export_with_bad_rows(tmp_path / "export.jsonl"), store=store, settings=wiring.settings(), progress=meanwhile
+    )
     assert (report.read, report.written, report.duplicates, report.rejected) == (10, 4, 1, 5)
     assert report.days == {JAN5: 3, JAN6: 1}
     stored = store.read(ALL_JANUARY)
@@ -207,7 +210,7 @@ def test_a_concurrent_writer_of_the_same_id_wins_and_counts_as_duplicate(
 def opx_learning_store() -> Any:
     from opx_learning.stores.outcomes import outcome_store
 
-    return outcome_store()
+    return outcome_store(wiring.settings())
 
 
 def canonical_rows() -> pl.DataFrame:
@@ -257,7 +260,7 @@ def test_each_format_is_read(opx_home: Path, tmp_path: Path, kind: str) -> None:
     else:
         path = tmp_path / "export.ndjson"
         frame.write_ndjson(path)
-    report = opx.ingest(path)
+    report = opx.ingest(path, settings=wiring.settings())
     assert isinstance(report, opx.IngestReport)
     assert (report.read, report.written, report.duplicates, report.rejected) == (3, 2, 0, 1)
     assert report.rejected_by_reason == {"ttr_ms: negative": 1}
@@ -310,7 +313,7 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(opx_home: Path, tmp_pa
     assert LocalOutcomeStore(opx_home / "outcomes").days() == []
     assert not (opx_home / "ingest").exists()
 
-    opx.ingest(export, rejected_dir=tmp_path / "report")
+    opx.ingest(export, rejected_dir=tmp_path / "report", settings=wiring.settings())
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["rejected.jsonl", "report.json"]
     code, out, _ = run("ingest", str(export), "--dry-run", "--json")
     summary = json.loads(out)

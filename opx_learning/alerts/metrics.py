@@ -30,7 +30,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.models import (
     LEARNING_OPERATIONS,
@@ -210,7 +210,8 @@ def ensure_log_stream(logs: Any) -> None:
             create(**kwargs)
 
 
-def metrics_sink(settings: Settings | None = None) -> MetricsSink:
+def metrics_sink(settings: Settings) -> MetricsSink:
     """CloudWatch on the aws backend, a no-op sink locally."""
-    settings = settings or get_settings()
-    return CloudWatchMetrics(settings) if settings.backend == "aws" else NullMetrics()
+    from opx_learning.backends import backend_for
+
+    return backend_for(settings).metrics_sink()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from opx_learning.alerts.models import KILL_SWITCH_DISABLED, KILL_SWITCH_ENABLED, Alert
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.safety.models import AlertHook, log_alert
 
 _log = logging.getLogger("opx_learning.alerts")
@@ -225,16 +225,15 @@ def aws_client(service: str, settings: Settings) -> Any:
     return boto3.client(service, region_name=settings.region, config=config)
 
 
-def alert_publisher(settings: Settings | None = None, **kwargs: Any) -> AlertPublisher:
-    """The publisher of the active backend: SNS on `aws`, the local JSON-lines file otherwise."""
-    settings = settings or get_settings()
-    if settings.backend == "aws":
-        return SnsAlertPublisher(settings, **kwargs)
-    return LocalAlertPublisher(settings.alerts_file, **kwargs)
+def alert_publisher(settings: Settings, **kwargs: Any) -> AlertPublisher:
+    """The publisher of the settings' backend: SNS on `aws`, the local JSON-lines file otherwise."""
+    from opx_learning.backends import backend_for
+
+    return backend_for(settings).alert_publisher(**kwargs)
 
 
-def alert_hook(settings: Settings | None = None) -> AlertHook:
-    """The guard's default alert hook: publish through the active backend's publisher (log if that fails)."""
+def alert_hook(settings: Settings) -> AlertHook:
+    """The guard's default alert hook: publish through the settings' backend's publisher (log if that fails)."""
     try:
         return alert_publisher(settings).hook()
     except Exception:  # noqa: BLE001 - no publisher means the log is the alert channel

@@ -8,6 +8,7 @@ the daemon (`runner.py`), and completes the audit record. Poll
 `GET /learning/audit/{auditId}` (the `#` of an audit id URL-encoded as `%23`) for the outcome.
 """
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from opx_learning.api.auth import Unauthenticated, authenticate, trusted_header_from_env
+from opx_learning.api.auth import Unauthenticated, authenticate
 from opx_learning.api.models import (
     CalibrateRequest,
     CreateSnapshotRequest,
@@ -36,7 +37,7 @@ from opx_learning.api.models import (
 from opx_learning.api.runner import BackgroundRuns
 from opx_learning.api.thresholds import thresholds_router
 from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
     BackendUnavailable,
@@ -102,17 +103,21 @@ def validation_message(errors: list[Any]) -> str:
 
 
 def create_app(settings: Settings | None = None, *, trusted_identity_header: str | None = None) -> FastAPI:
-    """Build the REST API over `settings` (default: the environment).
+    """Build the REST API over `settings` (default: `Settings.from_env()`, as `uvicorn --factory` calls it).
+
+    The app factory is an entry point: it is the one place of the REST API that reads the
+    process environment (the settings, and the environment its worker processes inherit).
 
     Args:
         settings: backend settings (OPX_HOME, principals file, ...).
         trusted_identity_header: identity header set by a trusted gateway (default:
-            `OPX_TRUSTED_IDENTITY_HEADER`; unset = only bearer tokens authenticate).
+            `settings.trusted_identity_header`, `OPX_TRUSTED_IDENTITY_HEADER`; unset = only bearer tokens
+            authenticate).
     """
-    settings = settings or get_settings()
+    settings = settings if settings is not None else Settings.from_env()
     store = settings.store_description
-    trusted = trusted_identity_header or trusted_header_from_env()
-    runs = BackgroundRuns(settings)
+    trusted = trusted_identity_header or settings.trusted_identity_header
+    runs = BackgroundRuns(settings, environ=os.environ)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -16,7 +16,6 @@ header or body field can raise it. A credential header (the trusted identity hea
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from opx_learning.config import Settings
@@ -32,12 +31,6 @@ _HOW = (
 
 class Unauthenticated(Exception):
     """The request carries no usable credentials; the message says how to authenticate."""
-
-
-def trusted_header_from_env(env: Mapping[str, str] | None = None) -> str | None:
-    """The gateway identity header named by `OPX_TRUSTED_IDENTITY_HEADER`, or None (not trusted)."""
-    value = (os.environ if env is None else env).get(TRUSTED_HEADER_ENV, "").strip()
-    return value or None
 
 
 def authenticate(headers: Mapping[str, str], settings: Settings, trusted_header: str | None = None) -> Principal:

@@ -26,21 +26,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
 from opx_learning.app.queue import queues
-from opx_learning.config import Settings
+from opx_learning.config import DEFAULT_API_MAX_RUNS, Settings
 from opx_learning.safety.guard import Guard
 
 MAX_RUNS_ENV = "OPX_API_MAX_RUNS"
 TOKEN_ENV = "OPX_ADOPTION_TOKEN"
-DEFAULT_MAX_RUNS = 4
+DEFAULT_MAX_RUNS = DEFAULT_API_MAX_RUNS
 _log = logging.getLogger("opx_learning.api")
 
 
@@ -55,6 +55,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "OPX_OUTCOMES_TABLE": settings.outcomes_table,
         "OPX_ALERTS_TOPIC_NAME": settings.alerts_topic_name,
         "OPX_METRICS_NAMESPACE": settings.metrics_namespace,
+        "OPX_PARTITIONS_START": settings.partitions_start.isoformat(),
+        "OPX_API_MAX_RUNS": str(settings.api_max_runs),
         "DAGSTER_HOME": str(ensure_dagster_home(settings)),
     }
     optional = {
@@ -62,6 +64,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "OPX_ASSETS_S3_URI": settings.assets_s3_uri,
         "OPX_ALERTS_TOPIC_ARN": settings.alerts_topic_arn,
         "OPX_PRINCIPALS": str(settings.principals_file) if settings.principals_file else None,
+        "OPX_RATE_LIMITS": settings.rate_limits,
+        "OPX_MAINTENANCE_WINDOWS": settings.maintenance_windows,
+        "OPX_TRUSTED_IDENTITY_HEADER": settings.trusted_identity_header,
     }
     env.update({name: value for name, value in optional.items() if value})
     return env
@@ -72,12 +77,14 @@ class BackgroundRuns:
 
     Args:
         settings: backend settings the workers use.
-        max_runs: concurrent worker processes (default `OPX_API_MAX_RUNS`, else 4).
+        max_runs: concurrent worker processes (default `settings.api_max_runs`, `OPX_API_MAX_RUNS`).
+        environ: the environment the worker processes inherit (the app factory passes its process's),
+            with `settings_env(settings)` over it.
     """
 
-    def __init__(self, settings: Settings, max_runs: int | None = None) -> None:
+    def __init__(self, settings: Settings, max_runs: int | None = None, *, environ: Mapping[str, str]) -> None:
         self.settings = settings
-        self.max_runs = max_runs or int(os.environ.get(MAX_RUNS_ENV) or DEFAULT_MAX_RUNS)
+        self.max_runs = max_runs or settings.api_max_runs
         self._slots = threading.Semaphore(self.max_runs)
         self._lock = threading.Lock()
         self._queued: set[str] = set()
@@ -85,7 +92,7 @@ class BackgroundRuns:
         self._following: set[str] = set()
         self._queues: bool | None = None
         self._stopping = False
-        self._env = {**os.environ, **settings_env(settings)}
+        self._env = {**environ, **settings_env(settings)}
         self.log_dir = settings.home / "api" / "runs"
         self._wake = threading.Event()
         self._heartbeat: threading.Thread | None = None

@@ -3,6 +3,8 @@
 PAYLOAD is JSON `{plan, audit_id, principal}`; the attempt's adoption token comes in
 `OPX_ADOPTION_TOKEN`. The run adopts the audit record with it, so the record ends
 SUCCESS / FAILED / SKIPPED as the run decides. Exit code 0 once the record is complete.
+The worker is an entry point of its own: its settings are the `OPX_*` variables the REST
+app set for it (`runner.settings_env`), read once with `Settings.from_env()`.
 
 A record already completed when the worker starts (e.g. closed as RUN_TERMINATED while the
 request waited in the queue) is not run: the worker says so in its log, raises a P2
@@ -17,6 +19,7 @@ import os
 import sys
 
 from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
+from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
 
@@ -29,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the payload's plan; on an unexpected error complete the record as FAILED and return 1."""
     payload = json.loads((argv if argv is not None else sys.argv[1:])[0])
     audit_id = payload["audit_id"]
-    guard = Guard.from_settings()
+    guard = Guard.from_settings(Settings.from_env())
     record = guard.audit.get(audit_id)
     if record is None or record.status is not AuditStatus.RUNNING:
         return _not_run(guard, audit_id, record)
     try:
         token = os.environ.pop("OPX_ADOPTION_TOKEN", "")
-        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token)
+        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token, guard=guard)
     except Exception as error:
         fail_running(guard, audit_id, f"{type(error).__name__}: {error}")
         raise

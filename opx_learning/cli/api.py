@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -45,21 +45,20 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
     """Check the port and the principals file, print where the API listens, then run uvicorn until stopped."""
     import uvicorn
 
-    from opx_learning.api.auth import trusted_header_from_env
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import PrincipalsFileError, principals_for
 
     problem = port_problem(host, port)
     if problem:
         raise click.UsageError(problem)
-    settings = get_settings()
+    settings = command_settings()
     try:
         principals = principals_for(settings)
     except PrincipalsFileError as error:
         raise click.ClickException(str(error)) from None
     # Fail at startup, not per request, on a malformed OPX_RATE_LIMITS / OPX_MAINTENANCE_WINDOWS.
     Guard.from_settings(settings)
-    trusted = trusted_header_from_env()
+    trusted = settings.trusted_identity_header
     url = f"http://{host}:{port}"
     info = {
         "url": url,

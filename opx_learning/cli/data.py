@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from opx_learning.cli.environment import command_settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc, to_utc_end
 
 _SUMMARY_DAYS = 30
@@ -113,7 +114,7 @@ def seed(
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    store = outcome_store()
+    store = outcome_store(command_settings())
     with _store_errors(store.location):
         if as_json or frame.height < _PROGRESS_ROWS:
             written = store.write(frame)
@@ -223,7 +224,7 @@ def summary(start: str | None, end: str | None, days: int, service: str | None, 
         service = service.strip()
         if not service:
             raise click.UsageError("--service: '' is empty")
-    store = outcome_store()
+    store = outcome_store(command_settings())
     calibration = None
     calibration_error = None
     with _store_errors(store.location):

@@ -49,14 +49,18 @@ class _Bar:
 def ingest(paths: tuple[str, ...], dry_run: bool, rejected_dir: str | None, principal: str | None, as_json: bool) -> None:
     """Ingest outcome files; rejected rows go to a report, already stored ids count as duplicates."""
     from opx_learning.cli.data import _store_errors
-    from opx_learning.config import get_settings
+    from opx_learning.cli.environment import (
+        command_settings,
+        dagster_home_variable,
+        principal_name,
+    )
     from opx_learning.ingestion import IngestError
     from opx_learning.ingestion import ingest as run_ingest
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
 
-    settings = get_settings()
-    who = resolve_principal(principal, settings=settings).principal
+    settings = command_settings()
+    who = resolve_principal(principal_name(principal), settings=settings).principal
     store = outcome_store(settings)
     bar = _Bar()
     try:
@@ -69,6 +73,7 @@ def ingest(paths: tuple[str, ...], dry_run: bool, rejected_dir: str | None, prin
                 store=store,
                 settings=settings,
                 progress=None if as_json else bar,
+                dagster_home=dagster_home_variable(),
             )
     except IngestError as error:
         raise InputError(str(error)) from None

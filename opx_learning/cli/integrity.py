@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import click
 
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings
 from opx_learning.core.windows import Window, WindowError, to_utc, to_utc_end
 
 EXIT_CLEAN, EXIT_CORRUPTION, EXIT_INCOMPLETE = 0, 1, 3
@@ -60,10 +60,11 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from opx_learning.backends import backend_for
     from opx_learning.integrity.sweep import run_sweep
 
     window = verify_window(start, end, days)
-    settings = get_settings()
+    settings = command_settings()
     click.echo(f"verify: {window.start_iso}..{window.end_iso} on {settings.store_description}", err=True)
 
     def progress(store: str, done: int, total: int) -> None:
@@ -88,7 +89,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
             click.echo(f"note: {note}")
         click.echo(report.summary())
         if report.findings:
-            target = settings.alerts_file if settings.backend == "local" else "the SNS alert topic"
+            target = backend_for(settings).alert_target
             state = "raised" if report.alert_delivered else "NOT delivered (see the log)"
             click.echo(f"P0 DATA_CORRUPTION alert {state} to {target} (dedup id {report.alert_dedup_id}); "
                        "the damaged items are left untouched as evidence.")

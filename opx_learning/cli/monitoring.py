@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings, dagster_home_variable
+from opx_learning.config import Settings
 
 if TYPE_CHECKING:
     from opx_learning.safety.audit import AuditLog
@@ -33,27 +33,28 @@ def status(hours: float, as_json: bool) -> None:
     from opx_learning.safety.models import BackendUnavailable
 
     now = utcnow()
+    settings = command_settings()
     try:
-        audit = Guard.from_settings(get_settings()).audit
+        audit = Guard.from_settings(settings).audit
         report = read_status(audit, now=now, hours=hours)
     except BackendUnavailable as exc:
         raise click.ClickException(f"audit trail unavailable: {exc}") from None
-    report["monitors"], report["monitors_source"] = _monitors(now, audit)
+    report["monitors"], report["monitors_source"] = _monitors(now, audit, settings)
     if as_json:
         _emit(report)
     else:
         click.echo(render(report))
 
 
-def _dagster_home() -> Path | None:
-    raw = os.environ.get("DAGSTER_HOME")
-    home = Path(raw).expanduser() if raw else get_settings().home / "dagster_home"
+def _dagster_home(settings: Settings) -> Path | None:
+    raw = dagster_home_variable()
+    home = Path(raw).expanduser() if raw else settings.home / "dagster_home"
     return home if (home / "dagster.yaml").exists() else None
 
 
-def _monitors(now: datetime, audit: AuditLog) -> tuple[list[dict[str, Any]], str]:
+def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[dict[str, Any]], str]:
     """Last tick of every sensor and schedule from the Dagster instance's heartbeats, and where they were read."""
-    home = _dagster_home()
+    home = _dagster_home(settings)
     if home is None:
         return [], "no Dagster instance (set DAGSTER_HOME to the instance the daemon uses)"
     import dagster as dg
@@ -76,8 +77,10 @@ def monitoring() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was deployed as JSON.")
 def deploy(as_json: bool) -> None:
     """Create or update the dashboard `opx-learning-operations`, its alarms and the alert topics (idempotent)."""
-    settings = get_settings()
-    if settings.backend != "aws":
+    from opx_learning.backends import backend_for
+
+    settings = command_settings()
+    if not backend_for(settings).cloud_monitoring:
         click.echo(
             f"monitoring deploy: OPX_BACKEND is {settings.backend!r}; CloudWatch and SNS need OPX_BACKEND=aws. "
             "Locally, `opx-learning status` shows the same six rows from the audit trail.",

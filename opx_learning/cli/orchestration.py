@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,8 @@ from opx_learning.app.manual import (
     service_report,
 )
 from opx_learning.app.queue import FOLLOW_TIMEOUT, queues
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings, principal_name
+from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
 if TYPE_CHECKING:
@@ -99,14 +101,14 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
         raise click.UsageError(str(error)) from None
     end = end.replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
-    _fit_partitions_start(start, as_json)
+    settings = _fit_partitions_start(command_settings(), start, as_json)
     started = time.perf_counter()
-    dagster_home = ensure_dagster_home()
-    _initialise_demo_home()
-    report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose)
+    dagster_home = ensure_dagster_home(settings)
+    _initialise_demo_home(settings)
+    report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose, settings=settings)
     report |= {
         "dagster_home": str(dagster_home),
-        "opx_home": str(get_settings().home),
+        "opx_home": str(settings.home),
         "open": {"ui": "opx-learning ui", "command": dev_command(dagster_home), "url": ui_url()},
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -118,20 +120,27 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
         sys.exit(1)
 
 
-def _fit_partitions_start(start: datetime, as_json: bool) -> None:
-    """Move OPX_PARTITIONS_START back to the first of the data's first month when the data starts earlier."""
-    from opx_learning.config import partitions_start
+def _fit_partitions_start(settings: Settings, start: datetime, as_json: bool) -> Settings:
+    """The settings with the partitions start moved back to the first of the data's first month when the data starts earlier.
 
+    OPX_PARTITIONS_START is set as well, for the Dagster definitions this process loads and the
+    command printed to open the UI.
+    """
     needed = start.date().replace(day=1)
-    if needed >= partitions_start():
-        return
-    # The settings, and the definitions built from them, are resolved after this.
+    if needed >= settings.partitions_start:
+        return settings
     os.environ["OPX_PARTITIONS_START"] = needed.isoformat()
     _say(as_json, f"note: partitions start {needed.isoformat()} for this demo (OPX_PARTITIONS_START)")
+    return replace(settings, partitions_start=needed)
 
 
-def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbose: bool = False) -> dict[str, Any]:
-    """Seed `window`, materialize every asset over it with as few runs as possible, run the checklist."""
+def run_demo(
+    window: Window, per_day: int, seed_value: int, as_json: bool, verbose: bool = False, *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Seed `window`, materialize every asset over it with as few runs as possible, run the checklist.
+
+    `settings`: the command's settings (default: this process's environment, read now).
+    """
     import dagster as dg
 
     from opx_learning.app import launch
@@ -150,7 +159,8 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     def progress(line: str) -> None:
         _say(as_json, line)
 
-    kill_switch = _kill_switch_note()
+    settings = settings if settings is not None else command_settings()
+    kill_switch = _kill_switch_note(settings)
     if kill_switch:
         _say(as_json, f"note: {kill_switch}")
     middle = window.start + (window.end - window.start) / 2
@@ -160,11 +170,11 @@ def run_demo(window: Window, per_day: int, seed_value: int, as_json: bool, verbo
     )
     written = _timed(as_json, f"seeding {frame.height} generated outcomes {window.start.date()}..{window.end.date()} "
                      "(ids already stored are kept, not written twice)",
-                     lambda: outcome_store(get_settings()).write(frame))
+                     lambda: outcome_store(settings).write(frame))
     instance = dg.DagsterInstance.get()
-    guard = Guard.from_settings()
-    principal = resolve_principal()
-    parts = partitions_for(get_settings().partitions_start)
+    guard = Guard.from_settings(settings)
+    principal = resolve_principal(principal_name(None), settings=settings)
+    parts = partitions_for(settings.partitions_start)
     weeks = keys_in_window(parts.weekly, window)
     months = keys_in_window(parts.monthly, window)
     # Daily partitions cover every month the window touches (from the first month's start to the
@@ -283,13 +293,13 @@ def _print_demo(report: dict[str, Any]) -> None:
                f"{report['opx_home']}/outcomes.")
 
 
-def _initialise_demo_home() -> None:
+def _initialise_demo_home(settings: Settings) -> None:
     """The demo initialises its own home on first use; a lost state stays lost (the guard fails closed)."""
     from opx_learning.safety.models import BackendUnavailable
     from opx_learning.safety.state import ensure_initialised
 
     try:
-        created = ensure_initialised()
+        created = ensure_initialised(settings)
     except BackendUnavailable as error:
         click.echo(f"note: the safety state could not be initialised ({error})", err=True)
         return
@@ -297,13 +307,13 @@ def _initialise_demo_home() -> None:
         click.echo(f"note: {created.message}", err=True)
 
 
-def _kill_switch_note() -> str | None:
+def _kill_switch_note(settings: Settings) -> str | None:
     """A sentence about the kill switch when it blocks work (active or unreadable), else None."""
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import BackendUnavailable
 
     try:
-        state = Guard.from_settings().kill_switch.status()
+        state = Guard.from_settings(settings).kill_switch.status()
     except BackendUnavailable as error:
         return f"the kill switch state cannot be read ({error}); operations are skipped (fail closed)."
     if not state.active:
@@ -353,8 +363,9 @@ def trigger() -> None:
 def extract_patterns(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                      service: str | None, cadence: str | None, **follow: Any) -> None:
     """Map the range onto daily / weekly partitions (one run) or one custom window."""
-    plan = _cli_plan("extract-patterns", start, end, cadence, service)
-    _trigger(plan, principal, emergency, as_json, verbose, **follow)
+    settings = command_settings()
+    plan = _cli_plan(settings, "extract-patterns", start, end, cadence, service)
+    _trigger(settings, plan, principal, emergency, as_json, verbose, **follow)
 
 
 @trigger.command(
@@ -369,7 +380,9 @@ def extract_patterns(start: str, end: str, principal: str | None, emergency: boo
 def calibrate_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                       cadence: str | None, **follow: Any) -> None:
     """Map the range onto monthly partitions (calibration and drift) or one custom window."""
-    _trigger(_cli_plan("calibrate", start, end, cadence), principal, emergency, as_json, verbose, **follow)
+    settings = command_settings()
+    _trigger(settings, _cli_plan(settings, "calibrate", start, end, cadence), principal, emergency, as_json, verbose,
+             **follow)
 
 
 @trigger.command("snapshot", help="SNAPSHOT of a range: daily/weekly/monthly partitions, or one custom window.")
@@ -379,27 +392,31 @@ def calibrate_command(start: str, end: str, principal: str | None, emergency: bo
 def snapshot_command(start: str, end: str, principal: str | None, emergency: bool, as_json: bool, verbose: bool,
                      snapshot_type: str, **follow: Any) -> None:
     """Materialize the snapshot partitions of the range (custom: one dynamic partition START..END)."""
-    _trigger(_cli_plan("snapshot", start, end, snapshot_type), principal, emergency, as_json, verbose, **follow)
+    settings = command_settings()
+    _trigger(settings, _cli_plan(settings, "snapshot", start, end, snapshot_type), principal, emergency, as_json,
+             verbose, **follow)
 
 
-def _cli_plan(command: str, start: str, end: str, kind: str | None, service: str | None = None) -> ManualPlan:
+def _cli_plan(
+    settings: Settings, command: str, start: str, end: str, kind: str | None, service: str | None = None
+) -> ManualPlan:
     from opx_learning.safety.models import InvalidRequest
 
     try:
-        return plan_manual(command, start, end, kind=kind, service=service)
+        return plan_manual(command, start, end, kind=kind, service=service, settings=settings)
     except InvalidRequest as error:
         raise click.UsageError(str(error)) from None
 
 
 
-def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_json: bool, verbose: bool,
-             no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
+def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emergency: bool, as_json: bool,
+             verbose: bool, no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
     import dagster as dg
 
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import InvalidRequest
 
-    dagster_home = ensure_dagster_home()
+    dagster_home = ensure_dagster_home(settings)
     instance = dg.DagsterInstance.get()
     queued = queues(instance)
     if no_wait and not queued:
@@ -409,14 +426,15 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         )
     if plan.note:
         _say(as_json, f"note: {plan.note}")
-    guard = Guard.from_settings()
+    guard = Guard.from_settings(settings)
     try:
-        attempt = begin_manual(plan.operation, principal_name, plan.parameters, emergency=emergency, guard=guard)
+        attempt = begin_manual(plan.operation, principal_name(principal), plan.parameters, emergency=emergency,
+                               guard=guard)
     except InvalidRequest as error:
         raise click.UsageError(str(error)) from None
     if not attempt.allowed:
-        _refused(attempt, as_json)
-    principal = attempt.principal
+        _refused(attempt, as_json, settings)
+    who = attempt.principal
     where = "submitted to the run queue" if queued else "one run"
     summary, record = _timed(as_json, f"{plan.label} ({where})",
                              lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
@@ -426,13 +444,12 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
         _enqueued(attempt.audit_id, summary.run_id, plan, as_json)
         return
     status = record.status.value if record is not None else ("SUCCESS" if summary.success else "FAILED")
-    settings = get_settings()
     output = {
         "audit_id": attempt.audit_id,
         "status": status,
         "operation_type": plan.operation,
         "trigger_type": "MANUAL",
-        "triggered_by": principal.to_dict(),
+        "triggered_by": who.to_dict(),
         "window": {"start": plan.window.start_iso, "end": plan.window.end_iso},
         "partitions": plan.partitions(),
         "store": settings.store_description,
@@ -448,7 +465,7 @@ def _trigger(plan: ManualPlan, principal_name: str | None, emergency: bool, as_j
     if plan.note:
         output["note"] = plan.note
     if plan.service:
-        output["service"] = service_report(summary, plan.assets[-1], plan.service, get_settings())
+        output["service"] = service_report(summary, plan.assets[-1], plan.service, settings)
     if as_json:
         click.echo(json.dumps(output, indent=2, default=str))
     else:
@@ -474,9 +491,9 @@ def _enqueued(audit_id: str, run_id: str, plan: ManualPlan, as_json: bool) -> No
     click.echo(f"  follow: {output['follow']}")
 
 
-def _refused(attempt: Attempt, as_json: bool) -> None:
+def _refused(attempt: Attempt, as_json: bool, settings: Settings) -> None:
     data = attempt.to_dict()
-    data["store"] = get_settings().store_description
+    data["store"] = settings.store_description
     kill_switch = data["skip_reason"] in ("KILL_SWITCH_ACTIVE", "KILL_SWITCH_UNAVAILABLE")
     if kill_switch and attempt.parameters.get("emergency") and not attempt.emergency:
         data["emergency_denied"] = (

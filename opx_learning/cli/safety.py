@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings, principal_name
+from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.models import (
     AuditRecord,
@@ -57,20 +58,17 @@ def _user_errors(store: str | None = None) -> Iterator[None]:
         raise StoreError(f"state store unavailable: {exc}", store) from None
 
 
-def _store() -> str:
-    return get_settings().store_description
-
-
-def _guard() -> Any:
+def _guard(settings: Settings) -> Any:
     from opx_learning.safety.guard import Guard
 
-    return Guard.from_settings(get_settings())
+    return Guard.from_settings(settings)
 
 
-def _principal(name: str | None) -> Any:
+def _principal(name: str | None, settings: Settings) -> Any:
+    """The acting principal: `--principal`, else `OPX_PRINCIPAL`, else the OS user / AWS caller identity."""
     from opx_learning.safety.principals import resolve_principal
 
-    return resolve_principal(name, settings=get_settings())
+    return resolve_principal(principal_name(name), settings=settings)
 
 
 def _show_state(state: KillSwitchState) -> None:
@@ -96,9 +94,10 @@ def kill_switch() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the REST status body.")
 def kill_switch_status(as_json: bool) -> None:
     """Show whether operations are blocked (no authority needed)."""
-    store = _store()
+    settings = command_settings()
+    store = settings.store_description
     with _user_errors(store):
-        state = _guard().kill_switch.status()
+        state = _guard(settings).kill_switch.status()
     if as_json:
         _emit({**state.to_rest(), "store": store})
     else:
@@ -113,9 +112,10 @@ def kill_switch_status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
 def kill_switch_disable(reason: str, until: str | None, principal: str | None, as_json: bool) -> None:
     """Activate the kill switch: block scheduled and non-emergency manual operations."""
-    store = _store()
+    settings = command_settings()
+    store = settings.store_description
     with _user_errors(store):
-        change = _guard().kill_switch.disable(_principal(principal), reason, until=until)
+        change = _guard(settings).kill_switch.disable(_principal(principal, settings), reason, until=until)
     _show_change(change, store, as_json)
 
 
@@ -124,9 +124,10 @@ def kill_switch_disable(reason: str, until: str | None, principal: str | None, a
 @click.option("--json", "as_json", is_flag=True, help="Print {status, message, auditId}.")
 def kill_switch_enable(principal: str | None, as_json: bool) -> None:
     """Deactivate the kill switch: allow automated operations again."""
-    store = _store()
+    settings = command_settings()
+    store = settings.store_description
     with _user_errors(store):
-        change = _guard().kill_switch.enable(_principal(principal))
+        change = _guard(settings).kill_switch.enable(_principal(principal, settings))
     _show_change(change, store, as_json)
 
 
@@ -147,11 +148,12 @@ def init(force: bool, principal: str | None, as_json: bool) -> None:
     """Create the safety state (OPX_HOME's state.db, or the aws config item) with the kill switch ENABLED."""
     from opx_learning.safety.state import initialise
 
-    settings = get_settings()
+    settings = command_settings()
     store = settings.store_description
     with _user_errors(store):
-        who = _principal(principal) if principal is not None else None
-        result = initialise(settings, who, force=force)
+        # A name from OPX_PRINCIPAL is resolved only when needed (a re-initialisation), like the default identity.
+        who = _principal(principal, settings) if principal is not None else None
+        result = initialise(settings, who, force=force, name=principal_name(principal))
     if as_json:
         _emit(result.to_dict())
     else:
@@ -196,7 +198,7 @@ def _table(records: list[AuditRecord]) -> None:
 def audit_get(audit_id: str, as_json: bool) -> None:
     """Show one audit record by id."""
     with _user_errors():
-        record = _guard().audit.get(audit_id)
+        record = _guard(command_settings()).audit.get(audit_id)
     if record is None:
         raise click.ClickException(f"audit_id: no audit record {audit_id!r}")
     if as_json:
@@ -220,7 +222,7 @@ def audit_list(
     """List audit records, newest first."""
     with _user_errors():
         # One record past the limit tells whether more match, without counting them all.
-        records = _guard().audit.search(
+        records = _guard(command_settings()).audit.search(
             operation_type=operation, status=status, since=since, until=until, limit=limit + 1
         )
     more = len(records) > limit
@@ -270,7 +272,7 @@ def aws_init(outcomes_table: bool, as_json: bool) -> None:
     from opx_learning.safety.dynamo_backend import dynamo_client, init_tables
     from opx_learning.safety.state import ensure_initialised
 
-    settings = replace(get_settings(), backend="aws")
+    settings = replace(command_settings(), backend="aws")
     client = dynamo_client(settings.region)
     with _user_errors(settings.store_description):
         done = init_tables(settings, client=client)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from opx_learning.cli.environment import command_settings
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import iso
 
@@ -16,7 +17,7 @@ from opx_learning.core.windows import iso
 def _store() -> Any:
     from opx_learning.stores.snapshots import snapshot_store
 
-    return snapshot_store()
+    return snapshot_store(command_settings())
 
 
 @contextmanager

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
+from opx_learning.cli.environment import command_settings, principal_name
 from opx_learning.cli.safety import StoreError
-from opx_learning.config import get_settings
+from opx_learning.config import Settings
 
 _PRINCIPAL_HELP = "Acting principal (default: OPX_PRINCIPAL, else the OS user / AWS caller identity)."
 
@@ -23,20 +24,21 @@ def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
-def _review() -> Any:
+def _review(settings: Settings) -> Any:
     from opx_learning.safety.thresholds import ThresholdReview
 
-    return ThresholdReview.from_settings(get_settings())
+    return ThresholdReview.from_settings(settings)
 
 
-def _principal(name: str | None) -> Any:
+def _principal(name: str | None, settings: Settings) -> Any:
+    """The acting principal: `--principal`, else `OPX_PRINCIPAL`, else the OS user / AWS caller identity."""
     from opx_learning.safety.principals import resolve_principal
 
-    return resolve_principal(name, settings=get_settings())
+    return resolve_principal(principal_name(name), settings=settings)
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(settings: Settings) -> Iterator[None]:
     """Refusals exit 1 naming their audit record; unknown ids and bad values exit 2; no traceback."""
     from opx_learning.safety.models import (
         BackendUnavailable,
@@ -49,7 +51,7 @@ def _user_errors() -> Iterator[None]:
         ProposalNotPending,
     )
 
-    store = get_settings().store_description
+    store = settings.store_description
     try:
         yield
     except (InsufficientAuthority, ProposalNotPending, ApprovalBlocked) as exc:
@@ -91,13 +93,14 @@ def propose(month: str | None, calibration_id: str | None, principal: str | None
 
     if (month is None) == (calibration_id is None):
         raise click.UsageError("give exactly one of --month YYYY-MM or --calibration ID")
-    with _user_errors():
-        who = _principal(principal)
+    settings = command_settings()
+    with _user_errors(settings):
+        who = _principal(principal, settings)
         calibration, source = (
-            monthly_calibration(month, get_settings()) if month is not None
-            else calibration_by_id(calibration_id, get_settings())
+            monthly_calibration(month, settings) if month is not None
+            else calibration_by_id(calibration_id, settings)
         )
-        review = _review()
+        review = _review(settings)
         current = review.current()
         proposal = review.propose(who, calibration, source)
     if as_json:
@@ -115,8 +118,9 @@ def propose(month: str | None, calibration_id: str | None, principal: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print the approved proposal and the new current set.")
 def approve(proposal_id: str, principal: str | None, as_json: bool) -> None:
     """Approve a PENDING proposal (ON_CALL_SRE / EMERGENCY_OVERRIDE, not its proposer): the next version."""
-    with _user_errors():
-        approval = _review().approve(_principal(principal), proposal_id)
+    settings = command_settings()
+    with _user_errors(settings):
+        approval = _review(settings).approve(_principal(principal, settings), proposal_id)
     if as_json:
         _emit({"proposal": approval.proposal.to_dict(), "current": approval.current.to_dict(),
                "audit_id": approval.audit_id})
@@ -134,8 +138,9 @@ def approve(proposal_id: str, principal: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rejected proposal.")
 def reject(proposal_id: str, reason: str, principal: str | None, as_json: bool) -> None:
     """Reject a PENDING proposal (ON_CALL_SRE / EMERGENCY_OVERRIDE, not its proposer); nothing changes."""
-    with _user_errors():
-        proposal = _review().reject(_principal(principal), proposal_id, reason)
+    settings = command_settings()
+    with _user_errors(settings):
+        proposal = _review(settings).reject(_principal(principal, settings), proposal_id, reason)
     if as_json:
         _emit(proposal.to_dict())
         return
@@ -150,8 +155,9 @@ def reject(proposal_id: str, reason: str, principal: str | None, as_json: bool) 
               help="Print a JSON list of proposals (id, status, proposer, approver, thresholds, version, …).")
 def list_proposals(status: str | None, as_json: bool) -> None:
     """List threshold proposals, oldest first, and the current approved version."""
-    with _user_errors():
-        review = _review()
+    settings = command_settings()
+    with _user_errors(settings):
+        review = _review(settings)
         found = [p for p in review.proposals() if status is None or p.status.value == status.upper()]
         current = None if as_json else review.current()
     if as_json:
@@ -179,8 +185,9 @@ def list_proposals(status: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the current set (or the history) as JSON.")
 def current_set(history: bool, as_json: bool) -> None:
     """Show the current approved thresholds (version, approver); exit 1 when none was approved yet."""
-    with _user_errors():
-        review = _review()
+    settings = command_settings()
+    with _user_errors(settings):
+        review = _review(settings)
         sets = review.history() if history else [s for s in [review.current()] if s is not None]
     if as_json:
         _emit([s.to_dict() for s in sets] if history else (sets[0].to_dict() if sets else None))

@@ -9,7 +9,7 @@ import sys
 import click
 
 from opx_learning.app.instance import ensure_dagster_home
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import command_settings
 
 
 @click.command("ui")
@@ -22,8 +22,8 @@ def ui(host: str, port: int) -> None:
     directory; stop it with Ctrl-C. Set `OPX_UI_URL` when the UI is reached at another address,
     so the links the other commands print point at it.
     """
-    home = ensure_dagster_home()
-    settings = get_settings()
+    settings = command_settings()
+    home = ensure_dagster_home(settings)
     dagster = shutil.which("dagster") or ""
     command = [dagster, "dev"] if dagster else [sys.executable, "-m", "dagster", "dev"]
     command += ["-m", "opx_learning.definitions", "--host", host, "--port", str(port)]

@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.schema import CAMEL_CASE_PATHS, OUTCOME_COLUMNS
 from opx_learning.core.validation import NULLABLE, ValidationResult, validate_outcomes
 from opx_learning.core.windows import day_window
@@ -142,9 +142,10 @@ def ingest(
     rejected_dir: str | Path | None = None,
     principal: str | None = None,
     store: OutcomeStore | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Progress | None = None,
     mark_stale: bool = True,
+    dagster_home: str | Path | None = None,
 ) -> IngestReport:
     """Validate outcome exports and write their new valid rows to the outcome store by day.
 
@@ -155,11 +156,12 @@ def ingest(
         rejected_dir: where `rejected.jsonl` and `report.json` go (default
             `<OPX_HOME>/ingest/<UTC timestamp>/`).
         principal: who ingests (recorded in the report).
-        store: the outcome store (default: the active backend's).
-        settings: settings (default: from the environment).
+        store: the outcome store (default: the settings' backend's).
+        settings: the configuration (home, backend, partitions start).
         progress: optional callback `(rows_done, rows_total)` during the write.
         mark_stale: look up the Dagster instance's materialized partitions the new rows touch and
             record an observation on them (never in a dry run).
+        dagster_home: that instance's home (the CLI passes DAGSTER_HOME; default `<home>/dagster_home`).
 
     Returns:
         IngestReport: the counts (`read == written + duplicates + rejected`), rows written per
@@ -169,7 +171,6 @@ def ingest(
         IngestError: a file is missing, unreadable, of an unknown format, or lacks a required
             field in every row (nothing is written then).
     """
-    settings = settings or get_settings()
     store = store or outcome_store(settings)
     started = datetime.now(UTC)
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -211,7 +212,7 @@ def ingest(
         principal=principal,
         report_dir=str(report_dir) if report_dir else None,
         before_partitions_start=_before_start(new, settings),
-        stale=_stale(days, dry_run, mark_stale and written > 0, settings, report_dir),
+        stale=_stale(days, dry_run, mark_stale and written > 0, settings, report_dir, dagster_home),
         started_at=started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
         warnings=tuple(notes),
     )
@@ -432,7 +433,8 @@ def _before_start(new: pl.DataFrame, settings: Settings) -> dict[str, Any] | Non
 
 
 def _stale(
-    days: dict[str, int], dry_run: bool, observe: bool, settings: Settings, report_dir: Path | None
+    days: dict[str, int], dry_run: bool, observe: bool, settings: Settings, report_dir: Path | None,
+    home: str | Path | None,
 ) -> dict[str, Any] | None:
     if not days:
         return None
@@ -444,4 +446,5 @@ def _stale(
         observe=observe and not dry_run,
         new_rows=days,
         report_dir=str(report_dir) if report_dir else None,
+        home=home,
     )

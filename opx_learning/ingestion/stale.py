@@ -2,8 +2,8 @@
 
 Downstream assets read the materialized `daily_outcomes` partition of a day when it exists,
 so rows ingested into a day that was already materialized stay invisible until that day is
-re-run. The Dagster instance of DAGSTER_HOME (else `$OPX_HOME/dagster_home`, as `trigger`
-uses) is asked which partitions of the affected assets are materialized; nothing is created
+re-run. The Dagster instance of the DAGSTER_HOME the caller names (else `$OPX_HOME/dagster_home`,
+as `trigger` uses) is asked which partitions of the affected assets are materialized; nothing is created
 when there is no instance.
 
 The mark is an `AssetObservation` on each stale `daily_outcomes` partition (metadata: new
@@ -15,7 +15,6 @@ provenance, so only re-running the partition clears it.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,9 @@ MONTHLY_ASSET = "confidence_calibration"
 OBSERVED_ASSET = "daily_outcomes"
 
 
-def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, else `$OPX_HOME/dagster_home` (where `opx-learning trigger` and `demo` keep runs)."""
-    raw = os.environ.get("DAGSTER_HOME")
-    return Path(raw).expanduser().absolute() if raw else settings.home / "dagster_home"
+def dagster_home(settings: Settings, given: str | Path | None = None) -> Path:
+    """`given` (the caller's DAGSTER_HOME), else `$OPX_HOME/dagster_home` (where `opx-learning trigger` and `demo` keep runs)."""
+    return Path(given).expanduser().absolute() if given else settings.home / "dagster_home"
 
 
 def _has_instance(home: Path) -> bool:
@@ -40,22 +38,23 @@ def _has_instance(home: Path) -> bool:
 
 def stale_partitions(
     days: list[date], *, settings: Settings, observe: bool = True, new_rows: dict[str, int] | None = None,
-    report_dir: str | None = None,
+    report_dir: str | None = None, home: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """The materialized partitions whose windows hold `days`, with the commands that refresh them.
 
     Args:
         days: UTC days that received new outcomes.
-        settings: locate the Dagster home.
+        settings: the partitions start, and the home whose `dagster_home` is the default instance.
         observe: record an `AssetObservation` on each stale `daily_outcomes` partition.
         new_rows: new rows per day (ISO key), shown in the observation's metadata.
         report_dir: the ingest's report directory, shown in the observation's metadata.
+        home: the Dagster home to ask (the caller's DAGSTER_HOME; default `$OPX_HOME/dagster_home`).
 
     Returns:
         dict | None: `dagster_home`, `partitions` (asset -> stale keys), `commands` (re-run
         commands) and `observed` (keys observed); None when DAGSTER_HOME holds no instance.
     """
-    home = dagster_home(settings)
+    home = dagster_home(settings, home)
     if not days or not _has_instance(home):
         return None
     import dagster as dg

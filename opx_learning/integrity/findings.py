@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opx_learning.alerts.models import DATA_CORRUPTION, Alert
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -119,28 +119,32 @@ def publish_corruption(
     findings: Sequence[Finding],
     *,
     source: str,
-    settings: Settings | None = None,
+    settings: Settings | None,
     window: dict[str, str] | None = None,
     publisher: Any = None,
 ) -> tuple[Alert, bool]:
-    """Raise the P0 alert for `findings` through the active backend's publisher (never raises on delivery).
+    """Raise the P0 alert for `findings` through the backend's publisher (never raises on delivery).
 
     Args:
         findings: at least one finding.
         source: what detected it (`read`, `verify`, `daily sweep`).
-        settings: settings naming the backend (default `get_settings()`).
+        settings: settings naming the store and the backend; None (a store opened on a bare
+            directory): the alert names no store and, without `publisher`, is only logged.
         window: the sweep window, if any.
-        publisher: an `AlertPublisher` (default: the active backend's, `alerts.jsonl` or SNS).
+        publisher: an `AlertPublisher` (default: the settings' backend's, `alerts.jsonl` or SNS).
 
     Returns:
         The alert and whether it was delivered.
     """
     from opx_learning.alerts.publishers import alert_publisher
 
-    settings = settings or get_settings()
-    alert = corruption_alert(findings, source=source, store=settings.store_description, window=window)
+    store = settings.store_description if settings is not None else None
+    alert = corruption_alert(findings, source=source, store=store, window=window)
     try:
-        publisher = publisher or alert_publisher(settings)
+        if publisher is None:
+            if settings is None:
+                raise LookupError("no settings name a backend")
+            publisher = alert_publisher(settings)
     except Exception as exc:  # noqa: BLE001 - a missing publisher must not hide the corruption itself
         log.error("DATA_CORRUPTION alert not delivered (no publisher: %s): %s", exc, json.dumps(alert.to_dict()))
         return alert, False

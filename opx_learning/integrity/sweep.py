@@ -37,7 +37,8 @@ from typing import Any
 
 import polars as pl
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.backends import backend_for
+from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import Window, iso, to_utc
@@ -128,12 +129,12 @@ _LABELS = {
 }
 
 
-def sweep(window: Window, settings: Settings | None = None, *, progress: Progress | None = None) -> SweepReport:
+def sweep(window: Window, settings: Settings, *, progress: Progress | None = None) -> SweepReport:
     """Re-read the snapshots, outcome and asset partitions and audit records of `window`; raise no alert.
 
     Args:
         window: the half-open window to sweep.
-        settings: the backend to read (default `get_settings()`).
+        settings: the backend to read.
         progress: optional callback `(store, done, total)`.
 
     Returns:
@@ -143,7 +144,6 @@ def sweep(window: Window, settings: Settings | None = None, *, progress: Progres
         OSError, botocore errors, sqlite3 errors other than corruption: a store could not be read
             at all, so the sweep has no verdict.
     """
-    settings = settings or get_settings()
     report = SweepReport(window, settings.store_description)
     report_progress: Progress = progress or (lambda store, done, total: None)
     for name, check in (
@@ -158,7 +158,7 @@ def sweep(window: Window, settings: Settings | None = None, *, progress: Progres
 
 def run_sweep(
     window: Window,
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     source: str = "verify",
     progress: Progress | None = None,
@@ -168,7 +168,7 @@ def run_sweep(
 
     Args:
         window: the half-open window to sweep.
-        settings: the backend to read (default `get_settings()`).
+        settings: the backend to read.
         source: what ran the sweep, named in the alert (`verify`, `daily sweep`).
         progress: optional callback `(store, done, total)`.
         publisher: an `AlertPublisher` (default: the active backend's).
@@ -176,7 +176,6 @@ def run_sweep(
     Returns:
         The report, with the alert's deduplication id and delivery outcome when it found something.
     """
-    settings = settings or get_settings()
     report = sweep(window, settings, progress=progress)
     if report.findings:
         alert, delivered = publish_corruption(
@@ -248,7 +247,9 @@ def _outcomes(window: Window, settings: Settings, report: SweepReport, counter: 
     elif isinstance(store, S3OutcomeStore):
         present = set(store.days())
         days = [
-            (day, store.day_uri(day), _uri_reader(store.day_uri(day))) for day in window.days() if day in present
+            (day, store.day_uri(day), _uri_reader(store.day_uri(day), store.client))
+            for day in window.days()
+            if day in present
         ]
     readable = [(day, where, data) for day, where, read in days if (data := read()) is not None]
     counter.start(len(readable))
@@ -269,8 +270,8 @@ def _file_reader(path: Path) -> Callable[[], bytes | None]:
     return read
 
 
-def _uri_reader(uri: str) -> Callable[[], bytes | None]:
-    return lambda: get_bytes(uri)
+def _uri_reader(uri: str, client: Any) -> Callable[[], bytes | None]:
+    return lambda: get_bytes(uri, client=client)
 
 
 def _read_parquet(data: bytes) -> tuple[pl.DataFrame | None, str | None]:
@@ -308,14 +309,15 @@ def _outcome_problem(day: date, data: bytes) -> str | None:
     return None
 
 
-def _asset_files(base: str) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
+def _asset_files(base: str, settings: Settings) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
     """`(uri, reader)` of every `.parquet` / `.json` partition file under the asset storage base."""
     if base.startswith("s3://"):
         bucket = base[len("s3://"):].split("/", 1)[0]
-        for key in list_keys(base + "/"):
+        client = backend_for(settings).blob_client()
+        for key in list_keys(base + "/", client=client):
             if key.endswith((".parquet", ".json")) and "/snapshots/" not in f"/{key}":
                 uri = f"s3://{bucket}/{key}"
-                yield uri, _uri_reader(uri)
+                yield uri, _uri_reader(uri, client)
         return
     root = Path(base)
     if not root.is_dir():
@@ -330,7 +332,7 @@ def _assets(window: Window, settings: Settings, report: SweepReport, counter: _C
     report.locations["assets"] = base
     files = [
         (uri, read)
-        for uri, read in _asset_files(base)
+        for uri, read in _asset_files(base, settings)
         if (key := uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]) == "latest" or _starts_in(window, key)
     ]
     counter.start(len(files))
@@ -364,13 +366,11 @@ def _asset_problem(uri: str, data: bytes) -> str | None:
 
 
 def _audit(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
-    if settings.backend == "aws":
-        _dynamo_audit(window, settings, report, counter)
-    else:
-        _sqlite_audit(window, settings, report, counter)
+    backend_for(settings).sweep_audit(window, report, counter)
 
 
-def _sqlite_audit(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
+def sweep_sqlite_audit(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
+    """The audit sweep of the local backend: the state database, opened read-only."""
     path = settings.state_db
     report.locations["audit"] = str(path)
     if not path.exists():
@@ -424,7 +424,8 @@ def _file_digest(path: Path) -> str:
         return ""
 
 
-def _dynamo_audit(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
+def sweep_dynamo_audit(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
+    """The audit sweep of the aws backend: the audit table, queried per operation type."""
     from boto3.dynamodb.types import TypeDeserializer
 
     from opx_learning.safety.dynamo_backend import OPERATION_TYPE_INDEX, dynamo_client

@@ -18,11 +18,13 @@ from opx_learning.config import Settings
 
 
 class OpxResource(dg.ConfigurableResource):
-    """Fields shared by every backend: the home (state, alerts file), the principals file, the partitions start."""
+    """Fields shared by every backend: the home (state, alerts file), principals file, partitions start, safety limits."""
 
     home: str
     principals_file: str | None = None
     partitions_start: str = "2025-01-01"
+    rate_limits: str | None = None
+    maintenance_windows: str | None = None
 
     BACKEND: ClassVar[str] = "local"
 
@@ -35,6 +37,8 @@ class OpxResource(dg.ConfigurableResource):
             "home": self.home,
             "principals_file": self.principals_file,
             "partitions_start": date.fromisoformat(self.partitions_start),
+            "rate_limits": self.rate_limits,
+            "maintenance_windows": self.maintenance_windows,
         }
 
     @classmethod
@@ -44,6 +48,8 @@ class OpxResource(dg.ConfigurableResource):
             "home": str(settings.home),
             "principals_file": str(settings.principals_file) if settings.principals_file else None,
             "partitions_start": settings.partitions_start.isoformat(),
+            "rate_limits": settings.rate_limits,
+            "maintenance_windows": settings.maintenance_windows,
         }
 
     @classmethod

@@ -28,7 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.safety.audit import AuditLog
 from opx_learning.safety.kill_switch import (
@@ -507,14 +507,16 @@ class DynamoRateLimiter(RateLimiter):
 
 
 def open_dynamo(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     client: Any = None,
     limits: Mapping[OperationType, int] | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> tuple[DynamoAuditLog, DynamoKillSwitchStore, DynamoRateLimiter]:
-    """The three DynamoDB stores for `settings` (table names, region; endpoint from `AWS_ENDPOINT_URL`)."""
-    settings = settings or get_settings()
+    """The three DynamoDB stores for `settings` (table names, region; endpoint from `AWS_ENDPOINT_URL`).
+
+    `limits`: the rate limits (default 5 / 3 / 10; the backend passes `settings.rate_limits`).
+    """
     client = client or dynamo_client(settings.region, max_attempts=max_attempts)
     return (
         DynamoAuditLog(client, settings.audit_table),
@@ -575,12 +577,12 @@ def _enable_point_in_time_recovery(client: Any, name: str) -> str:
 
 
 def protect_tables(
-    settings: Settings | None = None, *, client: Any = None, attempts: int = 10, delay_seconds: float = 3.0
+    settings: Settings, *, client: Any = None, attempts: int = 10, delay_seconds: float = 3.0
 ) -> dict[str, dict[str, str]]:
     """Turn on deletion protection and point-in-time recovery on the audit and config tables (idempotent).
 
     Args:
-        settings: table names and region (default `get_settings()`).
+        settings: table names and region.
         client: a DynamoDB client (default: a new one).
         attempts: tries of enabling point-in-time recovery while a new table's backups are not ready yet.
         delay_seconds: pause between those tries.
@@ -592,7 +594,6 @@ def protect_tables(
     Raises:
         BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
     """
-    settings = settings or get_settings()
     client = client or dynamo_client(settings.region)
     return {
         name: {
@@ -605,7 +606,7 @@ def protect_tables(
     }
 
 
-def create_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, str]:
+def create_tables(settings: Settings, *, client: Any = None) -> dict[str, str]:
     """Create the audit and config tables if missing (idempotent) and wait until ACTIVE.
 
     New tables have deletion protection from the start; `protect_tables` turns it (and
@@ -617,7 +618,6 @@ def create_tables(settings: Settings | None = None, *, client: Any = None) -> di
     Raises:
         BackendUnavailable: DynamoDB refused or is unreachable.
     """
-    settings = settings or get_settings()
     client = client or dynamo_client(settings.region)
     key_schema = [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}]
     key_attrs = [{"AttributeName": "PK", "AttributeType": "S"}, {"AttributeName": "SK", "AttributeType": "S"}]
@@ -652,7 +652,7 @@ def create_tables(settings: Settings | None = None, *, client: Any = None) -> di
     return {spec["TableName"]: _create_table(client, spec) for spec in (audit, config)}
 
 
-def init_tables(settings: Settings | None = None, *, client: Any = None) -> dict[str, dict[str, str]]:
+def init_tables(settings: Settings, *, client: Any = None) -> dict[str, dict[str, str]]:
     """Create the audit and config tables if missing and protect them (what `aws init` does).
 
     Returns:
@@ -663,7 +663,6 @@ def init_tables(settings: Settings | None = None, *, client: Any = None) -> dict
     Raises:
         BackendUnavailable: DynamoDB refused (e.g. missing permission) or is unreachable.
     """
-    settings = settings or get_settings()
     client = client or dynamo_client(settings.region)
     created = create_tables(settings, client=client)
     protection = protect_tables(settings, client=client)

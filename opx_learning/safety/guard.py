@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.kill_switch import KillSwitch, KillSwitchStore
@@ -186,7 +186,7 @@ class Guard:
         audit: audit trail store.
         kill_switch: kill-switch state store.
         rate_limiter: manual-trigger rate limiter.
-        calendar: maintenance calendar (default: `OPX_MAINTENANCE_WINDOWS` or the runbook's).
+        calendar: maintenance calendar (default: the runbook's; `from_settings` reads `OPX_MAINTENANCE_WINDOWS`).
         on_alert: `on_alert(severity, alarm, details)`; receives the P1 alert when the kill
             switch is unreadable and the kill switch's INFO changes (default: log it;
             `from_settings` publishes through the active backend's alert publisher).
@@ -208,7 +208,7 @@ class Guard:
     ) -> None:
         self.audit = audit
         self.rate_limiter = rate_limiter
-        self.calendar = calendar if calendar is not None else MaintenanceCalendar.from_env()
+        self.calendar = calendar if calendar is not None else MaintenanceCalendar()
         self.on_alert = _never_raising(on_alert)
         self.on_complete = on_complete
         self.clock = clock
@@ -217,35 +217,33 @@ class Guard:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
         on_alert: AlertHook | None = None,
         calendar: MaintenanceCalendar | None = None,
         on_complete: Callable[[AuditRecord], None] | None = None,
     ) -> Guard:
-        """A guard over the active backend: SQLite at `settings.state_db`, or the DynamoDB tables.
+        """A guard over the settings' backend: SQLite at `settings.state_db`, or the DynamoDB tables.
 
-        Alerts go to the active backend's publisher (SNS or `alerts.jsonl`, logged if that
-        fails) unless `on_alert` is given; on the aws backend completed records also
-        publish CloudWatch metrics unless `on_complete` is given.
+        Rate limits come from `settings.rate_limits` and the calendar, unless given, from
+        `settings.maintenance_windows`. Alerts go to the backend's publisher (SNS or
+        `alerts.jsonl`, logged if that fails) unless `on_alert` is given; on the aws backend
+        completed records also publish CloudWatch metrics unless `on_complete` is given.
+
+        Raises:
+            InvalidRequest: malformed `rate_limits` or `maintenance_windows` (naming their variables).
         """
-        settings = settings or get_settings()
+        from opx_learning.alerts.publishers import alert_hook
+        from opx_learning.backends import backend_for
+
+        backend = backend_for(settings)
         if on_alert is None:
-            from opx_learning.alerts.publishers import alert_hook
-
             on_alert = alert_hook(settings)
-        if on_complete is None and settings.backend == "aws":
-            from opx_learning.alerts.metrics import metrics_sink
-
-            on_complete = metrics_sink(settings)
-        if settings.backend == "aws":
-            from opx_learning.safety.dynamo_backend import open_dynamo
-
-            stores = open_dynamo(settings)
-        else:
-            from opx_learning.safety.sqlite_backend import open_sqlite
-
-            stores = open_sqlite(settings.state_db)
+        if on_complete is None:
+            on_complete = backend.completion_hook()
+        stores = backend.safety_stores()
+        if calendar is None:
+            calendar = MaintenanceCalendar.from_settings(settings)
         return cls(*stores, calendar=calendar, on_alert=on_alert, on_complete=on_complete)
 
     def begin(

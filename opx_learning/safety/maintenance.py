@@ -1,7 +1,7 @@
 """Maintenance calendar: windows during which scheduled operations are skipped (reason MAINTENANCE_WINDOW).
 
 Default (runbook): the first Sunday of each quarter (January, April, July,
-October), 02:00-04:00 UTC. `OPX_MAINTENANCE_WINDOWS` replaces it with inline
+October), 02:00-04:00 UTC. `OPX_MAINTENANCE_WINDOWS` (`Settings.maintenance_windows`) replaces it with inline
 JSON or the path of a YAML/JSON file holding a list of windows (`[]` or `none`
 disables the calendar). Each window is either a recurring rule
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 from opx_learning.safety.models import InvalidRequest
 
@@ -118,9 +118,21 @@ class MaintenanceCalendar:
         return cls([_parse_window(entry, f"{source}[{i}]") for i, entry in enumerate(data)])
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MaintenanceCalendar:
-        """The calendar configured by `OPX_MAINTENANCE_WINDOWS` (default: the runbook's quarterly window)."""
-        text = (os.environ if env is None else env).get("OPX_MAINTENANCE_WINDOWS", "").strip()
+    def from_settings(cls, settings: Settings) -> MaintenanceCalendar:
+        """The calendar of `settings.maintenance_windows` (`OPX_MAINTENANCE_WINDOWS`)."""
+        return cls.from_text(settings.maintenance_windows)
+
+    @classmethod
+    def from_text(cls, text: str | None) -> MaintenanceCalendar:
+        """The calendar an `OPX_MAINTENANCE_WINDOWS` value configures (unset or empty: the runbook's quarterly window).
+
+        Args:
+            text: inline JSON, YAML or JSON file path, or `none`.
+
+        Raises:
+            InvalidRequest: unreadable file, invalid JSON/YAML or a malformed window (naming `OPX_MAINTENANCE_WINDOWS`).
+        """
+        text = (text or "").strip()
         if not text:
             return cls()
         if text.lower() == "none":

@@ -1,7 +1,7 @@
 """Who is calling and with which authority (docs/design.md#authority).
 
 The principal comes from the authenticated identity (REST bearer token, IAM
-identity, or for the CLI `--principal` / `OPX_PRINCIPAL`, else the OS user on
+identity, or for the CLI `--principal` / `OPX_PRINCIPAL` (read by the CLI), else the OS user on
 the local backend, else the AWS caller identity). Its authority comes only from
 the trusted principals file named by `OPX_PRINCIPALS` (YAML or JSON):
 
@@ -20,11 +20,9 @@ argument of this module accepts an authority from the caller.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import hmac
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.safety.models import SYSTEM, AuthorityType, InvalidRequest, Principal
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -137,12 +135,12 @@ def load_principals(path: Path | str | None) -> PrincipalsFile:
     return parsed
 
 
-def principals_for(settings: Settings | None = None) -> PrincipalsFile:
+def principals_for(settings: Settings) -> PrincipalsFile:
     """The principals file named by the settings (`OPX_PRINCIPALS`)."""
-    return load_principals((settings or get_settings()).principals_file)
+    return load_principals(settings.principals_file)
 
 
-def caller_identity(settings: Settings | None = None) -> str:
+def caller_identity(settings: Settings) -> str:
     """The AWS caller identity ARN (STS), used as principal on the aws backend.
 
     Raises:
@@ -151,7 +149,6 @@ def caller_identity(settings: Settings | None = None) -> str:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    settings = settings or get_settings()
     try:
         return boto3.session.Session().client("sts", region_name=settings.region).get_caller_identity()["Arn"]
     except (BotoCoreError, ClientError, KeyError) as exc:
@@ -161,19 +158,29 @@ def caller_identity(settings: Settings | None = None) -> str:
 def resolve_principal(
     name: str | None = None, *, settings: Settings | None = None, env: Mapping[str, str] | None = None
 ) -> Principal:
-    """The calling principal: `name` (CLI `--principal`), else `OPX_PRINCIPAL`, else OS user / AWS identity.
+    """The calling principal: `name` (the CLI passes `--principal`, else `OPX_PRINCIPAL`), else `OPX_PRINCIPAL`
+    of `env` when given, else the OS user (local backend) or the AWS caller identity (aws backend).
 
     Authority always comes from the principals file; the reserved name of the
     scheduler (`system`) cannot be claimed.
 
+    Args:
+        name: the principal's name, if the caller knows it.
+        settings: the backend and the principals file. None is accepted only from callers in
+            `opx_learning/app/` that do not pass them yet (they get the environment's settings).
+        env: variables to take `OPX_PRINCIPAL` from when `name` is None (nothing is read otherwise).
+
     Raises:
         InvalidRequest: empty or reserved name, unreadable principals file.
     """
-    settings = settings or get_settings()
-    env = os.environ if env is None else env
-    chosen = name if name is not None else env.get("OPX_PRINCIPAL") or None
+    from opx_learning.backends import backend_for, settings_or_environment
+
+    settings = settings_or_environment(settings)
+    chosen = name
+    if chosen is None and env is not None:
+        chosen = env.get("OPX_PRINCIPAL") or None
     if chosen is None:
-        chosen = caller_identity(settings) if settings.backend == "aws" else getpass.getuser()
+        chosen = backend_for(settings).caller_identity()
     chosen = str(chosen).strip()
     if not chosen:
         raise InvalidRequest("principal: must not be empty")
@@ -182,7 +189,7 @@ def resolve_principal(
     return principals_for(settings).principal(chosen)
 
 
-def resolve_token(token: str, settings: Settings | None = None) -> Principal | None:
+def resolve_token(token: str, settings: Settings) -> Principal | None:
     """The principal a REST bearer token authenticates (via `token_sha256`), or None."""
     if not token:
         return None

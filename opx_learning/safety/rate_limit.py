@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -51,21 +50,16 @@ def parse_limits(text: str | None) -> dict[OperationType, int]:
     return limits
 
 
-def limits_from_env(env: Mapping[str, str] | None = None) -> dict[OperationType, int]:
-    """Limits from `OPX_RATE_LIMITS` (default 5 / 3 / 10 per hour)."""
-    return parse_limits((os.environ if env is None else env).get("OPX_RATE_LIMITS"))
-
-
 class RateLimiter(ABC):
     """Sliding-window limiter; `acquire` is atomic across threads and processes.
 
     Args:
-        limits: per-operation limits (default: `OPX_RATE_LIMITS`, else 5 / 3 / 10).
+        limits: per-operation limits (default 5 / 3 / 10; `parse_limits(settings.rate_limits)` reads `OPX_RATE_LIMITS`).
         window_seconds: length of the sliding window (one hour).
     """
 
     def __init__(self, limits: Mapping[OperationType, int] | None = None, window_seconds: int = WINDOW_SECONDS):
-        self.limits = dict(limits) if limits is not None else limits_from_env()
+        self.limits = dict(limits) if limits is not None else dict(DEFAULT_LIMITS)
         self.window_seconds = window_seconds
 
     @abstractmethod

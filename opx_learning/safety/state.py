@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.backends import backend_for
+from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.kill_switch import KillSwitchStore
@@ -66,14 +67,7 @@ class InitResult:
 
 
 def _stores(settings: Settings, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore]:
-    if settings.backend == "aws":
-        from opx_learning.safety.dynamo_backend import open_dynamo
-
-        audit, kill_switch, _ = open_dynamo(settings)
-    else:
-        from opx_learning.safety.sqlite_backend import open_sqlite
-
-        audit, kill_switch, _ = open_sqlite(settings.state_db, create=create)
+    audit, kill_switch, _ = backend_for(settings).safety_stores(create=create)
     return audit, kill_switch
 
 
@@ -83,18 +77,18 @@ def _default_alert(settings: Settings) -> AlertHook:
     return alert_hook(settings)
 
 
-def _who(principal: Principal | None, settings: Settings) -> str:
+def _who(principal: Principal | None, settings: Settings, name: str | None) -> str:
     if principal is not None:
         return principal.principal
     try:
         from opx_learning.safety.principals import resolve_principal
 
-        return resolve_principal(settings=settings).principal
+        return resolve_principal(name, settings=settings).principal
     except Exception:  # noqa: BLE001 - the marker's "by" is informational only
         return getpass.getuser()
 
 
-def _fresh(settings: Settings, principal: Principal | None) -> InitResult | None:
+def _fresh(settings: Settings, principal: Principal | None, name: str | None = None) -> InitResult | None:
     """Create a never-initialised state; None when someone else created it first."""
     _, kill_switch = _stores(settings, create=True)
     now = utcnow()
@@ -102,7 +96,8 @@ def _fresh(settings: Settings, principal: Principal | None) -> InitResult | None
     if not kill_switch.write(state, 0):
         return None
     kill_switch.mark_initialised(
-        {"initialised_at": iso(now), "initialised_by": _who(principal, settings), "store": settings.store_description}
+        {"initialised_at": iso(now), "initialised_by": _who(principal, settings, name),
+         "store": settings.store_description}
     )
     return InitResult(
         INITIALISED,
@@ -151,12 +146,12 @@ def _move_aside(path: Path) -> tuple[str, ...]:
     return tuple(moved)
 
 
-def _usable_sqlite(settings: Settings) -> bool:
+def _usable_sqlite(path: Path) -> bool:
     """Whether the local database opens with its schema; a locked database is an error, not damage."""
     from opx_learning.safety.sqlite_backend import SqliteState
 
     try:
-        with SqliteState(settings.state_db).connect():
+        with SqliteState(path).connect():
             return True
     except BackendUnavailable as exc:
         cause = exc.__cause__
@@ -166,17 +161,20 @@ def _usable_sqlite(settings: Settings) -> bool:
 
 
 def initialise(
-    settings: Settings | None = None,
+    settings: Settings,
     principal: Principal | None = None,
     *,
     force: bool = False,
     on_alert: AlertHook | None = None,
+    name: str | None = None,
 ) -> InitResult:
     """Create the safety state with an ENABLED kill switch, or re-initialise it (`force`, EMERGENCY_OVERRIDE).
 
     Args:
-        settings: backend settings (default: the environment).
+        settings: backend settings.
         principal: who initialises (needed, and checked, only when the state was initialised before).
+        name: without `principal`, the name to resolve when one is needed (the CLI's `--principal`
+            or `OPX_PRINCIPAL`; None: the OS user / AWS caller identity).
         force: reset an existing state to ENABLED (moving a damaged database file aside).
         on_alert: alert hook (default: the backend's publisher); a re-initialisation raises an INFO alert.
 
@@ -188,16 +186,15 @@ def initialise(
         KillSwitchUnavailable: the state exists but cannot be read and `force` was not given.
         BackendUnavailable: the store cannot be written (for aws: the tables do not exist yet).
     """
-    settings = settings or get_settings()
     audit, kill_switch = _stores(settings)
     if not kill_switch.initialised():
-        created = _fresh(settings, principal)
+        created = _fresh(settings, principal, name)
         if created is not None:
             return created
     if principal is None:
         from opx_learning.safety.principals import resolve_principal
 
-        principal = resolve_principal(settings=settings)
+        principal = resolve_principal(name, settings=settings)
     on_alert = on_alert or _default_alert(settings)
     if principal.authority is not AuthorityType.EMERGENCY_OVERRIDE:
         _refuse(audit, principal, force, settings, on_alert)
@@ -218,8 +215,9 @@ def initialise(
             current,
         )
     moved: tuple[str, ...] = ()
-    if settings.backend != "aws" and not _usable_sqlite(settings):
-        moved = _move_aside(settings.state_db)
+    state_file = backend_for(settings).state_file
+    if state_file is not None and not _usable_sqlite(state_file):
+        moved = _move_aside(state_file)
     audit, kill_switch = _stores(settings, create=True)
     record = audit.start(
         OperationType.KILL_SWITCH_ENABLE,
@@ -261,14 +259,13 @@ def initialise(
     )
 
 
-def ensure_initialised(settings: Settings | None = None) -> InitResult | None:
+def ensure_initialised(settings: Settings) -> InitResult | None:
     """Initialise a never-initialised state (the demo, `aws init`); leave an existing one alone.
 
     Returns:
         The INITIALISED result, or None when the state was initialised before (lost or not:
         the guard reports a lost one as KILL_SWITCH_UNAVAILABLE).
     """
-    settings = settings or get_settings()
     _, kill_switch = _stores(settings)
     if kill_switch.initialised():
         return None

@@ -437,18 +437,11 @@ class DynamoThresholdStore(ThresholdStore):
         return True
 
 
-def threshold_store(settings: Any = None) -> ThresholdStore:
-    """The active backend's threshold store (the state database, or the DynamoDB config table)."""
-    from opx_learning.config import get_settings
+def threshold_store(settings: Any) -> ThresholdStore:
+    """The threshold store of the settings' backend (the state database, or the DynamoDB config table)."""
+    from opx_learning.backends import backend_for
 
-    settings = settings or get_settings()
-    if settings.backend == "aws":
-        from opx_learning.safety.dynamo_backend import dynamo_client
-
-        return DynamoThresholdStore(dynamo_client(settings.region), settings.config_table, settings.region)
-    from opx_learning.safety.sqlite_backend import SqliteState
-
-    return SqliteThresholdStore(SqliteState(settings.state_db))
+    return backend_for(settings).threshold_store()
 
 
 __all__ = [

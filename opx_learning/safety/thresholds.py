@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.kill_switch import KillSwitch
 from opx_learning.safety.models import (
@@ -140,11 +140,10 @@ class ThresholdReview:
         self.on_alert = on_alert
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> ThresholdReview:
-        """The review over the active backend (same audit trail and kill switch as the guard)."""
+    def from_settings(cls, settings: Settings) -> ThresholdReview:
+        """The review over the settings' backend (same audit trail and kill switch as the guard)."""
         from opx_learning.safety.guard import Guard
 
-        settings = settings or get_settings()
         guard = Guard.from_settings(settings)
         return cls(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)
 

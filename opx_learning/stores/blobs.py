@@ -1,4 +1,8 @@
-"""Whole-object reads and writes on a local path or an `s3://bucket/key` URI (boto3 honours AWS_ENDPOINT_URL)."""
+"""Whole-object reads and writes on a local path or an `s3://bucket/key` URI (boto3 honours AWS_ENDPOINT_URL).
+
+The S3 functions take the client to use (`s3_client(settings.region)`, or the backend's
+`blob_client()`); without one they make a client of boto3's own configuration.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from opx_learning.config import get_settings
 
+def s3_client(region: str | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client for `region` and `endpoint_url`.
 
-def s3_client() -> Any:
-    """A boto3 S3 client for the configured region and endpoint (read from the environment now)."""
+    Args:
+        region: the AWS region (`settings.region`); None: boto3's own configuration
+            (`AWS_REGION` / `AWS_DEFAULT_REGION`, the config file).
+        endpoint_url: the S3 endpoint; None: boto3's own (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
+    """
     import boto3
 
-    return boto3.client("s3", region_name=get_settings().region)
+    return boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -28,11 +36,11 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def put_bytes(uri: str, data: bytes) -> None:
-    """Write a whole object; local files are replaced atomically."""
+def put_bytes(uri: str, data: bytes, *, client: Any = None) -> None:
+    """Write a whole object; local files are replaced atomically (`client`: the S3 client for s3:// URIs)."""
     if uri.startswith("s3://"):
         bucket, key = split_s3(uri)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,11 +49,11 @@ def put_bytes(uri: str, data: bytes) -> None:
     partial.replace(path)
 
 
-def get_bytes(uri: str) -> bytes | None:
-    """A whole object, or None when it does not exist."""
+def get_bytes(uri: str, *, client: Any = None) -> bytes | None:
+    """A whole object, or None when it does not exist (`client`: the S3 client for s3:// URIs)."""
     if uri.startswith("s3://"):
         bucket, key = split_s3(uri)
-        client = s3_client()
+        client = client or s3_client()
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
@@ -54,8 +62,8 @@ def get_bytes(uri: str) -> bytes | None:
     return path.read_bytes() if path.exists() else None
 
 
-def list_keys(uri_prefix: str) -> list[str]:
+def list_keys(uri_prefix: str, *, client: Any = None) -> list[str]:
     """Keys (relative to the bucket) of the S3 objects under an `s3://bucket/prefix` URI."""
     bucket, prefix = split_s3(uri_prefix)
-    pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    pages = (client or s3_client()).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]

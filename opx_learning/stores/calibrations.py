@@ -50,12 +50,14 @@ def monthly_calibration(month: str, settings: Settings) -> tuple[dict[str, Any],
     return dict(found), {"asset": MONTHLY, "partition": key, "month": key[:7], "uri": storage.uri(MONTHLY, key, "json")}
 
 
-def _partitions(storage: Any, asset: str) -> list[str]:
+def _partitions(storage: Any, asset: str, settings: Settings) -> list[str]:
     base = storage.resolved_base()
     if base.startswith("s3://"):
+        from opx_learning.backends import backend_for
         from opx_learning.stores.blobs import list_keys
 
-        names = [key.rsplit("/", 1)[-1] for key in list_keys(f"{base}/{asset}/")]
+        client = backend_for(settings).blob_client()
+        names = [key.rsplit("/", 1)[-1] for key in list_keys(f"{base}/{asset}/", client=client)]
     else:
         folder = Path(base) / asset
         names = [path.name for path in folder.iterdir()] if folder.is_dir() else []
@@ -74,7 +76,7 @@ def calibration_by_id(calibration_id: str, settings: Settings) -> tuple[dict[str
     storage = _storage(settings)
     matches = []
     for asset in (MONTHLY, CUSTOM):
-        for key in _partitions(storage, asset):
+        for key in _partitions(storage, asset, settings):
             found = storage.read(asset, key)
             if isinstance(found, dict) and str(found.get("calibration_id", "")).lower().startswith(wanted):
                 matches.append((found, {"asset": asset, "partition": key, "uri": storage.uri(asset, key, "json")}))

@@ -16,11 +16,17 @@ from typing import Any
 
 import polars as pl
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
 from opx_learning.core.validation import OutcomeSource, validate_outcomes
 from opx_learning.core.windows import Instant, Window
-from opx_learning.stores.blobs import get_bytes, list_keys, put_bytes, split_s3
+from opx_learning.stores.blobs import (
+    get_bytes,
+    list_keys,
+    put_bytes,
+    s3_client,
+    split_s3,
+)
 
 try:
     import fcntl
@@ -194,14 +200,25 @@ class S3OutcomeStore(OutcomeStore):
 
     Args:
         uri: `s3://bucket/prefix` (on the aws backend, `OPX_OUTCOMES_S3_URI`); the bucket must exist.
+        region: the bucket's AWS region (`settings.region`; None: boto3's own configuration).
+        client: a boto3 S3 client (default: one for `region`, made on first use).
 
     Raises:
         ValueError: `uri` is not an s3:// URI.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, region: str | None = None, client: Any = None) -> None:
         split_s3(uri)
         self.uri = uri.rstrip("/")
+        self.region = region
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The S3 client of this store."""
+        if self._client is None:
+            self._client = s3_client(self.region)
+        return self._client
 
     @property
     def location(self) -> str:
@@ -213,7 +230,7 @@ class S3OutcomeStore(OutcomeStore):
         return f"{self.uri}/{_DAY_PREFIX}{day.isoformat()}/{_PART}"
 
     def _day(self, day: date) -> pl.DataFrame | None:
-        data = get_bytes(self.day_uri(day))
+        data = get_bytes(self.day_uri(day), client=self.client)
         return None if data is None else pl.read_parquet(io.BytesIO(data))
 
     def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
@@ -226,7 +243,7 @@ class S3OutcomeStore(OutcomeStore):
             if added:
                 buffer = io.BytesIO()
                 merged.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
-                put_bytes(self.day_uri(day), buffer.getvalue())
+                put_bytes(self.day_uri(day), buffer.getvalue(), client=self.client)
                 written += added
             if progress is not None:
                 progress(done, len(parts))
@@ -242,7 +259,7 @@ class S3OutcomeStore(OutcomeStore):
     def days(self) -> list[date]:
         """The days that have an object, ascending."""
         found = set()
-        for key in list_keys(f"{self.uri}/{_DAY_PREFIX}"):
+        for key in list_keys(f"{self.uri}/{_DAY_PREFIX}", client=self.client):
             folder = key.rsplit("/", 2)[-2] if key.endswith(f"/{_PART}") else ""
             try:
                 found.add(date.fromisoformat(folder.removeprefix(_DAY_PREFIX)))
@@ -365,15 +382,18 @@ class DynamoOutcomeStore(OutcomeStore):
     (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`).
 
     Args:
-        table_name: table name (default `settings.outcomes_table`).
-        region: AWS region (default `settings.region`).
-        client: an existing boto3 DynamoDB client (default: a new one).
+        table_name: table name (`settings.outcomes_table`).
+        region: AWS region (`settings.region`; default: the given client's).
+        client: an existing boto3 DynamoDB client (default: a new one for `region`).
         page_size: items per Query page (None: DynamoDB's 1 MB pages).
+
+    Raises:
+        TypeError: neither `region` nor `client` given.
     """
 
     def __init__(
         self,
-        table_name: str | None = None,
+        table_name: str,
         *,
         region: str | None = None,
         client: Any = None,
@@ -381,9 +401,10 @@ class DynamoOutcomeStore(OutcomeStore):
     ) -> None:
         import boto3
 
-        settings = get_settings()
-        self.table_name = table_name or settings.outcomes_table
-        self.region = region or settings.region
+        if region is None and client is None:
+            raise TypeError("DynamoOutcomeStore: give the region or a client")
+        self.table_name = table_name
+        self.region = region or client.meta.region_name
         self.client = client or boto3.client("dynamodb", region_name=self.region)
         self.page_size = page_size
         self.rejected_count = 0
@@ -480,14 +501,11 @@ class DynamoOutcomeStore(OutcomeStore):
         return sorted(date.fromisoformat(day) for day in found)
 
 
-def outcome_store(settings: Settings | None = None) -> OutcomeStore:
-    """The active backend's outcome store: Parquet under OPX_HOME/outcomes; on aws, Parquet on S3 if OPX_OUTCOMES_S3_URI is set, else DynamoDB."""
-    settings = settings or get_settings()
-    if settings.backend == "aws":
-        if settings.outcomes_s3_uri:
-            return S3OutcomeStore(settings.outcomes_s3_uri)
-        return DynamoOutcomeStore(settings.outcomes_table, region=settings.region)
-    return LocalOutcomeStore(settings.outcomes_dir)
+def outcome_store(settings: Settings) -> OutcomeStore:
+    """The outcome store of the settings' backend: Parquet under OPX_HOME/outcomes; on aws, Parquet on S3 if OPX_OUTCOMES_S3_URI is set, else DynamoDB."""
+    from opx_learning.backends import backend_for
+
+    return backend_for(settings).outcome_store()
 
 
 def load_outcomes(source: OutcomeStore | OutcomeSource, start: Instant, end: Instant) -> pl.DataFrame:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.snapshots import (
     SNAPSHOT_TYPES,
     Snapshot,
@@ -58,14 +58,25 @@ class SnapshotStore:
 
     Args:
         root: directory holding the snapshots (default `<settings.home>/snapshots`).
-        settings: settings used when `root` is not given (default `get_settings()`).
+        settings: the settings whose home holds the snapshots (needed when `root` is not given);
+            a damaged read raises its P0 alert through their backend's publisher.
+        publisher: the `AlertPublisher` of that alert (default: the settings' backend's; with
+            neither, the alert is logged).
+
+    Raises:
+        TypeError: neither `root` nor `settings` given.
     """
 
-    def __init__(self, root: str | Path | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, root: str | Path | None = None, settings: Settings | None = None, *, publisher: Any = None
+    ) -> None:
         if root is None:
-            root = (settings or get_settings()).home / "snapshots"
+            if settings is None:
+                raise TypeError("SnapshotStore: give the root directory or the settings")
+            root = settings.home / "snapshots"
         self.root = Path(root)
         self.settings = settings
+        self.publisher = publisher
 
     def append(self, snapshot: Snapshot | Mapping[str, Any]) -> Snapshot:
         """Store a snapshot as the next version of its window, unless its content is unchanged.
@@ -165,7 +176,7 @@ class SnapshotStore:
         data = self._read_bytes(kind, window, version)
         result = self._verify(kind, window, version, data)
         if isinstance(result, Finding):
-            publish_corruption([result], source="read", settings=self.settings or get_settings())
+            publish_corruption([result], source="read", settings=self.settings, publisher=self.publisher)
             raise IntegrityError(result)
         return result
 
@@ -223,27 +234,30 @@ class S3SnapshotStore(SnapshotStore):
     """The same append-only store on S3, under `<uri>/snapshots/`.
 
     Args:
-        uri: `s3://bucket/prefix` (default `OPX_ASSETS_S3_URI`); the bucket must exist.
-        settings: settings for the default URI and region (default `get_settings()`).
-        client: a boto3 S3 client (default: a new one; boto3 honours `AWS_ENDPOINT_URL`).
+        uri: `s3://bucket/prefix` (default `settings.assets_s3_uri`, `OPX_ASSETS_S3_URI`); the bucket must exist.
+        settings: settings for the default URI, the region and the alert of a damaged read.
+        client: a boto3 S3 client (default: a new one for the settings' region; boto3 honours `AWS_ENDPOINT_URL`).
+        publisher: the `AlertPublisher` of a damaged read's alert (default: the settings' backend's).
 
     Raises:
         ValueError: no URI given and `OPX_ASSETS_S3_URI` unset, or not an `s3://` URI.
     """
 
-    def __init__(self, uri: str | None = None, settings: Settings | None = None, client: Any = None) -> None:
-        settings = settings or get_settings()
+    def __init__(
+        self, uri: str | None = None, settings: Settings | None = None, client: Any = None, *, publisher: Any = None
+    ) -> None:
         self.settings = settings
-        uri = uri or settings.assets_s3_uri
+        self.publisher = publisher
+        uri = uri or (settings.assets_s3_uri if settings is not None else None)
         parsed = urlparse(uri or "")
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"OPX_ASSETS_S3_URI: {uri!r} is not an s3://bucket/prefix URI")
         self.bucket = parsed.netloc
         self.prefix = "/".join(part for part in (parsed.path.strip("/"), "snapshots") if part) + "/"
         if client is None:
-            import boto3
+            from opx_learning.stores.blobs import s3_client
 
-            client = boto3.client("s3", region_name=settings.region)
+            client = s3_client(settings.region if settings is not None else None)
         self.client = client
 
     @property
@@ -297,12 +311,11 @@ class S3SnapshotStore(SnapshotStore):
         return True
 
 
-def snapshot_store(settings: Settings | None = None) -> SnapshotStore:
-    """The active backend's snapshot store: S3 on the aws backend with `OPX_ASSETS_S3_URI`, else local."""
-    settings = settings or get_settings()
-    if settings.backend == "aws" and settings.assets_s3_uri:
-        return S3SnapshotStore(settings=settings)
-    return SnapshotStore(settings=settings)
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    """The snapshot store of the settings' backend: S3 on the aws backend with `OPX_ASSETS_S3_URI`, else local."""
+    from opx_learning.backends import backend_for
+
+    return backend_for(settings).snapshot_store()
 
 
 def _relative_folder(kind: str, window: Window) -> str:

@@ -99,7 +99,7 @@ def test_a_crashing_worker_leaves_its_record_failed(opx_home: object) -> None:
                           adoptable=True)
     # An asset that does not exist makes the worker fail before any run adopts the record.
     plan = ManualPlan("PATTERN_EXTRACTION", window, "DAILY", ("no_such_asset",), ("2026-01-05",), parameters)
-    runs = BackgroundRuns(settings, max_runs=1)
+    runs = BackgroundRuns(settings, max_runs=1, environ=os.environ)
     runs.submit(plan, attempt.audit_id, "alice", attempt.adoption_token)
     deadline = time.monotonic() + 60
     while runs.counts() != {"running": 0, "queued": 0} and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from dagster._core.scheduler.instigation import InstigatorType, TickData, TickSt
 from opx_learning.app.instance import DEFAULT_DAGSTER_YAML
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 
 SEED_START, SEED_END = "2025-09-01", "2025-12-01"
 PRINCIPALS_YAML = """\
@@ -57,7 +58,7 @@ def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
 def seeded(dagster_home: Path) -> pl.DataFrame:
     """Three months of synthetic outcomes (Sep-Nov 2025, October overconfident) in the outcome store."""
     frame = generate_outcomes(SEED_START, SEED_END, per_day=40, seed=7, overconfident_months=["2025-10"])
-    outcome_store().write(frame)
+    outcome_store(wiring.settings()).write(frame)
     return frame
 
 

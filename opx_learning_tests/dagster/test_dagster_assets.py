@@ -16,13 +16,14 @@ from opx_learning.defs.location import CUSTOM_WINDOWS
 from opx_learning.defs.partitions import custom_key
 from opx_learning.safety.models import AuditRecord, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 DAYS = [f"2025-10-{day:02d}" for day in range(1, 8)]
 
 
 def _outcomes(start: str, end: str) -> pl.DataFrame:
-    return outcome_store().read(Window.parse(start, end))
+    return outcome_store(wiring.settings()).read(Window.parse(start, end))
 
 
 def _audit(audit_id: str) -> AuditRecord | None:
@@ -107,7 +108,7 @@ def test_dagster_calibration_insufficient_data_fails_and_is_audited(
 
 
 def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    store = outcome_store()
+    store = outcome_store(wiring.settings())
     day_file = store.day_file(date(2025, 10, 2))
     frame = pl.read_parquet(day_file)
     broken = frame.with_columns(

@@ -12,6 +12,7 @@ from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.models import SYSTEM, AuditStatus, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 MORNING_AFTER_OCTOBER = "2025-11-03T09:00:00Z"  # the first Monday of November judges October
@@ -39,7 +40,7 @@ def test_dagster_calibration_checks_pass_and_warn_on_drift(instance: dg.DagsterI
 
 def test_dagster_calibration_count_fails_below_30(instance: dg.DagsterInstance, dagster_home: object) -> None:
     thin = generate_outcomes("2025-10-01", "2025-11-01", per_day=1, seed=3).head(20)
-    outcome_store().write(thin)
+    outcome_store(wiring.settings()).write(thin)
     run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-10-01"])
     assert not run.success
     rows = _statuses(launch.run_checklist(instance, MORNING_AFTER_OCTOBER))

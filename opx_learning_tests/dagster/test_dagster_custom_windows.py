@@ -15,6 +15,7 @@ from opx_learning.core.patterns import extract_patterns
 from opx_learning.core.windows import Window
 from opx_learning.defs.location import CUSTOM_WINDOWS
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 
@@ -69,7 +70,7 @@ def test_extract_patterns_partial_days_is_custom_with_its_baseline(
     assert report["partitions"]["first"] == key and report["partitions"]["type"] == "CUSTOM"
     assert "is not whole days" in report["note"]
     window = Window.parse(start, end)
-    outcomes = outcome_store().read(baseline_reach(window))
+    outcomes = outcome_store(wiring.settings()).read(baseline_reach(window))
     stored = resource("asset_storage").read("pattern_summaries_custom", key)
     assert_frame_equal(stored, extract_patterns(outcomes, start, end))
     in_window = seeded.filter(pl.col("recorded_at").is_between(window.start, window.end, closed="left"))

@@ -12,6 +12,7 @@ import pytest
 
 from opx_learning.app import launch
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.core.test_patterns import outcomes
 from opx_learning_tests.wiring import resource
 
@@ -29,7 +30,7 @@ def test_a_cause_new_after_a_quiet_day_is_flagged_alone_and_in_a_range(
     day = datetime(2025, 10, 2, tzinfo=UTC)
     rows += [{"recorded_at": day + timedelta(minutes=i), "root_cause": "disk full"} for i in range(20)]
     rows += [{"recorded_at": day + timedelta(hours=3, minutes=i), "root_cause": "cert expired"} for i in range(12)]
-    outcome_store().write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
+    outcome_store(wiring.settings()).write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
     storage = resource("asset_storage")
 
     alone = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-02"])

@@ -28,6 +28,7 @@ from opx_learning.safety.models import (
     AuthorityType,
     Principal,
 )
+from opx_learning_tests import wiring
 from opx_learning_tests.dagster.conftest import daemon_tick
 from opx_learning_tests.wiring import location, resource, sensor
 from opx_learning_tests.wiring import schedule as schedule_def
@@ -46,7 +47,7 @@ def _json(output: str) -> dict:
 
 
 def _guard() -> Guard:
-    return Guard.from_settings()
+    return Guard.from_settings(wiring.settings())
 
 
 def _records(operation: str) -> list[AuditRecord]:

@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 from opx_learning.app import launch
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.core.test_patterns import outcomes
 from opx_learning_tests.wiring import resource
 
@@ -28,7 +29,7 @@ def test_dagster_range_run_equals_partitions_run_alone(instance: dg.DagsterInsta
         + [{"recorded_at": day + timedelta(days=3, minutes=i), "root_cause": "new"} for i in range(12)]
         + [{"recorded_at": day + timedelta(days=3, hours=2, minutes=i), "root_cause": "fresh"} for i in range(12)]
     )
-    outcome_store().write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
+    outcome_store(wiring.settings()).write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
     storage = resource("asset_storage")
     alone = {}
     for key in DAYS:

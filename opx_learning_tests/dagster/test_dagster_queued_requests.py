@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 
@@ -82,7 +83,7 @@ def test_the_api_runner_heartbeats_what_it_holds_and_releases_it(instance: dg.Da
     guard = Guard.from_settings(settings)
     first = _queued(guard, 0)
     waiting = _queued(guard, (MISSING_RUN_AFTER + timedelta(minutes=5)).total_seconds() / 60)
-    runs = BackgroundRuns(settings, max_runs=1)
+    runs = BackgroundRuns(settings, max_runs=1, environ=os.environ)
     try:
         runs.submit(PLAN, first.audit_id, "alice", "no-token")
         runs.submit(PLAN, waiting.audit_id, "alice", "no-token")
@@ -117,7 +118,7 @@ def test_a_request_reaped_while_queued_is_reported_not_dropped(instance: dg.Dags
     record = _queued(guard, 15)
     assert "completed 1 orphaned" in _tick(instance)  # no heartbeat: reaped as RUN_TERMINATED
 
-    runs = BackgroundRuns(settings, max_runs=1)
+    runs = BackgroundRuns(settings, max_runs=1, environ=os.environ)
     try:
         runs.submit(PLAN, record.audit_id, "alice", "no-token")
         deadline = time.monotonic() + 90

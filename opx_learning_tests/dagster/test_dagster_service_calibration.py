@@ -19,6 +19,7 @@ from opx_learning.core.service_calibration import (
 )
 from opx_learning.core.windows import Window
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 OCTOBER = "2025-10-01"
@@ -45,7 +46,7 @@ def test_monthly_job_stores_per_service_calibration_and_raises_advisories_once(
 ) -> None:
     result = _run_month(instance, OCTOBER)
     assert result.success
-    month = outcome_store().read(Window.parse("2025-10-01", "2025-11-01"))
+    month = outcome_store(wiring.settings()).read(Window.parse("2025-10-01", "2025-11-01"))
     expected = calibrate_by_service(month, "2025-10-01", "2025-11-01")
     stored = resource("asset_storage").read(ASSET, OCTOBER)
     assert_frame_equal(stored, expected)
@@ -79,7 +80,7 @@ def test_calibration_metadata_shows_the_diagram_and_where_confidence_is_wrong(
     assert match, meta["reliability_diagram"][:200]
     png = base64.b64decode(match.group(1))
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
-    month = outcome_store().read(Window.parse("2025-10-01", "2025-11-01"))
+    month = outcome_store(wiring.settings()).read(Window.parse("2025-10-01", "2025-11-01"))
     findings = confidence_by_root_cause(month, "2025-10-01", "2025-11-01").filter(pl.col("significant"))
     assert meta["root_cause_findings"] == findings.height > 0
     table = meta["where_confidence_is_wrong"]

@@ -8,6 +8,7 @@ import polars as pl
 from opx_learning.app import launch
 from opx_learning.core.snapshot_diff import diff_snapshots
 from opx_learning.stores.snapshots import snapshot_store
+from opx_learning_tests import wiring
 
 
 def test_dagster_daily_snapshot_metadata_diffs_the_previous_day(
@@ -21,7 +22,7 @@ def test_dagster_daily_snapshot_metadata_diffs_the_previous_day(
     first, second = (run.metadata["learning_snapshots_daily"][day] for run, day in zip(runs, days, strict=True))
     assert first["diff_against"] == "-"
     assert second["diff_against"] == first["snapshot_id"]
-    store = snapshot_store()
+    store = snapshot_store(wiring.settings())
     expected = diff_snapshots(store.get(first["snapshot_id"]), store.get(second["snapshot_id"]))
     assert second["diff_new_root_causes"] == len(expected["root_causes"]["new"])
     assert second["diff_services_changed"] == sum(1 for s in expected["service_metrics"] if s != "ALL")

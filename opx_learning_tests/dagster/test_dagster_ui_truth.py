@@ -21,6 +21,7 @@ from opx_learning.core.windows import Window
 from opx_learning.defs.jobs import JOB_ASSETS, job_for_assets
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import location, resource
 
 # Figures of the run, shared by the partitions it covered; everything else is the partition's own.
@@ -42,7 +43,7 @@ def _own(metadata: dict[str, Any]) -> dict[str, Any]:
 
 def _count(start: str, end: str) -> tuple[int, int]:
     """(outcomes, false positives) of a window, read from the outcome store."""
-    frame = outcome_store().read(Window.parse(start, end))
+    frame = outcome_store(wiring.settings()).read(Window.parse(start, end))
     return frame.height, int(frame["false_positive"].sum())
 
 

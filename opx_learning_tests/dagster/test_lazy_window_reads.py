@@ -16,6 +16,7 @@ from opx_learning.core.windows import Window, day_window
 from opx_learning.defs.outcomes import scan_window_outcomes
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.stores.outcomes import outcome_store
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 FIRST = date(2026, 1, 1)
@@ -25,7 +26,7 @@ WINDOW = Window(day_window(FIRST).start, day_window(FIRST + timedelta(days=4)).e
 
 def _seed(storage: AssetStorage, stored_days: list[str]) -> pl.DataFrame:
     """Outcomes in the store for the five days, `daily_outcomes` stored for `stored_days`; the expected window."""
-    store = outcome_store()
+    store = outcome_store(wiring.settings())
     store.write(generate_outcomes("2026-01-01", "2026-01-06", per_day=40, seed=3))
     for day in stored_days:
         storage.write("daily_outcomes", day, validate_outcomes(store.read(day_window(date.fromisoformat(day)))).valid)

@@ -26,6 +26,7 @@ from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning.stores.snapshots import SnapshotStore
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 START, END = "2025-10-01", "2025-10-08"
@@ -37,9 +38,9 @@ OPX = Path(sys.executable).with_name("opx-learning")
 def home(opx_home: Path) -> Path:
     """A small home: a week of outcomes, one daily snapshot, one asset partition, one audit record."""
     frame = generate_outcomes(START, END, per_day=8, seed=3)
-    outcome_store().write(frame)
+    outcome_store(wiring.settings()).write(frame)
     day = frame.filter(pl.col("recorded_at") < datetime(2025, 10, 3, tzinfo=UTC))
-    SnapshotStore().append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", day, []))
+    SnapshotStore(settings=wiring.settings()).append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", day, []))
     resource("asset_storage").write("pattern_summaries_daily", "2025-10-02", pl.DataFrame({"service": ["a"], "n": [1]}))
     audit = Guard.from_settings(get_settings()).audit
     record = audit.start("SNAPSHOT", "MANUAL", Principal("alice"))
@@ -92,10 +93,10 @@ def test_clean_home_verifies_with_exit_0(home: Path) -> None:
 
 def test_flipped_snapshot_byte_refused_on_read_and_reported_by_verify(home: Path) -> None:
     path = snapshot_file(home)
-    stored = SnapshotStore().list()[0]
+    stored = SnapshotStore(settings=wiring.settings()).list()[0]
     flip_middle_byte(path)
     with pytest.raises(IntegrityError, match="DATA_CORRUPTION") as raised:
-        SnapshotStore().get(stored.snapshot_id)
+        SnapshotStore(settings=wiring.settings()).get(stored.snapshot_id)
     assert raised.value.finding.location == str(path)
     [alert] = corruption_alerts(home)
     assert alert["severity"] == "P0" and alert["details"]["where"] == str(path)
@@ -146,7 +147,7 @@ def test_outcome_partition_with_rows_of_another_day_is_a_finding(home: Path) -> 
     path = home / "outcomes" / "recorded_date=2025-10-05" / "part-0.parquet"
     other = pl.read_parquet(home / "outcomes" / "recorded_date=2025-10-06" / "part-0.parquet")
     other.write_parquet(path)
-    report = run_sweep(Window.parse(START, END))
+    report = run_sweep(Window.parse(START, END), wiring.settings())
     assert [(f.store, f.location) for f in report.findings] == [("outcomes", str(path))]
     assert f"{other.height} row(s) recorded on another day than the partition 2025-10-05" in report.findings[0].problem
 

@@ -17,6 +17,7 @@ from opx_learning.safety.dynamo_backend import create_tables, open_dynamo
 from opx_learning.safety.models import Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning.stores.snapshots import snapshot_store
+from opx_learning_tests import wiring
 
 START, END = "2025-10-01", "2025-10-04"
 DAY_DIR = "2025-10-02T000000.000Z_2025-10-03T000000.000Z"
@@ -34,8 +35,8 @@ def aws_home(aws_env: str, opx_home: Path, monkeypatch: pytest.MonkeyPatch) -> s
     )
     create_tables(get_settings())
     frame = generate_outcomes(START, END, per_day=6, seed=5)
-    outcome_store().write(frame)
-    snapshot_store().append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", frame, []))
+    outcome_store(wiring.settings()).write(frame)
+    snapshot_store(wiring.settings()).append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", frame, []))
     audit = open_dynamo(get_settings())[0]
     record = audit.start("SNAPSHOT", "MANUAL", Principal("alice"))
     audit.complete(record.audit_id, "FAILED", error_message="boom")
@@ -44,7 +45,7 @@ def aws_home(aws_env: str, opx_home: Path, monkeypatch: pytest.MonkeyPatch) -> s
 
 def test_aws_sweep_clean_then_finds_s3_and_dynamodb_damage(aws_home: str) -> None:
     window = Window.parse(START, "2026-12-31")
-    clean = run_sweep(window)
+    clean = run_sweep(window, wiring.settings())
     assert clean.clean, clean.findings
     assert clean.checked["snapshots"] == 1 and clean.checked["outcomes"] == 3 and clean.checked["audit"] == 1
     assert clean.locations["snapshots"] == "s3://opx/assets/snapshots/"
@@ -68,8 +69,8 @@ def test_aws_sweep_clean_then_finds_s3_and_dynamodb_damage(aws_home: str) -> Non
     )
 
     with pytest.raises(IntegrityError, match=f"s3://opx/{key}"):
-        snapshot_store().list()
-    report = run_sweep(window)
+        snapshot_store(wiring.settings()).list()
+    report = run_sweep(window, wiring.settings())
     assert sorted((f.store, f.location) for f in report.findings) == [
         ("audit", "dynamodb://opx-automation-audit/AUDIT#CALIBRATION#forged"),
         ("outcomes", f"s3://opx/{outcome_key}"),

@@ -9,6 +9,7 @@ import pytest
 
 from opx_learning.safety.maintenance import MaintenanceCalendar
 from opx_learning.safety.models import InvalidRequest
+from opx_learning_tests import wiring
 
 
 def _at(*args: int) -> datetime:
@@ -38,7 +39,7 @@ def test_configured_calendar(monkeypatch, tmp_path) -> None:
         {"start": "2026-05-01T02:00:00Z", "end": "2026-05-01T06:00:00Z"},
     ]
     monkeypatch.setenv("OPX_MAINTENANCE_WINDOWS", json.dumps(windows))
-    calendar = MaintenanceCalendar.from_env()
+    calendar = MaintenanceCalendar.from_settings(wiring.settings())
     assert calendar.active(_at(2026, 12, 26, 23)) is not None  # last Saturday of December 2026
     assert calendar.active(_at(2026, 12, 27, 0, 30)) is not None  # crosses midnight
     assert calendar.active(_at(2026, 5, 1, 5, 59)) is not None
@@ -46,9 +47,9 @@ def test_configured_calendar(monkeypatch, tmp_path) -> None:
     path = tmp_path / "windows.yaml"
     path.write_text("windows: []\n")
     monkeypatch.setenv("OPX_MAINTENANCE_WINDOWS", str(path))
-    assert MaintenanceCalendar.from_env().windows == ()
+    assert MaintenanceCalendar.from_settings(wiring.settings()).windows == ()
     monkeypatch.setenv("OPX_MAINTENANCE_WINDOWS", "none")
-    assert MaintenanceCalendar.from_env().active(_at(2026, 1, 4, 3)) is None
+    assert MaintenanceCalendar.from_settings(wiring.settings()).active(_at(2026, 1, 4, 3)) is None
 
 
 @pytest.mark.parametrize(

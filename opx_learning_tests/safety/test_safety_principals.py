@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from opx_learning.config import get_settings
+from opx_learning.cli.environment import principal_name
 from opx_learning.safety.models import AuthorityType, InvalidRequest
 from opx_learning.safety.principals import (
     PrincipalsFileError,
@@ -15,6 +15,7 @@ from opx_learning.safety.principals import (
     resolve_principal,
     resolve_token,
 )
+from opx_learning_tests import wiring
 
 ADMIN_ARN = "arn:aws:iam::123456789012:user/ops-admin"
 TOKEN = "s3cret-token"
@@ -37,26 +38,33 @@ def principals_file(tmp_path, opx_home, monkeypatch):
 
 
 def test_authority_comes_from_the_file(principals_file) -> None:
-    assert resolve_principal(ADMIN_ARN).authority is AuthorityType.EMERGENCY_OVERRIDE
-    assert resolve_principal("alice").authority is AuthorityType.ON_CALL_SRE
-    assert resolve_principal("mallory").authority is AuthorityType.HUMAN_OPERATOR
+    settings = wiring.settings()
+    assert resolve_principal(ADMIN_ARN, settings=settings).authority is AuthorityType.EMERGENCY_OVERRIDE
+    assert resolve_principal("alice", settings=settings).authority is AuthorityType.ON_CALL_SRE
+    assert resolve_principal("mallory", settings=settings).authority is AuthorityType.HUMAN_OPERATOR
 
 
 def test_env_and_os_user_fallbacks(principals_file, monkeypatch) -> None:
+    settings = wiring.settings()
     monkeypatch.setenv("OPX_PRINCIPAL", "alice")
-    assert resolve_principal().principal == "alice"
-    monkeypatch.delenv("OPX_PRINCIPAL")
+    # The CLI names OPX_PRINCIPAL when --principal is not given; a library call is handed the variables.
+    assert resolve_principal(principal_name(None), settings=settings).principal == "alice"
+    assert resolve_principal(settings=settings, env={"OPX_PRINCIPAL": "alice"}).principal == "alice"
+    assert resolve_principal(principal_name("bob"), settings=settings).principal == "bob"
     monkeypatch.setenv("USER", "localuser")
     monkeypatch.setenv("LOGNAME", "localuser")
-    assert resolve_principal().principal == "localuser"
+    # Without a name or variables given, nothing is read from the process environment.
+    assert resolve_principal(settings=settings).principal == "localuser"
+    monkeypatch.delenv("OPX_PRINCIPAL")
+    assert resolve_principal(principal_name(None), settings=settings).principal == "localuser"
     with pytest.raises(InvalidRequest, match="reserved for scheduled runs"):
-        resolve_principal("SYSTEM")
+        resolve_principal("SYSTEM", settings=settings)
 
 
 def test_aws_backend_uses_caller_identity(aws_env, monkeypatch) -> None:
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.delenv("OPX_PRINCIPAL", raising=False)
-    principal = resolve_principal(settings=get_settings())
+    principal = resolve_principal(settings=wiring.settings())
     assert (
         principal.principal.startswith("arn:aws:")
         and principal.authority is AuthorityType.HUMAN_OPERATOR
@@ -64,9 +72,9 @@ def test_aws_backend_uses_caller_identity(aws_env, monkeypatch) -> None:
 
 
 def test_tokens(principals_file) -> None:
-    assert resolve_token(TOKEN).principal == ADMIN_ARN
-    assert resolve_token(TOKEN).authority is AuthorityType.EMERGENCY_OVERRIDE
-    assert resolve_token("wrong") is None and resolve_token("") is None
+    assert resolve_token(TOKEN, wiring.settings()).principal == ADMIN_ARN
+    assert resolve_token(TOKEN, wiring.settings()).authority is AuthorityType.EMERGENCY_OVERRIDE
+    assert resolve_token("wrong", wiring.settings()) is None and resolve_token("", wiring.settings()) is None
 
 
 def test_json_file_and_no_file(tmp_path) -> None:

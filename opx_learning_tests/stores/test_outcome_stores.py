@@ -23,6 +23,7 @@ from opx_learning.stores.outcomes import (
     outcome_store,
     to_items,
 )
+from opx_learning_tests import wiring
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_load_outcomes_from_every_source(tmp_path: Path, outcomes: pl.DataFrame)
 
 
 def test_factory_picks_the_backend(opx_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = outcome_store()
+    store = outcome_store(wiring.settings())
     assert isinstance(store, LocalOutcomeStore)
     assert store.root == opx_home / "outcomes"
     monkeypatch.setenv("OPX_BACKEND", "aws")

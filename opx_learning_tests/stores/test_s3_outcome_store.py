@@ -11,6 +11,7 @@ import pytest
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
 from opx_learning.stores.outcomes import S3OutcomeStore, load_outcomes, outcome_store
+from opx_learning_tests import wiring
 
 URI = "s3://opx-outcomes-bucket/platform/outcomes"
 
@@ -43,7 +44,7 @@ def test_round_trip_reads_only_the_window(bucket: str) -> None:
 def test_aws_backend_uses_s3_when_configured(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_OUTCOMES_S3_URI", bucket)
-    store = outcome_store()
+    store = outcome_store(wiring.settings())
     assert isinstance(store, S3OutcomeStore) and store.location == URI
     frame = generate_outcomes("2026-03-01", "2026-03-03", per_day=20, seed=5)
     store.write(frame)

@@ -17,6 +17,7 @@ from opx_learning.core.schema import OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot, build_snapshot
 from opx_learning.integrity.findings import IntegrityError
 from opx_learning.stores.snapshots import SnapshotStore
+from opx_learning_tests import wiring
 
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)
 JAN2 = datetime(2026, 1, 2, tzinfo=UTC)
@@ -55,7 +56,7 @@ def files(root: Path) -> list[str]:
 
 
 def test_default_root_is_under_opx_home(opx_home: Path) -> None:
-    assert SnapshotStore().root == opx_home / "snapshots"
+    assert SnapshotStore(settings=wiring.settings()).root == opx_home / "snapshots"
 
 
 def test_append_writes_version_one_and_reads_it_back(tmp_path: Path) -> None:
@@ -206,6 +207,6 @@ def test_s3_store_is_append_only_and_idempotent(aws_env: str, monkeypatch: pytes
 def test_s3_store_needs_an_s3_uri(opx_home: Path) -> None:
     from opx_learning.stores.snapshots import S3SnapshotStore, snapshot_store
 
-    assert type(snapshot_store()) is SnapshotStore  # local backend
+    assert type(snapshot_store(wiring.settings())) is SnapshotStore  # local backend
     with pytest.raises(ValueError, match="OPX_ASSETS_S3_URI: '/tmp/x'"):
         S3SnapshotStore("/tmp/x")

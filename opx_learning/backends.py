@@ -1,0 +1,273 @@
+"""The backends: the one module where `settings.backend` picks stores, publishers and clients.
+
+`backend_for(settings)` returns the `LocalBackend` or the `AwsBackend` of the settings; each
+builds, from the settings' values alone, everything that differs between the two:
+
+| what | local | aws |
+| --- | --- | --- |
+| outcome store | Parquet under `<home>/outcomes` | Parquet under `outcomes_s3_uri`, else the DynamoDB table |
+| snapshot store | `<home>/snapshots` | `<assets_s3_uri>/snapshots/` (local without `assets_s3_uri`) |
+| audit trail, kill switch, rate limiter | SQLite `<home>/state.db` | DynamoDB audit and config tables |
+| threshold store | SQLite `<home>/state.db` | DynamoDB config table |
+| alert publisher | `<home>/alerts.jsonl` | the SNS FIFO topic |
+| metrics sink | none | CloudWatch (also the guard's completion hook) |
+| caller identity | the OS user | the STS caller identity |
+| audit sweep | read-only SQLite | the DynamoDB `OperationTypeIndex` |
+
+Everything else receives these objects (or the settings they are built from) as arguments:
+no other module reads the environment or compares the backend's name. The modules named
+in the table import this one lazily, so it may import them at the top of a function.
+"""
+
+from __future__ import annotations
+
+import getpass
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from opx_learning.config import Settings
+
+if TYPE_CHECKING:
+    from opx_learning.alerts.metrics import MetricsSink
+    from opx_learning.alerts.publishers import AlertPublisher
+    from opx_learning.core.windows import Window
+    from opx_learning.safety.audit import AuditLog
+    from opx_learning.safety.kill_switch import KillSwitchStore
+    from opx_learning.safety.models import AuditRecord
+    from opx_learning.safety.rate_limit import RateLimiter
+    from opx_learning.safety.threshold_store import ThresholdStore
+    from opx_learning.stores.outcomes import OutcomeStore
+    from opx_learning.stores.snapshots import SnapshotStore
+
+
+class Backend(ABC):
+    """What one backend builds from `settings`; `backend_for` picks the class.
+
+    Args:
+        settings: the configuration (its `backend` names this class).
+    """
+
+    name: ClassVar[str]
+    cloud_monitoring: ClassVar[bool] = False
+    """Whether CloudWatch and SNS exist for this backend (`opx-learning monitoring deploy`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def outcome_store(self) -> OutcomeStore:
+        """The outcome store of this backend."""
+
+    @abstractmethod
+    def snapshot_store(self) -> SnapshotStore:
+        """The append-only snapshot store of this backend."""
+
+    @abstractmethod
+    def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:
+        """The audit trail, kill switch store and rate limiter (limits from `settings.rate_limits`).
+
+        Args:
+            create: create a missing local state file (only when initialising it).
+
+        Raises:
+            InvalidRequest: `rate_limits` is malformed (the message names `OPX_RATE_LIMITS`).
+        """
+
+    @abstractmethod
+    def threshold_store(self) -> ThresholdStore:
+        """Where threshold proposals and approved versions live."""
+
+    @abstractmethod
+    def alert_publisher(self, **kwargs: Any) -> AlertPublisher:
+        """The alert publisher (`kwargs`: `max_attempts`, `backoff_seconds`, `sleep`)."""
+
+    @abstractmethod
+    def metrics_sink(self) -> MetricsSink:
+        """Where completed audit records and heartbeats are published as metrics."""
+
+    def completion_hook(self) -> Callable[[AuditRecord], None] | None:
+        """The guard's hook for each completed record (None: nothing to publish)."""
+        return None
+
+    @abstractmethod
+    def caller_identity(self) -> str:
+        """The principal of a caller that names none (the OS user, or the AWS caller identity)."""
+
+    @property
+    @abstractmethod
+    def state_file(self) -> Path | None:
+        """The local state database that `init --force` may move aside when damaged (None: no file)."""
+
+    @property
+    @abstractmethod
+    def alert_target(self) -> str:
+        """Where alerts go, for messages (the alerts file, or the SNS topic)."""
+
+    @abstractmethod
+    def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
+        """Re-read the audit records of `window` into the integrity sweep's `report` (see `integrity.sweep`)."""
+
+    def blob_client(self) -> Any:
+        """A boto3 S3 client for the settings' region (asset, outcome and snapshot objects on S3)."""
+        from opx_learning.stores.blobs import s3_client
+
+        return s3_client(self.settings.region)
+
+
+class LocalBackend(Backend):
+    """Everything under the home: Parquet and JSON files, the SQLite state database, `alerts.jsonl`."""
+
+    name = "local"
+
+    def outcome_store(self) -> OutcomeStore:
+        """Day-partitioned Parquet under `<home>/outcomes`."""
+        from opx_learning.stores.outcomes import LocalOutcomeStore
+
+        return LocalOutcomeStore(self.settings.outcomes_dir)
+
+    def snapshot_store(self) -> SnapshotStore:
+        """Snapshots under `<home>/snapshots`."""
+        from opx_learning.stores.snapshots import SnapshotStore
+
+        return SnapshotStore(settings=self.settings)
+
+    def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:
+        """The SQLite stores of `<home>/state.db`."""
+        from opx_learning.safety.rate_limit import parse_limits
+        from opx_learning.safety.sqlite_backend import open_sqlite
+
+        return open_sqlite(self.settings.state_db, limits=parse_limits(self.settings.rate_limits), create=create)
+
+    def threshold_store(self) -> ThresholdStore:
+        """Two append-only tables of `<home>/state.db`."""
+        from opx_learning.safety.sqlite_backend import SqliteState
+        from opx_learning.safety.threshold_store import SqliteThresholdStore
+
+        return SqliteThresholdStore(SqliteState(self.settings.state_db))
+
+    def alert_publisher(self, **kwargs: Any) -> AlertPublisher:
+        """Alerts appended to `<home>/alerts.jsonl` (and logged)."""
+        from opx_learning.alerts.publishers import LocalAlertPublisher
+
+        return LocalAlertPublisher(self.settings.alerts_file, **kwargs)
+
+    def metrics_sink(self) -> MetricsSink:
+        """Nothing to publish locally."""
+        from opx_learning.alerts.metrics import NullMetrics
+
+        return NullMetrics()
+
+    def caller_identity(self) -> str:
+        """The OS user."""
+        return getpass.getuser()
+
+    @property
+    def state_file(self) -> Path:
+        """`<home>/state.db`."""
+        return self.settings.state_db
+
+    @property
+    def alert_target(self) -> str:
+        """The alerts file."""
+        return str(self.settings.alerts_file)
+
+    def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
+        """The state database, opened read-only."""
+        from opx_learning.integrity.sweep import sweep_sqlite_audit
+
+        sweep_sqlite_audit(window, self.settings, report, counter)
+
+
+class AwsBackend(Backend):
+    """DynamoDB tables, S3 objects, an SNS FIFO topic and CloudWatch, in `settings.region`."""
+
+    name = "aws"
+    cloud_monitoring = True
+
+    def outcome_store(self) -> OutcomeStore:
+        """Parquet under `outcomes_s3_uri` when it is set, else the platform's DynamoDB table."""
+        from opx_learning.stores.outcomes import DynamoOutcomeStore, S3OutcomeStore
+
+        if self.settings.outcomes_s3_uri:
+            return S3OutcomeStore(self.settings.outcomes_s3_uri, region=self.settings.region)
+        return DynamoOutcomeStore(self.settings.outcomes_table, region=self.settings.region)
+
+    def snapshot_store(self) -> SnapshotStore:
+        """Snapshots under `<assets_s3_uri>/snapshots/`; under `<home>/snapshots` when no bucket is set."""
+        from opx_learning.stores.snapshots import S3SnapshotStore, SnapshotStore
+
+        if self.settings.assets_s3_uri:
+            return S3SnapshotStore(settings=self.settings)
+        return SnapshotStore(settings=self.settings)
+
+    def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:
+        """The DynamoDB audit and config tables (`create` has no effect: `aws init` creates them)."""
+        from opx_learning.safety.dynamo_backend import open_dynamo
+        from opx_learning.safety.rate_limit import parse_limits
+
+        return open_dynamo(self.settings, limits=parse_limits(self.settings.rate_limits))
+
+    def threshold_store(self) -> ThresholdStore:
+        """Items of the DynamoDB config table."""
+        from opx_learning.safety.dynamo_backend import dynamo_client
+        from opx_learning.safety.threshold_store import DynamoThresholdStore
+
+        settings = self.settings
+        return DynamoThresholdStore(dynamo_client(settings.region), settings.config_table, settings.region)
+
+    def alert_publisher(self, **kwargs: Any) -> AlertPublisher:
+        """The SNS FIFO alert topic."""
+        from opx_learning.alerts.publishers import SnsAlertPublisher
+
+        return SnsAlertPublisher(self.settings, **kwargs)
+
+    def metrics_sink(self) -> MetricsSink:
+        """CloudWatch metrics and the operations log."""
+        from opx_learning.alerts.metrics import CloudWatchMetrics
+
+        return CloudWatchMetrics(self.settings)
+
+    def completion_hook(self) -> Callable[[AuditRecord], None]:
+        """CloudWatch metrics of each completed record."""
+        return self.metrics_sink()
+
+    def caller_identity(self) -> str:
+        """The STS caller identity's ARN."""
+        from opx_learning.safety.principals import caller_identity
+
+        return caller_identity(self.settings)
+
+    @property
+    def state_file(self) -> None:
+        """No local file: the state is in DynamoDB."""
+        return None
+
+    @property
+    def alert_target(self) -> str:
+        """The SNS topic."""
+        return "the SNS alert topic"
+
+    def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
+        """The audit table, queried per operation type."""
+        from opx_learning.integrity.sweep import sweep_dynamo_audit
+
+        sweep_dynamo_audit(window, self.settings, report, counter)
+
+
+BACKENDS: dict[str, type[Backend]] = {backend.name: backend for backend in (LocalBackend, AwsBackend)}
+
+
+def backend_for(settings: Settings) -> Backend:
+    """The backend that `settings.backend` names (`Settings` accepts no other name)."""
+    return BACKENDS[settings.backend](settings)
+
+
+def settings_or_environment(settings: Settings | None) -> Settings:
+    """`settings`, else the process environment's: only for callers in `opx_learning/app/` that pass none yet.
+
+    Transitional: `app/manual.py` (`begin_manual`) calls `resolve_principal(name)` without settings;
+    once it passes them this function goes.
+    """
+    return settings if settings is not None else Settings.from_env()

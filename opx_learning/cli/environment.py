@@ -1,0 +1,28 @@
+"""What the CLI, an entry point, reads from its process environment: the settings, the principal, DAGSTER_HOME.
+
+Each command reads its settings once (`command_settings`) and passes them down; nothing
+below the CLI reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opx_learning.config import Settings
+
+
+def command_settings() -> Settings:
+    """The settings of this command: the `OPX_*` and `AWS_*` variables as they are now."""
+    return Settings.from_env()
+
+
+def principal_name(given: str | None) -> str | None:
+    """`--principal` when given, else `OPX_PRINCIPAL` (unset or empty: None, the OS user / AWS caller identity)."""
+    if given is not None:
+        return given
+    return os.environ.get("OPX_PRINCIPAL") or None
+
+
+def dagster_home_variable() -> str | None:
+    """The DAGSTER_HOME of this process, if set."""
+    return os.environ.get("DAGSTER_HOME") or None
