@@ -66,17 +66,18 @@ def main() -> None:
         from opx_learning.stores.outcomes import outcome_store
 
         (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
-        outcome_store(Settings.from_env()).write(generate_outcomes("2026-01-01", "2026-02-01", per_day=args.per_day, seed=1))
+        settings = Settings.from_env()
+        outcome_store(settings).write(generate_outcomes("2026-01-01", "2026-02-01", per_day=args.per_day, seed=1))
         days = [f"2026-01-{d:02d}" for d in range(1, 32)]
         with dg.DagsterInstance.get() as instance:
-            prepared = launch.materialize(instance, ["daily_outcomes"], days)
+            prepared = launch.materialize(settings, instance, ["daily_outcomes"], days)
             assert prepared.success, prepared.failures
 
             def timed(partitions: list[str]) -> list[float]:
                 seconds = []
                 for _ in range(args.repeat):
                     started = time.perf_counter()
-                    run = launch.materialize(instance, ["pattern_summaries_daily"], partitions)
+                    run = launch.materialize(settings, instance, ["pattern_summaries_daily"], partitions)
                     seconds.append(time.perf_counter() - started)
                     assert run.success, run.failures
                 return seconds
@@ -182,11 +183,11 @@ def _one_range(days: int, per_day: int) -> list[dict[str, object]]:
         keys = [(first + timedelta(days=i)).isoformat() for i in range(days)]
         rows = []
         with dg.DagsterInstance.get() as instance:
-            launch.materialize(instance, ["daily_outcomes"], keys[:1])  # warm-up: imports, first writes
+            launch.materialize(settings, instance, ["daily_outcomes"], keys[:1])  # warm-up: imports, first writes
             for asset in RANGE_ASSETS:
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 cpu, began = usage.ru_utime + usage.ru_stime, time.perf_counter()
-                run = launch.materialize(instance, [asset], keys)
+                run = launch.materialize(settings, instance, [asset], keys)
                 elapsed = time.perf_counter() - began
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 assert run.success, run.failures

@@ -28,10 +28,7 @@ ALLOWED = {
 MOVING = {
     "opx_learning/app/event_log.py",  # moved in the merge
     "opx_learning/app/instance.py",  # moved in the merge
-    "opx_learning/app/manual.py",  # moved in the merge
     "opx_learning/app/queue.py",  # moved in the merge
-    "opx_learning/defs/launch.py",  # moved in the merge
-    "opx_learning/defs/monitors.py",  # moved in the merge
 }
 
 

@@ -142,7 +142,7 @@ class BackgroundRuns:
         try:
             with dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"]) as instance:
                 summary, record = launch_manual(plan, audit_id, token, guard=Guard.from_settings(self.settings),
-                                                instance=instance)
+                                                settings=self.settings, instance=instance)
             _log.info("request %s: run %s ended, audit record %s", audit_id, summary.run_id,
                       record.status.value if record is not None else None)
         except Exception as error:  # noqa: BLE001 - logged; the record is completed FAILED below

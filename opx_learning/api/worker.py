@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the payload's plan; on an unexpected error complete the record as FAILED and return 1."""
     payload = json.loads((argv if argv is not None else sys.argv[1:])[0])
     audit_id = payload["audit_id"]
-    guard = Guard.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    guard = Guard.from_settings(settings)
     record = guard.audit.get(audit_id)
     if record is None or record.status is not AuditStatus.RUNNING:
         return _not_run(guard, audit_id, record)
     try:
         token = os.environ.pop("OPX_ADOPTION_TOKEN", "")
-        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token, guard=guard)
+        summary, record = launch_manual(ManualPlan.from_dict(payload["plan"]), audit_id, token, guard=guard,
+                                        settings=settings)
     except Exception as error:
         fail_running(guard, audit_id, f"{type(error).__name__}: {error}")
         raise

@@ -22,6 +22,8 @@ from typing import Any
 
 import dagster as dg
 
+from opx_learning.config import Settings
+
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -64,21 +66,16 @@ class RunSummary:
         }
 
 
-def definitions(settings: Any = None) -> dg.Definitions:
-    """The code location of `settings` (default: the `OPX_*` environment), built once per distinct settings."""
-    from opx_learning.config import get_settings
-
-    return _definitions(settings or get_settings())
-
-
 @functools.lru_cache(maxsize=8)
-def _definitions(settings: Any) -> dg.Definitions:
+def definitions(settings: Settings) -> dg.Definitions:
+    """The code location of `settings` (`build_defs`), built once per distinct settings."""
     from opx_learning.build import build_defs
 
     return build_defs(settings)
 
 
 def materialize(
+    settings: Settings,
     instance: dg.DagsterInstance,
     asset_keys: Sequence[str],
     partitions: Sequence[str],
@@ -94,7 +91,7 @@ def materialize(
     from opx_learning.defs.sensors import process_tags
 
     name = job_covering(asset_keys)
-    job = definitions().resolve_job_def(name)
+    job = definitions(settings).resolve_job_def(name)
     # The pid lets the audit sensor tell a run whose process was killed from a live one.
     run_tags = {**process_tags(), **(tags or {})}
     partition_key = None
@@ -105,7 +102,7 @@ def materialize(
     if JOB_ASSETS[name] != frozenset(asset_keys):
         # A subset keeps only the selected assets' own checks (the checklist's items run in its own job).
         keys = {dg.AssetKey(key) for key in asset_keys}
-        own = {check for key in keys for check in definitions().get_assets_def(key).check_keys}
+        own = {check for key in keys for check in definitions(settings).get_assets_def(key).check_keys}
         job = job.get_subset(asset_selection=keys, asset_check_selection=own)
     result = job.execute_in_process(
         instance=instance,
@@ -169,9 +166,11 @@ def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
     return row
 
 
-def run_checklist(instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False) -> list[dict[str, Any]]:
+def run_checklist(
+    settings: Settings, instance: dg.DagsterInstance, at: str | None = None, verbose: bool = False
+) -> list[dict[str, Any]]:
     """Run the morning checklist job as of `at` (ISO-8601, default now); return its items (`opx_learning.core.checklist`)."""
-    job = definitions().resolve_job_def("morning_checklist_job")
+    job = definitions(settings).resolve_job_def("morning_checklist_job")
     tags = {"opx/checklist_at": at} if at else None
     result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=console(verbose))
     return result.output_for_node("morning_checklist") if result.success else []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.queue import FOLLOW_TIMEOUT
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def plan_manual(
     kind: str | None = None,
     service: str | None = None,
     fields: Mapping[str, str] = CLI_FIELDS,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> ManualPlan:
     """Check a manual trigger and map its range onto partitions (shared by `opx-learning trigger` and the REST API).
 
@@ -127,7 +127,7 @@ def plan_manual(
         service: extract-patterns only; must have outcomes in the window.
         fields: names of start, end, service and type used in messages (and optionally `extract`, how to
             extract missing upstream patterns, with `{kind}` for daily/weekly).
-        settings: backend settings (default: the environment).
+        settings: the settings (backend, partitions start).
 
     Raises:
         InvalidRequest: bad dates, unknown type, a range that does not fit the partitions, a service
@@ -182,14 +182,14 @@ def _window(start: Any, end: Any, fields: Mapping[str, str]) -> Window:
         raise InvalidRequest(f"{fields[field]}: {detail}" if field in ("start", "end") else str(error)) from None
 
 
-def _partitions(settings: Settings | None) -> Any:
+def _partitions(settings: Settings) -> Any:
     from opx_learning.defs.location import partitions_for
 
-    return partitions_for((settings or get_settings()).partitions_start)
+    return partitions_for(settings.partitions_start)
 
 
 def _choose(
-    window: Window, cadence: str, unit: str, fields: Mapping[str, str], settings: Settings | None
+    window: Window, cadence: str, unit: str, fields: Mapping[str, str], settings: Settings
 ) -> tuple[str, str | None]:
     """The default partition type of a trigger: `cadence` when the range fits it, else CUSTOM (with a note)."""
     from opx_learning.defs.partitions import custom_key, whole
@@ -203,7 +203,7 @@ def _choose(
     return "CUSTOM", note
 
 
-def _check_service(service: str, window: Window, fields: Mapping[str, str], settings: Settings | None) -> str:
+def _check_service(service: str, window: Window, fields: Mapping[str, str], settings: Settings) -> str:
     """The trimmed service, which must have outcomes in the window (checked before any rate-limit slot)."""
     import polars as pl
 
@@ -213,7 +213,7 @@ def _check_service(service: str, window: Window, fields: Mapping[str, str], sett
     name = service.strip()
     if not name:
         raise InvalidRequest(f"{fields['service']}: {service!r} is empty; name a service, or leave {fields['service']} out")
-    frame = outcome_store(settings or get_settings()).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
+    frame = outcome_store(settings).scan(window).select(pl.col("service").str.strip_chars()).unique().collect()
     services = sorted(value for value in frame["service"].to_list() if value)
     if name not in services:
         shown = f"{window.start_iso}..{window.end_iso}"
@@ -222,11 +222,11 @@ def _check_service(service: str, window: Window, fields: Mapping[str, str], sett
     return name
 
 
-def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str], settings: Settings | None) -> list[str]:
+def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str], settings: Settings) -> list[str]:
     from opx_learning.defs.partitions import keys_in_window, partition_window
     from opx_learning.safety.models import InvalidRequest
 
-    first_day = (settings or get_settings()).partitions_start.isoformat()
+    first_day = settings.partitions_start.isoformat()
     partitions_def = _partitions(settings).cadence[cadence]
     keys = keys_in_window(partitions_def, window)
     unit = {"DAILY": "days", "WEEKLY": "Sunday-to-Sunday weeks", "MONTHLY": "calendar months"}[cadence]
@@ -247,7 +247,7 @@ def _partition_keys(cadence: str, window: Window, fields: Mapping[str, str], set
     return keys
 
 
-def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Settings | None) -> list[str]:
+def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Settings) -> list[str]:
     from opx_learning.defs.partitions import keys_in_window, partition_window
 
     if asset not in ("learning_snapshots_daily", "learning_snapshots_weekly", "learning_snapshots_monthly"):
@@ -271,6 +271,7 @@ def launch_manual(
     audit_id: str,
     token: str,
     *,
+    settings: Settings,
     verbose: bool = False,
     guard: Guard | None = None,
     wait: bool = True,
@@ -287,6 +288,7 @@ def launch_manual(
         plan: the checked trigger.
         audit_id: the RUNNING record begun `adoptable` for it.
         token: that attempt's `adoption_token` (the run presents it to adopt the record).
+        settings: the settings of the code location the run belongs to.
         verbose: print Dagster's own log (in-process runs).
         guard: reuse a guard.
         wait: follow a queued run until it finishes (False: return once it is enqueued).
@@ -302,7 +304,7 @@ def launch_manual(
     from opx_learning.defs.location import CUSTOM_WINDOWS
     from opx_learning.safety.guard import Guard
 
-    ensure_dagster_home()
+    ensure_dagster_home(settings)
     instance = instance or dg.DagsterInstance.get()
     if plan.cadence == "CUSTOM":
         new = [key for key in plan.keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)]
@@ -313,8 +315,9 @@ def launch_manual(
             # A concurrent trigger of the same window may add the key between the check and the insert.
             if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
                 raise
-    return launch_adopting(instance, plan.assets, plan.keys, audit_id, token, guard=guard or Guard.from_settings(),
-                           trigger_type="MANUAL", verbose=verbose, wait=wait, timeout=timeout, progress=progress)
+    return launch_adopting(instance, plan.assets, plan.keys, audit_id, token, guard=guard or Guard.from_settings(settings),
+                           settings=settings, trigger_type="MANUAL", verbose=verbose, wait=wait, timeout=timeout,
+                           progress=progress)
 
 
 def launch_adopting(
@@ -325,6 +328,7 @@ def launch_adopting(
     token: str,
     *,
     guard: Guard,
+    settings: Settings,
     trigger_type: str,
     tags: Mapping[str, str] | None = None,
     verbose: bool = False,
@@ -360,7 +364,7 @@ def launch_adopting(
 
     if not queue.queues(instance):
         adoption = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token, **(tags or {})}
-        summary = launch.materialize(instance, list(assets), list(keys), adoption, verbose)
+        summary = launch.materialize(settings, instance, list(assets), list(keys), adoption, verbose)
     else:
         run_id = submit_adopting(instance, assets, keys, audit_id, token, guard=guard, trigger_type=trigger_type, tags=tags)
         run = queue.follow(instance, run_id, timeout=timeout, progress=progress) if wait else None
@@ -414,13 +418,17 @@ def submit_adopting(
 
 
 def run_checklist(
-    instance: Any, at: str | None = None, verbose: bool = False, progress: Callable[[str], None] | None = None
+    settings: Settings,
+    instance: Any,
+    at: str | None = None,
+    verbose: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the morning checklist job as of `at` (in this process, or through the queue of a queuing instance); its rows."""
     from opx_learning.app import launch, queue
 
     if not queue.queues(instance):
-        return launch.run_checklist(instance, at, verbose)
+        return launch.run_checklist(settings, instance, at, verbose)
     tags = {"opx/checklist_at": at} if at else {}
     run_id = queue.submit_job(instance, "morning_checklist_job", [], tags)
     run = queue.follow(instance, run_id, progress=progress)
@@ -450,6 +458,7 @@ def begin_manual(
     principal_name: str | None,
     parameters: Mapping[str, Any],
     *,
+    settings: Settings,
     emergency: bool = False,
     guard: Guard | None = None,
 ) -> Attempt:
@@ -461,8 +470,8 @@ def begin_manual(
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
 
-    principal = resolve_principal(principal_name)
-    guard = guard or Guard.from_settings()
+    principal = resolve_principal(principal_name, settings=settings)
+    guard = guard or Guard.from_settings(settings)
     return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True,
                        adoptable=True)
 

@@ -26,16 +26,18 @@ def checklist(at_text: str | None, as_json: bool, verbose: bool) -> None:
         at = _parse_at(at_text) if at_text else datetime.now(UTC)
     except WindowError as error:
         raise click.UsageError(str(error)) from None
+    from opx_learning.cli.environment import command_settings
     from opx_learning.cli.orchestration import ensure_dagster_home
 
-    ensure_dagster_home()
+    settings = command_settings()
+    ensure_dagster_home(settings)
     import dagster as dg
 
     from opx_learning.app.launch import run_checklist
     from opx_learning.core import checklist as cl
 
     with dg.DagsterInstance.get() as instance:
-        rows = run_checklist(instance, iso(at), verbose)
+        rows = run_checklist(settings, instance, iso(at), verbose)
     if not rows:
         raise click.ClickException("the checklist run failed; run again with --verbose to see Dagster's log")
     tally = {status: sum(row["status"] == status for row in rows) for status in (cl.PASS, cl.WARN, cl.FAIL)}

@@ -63,7 +63,7 @@ def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[
 
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        return monitors_report(now, instance=instance, audit=audit), f"Dagster instance {home}"
+        return monitors_report(now, settings=settings, instance=instance, audit=audit), f"Dagster instance {home}"
     finally:
         instance.dispose()
 
@@ -93,7 +93,7 @@ def deploy(as_json: bool) -> None:
     from opx_learning.defs.monitors import watched_sensor_names
 
     try:
-        report = deploy_monitoring(settings, watched_sensor_names())
+        report = deploy_monitoring(settings, watched_sensor_names(settings))
     except (BotoCoreError, ClientError) as exc:
         raise click.ClickException(f"monitoring deploy failed: {exc}") from None
     if as_json:

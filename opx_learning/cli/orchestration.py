@@ -205,7 +205,7 @@ def run_demo(
                                           audit_ids=[attempt.audit_id]))
             return
         summary, _ = _timed(as_json, label, lambda: launch_adopting(
-            instance, assets, keys, attempt.audit_id, attempt.adoption_token or "", guard=guard,
+            instance, assets, keys, attempt.audit_id, attempt.adoption_token or "", guard=guard, settings=settings,
             trigger_type="BACKFILL", tags={"opx/demo": "true"}, verbose=verbose, progress=progress))
         runs.append(summary)
 
@@ -228,7 +228,7 @@ def run_demo(
     step(f"custom window {custom}: calibration", ["confidence_calibration_custom"], [custom], "CALIBRATION", "CUSTOM")
     step(f"custom window {custom}: snapshot", ["learning_snapshot_custom"], [custom], "SNAPSHOT", "CUSTOM")
     checklist = _timed(as_json, "morning checklist (every asset check)",
-                       lambda: run_checklist(instance, iso(window.end + timedelta(hours=9)), verbose, progress))
+                       lambda: run_checklist(settings, instance, iso(window.end + timedelta(hours=9)), verbose, progress))
     drift = [
         {"month": month[:7], **{k: v for k, v in meta.items() if k in ("max_abs_drift", "drift", "change_max_abs_drift")}}
         for run in runs
@@ -428,8 +428,8 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
         _say(as_json, f"note: {plan.note}")
     guard = Guard.from_settings(settings)
     try:
-        attempt = begin_manual(plan.operation, principal_name(principal), plan.parameters, emergency=emergency,
-                               guard=guard)
+        attempt = begin_manual(plan.operation, principal_name(principal), plan.parameters, settings=settings,
+                               emergency=emergency, guard=guard)
     except InvalidRequest as error:
         raise click.UsageError(str(error)) from None
     if not attempt.allowed:
@@ -438,7 +438,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
     where = "submitted to the run queue" if queued else "one run"
     summary, record = _timed(as_json, f"{plan.label} ({where})",
                              lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
-                                                   guard=guard, wait=not no_wait, timeout=timeout, instance=instance,
+                                                   settings=settings, guard=guard, wait=not no_wait, timeout=timeout, instance=instance,
                                                    progress=lambda line: _say(as_json, line)))
     if no_wait:
         _enqueued(attempt.audit_id, summary.run_id, plan, as_json)

@@ -56,7 +56,7 @@ def _alert_tick(context: dg.SensorEvaluationContext, safety: SafetyResource, ale
         context.log.warning(f"alert {alert.severity} {alert.alarm} {alert.operation} ({alert.audit_id or '-'})")
     for alert in result.failed:
         context.log.error(f"alert delivery failed: {alert.severity} {alert.alarm} {alert.operation}")
-    watchdog = watch_watchdog(context.instance, publisher, now, context.repository_def)
+    watchdog = watch_watchdog(context.instance, publisher, now, alerts.settings(), context.repository_def)
     for alert in watchdog:
         context.log.warning(f"P1 {alert.alarm} {alert.operation}: {alert.details['reason']}")
     return dg.SkipReason(result.summary() + (f"; {WATCHDOG} is stale (P1 published)" if watchdog else ""))

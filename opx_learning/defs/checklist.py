@@ -99,7 +99,7 @@ class Context:
         from opx_learning.defs.monitors import monitors_summary
 
         publisher = alert_publisher(self.settings)
-        return monitors_summary(self.instance, publisher, self.at)
+        return monitors_summary(self.instance, publisher, self.at, self.settings)
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey | str, partition: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from opx_learning.alerts.metrics import MetricsSink, metrics_sink
 from opx_learning.alerts.models import Alert
 from opx_learning.alerts.monitor import MAX_CATCH_UP, AlertCursor
 from opx_learning.alerts.publishers import AlertPublisher
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.defs.location import Location
 from opx_learning.resources.alerts import AlertsResource
@@ -314,17 +314,17 @@ def newest_audit_change(audit: AuditLog, now: datetime) -> datetime | None:
     return max((record.end_time or record.start_time for record in records), default=None)
 
 
-def _repository() -> dg.RepositoryDefinition:
+def _repository(settings: Settings) -> dg.RepositoryDefinition:
     from opx_learning.app import launch
 
-    return launch.definitions().get_repository_def()
+    return launch.definitions(settings).get_repository_def()
 
 
-def _audit() -> AuditLog | None:
+def _audit(settings: Settings) -> AuditLog | None:
     from opx_learning.safety.guard import Guard
 
     try:
-        return Guard.from_settings(get_settings()).audit
+        return Guard.from_settings(settings).audit
     except BackendUnavailable:
         return None
 
@@ -332,6 +332,7 @@ def _audit() -> AuditLog | None:
 def monitors_report(
     now: datetime,
     *,
+    settings: Settings,
     instance: dg.DagsterInstance | None = None,
     repository: dg.RepositoryDefinition | None = None,
     audit: AuditLog | None = None,
@@ -341,9 +342,10 @@ def monitors_report(
 
     Args:
         now: evaluation time.
+        settings: the code location's settings.
         instance: the Dagster instance (default: `DagsterInstance.get()` of DAGSTER_HOME).
-        repository: the code location's repository (default: `opx_learning.definitions`).
-        audit: the audit trail, for the alert sensor's cursor lag (default: the active backend's,
+        repository: the code location's repository (default: the one `build_defs(settings)` builds).
+        audit: the audit trail, for the alert sensor's cursor lag (default: the settings' backend's,
             read only when a cursor is to be judged; unreadable: the lag is not judged).
         names: only these instigators (default: all).
 
@@ -351,14 +353,14 @@ def monitors_report(
         Rows (dicts) of `opx_learning.alerts.heartbeats.assess`, sensors first, each group by name.
     """
     instance = instance or dg.DagsterInstance.get()
-    repository = repository or _repository()
+    repository = repository or _repository(settings)
     wanted = set(names) if names is not None else None
     everything = instigators(instance, repository)
     beats = read_heartbeats(instance, [i.name for i in everything])
     baseline = min((beat.first_tick for beat in beats.values()), default=None)
     newest = None
     if any(beat.audit_cursor for name, beat in beats.items() if wanted is None or name in wanted):
-        audit = audit if audit is not None else _audit()
+        audit = audit if audit is not None else _audit(settings)
         try:
             newest = newest_audit_change(audit, now) if audit is not None else None
         except BackendUnavailable as exc:
@@ -398,11 +400,12 @@ def watch_watchdog(
     instance: dg.DagsterInstance,
     publisher: AlertPublisher,
     now: datetime,
+    settings: Settings,
     repository: dg.RepositoryDefinition | None = None,
 ) -> list[Alert]:
     """What the alert sensor runs each tick: P1 when the watchdog sensor itself is stale (errors are logged)."""
     try:
-        rows = monitors_report(now, instance=instance, repository=repository, names=[WATCHDOG])
+        rows = monitors_report(now, settings=settings, instance=instance, repository=repository, names=[WATCHDOG])
         return raise_stale_alerts(instance, publisher, rows, now)
     except Exception as exc:  # noqa: BLE001 - watching the watchdog must not stop the alert sensor's own work
         _log.error("watchdog heartbeat not judged: %s: %s", type(exc).__name__, exc)
@@ -418,13 +421,15 @@ def _watchdog_tick(
 ) -> dg.SkipReason:
     """Judge every other sensor and schedule from its heartbeat; the tick never launches a run."""
     now = utcnow()
-    repository = context.repository_def or _repository()
+    repository = context.repository_def or _repository(safety.settings())
     names = [i.name for i in instigators(context.instance, repository) if not i.name.endswith(WATCHDOG)]
     try:
         audit: AuditLog | None = safety.guard().audit
     except BackendUnavailable:
         audit = None
-    rows = monitors_report(now, instance=context.instance, repository=repository, audit=audit, names=names)
+    rows = monitors_report(
+        now, settings=safety.settings(), instance=context.instance, repository=repository, audit=audit, names=names
+    )
     raised = raise_stale_alerts(context.instance, alerts.publisher(), rows, now)
     for alert in raised:
         context.log.warning(f"P1 {alert.alarm} {alert.operation}: {alert.details['reason']}")
@@ -435,7 +440,11 @@ def _watchdog_tick(
 
 
 def monitors_summary(
-    instance: dg.DagsterInstance, alerts: Any, now: datetime, repository: dg.RepositoryDefinition | None = None
+    instance: dg.DagsterInstance,
+    alerts: Any,
+    now: datetime,
+    settings: Settings,
+    repository: dg.RepositoryDefinition | None = None,
 ) -> tuple[bool, str, dict[str, Any]]:
     """The checklist item `monitors_ticking`: (all ticking, the figure, metadata), raising unpaged P1s.
 
@@ -443,12 +452,13 @@ def monitors_summary(
         instance: the Dagster instance whose instigators and heartbeats are judged.
         alerts: the alert publisher for the P1 MONITOR_STALE of a stale episode not yet paged.
         now: evaluation time.
-        repository: the code location's repository (default: `opx_learning.definitions`).
+        settings: the code location's settings.
+        repository: the code location's repository (default: the one `build_defs(settings)` builds).
 
     Returns:
         Whether nothing is stale, the one-line figure, and metadata with a Markdown table of last ticks.
     """
-    rows = monitors_report(now, instance=instance, repository=repository)
+    rows = monitors_report(now, settings=settings, instance=instance, repository=repository)
     raised = raise_stale_alerts(instance, alerts, rows, now)
     stale = [row for row in rows if row["stale"]]
     running = [row for row in rows if row["status"] == "RUNNING"]
@@ -477,14 +487,14 @@ def _ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> 
         repository: dg.RepositoryDefinition | None = context.repository_def
     except Exception:  # noqa: BLE001 - Dagster's check fails: a job executed in process has no repository
         repository = None  # use the code location's
-    ticking, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), repository)
+    ticking, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), alerts.settings(), repository)
     return dg.AssetCheckResult(passed=ticking, severity=dg.AssetCheckSeverity.ERROR, description=text,
                                metadata=metadata)
 
 
-def watched_sensor_names(repository: dg.RepositoryDefinition | None = None) -> list[str]:
+def watched_sensor_names(settings: Settings, repository: dg.RepositoryDefinition | None = None) -> list[str]:
     """Sensors that start RUNNING (each gets a CloudWatch heartbeat alarm from `monitoring deploy`)."""
-    repository = repository or _repository()
+    repository = repository or _repository(settings)
     return sorted(s.name for s in repository.sensor_defs if s.default_status is dg.DefaultSensorStatus.RUNNING)
 
 

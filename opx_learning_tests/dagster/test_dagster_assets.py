@@ -17,7 +17,7 @@ from opx_learning.defs.partitions import custom_key
 from opx_learning.safety.models import AuditRecord, AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
-from opx_learning_tests.wiring import resource
+from opx_learning_tests.wiring import resource, settings
 
 DAYS = [f"2025-10-{day:02d}" for day in range(1, 8)]
 
@@ -31,7 +31,7 @@ def _audit(audit_id: str) -> AuditRecord | None:
 
 
 def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS)
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS)
     assert run.success, run.failures
     assert run.materialized == {"daily_outcomes": DAYS, "pattern_summaries_daily": DAYS}
     assert len(instance.get_run_records()) == 1
@@ -54,7 +54,7 @@ def test_dagster_daily_range_is_one_run_and_matches_core(instance: dg.DagsterIns
 
 
 def test_dagster_single_partition_without_upstream(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    run = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-11-12"])
+    run = launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-11-12"])
     assert run.success, run.failures
     metadata = run.metadata["pattern_summaries_daily"]["2025-11-12"]
     day = _outcomes("2025-11-12", "2025-11-13")
@@ -66,8 +66,8 @@ def test_dagster_single_partition_without_upstream(instance: dg.DagsterInstance,
 
 def test_dagster_weekly_summary_equals_its_seven_days(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     week, days = "2025-10-05", [f"2025-10-{day:02d}" for day in range(5, 12)]
-    assert launch.materialize(instance, ["pattern_summaries_weekly"], [week, "2025-10-12"]).success
-    assert launch.materialize(instance, ["pattern_summaries_daily"], days).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_weekly"], [week, "2025-10-12"]).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], days).success
     storage = resource("asset_storage")
     weekly = storage.read("pattern_summaries_weekly", week)
     # The emerging-root-cause baseline reaches back up to 8 weeks.
@@ -82,7 +82,7 @@ def test_dagster_weekly_summary_equals_its_seven_days(instance: dg.DagsterInstan
 
 def test_dagster_calibration_and_drift_per_month(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     for month in ("2025-09-01", "2025-10-01"):
-        run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], [month])
+        run = launch.materialize(settings(), instance, ["confidence_calibration", "drift_metrics"], [month])
         assert run.success, run.failures
     storage = resource("asset_storage")
     september = Calibration.from_dict(storage.read("confidence_calibration", "2025-09-01"))
@@ -98,7 +98,7 @@ def test_dagster_calibration_and_drift_per_month(instance: dg.DagsterInstance, s
 def test_dagster_calibration_insufficient_data_fails_and_is_audited(
     instance: dg.DagsterInstance, seeded: pl.DataFrame
 ) -> None:
-    run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-08-01"])
+    run = launch.materialize(settings(), instance, ["confidence_calibration", "drift_metrics"], ["2025-08-01"])
     assert not run.success
     assert "INSUFFICIENT_DATA" in " ".join(run.failures)
     assert run.materialized == {}
@@ -116,7 +116,7 @@ def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl
         pl.when(pl.int_range(pl.len()) == 0).then(True).otherwise(pl.col("true_positive")).alias("true_positive"),
     )
     broken.write_parquet(day_file)
-    run = launch.materialize(instance, ["daily_outcomes"], ["2025-10-02"])
+    run = launch.materialize(settings(), instance, ["daily_outcomes"], ["2025-10-02"])
     assert run.success
     metadata = run.metadata["daily_outcomes"]["2025-10-02"]
     assert (metadata["outcomes"], metadata["rejected"]) == (frame.height - 1, 1)
@@ -126,11 +126,11 @@ def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl
 
 def test_dagster_snapshots_hold_latest_known_calibration(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     october = [f"2025-10-{day:02d}" for day in range(1, 32)]
-    assert launch.materialize(instance, ["pattern_summaries_daily"], october).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], october).success
     for month in ("2025-09-01", "2025-10-01"):
-        assert launch.materialize(instance, ["confidence_calibration"], [month]).success
-    daily = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-15", "2025-10-16"])
-    monthly = launch.materialize(instance, ["learning_snapshots_monthly"], ["2025-10-01"])
+        assert launch.materialize(settings(), instance, ["confidence_calibration"], [month]).success
+    daily = launch.materialize(settings(), instance, ["learning_snapshots_daily"], ["2025-10-15", "2025-10-16"])
+    monthly = launch.materialize(settings(), instance, ["learning_snapshots_monthly"], ["2025-10-01"])
     assert daily.success and monthly.success, daily.failures + monthly.failures
     storage = resource("asset_storage")
     calibrations = {
@@ -142,14 +142,14 @@ def test_dagster_snapshots_hold_latest_known_calibration(instance: dg.DagsterIns
     month = storage.read("learning_snapshots_monthly", "2025-10-01")
     assert month["calibration"]["calibration_id"] == calibrations["2025-10-01"]
     assert month["counts"]["summaries"] == sum(storage.read("pattern_summaries_daily", d).height for d in october)
-    again = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-15"])
+    again = launch.materialize(settings(), instance, ["learning_snapshots_daily"], ["2025-10-15"])
     assert again.metadata["learning_snapshots_daily"]["2025-10-15"]["snapshot_id"] == day["snapshot_id"]
     assert again.metadata["learning_snapshots_daily"]["2025-10-15"]["version"] == 1
 
 
 def test_dagster_empty_window_snapshot_warns(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    assert launch.materialize(instance, ["pattern_summaries_daily"], ["2025-08-15"]).success
-    run = launch.materialize(instance, ["learning_snapshots_daily"], ["2025-08-15"])
+    assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-08-15"]).success
+    run = launch.materialize(settings(), instance, ["learning_snapshots_daily"], ["2025-08-15"])
     assert run.success
     assert run.metadata["learning_snapshots_daily"]["2025-08-15"]["empty"] is True
     assert run.checks == []  # learning runs evaluate no check: the checklist job does
@@ -159,7 +159,7 @@ def test_dagster_custom_snapshot_window(instance: dg.DagsterInstance, seeded: pl
     key = custom_key(Window.parse("2025-10-03", "2025-10-20T12:00:00Z"))
     assert key == "2025-10-03..2025-10-20T12:00:00.000Z"
     instance.add_dynamic_partitions(CUSTOM_WINDOWS, [key])
-    run = launch.materialize(instance, ["learning_snapshot_custom"], [key])
+    run = launch.materialize(settings(), instance, ["learning_snapshot_custom"], [key])
     assert run.success, run.failures
     snapshot = resource("asset_storage").read("learning_snapshot_custom", key)
     assert snapshot["snapshot_type"] == "CUSTOM"
@@ -169,7 +169,7 @@ def test_dagster_custom_snapshot_window(instance: dg.DagsterInstance, seeded: pl
 def test_dagster_kill_switch_skips_without_failing(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     guard = resource("safety").guard()
     guard.kill_switch.disable(Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE), "maintenance")
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
     assert run.success
     assert run.materialized == {"daily_outcomes": ["2025-10-01"]}
     assert run.skipped == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
@@ -180,7 +180,7 @@ def test_dagster_kill_switch_skips_without_failing(instance: dg.DagsterInstance,
 def test_dagster_calibration_audit_names_the_most_drifted_month_and_band(
     instance: dg.DagsterInstance, seeded: pl.DataFrame
 ) -> None:
-    run = launch.materialize(instance, ["confidence_calibration"], ["2025-09-01", "2025-10-01"])
+    run = launch.materialize(settings(), instance, ["confidence_calibration"], ["2025-09-01", "2025-10-01"])
     assert run.success, run.failures
     (record,) = [r for r in resource("safety").guard().audit.recent(5) if r.operation_type.value == "CALIBRATION"]
     storage = resource("asset_storage")

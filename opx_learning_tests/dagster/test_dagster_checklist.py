@@ -14,7 +14,7 @@ from opx_learning.app import launch
 from opx_learning.cli.main import cli
 from opx_learning.safety.audit import new_record
 from opx_learning.safety.models import SYSTEM, AuditStatus
-from opx_learning_tests.wiring import location, resource
+from opx_learning_tests.wiring import location, resource, settings
 
 DAILY = {
     "operations_succeeded_last_24h", "error_rate_under_10_percent_last_24h", "scheduled_daily_pattern_extraction",
@@ -51,7 +51,7 @@ def _items(rows: list[dict]) -> dict[str, dict]:
 def test_dagster_checklist_items_evaluate_their_period(
     instance: dg.DagsterInstance, at: str, lists: set[str], day: str, week: str | None, month: str | None
 ) -> None:
-    items = _items(launch.run_checklist(instance, at))
+    items = _items(launch.run_checklist(settings(), instance, at))
     assert set(items) == lists
     expected = {"DAILY": day, "WEEKLY": week, "MONTHLY": month}
     for name, row in items.items():
@@ -97,7 +97,7 @@ def test_dagster_drifting_month_warn_survives_recalibrating_an_older_month(insta
     assert alerts["status"] == "WARN" and alerts["period"] == "2025-10"
     assert code == 1  # nothing was scheduled: the scheduled items FAIL
     # September's first Monday passes September; October's stored result is still the WARN.
-    september = _items(launch.run_checklist(instance, "2025-10-06T09:00:00Z"))["calibration_drift_within_0_15"]
+    september = _items(launch.run_checklist(settings(), instance, "2025-10-06T09:00:00Z"))["calibration_drift_within_0_15"]
     assert (september["status"], september["partition"]) == ("PASS", "2025-09-01")
     assert _drift_history(instance, "2025-10-01") == ["WARN"]
     assert _drift_history(instance, "2025-09-01") == ["PASS"]

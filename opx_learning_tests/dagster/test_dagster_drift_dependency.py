@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from opx_learning.app import launch
-from opx_learning_tests.wiring import partitions, resource
+from opx_learning_tests.wiring import partitions, resource, settings
 
 CALIBRATION = dg.AssetKey("confidence_calibration")
 DRIFT = dg.AssetKey("drift_metrics")
@@ -31,8 +31,8 @@ def test_change_columns_come_from_the_stored_previous_month(
     instance: dg.DagsterInstance, seeded: pl.DataFrame, dagster_home: Path
 ) -> None:
     for month in ("2025-09-01", "2025-10-01"):
-        assert launch.materialize(instance, ["confidence_calibration"], [month]).success
-    run = launch.materialize(instance, ["drift_metrics"], ["2025-10-01"])
+        assert launch.materialize(settings(), instance, ["confidence_calibration"], [month]).success
+    run = launch.materialize(settings(), instance, ["drift_metrics"], ["2025-10-01"])
     assert run.success, run.failures
     storage = resource("asset_storage")
     september, october = (storage.read("confidence_calibration", m) for m in ("2025-09-01", "2025-10-01"))

@@ -14,7 +14,7 @@ from opx_learning.app import launch
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
 from opx_learning_tests.core.test_patterns import outcomes
-from opx_learning_tests.wiring import resource
+from opx_learning_tests.wiring import resource, settings
 
 
 def test_a_cause_new_after_a_quiet_day_is_flagged_alone_and_in_a_range(
@@ -33,7 +33,7 @@ def test_a_cause_new_after_a_quiet_day_is_flagged_alone_and_in_a_range(
     outcome_store(wiring.settings()).write(outcomes(rows).with_columns(pl.format("o-{}", pl.int_range(pl.len())).alias("outcome_id")))
     storage = resource("asset_storage")
 
-    alone = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-02"])
+    alone = launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-10-02"])
     assert alone.success, alone.failures
     stored = storage.read("pattern_summaries_daily", "2025-10-02")
     all_row = stored.filter(pl.col("service") == "ALL").to_dicts()[0]
@@ -46,6 +46,6 @@ def test_a_cause_new_after_a_quiet_day_is_flagged_alone_and_in_a_range(
     meta = alone.metadata["pattern_summaries_daily"]["2025-10-02"]
     assert (meta["emerging_root_causes"], meta["emerging_baseline_windows"]) == (1, 4)
 
-    ranged = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-01", "2025-10-02", "2025-10-03"])
+    ranged = launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-10-01", "2025-10-02", "2025-10-03"])
     assert ranged.success, ranged.failures
     assert storage.read("pattern_summaries_daily", "2025-10-02").equals(stored)

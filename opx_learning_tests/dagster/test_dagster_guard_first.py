@@ -16,7 +16,7 @@ from opx_learning.safety.models import (
     AuthorityType,
     Principal,
 )
-from opx_learning_tests.wiring import resource
+from opx_learning_tests.wiring import resource, settings
 
 
 def _records() -> list[AuditRecord]:
@@ -36,7 +36,7 @@ def test_snapshots_without_summaries_skip_under_kill_switch(instance: dg.Dagster
         ("learning_snapshots_weekly", "2025-10-05"),
         ("learning_snapshots_monthly", "2025-10-01"),
     ):
-        run = launch.materialize(instance, [asset], [key], {"dagster/schedule_name": "x"})
+        run = launch.materialize(settings(), instance, [asset], [key], {"dagster/schedule_name": "x"})
         assert run.success and run.failures == [], (asset, run.failures)
         assert run.skipped == {asset: "KILL_SWITCH_ACTIVE"}
     records = _records()
@@ -46,7 +46,7 @@ def test_snapshots_without_summaries_skip_under_kill_switch(instance: dg.Dagster
 
 def test_calibration_skip_skips_drift_without_failing(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     _disable_kill_switch()
-    run = launch.materialize(instance, ["confidence_calibration", "drift_metrics"], ["2025-10-01"])
+    run = launch.materialize(settings(), instance, ["confidence_calibration", "drift_metrics"], ["2025-10-01"])
     assert run.success and run.failures == []
     assert run.skipped == {"confidence_calibration": "KILL_SWITCH_ACTIVE", "drift_metrics": "UPSTREAM_SKIPPED"}
     (record,) = _records()
@@ -54,8 +54,8 @@ def test_calibration_skip_skips_drift_without_failing(instance: dg.DagsterInstan
 
 
 def test_snapshot_with_missing_summaries_fails_audited(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    assert launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-01", "2025-10-02"]).success
-    run = launch.materialize(instance, ["learning_snapshots_monthly"], ["2025-10-01"])
+    assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-10-01", "2025-10-02"]).success
+    run = launch.materialize(settings(), instance, ["learning_snapshots_monthly"], ["2025-10-01"])
     assert not run.success and run.materialized == {}
     (failure,) = run.failures
     # October has 31 days, two are materialized: 29 missing, the first ten listed.
@@ -70,7 +70,7 @@ def test_snapshot_with_missing_summaries_fails_audited(instance: dg.DagsterInsta
 
 
 def test_drift_without_calibration_fails_clearly(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    run = launch.materialize(instance, ["drift_metrics"], ["2025-10-01"])
+    run = launch.materialize(settings(), instance, ["drift_metrics"], ["2025-10-01"])
     assert not run.success
     expected = (
         "drift_metrics: not computed (UPSTREAM_MISSING): confidence_calibration is not materialized for 1 "

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from opx_learning.app import launch
+from opx_learning_tests.wiring import settings
 
 MORNING = "2025-11-01T09:00:00Z"
 
@@ -21,9 +22,9 @@ def _integrity(rows: list[dict]) -> dict:
 def test_dagster_integrity_check_passes_then_fails_with_the_finding(
     instance: dg.DagsterInstance, seeded: pl.DataFrame, opx_home: Path
 ) -> None:
-    assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-20"]).success
-    assert launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-20"]).success
-    clean = _integrity(launch.run_checklist(instance, MORNING))
+    assert launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-20"]).success
+    assert launch.materialize(settings(), instance, ["learning_snapshots_daily"], ["2025-10-20"]).success
+    clean = _integrity(launch.run_checklist(settings(), instance, MORNING))
     assert clean["status"] == "PASS"
     assert "1 snapshot versions, 36 outcome partitions, 3 asset partitions" in clean["description"]
 
@@ -31,7 +32,7 @@ def test_dagster_integrity_check_passes_then_fails_with_the_finding(
     data = bytearray(snapshot.read_bytes())
     data[len(data) // 2] ^= 0x01
     snapshot.write_bytes(bytes(data))
-    failed = _integrity(launch.run_checklist(instance, MORNING))
+    failed = _integrity(launch.run_checklist(settings(), instance, MORNING))
     assert failed["status"] == "FAIL"
     assert failed["description"].startswith("DATA_CORRUPTION:")
     assert f"- snapshots: {snapshot}:" in failed["description"]

@@ -37,7 +37,7 @@ from opx_learning.safety.audit import utcnow
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM
 from opx_learning_tests.dagster.conftest import daemon_tick
-from opx_learning_tests.wiring import location, resource
+from opx_learning_tests.wiring import location, resource, settings
 
 
 def _resources() -> dict:
@@ -124,7 +124,7 @@ def test_watchdog_pages_once_for_a_stale_sensor_and_never_for_a_fresh_or_stopped
     # The stale sensor ticks again, then stops ticking: a new episode, a second P1.
     record_heartbeat(instance, HOUSEKEEPING, "sensor", at=now)
     later = now + timedelta(minutes=30)
-    rows = {row["name"]: row for row in monitors_report(later, instance=instance)}
+    rows = {row["name"]: row for row in monitors_report(later, settings=settings(), instance=instance)}
     assert rows[ALERT_SENSOR]["status"] == "STOPPED" and rows[ALERT_SENSOR]["stale"] is False
     publisher = LocalAlertPublisher(get_settings().alerts_file)
     assert [a.operation for a in raise_stale_alerts(instance, publisher, [rows[HOUSEKEEPING]], later)] == [HOUSEKEEPING]
@@ -138,7 +138,7 @@ def test_sensor_fresh_within_five_minutes_and_restart_gives_grace(instance: dg.D
     record_heartbeat(instance, ALERT_SENSOR, "sensor", at=t0)
 
     def row(now: datetime) -> dict:
-        return {r["name"]: r for r in monitors_report(now, instance=instance)}[HOUSEKEEPING]
+        return {r["name"]: r for r in monitors_report(now, settings=settings(), instance=instance)}[HOUSEKEEPING]
 
     assert row(t0 + timedelta(minutes=5))["stale"] is False
     stale = row(t0 + timedelta(minutes=5, seconds=1))
@@ -172,7 +172,7 @@ def test_watchdog_pages_when_the_alert_cursor_lags_the_audit_trail(instance: dg.
     assert alert["details"]["cursor_lag_seconds"] == 720
     # Nine minutes behind is within the limit.
     record_heartbeat(instance, ALERT_SENSOR, "sensor", at=now, cursor=AlertCursor(changed - timedelta(minutes=9)).serialize())
-    row = {r["name"]: r for r in monitors_report(now, instance=instance)}[ALERT_SENSOR]
+    row = {r["name"]: r for r in monitors_report(now, settings=settings(), instance=instance)}[ALERT_SENSOR]
     assert (row["stale"], row["cursor_lag_seconds"]) == (False, 540)
 
 
@@ -183,7 +183,7 @@ def test_running_schedule_that_missed_its_cron_time_is_stale(instance: dg.Dagste
            ScheduleInstigatorData("0 0 * * *", start_timestamp=started))
 
     def row(now: datetime) -> dict:
-        return {r["name"]: r for r in monitors_report(now, instance=instance)}[name]
+        return {r["name"]: r for r in monitors_report(now, settings=settings(), instance=instance)}[name]
 
     # Started at noon: the next cron time is 2026-03-02 00:00, missed only 5 minutes after it.
     assert row(datetime(2026, 3, 2, 0, 5, tzinfo=UTC))["stale"] is False

@@ -15,7 +15,7 @@ from opx_learning.app import launch
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
 from opx_learning_tests.core.test_patterns import outcomes
-from opx_learning_tests.wiring import resource
+from opx_learning_tests.wiring import resource, settings
 
 DAYS = ["2025-10-01", "2025-10-02", "2025-10-03", "2025-10-04"]
 
@@ -33,9 +33,9 @@ def test_dagster_range_run_equals_partitions_run_alone(instance: dg.DagsterInsta
     storage = resource("asset_storage")
     alone = {}
     for key in DAYS:
-        assert launch.materialize(instance, ["pattern_summaries_daily"], [key]).success
+        assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], [key]).success
         alone[key] = storage.read("pattern_summaries_daily", key)
-    run = launch.materialize(instance, ["pattern_summaries_daily"], DAYS)
+    run = launch.materialize(settings(), instance, ["pattern_summaries_daily"], DAYS)
     assert run.success, run.failures
     for key in DAYS:
         assert_frame_equal(storage.read("pattern_summaries_daily", key), alone[key])

@@ -9,15 +9,16 @@ from opx_learning.app import launch
 from opx_learning.core.snapshot_diff import diff_snapshots
 from opx_learning.stores.snapshots import snapshot_store
 from opx_learning_tests import wiring
+from opx_learning_tests.wiring import settings
 
 
 def test_dagster_daily_snapshot_metadata_diffs_the_previous_day(
     instance: dg.DagsterInstance, seeded: pl.DataFrame
 ) -> None:
     days = ["2025-10-14", "2025-10-15"]
-    assert launch.materialize(instance, ["pattern_summaries_daily"], days).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_daily"], days).success
     # One run per day, as the daily schedule launches them.
-    runs = [launch.materialize(instance, ["learning_snapshots_daily"], [day]) for day in days]
+    runs = [launch.materialize(settings(), instance, ["learning_snapshots_daily"], [day]) for day in days]
     assert all(run.success for run in runs), [run.failures for run in runs]
     first, second = (run.metadata["learning_snapshots_daily"][day] for run, day in zip(runs, days, strict=True))
     assert first["diff_against"] == "-"

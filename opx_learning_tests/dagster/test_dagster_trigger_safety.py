@@ -18,6 +18,7 @@ from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
 from opx_learning_tests import wiring
 from opx_learning_tests.dagster.conftest import daemon_tick
+from opx_learning_tests.wiring import settings
 
 DAY = ["--start", "2025-10-01", "--end", "2025-10-02"]
 
@@ -112,7 +113,7 @@ def test_scheduled_run_started_under_kill_switch_skips_without_failing(
 ) -> None:
     tick = daemon_tick(instance, "daily_patterns_schedule", 1759363200.0)
     tags = {"dagster/schedule_name": "daily_patterns_schedule", "dagster/tick": str(tick)}
-    run = launch.materialize(instance, ["pattern_summaries_daily"], ["2025-10-01"], tags)
+    run = launch.materialize(settings(), instance, ["pattern_summaries_daily"], ["2025-10-01"], tags)
     assert run.success and run.materialized == {} and run.failures == []
     assert run.skipped == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
     (audit_id,) = run.audit_ids
@@ -134,7 +135,8 @@ def test_fifty_concurrent_calibrate_triggers_accept_exactly_three(dagster_home: 
     def trigger() -> None:
         try:
             barrier.wait()
-            attempts.append(begin_manual("CALIBRATION", "alice", parameters, guard=Guard.from_settings(wiring.settings())))
+            attempts.append(begin_manual("CALIBRATION", "alice", parameters, settings=wiring.settings(),
+                                          guard=Guard.from_settings(wiring.settings())))
         except Exception as error:  # noqa: BLE001 - a thread has no caller: the assertion below reports it
             errors.append(error)
 

@@ -17,13 +17,14 @@ from opx_learning.app import launch
 from opx_learning_tests.conftest import _free_port
 from opx_learning_tests.graphql import graphql
 from opx_learning_tests.processes import spawn, stop
+from opx_learning_tests.wiring import settings
 
 OPX = Path(sys.executable).with_name("opx-learning")
 RUNS = "query { runsOrError { ... on Runs { results { runId jobName } } } }"
 
 
 def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded: pl.DataFrame, tmp_path: Path) -> None:
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
     assert run.success, run.failures
     port = _free_port()
     log = tmp_path / "ui.log"

@@ -22,7 +22,7 @@ from opx_learning.defs.jobs import JOB_ASSETS, job_for_assets
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
-from opx_learning_tests.wiring import location, resource
+from opx_learning_tests.wiring import location, resource, settings
 
 # Figures of the run, shared by the partitions it covered; everything else is the partition's own.
 RUN_FIGURES = {"duration_ms", "duration_per_partition_ms", "partitions", "range", "audit_id", "trigger_type"}
@@ -61,9 +61,9 @@ def test_dagster_daily_range_records_each_days_own_metadata(instance: dg.Dagster
     days = ["2025-10-05", "2025-10-06", "2025-10-07", "2025-10-08"]
     alone = {}
     for day in days:
-        assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], [day]).success
+        assert launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], [day]).success
         alone[day] = _latest(instance, "pattern_summaries_daily", day)
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], days)
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], days)
     assert run.success, run.failures
     counts = set()
     for day in days:
@@ -82,9 +82,9 @@ def test_dagster_weekly_range_records_each_weeks_own_metadata(instance: dg.Dagst
     weeks = {"2025-10-05": "2025-10-12", "2025-10-12": "2025-10-19"}
     alone = {}
     for week in weeks:
-        assert launch.materialize(instance, ["pattern_summaries_weekly"], [week]).success
+        assert launch.materialize(settings(), instance, ["pattern_summaries_weekly"], [week]).success
         alone[week] = _latest(instance, "pattern_summaries_weekly", week)
-    assert launch.materialize(instance, ["pattern_summaries_weekly"], list(weeks)).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_weekly"], list(weeks)).success
     for week, end in weeks.items():
         ranged = _latest(instance, "pattern_summaries_weekly", week)
         assert _own(ranged) == _own(alone[week]), week
@@ -92,10 +92,10 @@ def test_dagster_weekly_range_records_each_weeks_own_metadata(instance: dg.Dagst
 
 
 def test_dagster_range_run_leaves_no_check_planned(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01", "2025-10-02",
+    assert launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01", "2025-10-02",
                                                                                        "2025-10-03"]).success
-    assert launch.materialize(instance, ["pattern_summaries_weekly"], ["2025-10-05", "2025-10-12"]).success
-    assert launch.materialize(instance, ["learning_snapshots_daily"], ["2025-10-01", "2025-10-02"]).success
+    assert launch.materialize(settings(), instance, ["pattern_summaries_weekly"], ["2025-10-05", "2025-10-12"]).success
+    assert launch.materialize(settings(), instance, ["learning_snapshots_daily"], ["2025-10-01", "2025-10-02"]).success
     assert _planned(instance) == []
     key = dg.AssetCheckKey(dg.AssetKey("pattern_summaries_daily"), "window_has_outcomes")
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
@@ -105,7 +105,7 @@ def test_dagster_range_run_leaves_no_check_planned(instance: dg.DagsterInstance,
 def test_dagster_empty_day_warns_on_the_asset(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
     # The seeded outcomes start 2025-09-01: 08-30 and 08-31 hold none.
     days = ["2025-08-30", "2025-08-31", "2025-09-01"]
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], days)
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], days)
     assert run.success, run.failures
     key = dg.AssetCheckKey(dg.AssetKey("pattern_summaries_daily"), "window_has_outcomes")
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
@@ -135,7 +135,7 @@ def test_dagster_kill_switch_skip_is_tagged_on_the_run_and_each_partition(
         dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None,
     )
     instance.add_backfill(backfill)
-    run = launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], days, {"dagster/backfill": "bkfl0001"})
+    run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], days, {"dagster/backfill": "bkfl0001"})
     assert run.success
     tags = instance.get_run_by_id(run.run_id).tags
     assert tags["opx/skipped"] == "KILL_SWITCH_ACTIVE"

@@ -14,6 +14,7 @@ from dagster._core.storage.event_log import SqliteEventLogStorage
 
 from opx_learning.app import launch
 from opx_learning.app.event_log import BatchingSqliteEventLogStorage
+from opx_learning_tests.wiring import settings
 
 DAYS = [f"2025-10-{day:02d}" for day in range(1, 11)]
 PLAIN_YAML = "telemetry:\n  enabled: false\n"
@@ -65,7 +66,7 @@ def test_a_range_run_records_the_same_events_as_dagsters_own_storage(
         real(events)
 
     monkeypatch.setattr(storage, "store_event_batch", counted)
-    assert launch.materialize(instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
+    assert launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
     ours = _record(instance)
     # Dagster handed the planned events and each step's per-partition materializations over in batches.
     assert max(batches) >= len(DAYS), batches
@@ -75,7 +76,7 @@ def test_a_range_run_records_the_same_events_as_dagsters_own_storage(
     (plain_home / "dagster.yaml").write_text(PLAIN_YAML)
     with _open(plain_home) as plain:
         assert type(plain.event_log_storage) is SqliteEventLogStorage
-        assert launch.materialize(plain, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
+        assert launch.materialize(settings(), plain, ["daily_outcomes", "pattern_summaries_daily"], DAYS).success
         theirs = _record(plain)
 
     assert ours == theirs
