@@ -41,6 +41,9 @@ class OpxLearningComponent(dg.Component, dg.Resolvable, dg.Model):
     maintenance_windows: str | None = None
     trusted_identity_header: str | None = None
     api_max_runs: int = 4
+    dagster_home: str | None = None
+    ui_url: str = "http://127.0.0.1:3000"
+    dagster_location: str = "opx_learning.definitions"
     key_prefix: str | None = None
 
     def settings(self) -> Settings:

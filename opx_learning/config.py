@@ -12,6 +12,8 @@ from pathlib import Path
 BACKENDS = ("local", "aws")
 DEFAULT_HOME = "~/.opx"
 DEFAULT_PARTITIONS_START = "2025-01-01"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_LOCATION = "opx_learning.definitions"
 DEFAULT_API_MAX_RUNS = 4
 
 
@@ -53,6 +55,9 @@ class Settings:
     maintenance_windows: str | None = None
     trusted_identity_header: str | None = None
     api_max_runs: int = DEFAULT_API_MAX_RUNS
+    dagster_home: Path | None = None
+    ui_url: str = DEFAULT_UI_URL
+    dagster_location: str = DEFAULT_LOCATION
 
     def __post_init__(self) -> None:
         raw_backend = self.backend
@@ -71,6 +76,10 @@ class Settings:
         header = (self.trusted_identity_header or "").strip()
         object.__setattr__(self, "trusted_identity_header", header or None)
         object.__setattr__(self, "api_max_runs", _max_runs(self.api_max_runs))
+        dagster_home = str(self.dagster_home or "").strip()
+        object.__setattr__(self, "dagster_home", Path(dagster_home).expanduser().absolute() if dagster_home else None)
+        object.__setattr__(self, "ui_url", (str(self.ui_url or "").strip() or DEFAULT_UI_URL).rstrip("/"))
+        object.__setattr__(self, "dagster_location", str(self.dagster_location or "").strip() or DEFAULT_LOCATION)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +115,11 @@ class Settings:
         return str(self.home / "assets")
 
     @property
+    def dagster_home_dir(self) -> Path:
+        """The Dagster instance's directory: `dagster_home` (`DAGSTER_HOME`), else `<home>/dagster_home`."""
+        return self.dagster_home or self.home / "dagster_home"
+
+    @property
     def alerts_file(self) -> Path:
         """JSON-lines file that receives alerts on the local backend."""
         return self.home / "alerts.jsonl"
@@ -133,6 +147,9 @@ _ENV_KEYS = (
     "OPX_MAINTENANCE_WINDOWS",
     "OPX_TRUSTED_IDENTITY_HEADER",
     "OPX_API_MAX_RUNS",
+    "DAGSTER_HOME",
+    "OPX_UI_URL",
+    "OPX_DAGSTER_LOCATION",
 )
 
 
@@ -167,6 +184,9 @@ def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Se
         maintenance_windows=env.get("OPX_MAINTENANCE_WINDOWS"),
         trusted_identity_header=env.get("OPX_TRUSTED_IDENTITY_HEADER"),
         api_max_runs=env.get("OPX_API_MAX_RUNS", "").strip() or DEFAULT_API_MAX_RUNS,
+        dagster_home=env.get("DAGSTER_HOME") or None,
+        ui_url=env.get("OPX_UI_URL") or DEFAULT_UI_URL,
+        dagster_location=env.get("OPX_DAGSTER_LOCATION") or DEFAULT_LOCATION,
     )
 
 

@@ -36,6 +36,7 @@ from opx_learning.api.models import (
 )
 from opx_learning.api.runner import BackgroundRuns
 from opx_learning.api.thresholds import thresholds_router
+from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Attempt, Guard
@@ -117,6 +118,9 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     settings = settings if settings is not None else Settings.from_env()
     store = settings.store_description
     trusted = trusted_identity_header or settings.trusted_identity_header
+    # The runs this process submits to a queue start `dagster job launch`, which finds the instance by DAGSTER_HOME.
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+    ensure_dagster_home(settings)
     runs = BackgroundRuns(settings, environ=os.environ)
 
     @asynccontextmanager

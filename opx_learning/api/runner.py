@@ -58,6 +58,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "OPX_PARTITIONS_START": settings.partitions_start.isoformat(),
         "OPX_API_MAX_RUNS": str(settings.api_max_runs),
         "DAGSTER_HOME": str(ensure_dagster_home(settings)),
+        "OPX_UI_URL": settings.ui_url,
+        "OPX_DAGSTER_LOCATION": settings.dagster_location,
     }
     optional = {
         "OPX_OUTCOMES_S3_URI": settings.outcomes_s3_uri,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from opx_learning.config import Settings, get_settings
+from opx_learning.config import DEFAULT_PARTITIONS_START, Settings
 
 DEFAULT_DAGSTER_YAML = """\
 # Local Dagster instance settings (copied into DAGSTER_HOME by `opx-learning demo`).
@@ -31,21 +30,21 @@ telemetry:
   enabled: false
 """
 _REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 _INSTANCE_READY = ".opx-instance-ready"
 
 
-def ensure_dagster_home(settings: Settings | None = None) -> Path:
-    """Use DAGSTER_HOME, else `$OPX_HOME/dagster_home`; create it with a `dagster.yaml` and the instance's storage.
+def ensure_dagster_home(settings: Settings) -> Path:
+    """The settings' Dagster instance directory, created with a `dagster.yaml` and the instance's storage.
 
-    The storage (Dagster's SQLite schema) is created once, under a file lock, before any run
+    `settings.dagster_home_dir` is `DAGSTER_HOME` when set, else `<home>/dagster_home`. The
+    storage (Dagster's SQLite schema) is created once, under a file lock, before any run
     starts: processes that open a fresh instance at the same moment would otherwise race on
-    the schema migration ("table runs already exists").
+    the schema migration ("table runs already exists"). The entry points (CLI, REST app)
+    export the directory as `DAGSTER_HOME` first: the instance's event log storage and the
+    processes Dagster starts find it there.
     """
-    raw = os.environ.get("DAGSTER_HOME")
-    home = Path(raw).expanduser().absolute() if raw else (settings or get_settings()).home / "dagster_home"
+    home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
     config, ready = home / "dagster.yaml", home / _INSTANCE_READY
     if config.exists() and ready.exists() and not _former_default(config):
         return home
@@ -56,7 +55,7 @@ def ensure_dagster_home(settings: Settings | None = None) -> Path:
             source = _REPO_DAGSTER_YAML.read_text() if _REPO_DAGSTER_YAML.exists() else DEFAULT_DAGSTER_YAML
             config.write_text(source)
         if not ready.exists():
-            _initialise_instance()
+            _initialise_instance(home)
             ready.touch()
     return home
 
@@ -69,25 +68,19 @@ def _former_default(config: Path) -> bool:
         return False
 
 
-def _initialise_instance() -> None:
-    """Open the instance of DAGSTER_HOME once, which creates (or migrates the stamp of) its storage."""
+def _initialise_instance(home: Path) -> None:
+    """Open the instance in `home` once, which creates (or migrates the stamp of) its storage."""
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(home))
     try:
         instance.get_runs(limit=1)
     finally:
         instance.dispose()
 
 
-def ui_url() -> str:
-    """Where the Dagster UI is reached: `OPX_UI_URL` (e.g. behind a proxy or on another port), else port 3000."""
-    return (os.environ.get("OPX_UI_URL", "").strip() or DEFAULT_UI_URL).rstrip("/")
-
-
-def dev_command(dagster_home: Path) -> str:
+def dev_command(settings: Settings, dagster_home: Path) -> str:
     """The shell command that opens this instance in the Dagster UI."""
-    settings = get_settings()
-    start = os.environ.get("OPX_PARTITIONS_START", "").strip()
-    partitions = f"OPX_PARTITIONS_START={settings.partitions_start.isoformat()} " if start else ""
+    start = settings.partitions_start.isoformat()
+    partitions = f"OPX_PARTITIONS_START={start} " if start != DEFAULT_PARTITIONS_START else ""
     return f"OPX_HOME={settings.home} {partitions}DAGSTER_HOME={dagster_home} dagster dev"

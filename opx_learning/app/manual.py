@@ -254,7 +254,6 @@ def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Setti
         return []
     import dagster as dg
 
-    ensure_dagster_home(settings)
     upstream = "pattern_summaries_weekly" if cadence == "WEEKLY" else "pattern_summaries_daily"
     needed = keys
     if cadence == "MONTHLY":
@@ -262,7 +261,8 @@ def _missing_upstream(asset: str, keys: list[str], cadence: str, settings: Setti
         partitions_def = parts.cadence[cadence]
         window = Window(partition_window(partitions_def, keys[0]).start, partition_window(partitions_def, keys[-1]).end)
         needed = keys_in_window(parts.daily, window)
-    done = dg.DagsterInstance.get().get_materialized_partitions(dg.AssetKey(upstream))
+    with dg.DagsterInstance.from_config(str(ensure_dagster_home(settings))) as instance:
+        done = instance.get_materialized_partitions(dg.AssetKey(upstream))
     return [key for key in needed if key not in done]
 
 
@@ -304,8 +304,7 @@ def launch_manual(
     from opx_learning.defs.location import CUSTOM_WINDOWS
     from opx_learning.safety.guard import Guard
 
-    ensure_dagster_home(settings)
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
     if plan.cadence == "CUSTOM":
         new = [key for key in plan.keys if not instance.has_dynamic_partition(CUSTOM_WINDOWS, key)]
         try:
@@ -366,7 +365,8 @@ def launch_adopting(
         adoption = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token, **(tags or {})}
         summary = launch.materialize(settings, instance, list(assets), list(keys), adoption, verbose)
     else:
-        run_id = submit_adopting(instance, assets, keys, audit_id, token, guard=guard, trigger_type=trigger_type, tags=tags)
+        run_id = submit_adopting(instance, assets, keys, audit_id, token, guard=guard, trigger_type=trigger_type,
+                                 tags=tags, location=settings.dagster_location)
         run = queue.follow(instance, run_id, timeout=timeout, progress=progress) if wait else None
         if run is None:
             status = instance.get_run_by_id(run_id).status.value
@@ -393,6 +393,7 @@ def submit_adopting(
     guard: Guard,
     trigger_type: str,
     tags: Mapping[str, str] | None = None,
+    location: str = "opx_learning.definitions",
 ) -> str:
     """Submit one run of `assets` over `keys` to the instance's run coordinator, reserved to adopt `audit_id`.
 
@@ -411,7 +412,8 @@ def submit_adopting(
     guard.reserve(audit_id, run_id=run_id, token=token)
     run_tags = {**(tags or {}), queue.TRIGGER_TYPE_TAG: trigger_type, AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token}
     try:
-        return queue.submit_job(instance, job_for_assets(assets), list(keys), run_tags, run_id=run_id)
+        return queue.submit_job(instance, job_for_assets(assets), list(keys), run_tags, run_id=run_id,
+                                location=location)
     except Exception as error:
         fail_running(guard, audit_id, f"the run could not be submitted to the queue: {type(error).__name__}: {error}")
         raise
@@ -430,7 +432,7 @@ def run_checklist(
     if not queue.queues(instance):
         return launch.run_checklist(settings, instance, at, verbose)
     tags = {"opx/checklist_at": at} if at else {}
-    run_id = queue.submit_job(instance, "morning_checklist_job", [], tags)
+    run_id = queue.submit_job(instance, "morning_checklist_job", [], tags, location=settings.dagster_location)
     run = queue.follow(instance, run_id, progress=progress)
     if run is None:
         raise TimeoutError(f"the morning checklist run {run_id} did not finish")

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import dagster as dg
 
-LOCATION_ENV = "OPX_DAGSTER_LOCATION"
 DEFAULT_LOCATION = "opx_learning.definitions"
 REPOSITORY = "__repository__"
 TRIGGER_TYPE_TAG = "opx/trigger_type"
@@ -55,11 +54,6 @@ def queues(instance: dg.DagsterInstance) -> bool:
     return isinstance(coordinator, dg.QueuedRunCoordinator)
 
 
-def location_name() -> str:
-    """The code location name submitted runs carry (`OPX_DAGSTER_LOCATION`, default `opx_learning.definitions`)."""
-    return os.environ.get(LOCATION_ENV, "").strip() or DEFAULT_LOCATION
-
-
 def partition_tags(partitions: Sequence[str]) -> dict[str, str]:
     """`dagster/partition` for one partition, the range tags for several (one run over the range)."""
     if len(partitions) == 1:
@@ -69,10 +63,10 @@ def partition_tags(partitions: Sequence[str]) -> dict[str, str]:
     return {}
 
 
-def _workspace_yaml() -> str:
+def _workspace_yaml(location_name: str) -> str:
     """A workspace of the one code location, under the name submitted runs carry, loaded as this process loads it."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the `opx_learning` this process imports
-    location = {"module_name": MODULE, "location_name": location_name(), "working_directory": os.path.dirname(package)}
+    location = {"module_name": MODULE, "location_name": location_name, "working_directory": os.path.dirname(package)}
     return json.dumps({"load_from": [{"python_module": location}]})  # JSON is YAML
 
 
@@ -83,6 +77,7 @@ def submit_job(
     tags: Mapping[str, str],
     *,
     run_id: str | None = None,
+    location: str = DEFAULT_LOCATION,
 ) -> str:
     """Create a run of the named job over `partitions` and submit it to the instance's run coordinator.
 
@@ -96,6 +91,7 @@ def submit_job(
         partitions: one partition key, or the first..last keys of one range (one run).
         tags: run tags (the adoption tags, `opx/trigger_type`, ...).
         run_id: the run's id (default: a new one).
+        location: the code location name the run carries (the settings' `dagster_location`).
 
     Returns:
         The run id.
@@ -107,10 +103,10 @@ def submit_job(
     with tempfile.TemporaryDirectory(prefix="opx-submit-") as folder:
         workspace = os.path.join(folder, "workspace.yaml")
         with open(workspace, "w", encoding="utf-8") as handle:
-            handle.write(_workspace_yaml())
+            handle.write(_workspace_yaml(location))
         command = [
             sys.executable, "-m", "dagster", "job", "launch",
-            "-w", workspace, "-l", location_name(), "-r", REPOSITORY, "-j", job_name,
+            "-w", workspace, "-l", location, "-r", REPOSITORY, "-j", job_name,
             "--tags", json.dumps({**partition_tags(partitions), **tags}), "--run-id", run_id,
         ]  # fmt: skip
         done = subprocess.run(

@@ -26,11 +26,10 @@ def checklist(at_text: str | None, as_json: bool, verbose: bool) -> None:
         at = _parse_at(at_text) if at_text else datetime.now(UTC)
     except WindowError as error:
         raise click.UsageError(str(error)) from None
-    from opx_learning.cli.environment import command_settings
-    from opx_learning.cli.orchestration import ensure_dagster_home
+    from opx_learning.cli.environment import command_settings, use_dagster_home
 
     settings = command_settings()
-    ensure_dagster_home(settings)
+    use_dagster_home(settings)
     import dagster as dg
 
     from opx_learning.app.launch import run_checklist

@@ -7,6 +7,7 @@ below the CLI reads the environment.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from opx_learning.config import Settings
 
@@ -26,3 +27,16 @@ def principal_name(given: str | None) -> str | None:
 def dagster_home_variable() -> str | None:
     """The DAGSTER_HOME of this process, if set."""
     return os.environ.get("DAGSTER_HOME") or None
+
+
+def use_dagster_home(settings: Settings) -> Path:
+    """The settings' Dagster instance, created if needed and exported as this process's `DAGSTER_HOME`.
+
+    Dagster finds the instance of a process (`DagsterInstance.get()`) and of the processes it
+    starts (a queued run's `dagster job launch`) through `DAGSTER_HOME`.
+    """
+    from opx_learning.app.instance import ensure_dagster_home
+
+    # Exported first: the instance's event log storage finds its files through DAGSTER_HOME.
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+    return ensure_dagster_home(settings)

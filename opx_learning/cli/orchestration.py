@@ -37,12 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from opx_learning.app.instance import (
-    DEFAULT_DAGSTER_YAML,
-    dev_command,
-    ensure_dagster_home,
-    ui_url,
-)
+from opx_learning.app.instance import DEFAULT_DAGSTER_YAML, dev_command
 from opx_learning.app.manual import (
     UNGUARDED,
     ManualPlan,
@@ -55,7 +50,11 @@ from opx_learning.app.manual import (
     service_report,
 )
 from opx_learning.app.queue import FOLLOW_TIMEOUT, queues
-from opx_learning.cli.environment import command_settings, principal_name
+from opx_learning.cli.environment import (
+    command_settings,
+    principal_name,
+    use_dagster_home,
+)
 from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
@@ -103,13 +102,13 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
     start = end - timedelta(days=days)
     settings = _fit_partitions_start(command_settings(), start, as_json)
     started = time.perf_counter()
-    dagster_home = ensure_dagster_home(settings)
+    dagster_home = use_dagster_home(settings)
     _initialise_demo_home(settings)
     report = run_demo(Window(start, end), per_day, seed_value, as_json, verbose, settings=settings)
     report |= {
         "dagster_home": str(dagster_home),
         "opx_home": str(settings.home),
-        "open": {"ui": "opx-learning ui", "command": dev_command(dagster_home), "url": ui_url()},
+        "open": {"ui": "opx-learning ui", "command": dev_command(settings, dagster_home), "url": settings.ui_url},
         "seconds": round(time.perf_counter() - started, 1),
     }
     if as_json:
@@ -416,7 +415,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import InvalidRequest
 
-    dagster_home = ensure_dagster_home(settings)
+    dagster_home = use_dagster_home(settings)
     instance = dg.DagsterInstance.get()
     queued = queues(instance)
     if no_wait and not queued:
@@ -456,8 +455,8 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
         "run": summary.to_dict(),
         "executed": "in a run worker, through the instance's run queue" if queued else "in this process",
         "where": {
-            "run": f"{ui_url()}/runs/{summary.run_id}",
-            "dagster": dev_command(dagster_home),
+            "run": f"{settings.ui_url}/runs/{summary.run_id}",
+            "dagster": dev_command(settings, dagster_home),
             "assets": str(settings.home / "assets"),
             "audit": f"opx-learning audit get {attempt.audit_id}",
         },

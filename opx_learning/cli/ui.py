@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from opx_learning.app.instance import ensure_dagster_home
-from opx_learning.cli.environment import command_settings
+from opx_learning.cli.environment import command_settings, use_dagster_home
 
 
 @click.command("ui")
@@ -23,7 +22,7 @@ def ui(host: str, port: int) -> None:
     so the links the other commands print point at it.
     """
     settings = command_settings()
-    home = ensure_dagster_home(settings)
+    home = use_dagster_home(settings)
     dagster = shutil.which("dagster") or ""
     command = [dagster, "dev"] if dagster else [sys.executable, "-m", "dagster", "dev"]
     command += ["-m", "opx_learning.definitions", "--host", host, "--port", str(port)]

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from opx_learning.app.instance import FORMER_DAGSTER_YAML, ensure_dagster_home
+from opx_learning.cli.environment import use_dagster_home
 from opx_learning.cli.main import cli
 from opx_learning.defs.location import CUSTOM_WINDOWS
-from opx_learning_tests.wiring import partitions
+from opx_learning_tests.wiring import partitions, settings
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -69,7 +70,7 @@ def test_dagster_demo_ending_mid_month_materializes_every_month_it_touches(
 
 def test_dagster_home_defaults_under_opx_home(opx_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME")
-    home = ensure_dagster_home()
+    home = use_dagster_home(settings())
     assert home == opx_home / "dagster_home"
     config = (home / "dagster.yaml").read_text()
     assert "class: LocalRunCoordinator" in config and "class: BatchingSqliteEventLogStorage" in config
@@ -83,9 +84,9 @@ def test_dagster_home_with_the_former_default_yaml_gets_the_current_one(
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         home.mkdir()
         (home / "dagster.yaml").write_text(text)
-        ensure_dagster_home()  # creates the instance's storage and marks it ready
+        ensure_dagster_home(settings())  # creates the instance's storage and marks it ready
         (home / "dagster.yaml").write_text(text)  # a home of an earlier release, already initialised
-        ensure_dagster_home()
+        ensure_dagster_home(settings())
     assert "class: LocalRunCoordinator" in (unchanged / "dagster.yaml").read_text()
     assert (customised / "dagster.yaml").read_text() == FORMER_DAGSTER_YAML + "# mine\n"
 

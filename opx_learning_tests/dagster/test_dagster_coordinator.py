@@ -10,6 +10,7 @@ from dagster._daemon.types import DaemonHeartbeat
 
 from opx_learning.app.coordinator import LocalRunCoordinator, daemon_dequeues
 from opx_learning.app.queue import queues, submit_job
+from opx_learning.config import Settings
 
 
 def _beat(instance: dg.DagsterInstance, daemon_type: str, at: float) -> None:
@@ -39,7 +40,9 @@ def test_a_submitted_job_waits_in_the_queue_with_its_id_tags_plan_and_location(
     monkeypatch.setenv("OPX_DAGSTER_LOCATION", "opx-location")
     run_id = "0f3c1a52-2d4b-4c8e-9a77-5e1d2c3b4a59"
     tags = {"opx/trigger_type": "MANUAL", "opx/audit_id": "a-1"}
-    assert submit_job(instance, "daily_patterns_job", ["2025-10-01", "2025-10-03"], tags, run_id=run_id) == run_id
+    location = Settings.from_env().dagster_location  # OPX_DAGSTER_LOCATION
+    assert submit_job(instance, "daily_patterns_job", ["2025-10-01", "2025-10-03"], tags, run_id=run_id,
+                      location=location) == run_id
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.QUEUED and run.job_name == "daily_patterns_job"
     assert {key: run.tags.get(key) for key in [*tags, "dagster/asset_partition_range_start",

@@ -14,11 +14,12 @@ PROCESSES = 6
 SCRIPT = """
 import sys, time
 from opx_learning.app.instance import ensure_dagster_home
+from opx_learning.config import Settings
 import dagster as dg
 deadline = float(sys.argv[1])
 while time.time() < deadline:
     time.sleep(0.001)
-ensure_dagster_home()
+ensure_dagster_home(Settings.from_env())
 with dg.DagsterInstance.get() as instance:
     print("runs", len(instance.get_runs(limit=1)))
 """
