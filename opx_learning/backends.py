@@ -186,20 +186,20 @@ class AwsBackend(Backend):
     name = "aws"
     cloud_monitoring = True
 
-    def outcome_store(self) -> OutcomeStore:
-        """Parquet under `outcomes_s3_uri` when it is set, else the platform's DynamoDB table."""
+    def outcome_store(self, s3: Any = None) -> OutcomeStore:
+        """Parquet under `outcomes_s3_uri` when it is set (read with the S3 client `s3`), else the DynamoDB table."""
         from opx_learning.stores.outcomes import DynamoOutcomeStore, S3OutcomeStore
 
         if self.settings.outcomes_s3_uri:
-            return S3OutcomeStore(self.settings.outcomes_s3_uri, region=self.settings.region)
+            return S3OutcomeStore(self.settings.outcomes_s3_uri, region=self.settings.region, client=s3)
         return DynamoOutcomeStore(self.settings.outcomes_table, region=self.settings.region)
 
-    def snapshot_store(self) -> SnapshotStore:
-        """Snapshots under `<assets_s3_uri>/snapshots/`; under `<home>/snapshots` when no bucket is set."""
+    def snapshot_store(self, s3: Any = None) -> SnapshotStore:
+        """Snapshots under `<assets_s3_uri>/snapshots/` (with the S3 client `s3`); `<home>/snapshots` without a bucket."""
         from opx_learning.stores.snapshots import S3SnapshotStore, SnapshotStore
 
         if self.settings.assets_s3_uri:
-            return S3SnapshotStore(settings=self.settings)
+            return S3SnapshotStore(settings=self.settings, client=s3)
         return SnapshotStore(settings=self.settings)
 
     def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:

@@ -26,20 +26,38 @@ from opx_learning.defs.service_calibration import build_service_calibration
 from opx_learning.resources import alerts, safety, stores
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
 
-_BY_BACKEND: dict[str, dict[str, type[Any]]] = {
-    "local": {
-        "safety": safety.LocalSafetyResource,
-        "alerts": alerts.LocalAlertsResource,
-        "outcome_store": stores.LocalOutcomeStoreResource,
-        "snapshot_store": stores.LocalSnapshotStoreResource,
-    },
-    "aws": {
-        "safety": safety.AwsSafetyResource,
-        "alerts": alerts.AwsAlertsResource,
-        "outcome_store": stores.AwsOutcomeStoreResource,
-        "snapshot_store": stores.AwsSnapshotStoreResource,
-    },
-}
+
+def _local(settings: Settings) -> dict[str, Any]:
+    storage = AssetStorage(base_uri=settings.assets_base)
+    return {
+        "safety": safety.LocalSafetyResource.from_settings(settings),
+        "alerts": alerts.LocalAlertsResource.from_settings(settings),
+        "outcome_store": stores.LocalOutcomeStoreResource.from_settings(settings),
+        "snapshot_store": stores.LocalSnapshotStoreResource.from_settings(settings),
+        "asset_storage": storage,
+    }
+
+
+def _aws(settings: Settings) -> dict[str, Any]:
+    # dagster-aws (the `aws` extra) is needed by the aws backend only.
+    from opx_learning.resources import aws
+
+    s3 = aws.s3_resource(settings)
+    storage = (
+        aws.AwsAssetStorage(base_uri=settings.assets_base, s3=s3)
+        if settings.assets_base.startswith("s3://")
+        else AssetStorage(base_uri=settings.assets_base)
+    )
+    return {
+        "safety": safety.AwsSafetyResource.from_settings(settings),
+        "alerts": alerts.AwsAlertsResource.from_settings(settings),
+        "outcome_store": aws.AwsOutcomeStoreResource.from_settings(settings, s3=s3),
+        "snapshot_store": aws.AwsSnapshotStoreResource.from_settings(settings, s3=s3),
+        "asset_storage": storage,
+    }
+
+
+_BY_BACKEND = {"local": _local, "aws": _aws}
 
 
 def build_resources(settings: Settings, key_prefix: str | None = None) -> dict[str, Any]:
@@ -54,12 +72,10 @@ def build_resources(settings: Settings, key_prefix: str | None = None) -> dict[s
         (each `<prefix>_...` with a prefix).
     """
     names = Location.build(settings, key_prefix).names
-    storage = AssetStorage(base_uri=settings.assets_base)
-    chosen = {role: cls.from_settings(settings) for role, cls in _BY_BACKEND[settings.backend].items()}
+    chosen = _BY_BACKEND[settings.backend](settings)
     return {
         **{names(role): resource for role, resource in chosen.items()},
-        names("asset_storage"): storage,
-        names(IO_MANAGER): PolarsParquetIOManager(storage=storage),
+        names(IO_MANAGER): PolarsParquetIOManager(storage=chosen["asset_storage"]),
     }
 
 

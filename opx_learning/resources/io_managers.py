@@ -42,6 +42,10 @@ class AssetStorage(dg.ConfigurableResource):
 
     base_uri: str
 
+    def s3_client(self) -> Any:
+        """The S3 client for an `s3://` base (None here: boto3's own; the aws class uses dagster-aws's S3 resource)."""
+        return None
+
     def resolved_base(self) -> str:
         """The base directory or S3 URI in use."""
         return self.base_uri.rstrip("/")
@@ -65,7 +69,7 @@ class AssetStorage(dg.ConfigurableResource):
         else:
             raise TypeError(f"asset value: {type(value).__name__} is neither a polars DataFrame nor a dict")
         uri = self.uri(asset_key, partition, suffix)
-        put_bytes(uri, buffer.getvalue())
+        put_bytes(uri, buffer.getvalue(), client=self.s3_client())
         return uri
 
     def parquet_sources(
@@ -81,7 +85,7 @@ class AssetStorage(dg.ConfigurableResource):
         for partition in partitions:
             uri = self.uri(asset_key, partition, "parquet", base)
             if uri.startswith("s3://"):
-                data = get_bytes(uri)
+                data = get_bytes(uri, client=self.s3_client())
                 if data is not None:
                     found[partition] = data
             elif os.path.exists(uri):
@@ -91,7 +95,7 @@ class AssetStorage(dg.ConfigurableResource):
     def read(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None) -> Stored | None:
         """The stored value of one partition, or None when nothing is stored."""
         for suffix in ("parquet", "json"):
-            data = get_bytes(self.uri(asset_key, partition, suffix))
+            data = get_bytes(self.uri(asset_key, partition, suffix), client=self.s3_client())
             if data is not None:
                 if suffix == "parquet":
                     return pl.read_parquet(io.BytesIO(data))

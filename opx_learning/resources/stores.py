@@ -1,8 +1,8 @@
-"""Dagster resources over the project's stores (outcomes, snapshots), one class per backend."""
+"""Dagster resources over the project's stores (outcomes, snapshots); the aws classes are in `resources/aws.py`."""
 
 from __future__ import annotations
 
-from opx_learning.resources.base import AwsFields, OpxResource
+from opx_learning.resources.base import OpxResource
 from opx_learning.stores.outcomes import OutcomeStore, outcome_store
 from opx_learning.stores.snapshots import SnapshotStore, snapshot_store
 
@@ -19,10 +19,6 @@ class LocalOutcomeStoreResource(OutcomeStoreResource):
     """Day-partitioned Parquet under `<home>/outcomes`."""
 
 
-class AwsOutcomeStoreResource(OutcomeStoreResource, AwsFields):
-    """The DynamoDB outcomes table (its `TimeIndex`), or Parquet under `outcomes_s3_uri` when that is set."""
-
-
 class SnapshotStoreResource(OpxResource):
     """The append-only snapshot store: `<home>/snapshots`, or `<assets_s3_uri>/snapshots/` on aws."""
 
@@ -33,7 +29,3 @@ class SnapshotStoreResource(OpxResource):
 
 class LocalSnapshotStoreResource(SnapshotStoreResource):
     """Snapshots under `<home>/snapshots`."""
-
-
-class AwsSnapshotStoreResource(SnapshotStoreResource, AwsFields):
-    """Snapshots under `<assets_s3_uri>/snapshots/`."""
