@@ -16,7 +16,7 @@ DRIFT = dg.AssetKey("drift_metrics")
 
 
 def test_asset_graph_makes_each_month_depend_on_the_month_before() -> None:
-    graph = launch.definitions().resolve_asset_graph()
+    graph = launch.definitions(settings()).resolve_asset_graph()
     upstream = graph.get_parent_partition_keys_for_child("2025-10-01", CALIBRATION, DRIFT)
     assert sorted(upstream.partitions_subset.get_partition_keys()) == ["2025-09-01", "2025-10-01"]
     first = partitions().monthly.get_first_partition_key()

@@ -192,7 +192,7 @@ def test_running_schedule_that_missed_its_cron_time_is_stale(instance: dg.Dagste
     record_heartbeat(instance, name, "schedule", at=datetime(2026, 3, 2, 0, 0, tzinfo=UTC))
     assert row(datetime(2026, 3, 2, 18, 0, tzinfo=UTC))["stale"] is False
     # Other schedules are STOPPED (their default): never stale.
-    assert {r["stale"] for r in monitors_report(datetime(2026, 3, 9, tzinfo=UTC), instance=instance)
+    assert {r["stale"] for r in monitors_report(datetime(2026, 3, 9, tzinfo=UTC), settings=settings(), instance=instance)
             if r["kind"] == "schedule" and r["name"] != name} == {False}
 
 
@@ -206,7 +206,7 @@ def test_alert_sensor_watches_the_watchdog(instance: dg.DagsterInstance) -> None
 
 
 def test_nothing_is_stale_before_anything_ticked(instance: dg.DagsterInstance) -> None:
-    rows = monitors_report(utcnow() + timedelta(days=1), instance=instance)
+    rows = monitors_report(utcnow() + timedelta(days=1), settings=settings(), instance=instance)
     assert {r["name"] for r in rows if r["status"] == "RUNNING"} == {HOUSEKEEPING, ALERT_SENSOR, WATCHDOG}
     assert not any(r["stale"] for r in rows)
 

@@ -20,14 +20,14 @@ from opx_learning.core.service_calibration import (
 from opx_learning.core.windows import Window
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
-from opx_learning_tests.wiring import resource
+from opx_learning_tests.wiring import resource, settings
 
 OCTOBER = "2025-10-01"
 ASSET = "confidence_calibration_by_service"
 
 
 def _run_month(instance: dg.DagsterInstance, month: str) -> dg.ExecuteInProcessResult:
-    job = definitions().resolve_job_def("monthly_calibration_job")
+    job = definitions(settings()).resolve_job_def("monthly_calibration_job")
     return job.execute_in_process(instance=instance, partition_key=month, raise_on_error=False, run_config=console(False))
 
 
@@ -90,7 +90,7 @@ def test_calibration_metadata_shows_the_diagram_and_where_confidence_is_wrong(
 
 
 def test_a_month_without_outcomes_stores_an_empty_frame(instance: dg.DagsterInstance, seeded: pl.DataFrame) -> None:
-    job = definitions().resolve_job_def("monthly_calibration_job")
+    job = definitions(settings()).resolve_job_def("monthly_calibration_job")
     result = job.execute_in_process(
         instance=instance, partition_key="2025-03-01", raise_on_error=False, run_config=console(False),
         asset_selection=[dg.AssetKey(ASSET)],

@@ -130,7 +130,7 @@ def test_dagster_kill_switch_skip_is_tagged_on_the_run_and_each_partition(
     days = ["2025-10-01", "2025-10-02"]
     # A Catalog backfill of the two days, and the run it launches (single-run backfill policy: one run).
     backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id="bkfl0001", asset_graph=launch.definitions().resolve_asset_graph(), partition_names=days,
+        backfill_id="bkfl0001", asset_graph=launch.definitions(settings()).resolve_asset_graph(), partition_names=days,
         asset_selection=[dg.AssetKey("pattern_summaries_daily")], backfill_timestamp=time.time(), tags={},
         dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=None,
     )
