@@ -202,19 +202,17 @@ def _max_runs(value: int | str) -> int:
     return runs
 
 
-def _start_day(value: date | str) -> date:
-    if isinstance(value, date):
-        day: date | None = value
-    else:
-        text = str(value).strip()
+def _start_day(value: date | str, label: str = "partitions_start (OPX_PARTITIONS_START)") -> date:
+    day = value if isinstance(value, date) else None
+    if day is None:
+        text = str(value).strip() or DEFAULT_PARTITIONS_START
         try:
             day = date.fromisoformat(text) if len(text) == 10 else None
         except ValueError:
             day = None
     if day is None or not date(1970, 1, 1) <= day < date(2200, 1, 1):
         raise ConfigurationError(
-            f"partitions_start (OPX_PARTITIONS_START): {value!r} is not a day (YYYY-MM-DD, 1970-01-01..2199-12-31); "
-            f"unset means {DEFAULT_PARTITIONS_START}"
+            f"{label}: {value!r} is not a day (YYYY-MM-DD, 1970-01-01..2199-12-31); unset means {DEFAULT_PARTITIONS_START}"
         )
     return day
 
@@ -225,15 +223,4 @@ def partitions_start(env: Mapping[str, str] | None = None) -> date:
     Raises:
         ConfigurationError: not a `YYYY-MM-DD` day from 1970-01-01 to 2199-12-31.
     """
-    raw = (os.environ if env is None else env).get("OPX_PARTITIONS_START", "")
-    text = raw.strip() or DEFAULT_PARTITIONS_START
-    try:
-        day = date.fromisoformat(text) if len(text) == 10 else None
-    except ValueError:
-        day = None
-    if day is None or not date(1970, 1, 1) <= day < date(2200, 1, 1):
-        raise ConfigurationError(
-            f"OPX_PARTITIONS_START: {raw!r} is not a day (YYYY-MM-DD, 1970-01-01..2199-12-31); "
-            f"unset means {DEFAULT_PARTITIONS_START}"
-        )
-    return day
+    return _start_day((os.environ if env is None else env).get("OPX_PARTITIONS_START", ""), "OPX_PARTITIONS_START")
