@@ -8,9 +8,9 @@ setup(
     packages=find_packages(exclude=["opx_learning_tests*", "benchmarks*"]),
     package_data={"opx_learning.deploy": ["*.yaml", "*.json"]},
     install_requires=[
-        # 1.13.5 is the floor CI tests (.ci/run); dagster-aws/-postgres pin one dagster each, so extras.
-        "dagster>=1.13.5,<1.14",
-        "dagster-webserver>=1.13.5,<1.14",
+        # 1.13.21 is the floor CI tests (.ci/run); dagster-aws/-postgres pin one dagster each, so extras.
+        "dagster>=1.13.21,<1.14",
+        "dagster-webserver>=1.13.21,<1.14",
         "polars>=2.1,<3",
         "scipy>=1.13",
         "numpy>=1.26",
@@ -23,15 +23,15 @@ setup(
     ],
     extras_require={
         # Dagster's AWS integration (dagster_aws); 0.29.N installs dagster==1.13.N.
-        "aws": ["dagster-aws>=0.29.5,<0.30"],
+        "aws": ["dagster-aws>=0.29.21,<0.30"],
         # Reliability diagrams and drift plots (opx_learning.plots).
         "plots": ["matplotlib>=3.8"],
         # dagster-postgres with the driver the deploy files name (scheme: postgresql+psycopg2),
         # and dagster-aws for dagster.scale-out.yaml's ECS run launcher and S3 compute logs.
         "scale-out": [
-            "dagster-postgres>=0.29.5,<0.30",
+            "dagster-postgres>=0.29.21,<0.30",
             "psycopg2-binary>=2.9",
-            "dagster-aws>=0.29.5,<0.30",
+            "dagster-aws>=0.29.21,<0.30",
         ],
         "test": [
             "pytest>=8,<10",
@@ -43,9 +43,9 @@ setup(
             "matplotlib>=3.8",
             # The Postgres integration tests run the scale-out instance; the deploy-file
             # tests load dagster.scale-out.yaml's dagster_aws classes.
-            "dagster-postgres>=0.29.5,<0.30",
+            "dagster-postgres>=0.29.21,<0.30",
             "psycopg2-binary>=2.9",
-            "dagster-aws>=0.29.5,<0.30",
+            "dagster-aws>=0.29.21,<0.30",
         ],
     },
     entry_points={"console_scripts": ["opx-learning=opx_learning.cli.main:main"]},
