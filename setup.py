@@ -8,9 +8,9 @@ setup(
     packages=find_packages(exclude=["opx_learning_tests*", "benchmarks*"]),
     package_data={"opx_learning.deploy": ["*.yaml", "*.json"]},
     install_requires=[
-        "dagster==1.13.27",
-        "dagster-webserver==1.13.27",
-        "dagster-aws==0.29.27",
+        # 1.13.21 is the floor CI tests (.ci/run); dagster-aws/-postgres pin one dagster each, so extras.
+        "dagster>=1.13.21,<1.14",
+        "dagster-webserver>=1.13.21,<1.14",
         "polars>=2.1,<3",
         "scipy>=1.13",
         "numpy>=1.26",
@@ -22,10 +22,17 @@ setup(
         "uvicorn>=0.29",
     ],
     extras_require={
-        # dagster-postgres with the driver the deploy files name (scheme: postgresql+psycopg2).
+        # Dagster's AWS integration (dagster_aws); 0.29.N installs dagster==1.13.N.
+        "aws": ["dagster-aws>=0.29.21,<0.30"],
         # Reliability diagrams and drift plots (opx_learning.plots).
         "plots": ["matplotlib>=3.8"],
-        "scale-out": ["dagster-postgres==0.29.27", "psycopg2-binary>=2.9"],
+        # dagster-postgres with the driver the deploy files name (scheme: postgresql+psycopg2),
+        # and dagster-aws for dagster.scale-out.yaml's ECS run launcher and S3 compute logs.
+        "scale-out": [
+            "dagster-postgres>=0.29.21,<0.30",
+            "psycopg2-binary>=2.9",
+            "dagster-aws>=0.29.21,<0.30",
+        ],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5",
@@ -34,9 +41,11 @@ setup(
             "httpx>=0.27",
             "ruff>=0.6",
             "matplotlib>=3.8",
-            # The Postgres integration tests run the scale-out instance.
-            "dagster-postgres==0.29.27",
+            # The Postgres integration tests run the scale-out instance; the deploy-file
+            # tests load dagster.scale-out.yaml's dagster_aws classes.
+            "dagster-postgres>=0.29.21,<0.30",
             "psycopg2-binary>=2.9",
+            "dagster-aws>=0.29.21,<0.30",
         ],
     },
     entry_points={"console_scripts": ["opx-learning=opx_learning.cli.main:main"]},
