@@ -271,3 +271,47 @@ def settings_or_environment(settings: Settings | None) -> Settings:
     once it passes them this function goes.
     """
     return settings if settings is not None else Settings.from_env()
+
+
+def alert_hook_for(settings: Settings) -> Callable[..., Any]:
+    """The safety layer's alert hook: publish through the settings' backend's publisher (logged if that fails)."""
+    from opx_learning.alerts.publishers import alert_hook
+
+    return alert_hook(settings)
+
+
+def guard_for(
+    settings: Settings,
+    *,
+    on_alert: Any = None,
+    calendar: Any = None,
+    on_complete: Any = None,
+) -> Any:
+    """The safety guard over the settings' backend: SQLite at `settings.state_db`, or the DynamoDB tables.
+
+    Rate limits come from `settings.rate_limits` and the calendar, unless given, from
+    `settings.maintenance_windows`. Alerts go to the backend's publisher (SNS or
+    `alerts.jsonl`, logged if that fails) unless `on_alert` is given; on the aws backend
+    completed records also publish CloudWatch metrics unless `on_complete` is given.
+
+    Raises:
+        InvalidRequest: malformed `rate_limits` or `maintenance_windows` (naming their variables).
+    """
+    from opx_learning.safety.guard import Guard
+    from opx_learning.safety.maintenance import MaintenanceCalendar
+
+    backend = backend_for(settings)
+    return Guard(
+        *backend.safety_stores(),
+        calendar=calendar if calendar is not None else MaintenanceCalendar.from_settings(settings),
+        on_alert=on_alert if on_alert is not None else alert_hook_for(settings),
+        on_complete=on_complete if on_complete is not None else backend.completion_hook(),
+    )
+
+
+def threshold_review_for(settings: Settings) -> Any:
+    """The threshold change requests over the settings' backend (same audit trail and kill switch as the guard)."""
+    from opx_learning.safety.thresholds import ThresholdReview, threshold_store
+
+    guard = guard_for(settings)
+    return ThresholdReview(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)

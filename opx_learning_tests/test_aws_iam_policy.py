@@ -26,12 +26,12 @@ from moto.iam.access_control import IAMPolicy, PermissionResult
 from opx_learning.alerts.metrics import OPERATIONS_LOG_GROUP, CloudWatchMetrics
 from opx_learning.alerts.models import Alert
 from opx_learning.alerts.publishers import SnsAlertPublisher
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
 from opx_learning.core.snapshots import build_snapshot
 from opx_learning.core.windows import Window
 from opx_learning.deploy import IAM_ADMIN_POLICY, IAM_RUNTIME_POLICY
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.safety.principals import caller_identity
 from opx_learning.stores.blobs import get_bytes, put_bytes
@@ -169,7 +169,7 @@ def _runtime(recorder: Recorder) -> None:
     settings = get_settings()
     recorder.phase = "runtime"
     assert caller_identity(settings).startswith(f"arn:aws:sts::{ACCOUNT}:")
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     guard.kill_switch.status()
     guard.kill_switch.disable(ADMIN, "maintenance")
     guard.kill_switch.enable(ADMIN)

@@ -17,21 +17,18 @@ ALLOWED = {
     "opx_learning/config.py",  # Settings.from_env / get_settings
     "opx_learning/backends.py",  # backend_for: the one choice by backend name
     "opx_learning/build.py",  # build_defs / build_resources
-    "opx_learning/component.py",  # the Dagster component
     "opx_learning/definitions.py",  # the code location module `dagster dev -m` loads
     "opx_learning/cli/",  # the CLI entry point: reads its settings once per command
     "opx_learning/api/app.py",  # create_app: the REST app factory `uvicorn --factory` calls
     "opx_learning/api/worker.py",  # the REST app's worker process (settings and adoption token from its env)
-}
-
-# Modules another change is moving to the composition root; each entry goes when its module does.
-MOVING = {
-    "opx_learning/app/event_log.py",  # moved in the merge
+    # The batching event log is an instance storage class Dagster builds from dagster.yaml: like
+    # Dagster's own SQLite storage it finds its directory through DAGSTER_HOME.
+    "opx_learning/app/event_log.py",
 }
 
 
 def _allowed(relative: str) -> bool:
-    return any(relative == entry or (entry.endswith("/") and relative.startswith(entry)) for entry in ALLOWED | MOVING)
+    return any(relative == entry or (entry.endswith("/") and relative.startswith(entry)) for entry in ALLOWED)
 
 
 def _is_backend_name(node: ast.AST) -> bool:
@@ -111,7 +108,8 @@ def test_only_the_composition_root_and_entry_points_read_the_environment_or_the_
     )
 
 
-def test_every_moving_module_still_needs_its_exception() -> None:
+def test_every_allowed_module_still_needs_its_exception() -> None:
     # An entry whose module no longer reads the environment is removed, so the list only shrinks.
-    stale = [relative for relative in sorted(MOVING) if not violations((PACKAGE.parent / relative).read_text())]
-    assert not stale, f"no longer read the environment or the backend name; remove from MOVING: {stale}"
+    files = [entry for entry in sorted(ALLOWED) if entry.endswith(".py")]
+    stale = [entry for entry in files if not violations((PACKAGE.parent / entry).read_text())]
+    assert not stale, f"no longer read the environment or the backend name; remove from ALLOWED: {stale}"

@@ -44,7 +44,11 @@ from opx_learning.alerts.models import (
     TIMEOUT,
     Alert,
 )
-from opx_learning.core.schema import DRIFT_CRITICAL
+from opx_learning.core.schema import (
+    DRIFT_CRITICAL,
+    ERROR_RATE_ELEVATED,
+    ERROR_RATE_HIGH,
+)
 from opx_learning.safety.models import (
     LEARNING_OPERATIONS,
     AuditRecord,
@@ -54,8 +58,8 @@ from opx_learning.safety.models import (
 
 TIMEOUT_AFTER = timedelta(minutes=5)
 ERROR_RATE_WINDOW = timedelta(hours=1)
-HIGH_ERROR_RATE_LIMIT = 0.20
-ELEVATED_ERROR_RATE_LIMIT = 0.10
+HIGH_ERROR_RATE_LIMIT = ERROR_RATE_HIGH
+ELEVATED_ERROR_RATE_LIMIT = ERROR_RATE_ELEVATED
 DRIFT_LIMIT = DRIFT_CRITICAL
 CONSECUTIVE_P0 = 3
 _FINISHED = (AuditStatus.SUCCESS, AuditStatus.FAILED)

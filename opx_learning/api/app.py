@@ -38,6 +38,7 @@ from opx_learning.api.runner import BackgroundRuns
 from opx_learning.api.thresholds import thresholds_router
 from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
+from opx_learning.backends import guard_for
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     Caller = Annotated[Principal, Depends(principal)]
 
     def guard() -> Guard:
-        return Guard.from_settings(settings)
+        return guard_for(settings)
 
     def accept(command: str, caller: Principal, body: Any, kind: str | None, fields: dict[str, str],
                service: str | None = None) -> JSONResponse:

@@ -35,8 +35,8 @@ from pathlib import Path
 from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
 from opx_learning.app.queue import queues
+from opx_learning.backends import guard_for
 from opx_learning.config import DEFAULT_API_MAX_RUNS, Settings
-from opx_learning.safety.guard import Guard
 
 MAX_RUNS_ENV = "OPX_API_MAX_RUNS"
 TOKEN_ENV = "OPX_ADOPTION_TOKEN"
@@ -143,7 +143,7 @@ class BackgroundRuns:
 
         try:
             with dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"]) as instance:
-                summary, record = launch_manual(plan, audit_id, token, guard=Guard.from_settings(self.settings),
+                summary, record = launch_manual(plan, audit_id, token, guard=guard_for(self.settings),
                                                 settings=self.settings, instance=instance)
             _log.info("request %s: run %s ended, audit record %s", audit_id, summary.run_id,
                       record.status.value if record is not None else None)
@@ -234,6 +234,6 @@ class BackgroundRuns:
 
     def _fail(self, audit_id: str, error: str) -> None:
         try:
-            fail_running(Guard.from_settings(self.settings), audit_id, error)
+            fail_running(guard_for(self.settings), audit_id, error)
         except Exception:  # noqa: BLE001 - the audit sensor completes the record later
             _log.exception("could not complete audit record %s as FAILED", audit_id)

@@ -20,6 +20,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from opx_learning.api.auth import Unauthenticated, authenticate
+from opx_learning.backends import threshold_review_for
 from opx_learning.config import Settings
 from opx_learning.safety.models import (
     BackendUnavailable,
@@ -82,7 +83,7 @@ def thresholds_router(settings: Settings, trusted_header: str | None = None) -> 
         if isinstance(who, JSONResponse):
             return who
         try:
-            return action(ThresholdReview.from_settings(settings), who)
+            return action(threshold_review_for(settings), who)
         except InvalidRequest as error:
             return _error(400, "INVALID_REQUEST", str(error))
         except ProposalNotFound as error:

@@ -19,6 +19,7 @@ import os
 import sys
 
 from opx_learning.app.manual import ManualPlan, fail_running, launch_manual
+from opx_learning.backends import guard_for
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditRecord, AuditStatus
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = json.loads((argv if argv is not None else sys.argv[1:])[0])
     audit_id = payload["audit_id"]
     settings = Settings.from_env()
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     record = guard.audit.get(audit_id)
     if record is None or record.status is not AuditStatus.RUNNING:
         return _not_run(guard, audit_id, record)

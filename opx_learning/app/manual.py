@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.queue import FOLLOW_TIMEOUT
+from opx_learning.backends import guard_for
 from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso, to_utc
 
@@ -302,7 +303,6 @@ def launch_manual(
     import dagster as dg
 
     from opx_learning.defs.location import CUSTOM_WINDOWS
-    from opx_learning.safety.guard import Guard
 
     instance = instance or dg.DagsterInstance.from_config(str(ensure_dagster_home(settings)))
     if plan.cadence == "CUSTOM":
@@ -314,7 +314,7 @@ def launch_manual(
             # A concurrent trigger of the same window may add the key between the check and the insert.
             if not all(instance.has_dynamic_partition(CUSTOM_WINDOWS, key) for key in new):
                 raise
-    return launch_adopting(instance, plan.assets, plan.keys, audit_id, token, guard=guard or Guard.from_settings(settings),
+    return launch_adopting(instance, plan.assets, plan.keys, audit_id, token, guard=guard or guard_for(settings),
                            settings=settings, trigger_type="MANUAL", verbose=verbose, wait=wait, timeout=timeout,
                            progress=progress)
 
@@ -469,11 +469,10 @@ def begin_manual(
     Raises:
         InvalidRequest: bad parameters or principals file (the CLI shows it as a usage error).
     """
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
 
     principal = resolve_principal(principal_name, settings=settings)
-    guard = guard or Guard.from_settings(settings)
+    guard = guard or guard_for(settings)
     return guard.begin(operation, "MANUAL", principal, parameters, emergency=emergency, rate_limited=True,
                        adoptable=True)
 

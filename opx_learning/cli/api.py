@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings
 
 
@@ -45,7 +46,6 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
     """Check the port and the principals file, print where the API listens, then run uvicorn until stopped."""
     import uvicorn
 
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import PrincipalsFileError, principals_for
 
     problem = port_problem(host, port)
@@ -57,7 +57,7 @@ def api(host: str, port: int, reload: bool, as_json: bool) -> None:
     except PrincipalsFileError as error:
         raise click.ClickException(str(error)) from None
     # Fail at startup, not per request, on a malformed OPX_RATE_LIMITS / OPX_MAINTENANCE_WINDOWS.
-    Guard.from_settings(settings)
+    guard_for(settings)
     trusted = settings.trusted_identity_header
     url = f"http://{host}:{port}"
     info = {

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings, dagster_home_variable
 from opx_learning.config import Settings
 
@@ -29,13 +30,12 @@ def status(hours: float, as_json: bool) -> None:
     """Show the dashboard's six rows from the audit trail and each sensor's and schedule's last tick."""
     from opx_learning.alerts.status import read_status, render
     from opx_learning.safety.audit import utcnow
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import BackendUnavailable
 
     now = utcnow()
     settings = command_settings()
     try:
-        audit = Guard.from_settings(settings).audit
+        audit = guard_for(settings).audit
         report = read_status(audit, now=now, hours=hours)
     except BackendUnavailable as exc:
         raise click.ClickException(f"audit trail unavailable: {exc}") from None

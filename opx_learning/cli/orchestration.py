@@ -50,6 +50,7 @@ from opx_learning.app.manual import (
     service_report,
 )
 from opx_learning.app.queue import FOLLOW_TIMEOUT, queues
+from opx_learning.backends import guard_for
 from opx_learning.cli.environment import (
     command_settings,
     principal_name,
@@ -151,7 +152,6 @@ def run_demo(
         keys_in_window,
         partition_window,
     )
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.principals import resolve_principal
     from opx_learning.stores.outcomes import outcome_store
 
@@ -171,7 +171,7 @@ def run_demo(
                      "(ids already stored are kept, not written twice)",
                      lambda: outcome_store(settings).write(frame))
     instance = dg.DagsterInstance.get()
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     principal = resolve_principal(principal_name(None), settings=settings)
     parts = partitions_for(settings.partitions_start)
     weeks = keys_in_window(parts.weekly, window)
@@ -308,11 +308,10 @@ def _initialise_demo_home(settings: Settings) -> None:
 
 def _kill_switch_note(settings: Settings) -> str | None:
     """A sentence about the kill switch when it blocks work (active or unreadable), else None."""
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import BackendUnavailable
 
     try:
-        state = Guard.from_settings(settings).kill_switch.status()
+        state = guard_for(settings).kill_switch.status()
     except BackendUnavailable as error:
         return f"the kill switch state cannot be read ({error}); operations are skipped (fail closed)."
     if not state.active:
@@ -412,7 +411,6 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
              verbose: bool, no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
     import dagster as dg
 
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import InvalidRequest
 
     dagster_home = use_dagster_home(settings)
@@ -425,7 +423,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
         )
     if plan.note:
         _say(as_json, f"note: {plan.note}")
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     try:
         attempt = begin_manual(plan.operation, principal_name(principal), plan.parameters, settings=settings,
                                emergency=emergency, guard=guard)

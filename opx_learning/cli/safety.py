@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings, principal_name
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
@@ -59,9 +60,8 @@ def _user_errors(store: str | None = None) -> Iterator[None]:
 
 
 def _guard(settings: Settings) -> Any:
-    from opx_learning.safety.guard import Guard
 
-    return Guard.from_settings(settings)
+    return guard_for(settings)
 
 
 def _principal(name: str | None, settings: Settings) -> Any:

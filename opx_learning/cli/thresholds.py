@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from opx_learning.backends import threshold_review_for
 from opx_learning.cli.environment import command_settings, principal_name
 from opx_learning.cli.safety import StoreError
 from opx_learning.config import Settings
@@ -25,9 +26,8 @@ def _emit(data: Any) -> None:
 
 
 def _review(settings: Settings) -> Any:
-    from opx_learning.safety.thresholds import ThresholdReview
 
-    return ThresholdReview.from_settings(settings)
+    return threshold_review_for(settings)
 
 
 def _principal(name: str | None, settings: Settings) -> Any:

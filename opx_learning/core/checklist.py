@@ -64,6 +64,8 @@ from opx_learning.core.schema import (
     ALL_SERVICES,
     CALIBRATION_MIN_OUTCOMES,
     DRIFT_CRITICAL,
+    ERROR_RATE_ELEVATED,
+    ERROR_RATE_HIGH,
 )
 from opx_learning.core.windows import Window, iso, to_utc
 
@@ -76,8 +78,8 @@ WEEK = timedelta(days=7)
 TREND_WEEKS = 4
 TREND_LIMIT = 1.5
 SUCCESS_RATE_MIN = 0.90
-ERROR_RATE_WARN = 0.10
-ERROR_RATE_FAIL = 0.20
+ERROR_RATE_WARN = ERROR_RATE_ELEVATED
+ERROR_RATE_FAIL = ERROR_RATE_HIGH
 INTEGRITY_DAYS = 35
 
 # Expected durations from the runbook, in milliseconds (the scheduled items' limits).

@@ -51,6 +51,9 @@ BAND_MIN_SUFFICIENT = 20
 DRIFT_CRITICAL = 0.15
 DRIFT_WARNING = 0.05
 FP_RATE_WARNING = 0.30
+# The runbook's error rates over an hour (alerts) or a day (checklist): above ELEVATED is P2 / WARN, above HIGH P1 / FAIL.
+ERROR_RATE_ELEVATED = 0.10
+ERROR_RATE_HIGH = 0.20
 EMERGING_P_VALUE = 0.01
 
 BANDS: tuple[tuple[str, float, float], ...] = (

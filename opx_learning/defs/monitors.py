@@ -42,6 +42,7 @@ from opx_learning.alerts.metrics import MetricsSink, metrics_sink
 from opx_learning.alerts.models import Alert
 from opx_learning.alerts.monitor import MAX_CATCH_UP, AlertCursor
 from opx_learning.alerts.publishers import AlertPublisher
+from opx_learning.backends import guard_for
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.defs.location import Location
@@ -321,10 +322,9 @@ def _repository(settings: Settings) -> dg.RepositoryDefinition:
 
 
 def _audit(settings: Settings) -> AuditLog | None:
-    from opx_learning.safety.guard import Guard
 
     try:
-        return Guard.from_settings(settings).audit
+        return guard_for(settings).audit
     except BackendUnavailable:
         return None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 
+from opx_learning.backends import guard_for
 from opx_learning.resources.base import AwsFields, OpxResource
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
@@ -109,8 +110,8 @@ class SafetyResource(OpxResource):
             The Guard (see `opx_learning.safety.guard`).
         """
         if on_alert is None:
-            return Guard.from_settings(self.settings())
-        return Guard.from_settings(self.settings(), on_alert=on_alert)
+            return guard_for(self.settings())
+        return guard_for(self.settings(), on_alert=on_alert)
 
     @property
     def store_description(self) -> str:

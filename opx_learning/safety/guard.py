@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from opx_learning.config import Settings
 from opx_learning.core.windows import Window, WindowError, iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.kill_switch import KillSwitch, KillSwitchStore
@@ -186,10 +185,10 @@ class Guard:
         audit: audit trail store.
         kill_switch: kill-switch state store.
         rate_limiter: manual-trigger rate limiter.
-        calendar: maintenance calendar (default: the runbook's; `from_settings` reads `OPX_MAINTENANCE_WINDOWS`).
+        calendar: maintenance calendar (default: the runbook's; `backends.guard_for` reads `settings.maintenance_windows`).
         on_alert: `on_alert(severity, alarm, details)`; receives the P1 alert when the kill
             switch is unreadable and the kill switch's INFO changes (default: log it;
-            `from_settings` publishes through the active backend's alert publisher).
+            `backends.guard_for` publishes through the backend's alert publisher).
         on_complete: called with every record this guard completes or writes terminal
             (CloudWatch metrics on the aws backend); its errors are logged, never raised.
         clock: source of "now".
@@ -213,38 +212,6 @@ class Guard:
         self.on_complete = on_complete
         self.clock = clock
         self.kill_switch = KillSwitch(kill_switch, audit, on_alert=self.on_alert, clock=clock)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        on_alert: AlertHook | None = None,
-        calendar: MaintenanceCalendar | None = None,
-        on_complete: Callable[[AuditRecord], None] | None = None,
-    ) -> Guard:
-        """A guard over the settings' backend: SQLite at `settings.state_db`, or the DynamoDB tables.
-
-        Rate limits come from `settings.rate_limits` and the calendar, unless given, from
-        `settings.maintenance_windows`. Alerts go to the backend's publisher (SNS or
-        `alerts.jsonl`, logged if that fails) unless `on_alert` is given; on the aws backend
-        completed records also publish CloudWatch metrics unless `on_complete` is given.
-
-        Raises:
-            InvalidRequest: malformed `rate_limits` or `maintenance_windows` (naming their variables).
-        """
-        from opx_learning.alerts.publishers import alert_hook
-        from opx_learning.backends import backend_for
-
-        backend = backend_for(settings)
-        if on_alert is None:
-            on_alert = alert_hook(settings)
-        if on_complete is None:
-            on_complete = backend.completion_hook()
-        stores = backend.safety_stores()
-        if calendar is None:
-            calendar = MaintenanceCalendar.from_settings(settings)
-        return cls(*stores, calendar=calendar, on_alert=on_alert, on_complete=on_complete)
 
     def begin(
         self,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opx_learning.backends import backend_for
+from opx_learning.backends import alert_hook_for, backend_for
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
@@ -69,12 +69,6 @@ class InitResult:
 def _stores(settings: Settings, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore]:
     audit, kill_switch, _ = backend_for(settings).safety_stores(create=create)
     return audit, kill_switch
-
-
-def _default_alert(settings: Settings) -> AlertHook:
-    from opx_learning.alerts.publishers import alert_hook
-
-    return alert_hook(settings)
 
 
 def _who(principal: Principal | None, settings: Settings, name: str | None) -> str:
@@ -195,7 +189,7 @@ def initialise(
         from opx_learning.safety.principals import resolve_principal
 
         principal = resolve_principal(name, settings=settings)
-    on_alert = on_alert or _default_alert(settings)
+    on_alert = on_alert or alert_hook_for(settings)
     if principal.authority is not AuthorityType.EMERGENCY_OVERRIDE:
         _refuse(audit, principal, force, settings, on_alert)
     current: KillSwitchState | None

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opx_learning.config import Settings
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
 from opx_learning.safety.kill_switch import KillSwitch
 from opx_learning.safety.models import (
@@ -42,7 +41,6 @@ from opx_learning.safety.threshold_store import (
     ThresholdProposal,
     ThresholdSet,
     ThresholdStore,
-    threshold_store,
 )
 
 DECIDERS = (AuthorityType.ON_CALL_SRE, AuthorityType.EMERGENCY_OVERRIDE)
@@ -138,14 +136,6 @@ class ThresholdReview:
         self.audit = audit
         self.kill_switch = kill_switch
         self.on_alert = on_alert
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ThresholdReview:
-        """The review over the settings' backend (same audit trail and kill switch as the guard)."""
-        from opx_learning.safety.guard import Guard
-
-        guard = Guard.from_settings(settings)
-        return cls(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)
 
     def get(self, proposal_id: str) -> ThresholdProposal:
         """The proposal with this id.

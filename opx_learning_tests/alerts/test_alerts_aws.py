@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from opx_learning.alerts.dashboard import ensure_alert_topic
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
 from opx_learning.safety.audit import utcnow
 from opx_learning.safety.dynamo_backend import create_tables
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM, Principal
 from opx_learning.safety.state import initialise
 
@@ -40,7 +40,7 @@ def _sum(cloudwatch, metric: str, dimensions: list[dict]) -> float:
 
 
 def test_completed_records_publish_cloudwatch_metrics(aws_backend: str) -> None:
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     ok = guard.begin("CALIBRATION", "SCHEDULED", SYSTEM, {"start_date": "2026-02-01", "end_date": "2026-03-01"})
     guard.succeed(ok, {"outcome_count": 240, "skipped_count": 7, "drift": -0.18, "max_abs_drift": 0.18})
     bad = guard.begin("PATTERN_EXTRACTION", "SCHEDULED", SYSTEM)
@@ -79,7 +79,7 @@ def test_metrics_failure_never_fails_the_operation(opx_home: Path, monkeypatch: 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sink = CloudWatchMetrics(get_settings(), attempts=2, backoff_seconds=0.001)
-    guard = Guard.from_settings(get_settings(), on_complete=sink)
+    guard = guard_for(get_settings(), on_complete=sink)
     attempt = guard.begin("SNAPSHOT", "SCHEDULED", SYSTEM, {"snapshot_type": "DAILY"})
     assert guard.succeed(attempt).status == "SUCCESS"
     assert sink.record(guard.audit.get(attempt.audit_id)) is False

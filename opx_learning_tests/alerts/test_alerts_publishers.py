@@ -15,8 +15,8 @@ from opx_learning.alerts.publishers import (
     SnsAlertPublisher,
     alert_publisher,
 )
+from opx_learning.backends import guard_for
 from opx_learning.config import get_settings
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM, AuthorityType, Principal
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
@@ -91,7 +91,7 @@ def test_sns_fifo_message_shape_and_dedup(aws_env: str, monkeypatch: pytest.Monk
 
 
 def test_guard_publishes_kill_switch_changes_and_unreadable_state(opx_home: Path) -> None:
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     change = guard.kill_switch.disable(ADMIN, "investigating")
     guard.kill_switch.enable(ADMIN)
     guard.kill_switch.store.write_raw("{not json")

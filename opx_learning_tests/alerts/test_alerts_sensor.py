@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from opx_learning.backends import guard_for
 from opx_learning.config import get_settings
 from opx_learning.defs.alert_sensors import build_alert_sensors
 from opx_learning.defs.location import Location
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM, Principal
 from opx_learning_tests.wiring import resource, sensor, settings
 
@@ -30,7 +30,7 @@ def _alerts(home: Path) -> list[dict]:
 
 
 def test_failed_calibration_pages_p0_once_across_re_evaluations(opx_home: Path) -> None:
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     ok = guard.begin("PATTERN_EXTRACTION", "SCHEDULED", SYSTEM, {"start_date": "2026-03-01", "end_date": "2026-03-02"})
     guard.succeed(ok, {"total_incidents": 12})
     attempt = guard.begin("CALIBRATION", "SCHEDULED", SYSTEM, {"start_date": "2026-02-01", "end_date": "2026-03-01"})
@@ -61,7 +61,7 @@ def test_failed_calibration_pages_p0_once_across_re_evaluations(opx_home: Path) 
 
 
 def test_running_record_is_tracked_until_it_completes(opx_home: Path) -> None:
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     attempt = guard.begin("SNAPSHOT", "SCHEDULED", SYSTEM, {"snapshot_type": "DAILY"})
     with dg.instance_for_test() as instance:
         cursor, _ = _tick(instance, None)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
 from opx_learning.safety.audit import utcnow
-from opx_learning.safety.guard import Guard
 from opx_learning_tests.alerts.conftest import record
 
 
 def test_status_rows_from_the_audit_trail(opx_home: Path) -> None:
     now = utcnow()
-    audit = Guard.from_settings(get_settings()).audit
+    audit = guard_for(get_settings()).audit
 
     def add(*args, **kwargs):
         stored = record(*args, now=now, **kwargs)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from opx_learning.backends import guard_for
 from opx_learning_tests.api.conftest import ADMIN_ARN, Server, auth
 from opx_learning_tests.conftest import _free_port
 
@@ -88,11 +89,10 @@ def test_a_crashing_worker_leaves_its_record_failed(opx_home: object) -> None:
     from opx_learning.app.manual import ManualPlan
     from opx_learning.config import get_settings
     from opx_learning.core.windows import Window
-    from opx_learning.safety.guard import Guard
     from opx_learning.safety.models import Principal
 
     settings = get_settings()
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     window = Window.parse("2026-01-05", "2026-01-06")
     parameters = {"start_date": window.start_iso, "end_date": window.end_iso, "time_window": "DAILY"}
     attempt = guard.begin("PATTERN_EXTRACTION", "MANUAL", Principal("alice"), parameters, rate_limited=True,

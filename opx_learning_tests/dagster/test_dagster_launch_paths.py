@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import (
@@ -47,7 +48,7 @@ def _json(output: str) -> dict:
 
 
 def _guard() -> Guard:
-    return Guard.from_settings(wiring.settings())
+    return guard_for(wiring.settings())
 
 
 def _records(operation: str) -> list[AuditRecord]:

@@ -24,6 +24,7 @@ from dagster._core.scheduler.instigation import (
 
 from opx_learning.alerts.monitor import AlertCursor
 from opx_learning.alerts.publishers import LocalAlertPublisher
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
 from opx_learning.defs.monitors import (
@@ -34,7 +35,6 @@ from opx_learning.defs.monitors import (
 )
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.audit import utcnow
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import SYSTEM
 from opx_learning_tests.dagster.conftest import daemon_tick
 from opx_learning_tests.wiring import location, resource, settings
@@ -157,7 +157,7 @@ def test_sensor_fresh_within_five_minutes_and_restart_gives_grace(instance: dg.D
 
 def test_watchdog_pages_when_the_alert_cursor_lags_the_audit_trail(instance: dg.DagsterInstance) -> None:
     now = utcnow()
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     attempt = guard.begin("SNAPSHOT", "SCHEDULED", SYSTEM, {"snapshot_type": "DAILY"})
     guard.succeed(attempt, {"snapshots": 1})
     changed = guard.audit.get(attempt.audit_id).end_time

@@ -12,6 +12,7 @@ import dagster as dg
 from opx_learning.api import worker
 from opx_learning.api.runner import BackgroundRuns
 from opx_learning.app.manual import ManualPlan
+from opx_learning.backends import guard_for
 from opx_learning.config import get_settings
 from opx_learning.core.windows import Window
 from opx_learning.defs.sensors import (
@@ -80,7 +81,7 @@ def test_a_fresh_heartbeat_keeps_an_old_queued_request_alive(instance: dg.Dagste
 
 def test_the_api_runner_heartbeats_what_it_holds_and_releases_it(instance: dg.DagsterInstance) -> None:
     settings = get_settings()
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     first = _queued(guard, 0)
     waiting = _queued(guard, (MISSING_RUN_AFTER + timedelta(minutes=5)).total_seconds() / 60)
     runs = BackgroundRuns(settings, max_runs=1, environ=os.environ)
@@ -114,7 +115,7 @@ def test_the_api_runner_heartbeats_what_it_holds_and_releases_it(instance: dg.Da
 
 def test_a_request_reaped_while_queued_is_reported_not_dropped(instance: dg.DagsterInstance) -> None:
     settings = get_settings()
-    guard = Guard.from_settings(settings)
+    guard = guard_for(settings)
     record = _queued(guard, 15)
     assert "completed 1 orphaned" in _tick(instance)  # no heartbeat: reaped as RUN_TERMINATED
 
@@ -138,7 +139,7 @@ def test_a_request_reaped_while_queued_is_reported_not_dropped(instance: dg.Dags
 
 
 def test_the_worker_refuses_a_completed_record(instance: dg.DagsterInstance) -> None:
-    guard = Guard.from_settings(get_settings())
+    guard = guard_for(get_settings())
     record = _queued(guard, 0)
     guard.audit.complete(record.audit_id, AuditStatus.FAILED, error_message="closed elsewhere")
     payload = json.dumps({"plan": PLAN.to_dict(), "audit_id": record.audit_id, "principal": "alice"})

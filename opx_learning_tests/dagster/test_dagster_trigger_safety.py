@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from opx_learning.app import launch
 from opx_learning.app.manual import begin_manual
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
-from opx_learning.safety.guard import Attempt, Guard
+from opx_learning.safety.guard import Attempt
 from opx_learning.safety.models import AuditRecord, AuditStatus
 from opx_learning_tests import wiring
 from opx_learning_tests.dagster.conftest import daemon_tick
@@ -29,7 +30,7 @@ def _invoke(*args: str) -> tuple[int, str]:
 
 
 def _audit(audit_id: str) -> AuditRecord:
-    record = Guard.from_settings(wiring.settings()).audit.get(audit_id)
+    record = guard_for(wiring.settings()).audit.get(audit_id)
     assert record is not None, audit_id
     return record
 
@@ -136,7 +137,7 @@ def test_fifty_concurrent_calibrate_triggers_accept_exactly_three(dagster_home: 
         try:
             barrier.wait()
             attempts.append(begin_manual("CALIBRATION", "alice", parameters, settings=wiring.settings(),
-                                          guard=Guard.from_settings(wiring.settings())))
+                                          guard=guard_for(wiring.settings())))
         except Exception as error:  # noqa: BLE001 - a thread has no caller: the assertion below reports it
             errors.append(error)
 
@@ -150,7 +151,7 @@ def test_fifty_concurrent_calibrate_triggers_accept_exactly_three(dagster_home: 
     refused = [attempt for attempt in attempts if not attempt.allowed]
     assert {attempt.skip_reason.value for attempt in refused} == {"RATE_LIMIT_EXCEEDED"}
     assert all(attempt.rate_limit.remaining == 0 and attempt.rate_limit.limit == 3 for attempt in refused)
-    records = Guard.from_settings(wiring.settings()).audit.by_operation("CALIBRATION", limit=None)
+    records = guard_for(wiring.settings()).audit.by_operation("CALIBRATION", limit=None)
     assert len(records) == 50 and sum(record.status is AuditStatus.RUNNING for record in records) == 3
 
     code, output = _invoke("trigger", "calibrate", "--start", "2025-10-01", "--end", "2025-11-01", "--json")

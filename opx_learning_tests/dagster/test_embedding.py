@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 import opx_learning as opx
-from opx_learning.safety.guard import Guard
+from opx_learning.backends import guard_for
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.safety.state import initialise
 from opx_learning.stores.outcomes import outcome_store
@@ -86,7 +86,7 @@ def test_two_homes_merge_with_a_team_location_and_keep_their_own_state(tmp_path:
     assert not (tmp_path / "user" / ".opx").exists()
 
     admin = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
-    Guard.from_settings(second).kill_switch.disable(admin, "incident on the second home")
+    guard_for(second).kill_switch.disable(admin, "incident on the second home")
     other_day = "2025-10-03"
     ran = {
         prefix: merged.resolve_job_def(f"{prefix}_daily_patterns_job").execute_in_process(
@@ -99,10 +99,10 @@ def test_two_homes_merge_with_a_team_location_and_keep_their_own_state(tmp_path:
     assert other_day in instance.get_materialized_partitions(dg.AssetKey(["first", "pattern_summaries_daily"]))
     assert other_day not in instance.get_materialized_partitions(key)
     assert ran["second"].success  # a skip is not a failure
-    second_audit = Guard.from_settings(second).audit.recent(5)
+    second_audit = guard_for(second).audit.recent(5)
     skipped = [r for r in second_audit if r.operation_type.value == "PATTERN_EXTRACTION" and r.status.value == "SKIPPED"]
     assert skipped and "KILL_SWITCH_ACTIVE" in str(skipped[0].results)
-    first_audit = Guard.from_settings(first).audit.recent(5)
+    first_audit = guard_for(first).audit.recent(5)
     assert all(r.status.value == "SUCCESS" for r in first_audit if r.operation_type.value == "PATTERN_EXTRACTION")
 
 

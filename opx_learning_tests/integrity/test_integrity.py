@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from opx_learning.backends import guard_for
 from opx_learning.cli.main import cli
 from opx_learning.config import get_settings
 from opx_learning.core.snapshots import build_snapshot
@@ -22,7 +23,6 @@ from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
 from opx_learning.integrity.findings import IntegrityError
 from opx_learning.integrity.sweep import run_sweep
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning.stores.snapshots import SnapshotStore
@@ -42,7 +42,7 @@ def home(opx_home: Path) -> Path:
     day = frame.filter(pl.col("recorded_at") < datetime(2025, 10, 3, tzinfo=UTC))
     SnapshotStore(settings=wiring.settings()).append(build_snapshot("DAILY", "2025-10-02", "2025-10-03", day, []))
     resource("asset_storage").write("pattern_summaries_daily", "2025-10-02", pl.DataFrame({"service": ["a"], "n": [1]}))
-    audit = Guard.from_settings(get_settings()).audit
+    audit = guard_for(get_settings()).audit
     record = audit.start("SNAPSHOT", "MANUAL", Principal("alice"))
     audit.complete(record.audit_id, "SUCCESS", results={"snapshots": 1})
     return opx_home

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from opx_learning.backends import guard_for
 from opx_learning.config import get_settings
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.deploy import LOCAL_PRODUCTION_DAGSTER_YAML
@@ -91,6 +92,7 @@ RUN_TERMINATED_WITHIN = 180  # seconds after the kill (the audit sensor: records
 ALERT_AFTER_TERMINATED = 75
 DESCRIBE_INSTANCE = """
 import dagster as dg
+from opx_learning.backends import guard_for
 with dg.DagsterInstance.get() as i:
     print(type(i.run_coordinator).__name__, type(i.run_launcher).__name__, type(i.compute_log_manager).__name__,
           i.run_coordinator.get_run_queue_config().tag_concurrency_limits, i.run_monitoring_enabled)
@@ -102,7 +104,7 @@ def _selector() -> dict[str, str]:
 
 
 def _guard(stack: Stack) -> Guard:
-    return Guard.from_settings(get_settings(stack.env))
+    return guard_for(get_settings(stack.env))
 
 
 def _records_of(stack: Stack, run_id: str) -> list[AuditRecord]:

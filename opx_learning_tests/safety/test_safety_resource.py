@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
+from opx_learning.backends import guard_for
 from opx_learning.resources.safety import SafetyResource, adoption_tags
-from opx_learning.safety.guard import Guard
 from opx_learning.safety.models import AuditStatus, TriggerType
 from opx_learning_tests import wiring
 from opx_learning_tests.safety.conftest import ADMIN
@@ -44,7 +44,7 @@ def guarded_asset(context: dg.AssetExecutionContext, safety: SafetyResource):
 
 def test_kill_switch_skips_run_gracefully_and_emergency_materializes(opx_home) -> None:
     resources = {"safety": resource("safety")}
-    guard = Guard.from_settings(wiring.settings())
+    guard = guard_for(wiring.settings())
     guard.kill_switch.disable(ADMIN, "freeze")
 
     tagged = dg.materialize([guarded_asset], resources=resources, tags={"dagster/schedule_name": "daily"})
@@ -64,10 +64,10 @@ def test_kill_switch_skips_run_gracefully_and_emergency_materializes(opx_home) -
 def test_schedule_gate(opx_home) -> None:
     safety = resource("safety")
     assert safety.schedule_gate("CALIBRATION") is None
-    Guard.from_settings(wiring.settings()).kill_switch.disable(ADMIN, "freeze")
-    before = Guard.from_settings(wiring.settings()).audit.recent(50)
+    guard_for(wiring.settings()).kill_switch.disable(ADMIN, "freeze")
+    before = guard_for(wiring.settings()).audit.recent(50)
     skip = safety.schedule_gate("CALIBRATION", {"time_window": "MONTHLY"})
     assert isinstance(skip, dg.SkipReason) and "KILL_SWITCH_ACTIVE" in skip.skip_message
     assert "dry run" in skip.skip_message
     # Without a daemon tick (no context) nothing is audited.
-    assert Guard.from_settings(wiring.settings()).audit.recent(50) == before
+    assert guard_for(wiring.settings()).audit.recent(50) == before

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from opx_learning.backends import threshold_review_for
 from opx_learning.config import get_settings
 from opx_learning.core.calibration import calibrate
 from opx_learning.core.synthetic import generate_outcomes
@@ -51,7 +52,7 @@ def review(request: pytest.FixtureRequest, opx_home: Path, monkeypatch: pytest.M
         settings = get_settings()
         create_tables(settings, client=dynamo_client(settings.region, endpoint_url=endpoint))
         initialise(settings)
-    yield ThresholdReview.from_settings(get_settings())
+    yield threshold_review_for(get_settings())
 
 
 def _records(review: ThresholdReview, operation: str) -> list[Any]:
@@ -135,7 +136,7 @@ def test_two_concurrent_approvals_cannot_both_win(review: ThresholdReview, janua
     barrier = threading.Barrier(len(approvers))
 
     def approve(who: Principal) -> None:
-        mine = ThresholdReview.from_settings(get_settings())
+        mine = threshold_review_for(get_settings())
         barrier.wait()
         try:
             won.append(mine.approve(who, proposal.proposal_id).current.version)
