@@ -311,7 +311,8 @@ def guard_for(
 
 def threshold_review_for(settings: Settings) -> Any:
     """The threshold change requests over the settings' backend (same audit trail and kill switch as the guard)."""
-    from opx_learning.safety.thresholds import ThresholdReview, threshold_store
+    from opx_learning.safety.threshold_store import threshold_store
+    from opx_learning.safety.thresholds import ThresholdReview
 
     guard = guard_for(settings)
     return ThresholdReview(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)
