@@ -134,3 +134,12 @@ def test_bad_settings_and_prefix_are_errors_naming_the_value(tmp_path: Path) -> 
         opx.Settings(partitions_start="2025-13-01")
     with pytest.raises(opx.ConfigurationError, match="key_prefix: '1-bad'"):
         opx.build_defs(opx.Settings(home=tmp_path), key_prefix="1-bad")
+
+
+def test_component_attributes_are_the_settings_fields_with_their_defaults() -> None:
+    from dataclasses import fields
+
+    attributes = opx.OpxLearningComponent.model_fields
+    assert set(attributes) == {f.name for f in fields(opx.Settings)} | {"key_prefix"}
+    built = opx.OpxLearningComponent().settings()
+    assert built == opx.Settings()  # every default agrees with the settings' own
