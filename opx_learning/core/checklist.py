@@ -31,7 +31,7 @@ alarms) read everything recorded about it so far; items about a span of time (24
 | daily | scheduled_daily_snapshot | previous day | SCHEDULED SUCCESS in < 1 min, window not empty | see "scheduled items" |
 | daily | no_failure_or_timeout_alerts | 24 h before `at` | no failure or TIMEOUT alarm (the alert rules) | FAIL, at the alarm's severity |
 | daily | stored_data_integrity | 35 days before `at` | the integrity sweep finds nothing | FAIL (P0 DATA_CORRUPTION) |
-| daily | monitors_ticking | 5 minutes before `at` | every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, the alert sensor's cursor within 10 minutes of the audit trail | FAIL (P1 MONITOR_STALE) |
+| daily | monitors_ticking | 5 minutes before `at` | every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, the alert sensor's cursor within 10 minutes of the audit trail | FAIL (P1 MONITOR_STALE); WARN when nothing has ticked (no daemon) |
 | monday | scheduled_weekly_pattern_extraction | previous week | SCHEDULED SUCCESS in < 5 min | see "scheduled items" |
 | monday | weekly_patterns_cover_every_service | previous week | every service with outcomes has a summary | FAIL |
 | monday | scheduled_weekly_snapshot | previous week | SCHEDULED SUCCESS in < 2 min | see "scheduled items" |
@@ -158,8 +158,8 @@ class Readings(Protocol):
         """The integrity sweep's report over the `days` before `at` (`findings`, `checked`, `clean`, `summary()`)."""
         ...
 
-    def monitors(self) -> tuple[bool, str, dict[str, Any]]:
-        """Whether the sensors and schedules tick, the figure and its metadata."""
+    def monitors(self) -> tuple[str, str, dict[str, Any]]:
+        """PASS (all ticking), WARN (none has ever ticked: no daemon) or FAIL (one is stale), the figure, metadata."""
         ...
 
 
@@ -392,8 +392,8 @@ def _integrity(context: Readings, key: str | None) -> Judgement:
 
 
 def _monitors(context: Readings, key: str | None) -> Judgement:
-    ticking, figure, meta = context.monitors()
-    return Judgement(PASS if ticking else FAIL, figure, meta, fail_severity=None if ticking else "P1")
+    status, figure, meta = context.monitors()
+    return Judgement(status, figure, meta, fail_severity="P1" if status == FAIL else None)
 
 
 def _weekly_services(context: Readings, key: str | None) -> Judgement:

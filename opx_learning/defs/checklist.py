@@ -93,8 +93,8 @@ class Context:
         window = default_window(days, self.at)
         return self.integrity(window) if self.integrity is not None else sweep(window, self.settings)
 
-    def monitors(self) -> tuple[bool, str, dict[str, Any]]:
-        """Whether every sensor and schedule ticks (`defs.monitors.monitors_summary`), the figure and its metadata."""
+    def monitors(self) -> tuple[str, str, dict[str, Any]]:
+        """PASS / WARN / FAIL of the sensors' and schedules' ticks (`defs.monitors.monitors_summary`), figure, metadata."""
         from opx_learning.alerts.publishers import alert_publisher
         from opx_learning.defs.monitors import monitors_summary
 

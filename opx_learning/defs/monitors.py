@@ -446,7 +446,10 @@ def monitors_summary(
     settings: Settings,
     repository: dg.RepositoryDefinition | None = None,
 ) -> tuple[bool, str, dict[str, Any]]:
-    """The checklist item `monitors_ticking`: (all ticking, the figure, metadata), raising unpaged P1s.
+    """The checklist item `monitors_ticking`: (PASS / WARN / FAIL, the figure, metadata), raising unpaged P1s.
+
+    FAIL when a RUNNING sensor or schedule is stale; WARN when none has ever ticked on the
+    instance (no daemon: no alert can fire); PASS when every running one ticked on time.
 
     Args:
         instance: the Dagster instance whose instigators and heartbeats are judged.
@@ -473,23 +476,25 @@ def monitors_summary(
         )),
     }
     if stale:
-        text = f"MONITOR_STALE: {_stale_text(stale)}"
-    elif not any(row["last_tick"] for row in rows):
-        text = f"no sensor or schedule has ticked on this instance yet (is dagster-daemon running?) at {iso(now)}"
-    else:
-        text = f"{len(running)} running sensor(s) and schedule(s) ticking on time at {iso(now)}"
-    return not stale, text, metadata
+        return "FAIL", f"MONITOR_STALE: {_stale_text(stale)}", metadata
+    if not any(row["last_tick"] for row in rows):
+        text = (
+            "no monitor is running: drift and failure alerts cannot fire (no sensor or schedule has ticked on this "
+            f"instance; start dagster-daemon, e.g. with `opx-learning ui`) at {iso(now)}"
+        )
+        return "WARN", text, metadata
+    return "PASS", f"{len(running)} running sensor(s) and schedule(s) ticking on time at {iso(now)}", metadata
 
 
 def _ticking(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -> dg.AssetCheckResult:
-    """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
+    """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators, WARN when none ticks."""
     try:
         repository: dg.RepositoryDefinition | None = context.repository_def
     except Exception:  # noqa: BLE001 - Dagster's check fails: a job executed in process has no repository
         repository = None  # use the code location's
-    ticking, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), alerts.settings(), repository)
-    return dg.AssetCheckResult(passed=ticking, severity=dg.AssetCheckSeverity.ERROR, description=text,
-                               metadata=metadata)
+    status, text, metadata = monitors_summary(context.instance, alerts.publisher(), utcnow(), alerts.settings(), repository)
+    severity = dg.AssetCheckSeverity.WARN if status == "WARN" else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(passed=status == "PASS", severity=severity, description=text, metadata=metadata)
 
 
 def watched_sensor_names(settings: Settings, repository: dg.RepositoryDefinition | None = None) -> list[str]:
@@ -531,7 +536,7 @@ def build_monitors(loc: Location) -> dg.Definitions:
         "the alert sensor's cursor is within 10 minutes of the audit trail (P1 MONITOR_STALE otherwise).",
     )
     def monitors_ticking(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators."""
+        """The checklist item run alone (e.g. from the UI): FAIL (ERROR) with the stale instigators, WARN when none ticks."""
         return _ticking(context, names.resources(context).alerts)
 
     return dg.Definitions(assets=[sensor_heartbeats], asset_checks=[monitors_ticking], sensors=[monitors_watchdog_sensor])

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from opx_learning.app import launch
 from opx_learning.cli.main import cli
+from opx_learning.defs.monitors import record_heartbeat
 from opx_learning.safety.audit import new_record
 from opx_learning.safety.models import SYSTEM, AuditStatus
 from opx_learning_tests.wiring import location, resource, settings
@@ -130,6 +131,9 @@ def _a_good_monday_night(instance: dg.DagsterInstance) -> None:
             asset, partition="2025-10-27",
             metadata={"audit_id": audit_id, "trigger_type": "SCHEDULED", "outcomes": 40, "empty": False},
         ))
+    # The daemon runs: every sensor that starts RUNNING ticked a minute before the checklist.
+    for sensor in ("audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"):
+        record_heartbeat(instance, sensor, "sensor", at=datetime(2025, 10, 28, 8, 59, tzinfo=UTC))
 
 
 def _tick(instance: dg.DagsterInstance, at: datetime) -> list[dict]:
