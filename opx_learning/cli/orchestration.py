@@ -226,8 +226,9 @@ def run_demo(
     step(f"custom window {custom}: patterns", ["pattern_summaries_custom"], [custom], "PATTERN_EXTRACTION", "CUSTOM")
     step(f"custom window {custom}: calibration", ["confidence_calibration_custom"], [custom], "CALIBRATION", "CUSTOM")
     step(f"custom window {custom}: snapshot", ["learning_snapshot_custom"], [custom], "SNAPSHOT", "CUSTOM")
+    checklist_at = iso(window.end + timedelta(hours=9))
     checklist = _timed(as_json, "morning checklist (every asset check)",
-                       lambda: run_checklist(settings, instance, iso(window.end + timedelta(hours=9)), verbose, progress))
+                       lambda: run_checklist(settings, instance, checklist_at, verbose, progress))
     drift = [
         {"month": month[:7], **{k: v for k, v in meta.items() if k in ("max_abs_drift", "drift", "change_max_abs_drift")}}
         for run in runs
@@ -251,6 +252,7 @@ def run_demo(
         "overconfident_month": overconfident,
         "partitions": {"daily": len(days), "weekly": len(weeks), "monthly": len(months), "custom": custom},
         "runs": [run.to_dict() for run in runs],
+        "checklist_at": checklist_at,
         "checklist": checklist,
         "drift": drift,
     }
@@ -273,7 +275,9 @@ def _print_demo(report: dict[str, Any]) -> None:
         click.echo(f"Note: {report['kill_switch']} Every learning operation was SKIPPED with an audit record "
                    "(`opx-learning audit list --status SKIPPED`); the checklist below shows what was materialized "
                    "before the kill switch was disabled.")
-    click.echo("\nMorning checklist:")
+    click.echo(f"\nMorning checklist as of {report['checklist_at']}, the morning after the demo's window. It reads the "
+               "audit trail of the 24 h before that morning: the demo's own runs, if started after it, are not counted, "
+               "and its BACKFILL runs are not the SCHEDULED runs the runbook's items ask for:")
     for row in sorted(report["checklist"], key=lambda r: (r["asset"], r["check"])):
         click.echo(f"  {row['status']:<4}  {row['asset']:<28} {row['check']:<52} {row['description']}")
     click.echo("\nCalibration drift by month (|drift| > 0.15 is advisory):")

@@ -39,6 +39,7 @@ def test_dagster_demo_end_to_end(
         assert set(days) <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
     for asset in ("confidence_calibration", "drift_metrics", "learning_snapshots_monthly"):
         assert {"2025-11-01"} <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
+    assert report["checklist_at"] == "2025-12-01T09:00:00.000Z"  # the morning after the window, said in the report
     statuses = {(row["asset"], row["check"]): row["status"] for row in report["checklist"]}
     assert len(statuses) == 18  # 2025-12-01 is the first Monday of December: all three lists
     # Nothing ticked (no daemon in a demo): no alert can fire, which is a WARN, not a PASS.
