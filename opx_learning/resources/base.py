@@ -9,12 +9,25 @@ aws ones the tables, buckets, topic, region and endpoint as well.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import date
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import dagster as dg
 
 from opx_learning.config import Settings
+
+# A resource field is the Settings field of the same name (one differs: the endpoint).
+_SETTING_OF = {"endpoint_url": "aws_endpoint"}
+_SETTINGS = frozenset(f.name for f in fields(Settings))
+
+
+def _plain(value: Any) -> Any:
+    """A setting as a resource's config value (paths and days as strings)."""
+    if isinstance(value, Path):
+        return str(value)
+    return value.isoformat() if isinstance(value, date) else value
 
 
 class OpxResource(dg.ConfigurableResource):
@@ -28,29 +41,20 @@ class OpxResource(dg.ConfigurableResource):
 
     BACKEND: ClassVar[str] = "local"
 
-    def settings(self) -> Settings:
-        """The settings these fields stand for."""
-        return Settings(backend=self.BACKEND, **self._settings_fields())
+    @classmethod
+    def _setting_names(cls) -> dict[str, str]:
+        """This class's fields that stand for a setting, by field name."""
+        return {name: _SETTING_OF.get(name, name) for name in cls.model_fields if _SETTING_OF.get(name, name) in _SETTINGS}
 
-    def _settings_fields(self) -> dict[str, Any]:
-        return {
-            "home": self.home,
-            "principals_file": self.principals_file,
-            "partitions_start": date.fromisoformat(self.partitions_start),
-            "rate_limits": self.rate_limits,
-            "maintenance_windows": self.maintenance_windows,
-        }
+    def settings(self) -> Settings:
+        """The settings these fields stand for (the others keep their defaults)."""
+        values = {setting: getattr(self, name) for name, setting in self._setting_names().items()}
+        return Settings(backend=self.BACKEND, **values)
 
     @classmethod
     def settings_fields(cls, settings: Settings) -> dict[str, Any]:
         """The field values of this class for `settings`."""
-        return {
-            "home": str(settings.home),
-            "principals_file": str(settings.principals_file) if settings.principals_file else None,
-            "partitions_start": settings.partitions_start.isoformat(),
-            "rate_limits": settings.rate_limits,
-            "maintenance_windows": settings.maintenance_windows,
-        }
+        return {name: _plain(getattr(settings, setting)) for name, setting in cls._setting_names().items()}
 
     @classmethod
     def from_settings(cls, settings: Settings, **extra: Any) -> Self:
@@ -73,25 +77,3 @@ class AwsFields(OpxResource):
     metrics_namespace: str = "LearningOperations"
 
     BACKEND: ClassVar[str] = "aws"
-
-    _AWS: ClassVar[tuple[str, ...]] = (
-        "region",
-        "audit_table",
-        "config_table",
-        "outcomes_table",
-        "outcomes_s3_uri",
-        "assets_s3_uri",
-        "alerts_topic_arn",
-        "alerts_topic_name",
-        "metrics_namespace",
-    )
-
-    def _settings_fields(self) -> dict[str, Any]:
-        own = {name: getattr(self, name) for name in self._AWS}
-        return super()._settings_fields() | own | {"aws_endpoint": self.endpoint_url}
-
-    @classmethod
-    def settings_fields(cls, settings: Settings) -> dict[str, Any]:
-        """The field values of this class for `settings`."""
-        own = {name: getattr(settings, name) for name in cls._AWS}
-        return super().settings_fields(settings) | own | {"endpoint_url": settings.aws_endpoint}
