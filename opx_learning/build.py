@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from opx_learning.config import Settings
+from opx_learning.config import ConfigurationError, Settings
 from opx_learning.defs import checks, integrity, monitors
 from opx_learning.defs.alert_sensors import build_alert_sensors
 from opx_learning.defs.assets import build_assets
@@ -40,7 +40,13 @@ def _local(settings: Settings) -> dict[str, Any]:
 
 def _aws(settings: Settings) -> dict[str, Any]:
     # dagster-aws (the `aws` extra) is needed by the aws backend only.
-    from opx_learning.resources import aws
+    try:
+        from opx_learning.resources import aws
+    except ModuleNotFoundError as missing:
+        raise ConfigurationError(
+            f"backend (OPX_BACKEND): 'aws' needs dagster-aws ({missing.name} is not installed); "
+            'pip install "opx_learning[aws]"'
+        ) from None
 
     s3 = aws.s3_resource(settings)
     storage = (

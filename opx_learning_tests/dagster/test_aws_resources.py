@@ -7,10 +7,11 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import polars as pl
+import pytest
 from dagster_aws.s3 import S3Resource
 
 from opx_learning.build import build_defs, build_resources
-from opx_learning.config import Settings
+from opx_learning.config import ConfigurationError, Settings
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
 from opx_learning.resources.aws import AwsAssetStorage
@@ -59,3 +60,19 @@ def test_aws_location_shows_its_s3_resource(aws_env: str, tmp_path: Path) -> Non
     dg.Definitions.validate_loadable(defs)
     storage = defs.resources["cloud_asset_storage"]
     assert isinstance(storage, AwsAssetStorage) and storage.base_uri == f"s3://{BUCKET}/assets"
+
+
+def test_aws_backend_without_dagster_aws_is_a_clear_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import opx_learning.resources
+
+    # A None entry in sys.modules makes the import fail, as on a machine without the `aws` extra.
+    monkeypatch.delitem(sys.modules, "opx_learning.resources.aws", raising=False)
+    monkeypatch.delattr(opx_learning.resources, "aws", raising=False)
+    monkeypatch.setitem(sys.modules, "dagster_aws", None)
+    monkeypatch.setitem(sys.modules, "dagster_aws.s3", None)
+    with pytest.raises(ConfigurationError, match=r'needs dagster-aws .*pip install "opx_learning\[aws\]"'):
+        build_defs(_settings(tmp_path))
