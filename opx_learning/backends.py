@@ -13,6 +13,7 @@ builds, from the settings' values alone, everything that differs between the two
 | metrics sink | none | CloudWatch (also the guard's completion hook) |
 | caller identity | the OS user | the STS caller identity |
 | audit sweep | read-only SQLite | the DynamoDB `OperationTypeIndex` |
+| manifest of stored objects | SQLite `<home>/state.db` | DynamoDB config table |
 
 Everything else receives these objects (or the settings they are built from) as arguments:
 no other module reads the environment or compares the backend's name. The modules named
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from opx_learning.alerts.metrics import MetricsSink
     from opx_learning.alerts.publishers import AlertPublisher
     from opx_learning.core.windows import Window
+    from opx_learning.integrity.manifest import Ledger, Manifest
+    from opx_learning.resources.io_managers import AssetStorage
     from opx_learning.safety.audit import AuditLog
     from opx_learning.safety.kill_switch import KillSwitchStore
     from opx_learning.safety.models import AuditRecord
@@ -115,6 +118,20 @@ class Backend(ABC):
 
         return s3_client(self.settings.region)
 
+    @abstractmethod
+    def manifest(self) -> Manifest:
+        """The manifest of stored objects (docs/integrity.md)."""
+
+    def ledger(self, store: str, base: str | Path) -> Ledger:
+        """Manifest-checked writes and reads of one store under `base`."""
+        from opx_learning.integrity.manifest import Ledger
+
+        return Ledger(self.manifest(), store, base, settings=self.settings)
+
+    @abstractmethod
+    def asset_storage(self) -> AssetStorage:
+        """The asset files under `settings.assets_base`, recorded in and checked against the manifest."""
+
 
 class LocalBackend(Backend):
     """Everything under the home: Parquet and JSON files, the SQLite state database, `alerts.jsonl`."""
@@ -123,15 +140,18 @@ class LocalBackend(Backend):
 
     def outcome_store(self) -> OutcomeStore:
         """Day-partitioned Parquet under `<home>/outcomes`."""
+        from opx_learning.integrity.manifest import OUTCOMES
         from opx_learning.stores.outcomes import LocalOutcomeStore
 
-        return LocalOutcomeStore(self.settings.outcomes_dir)
+        root = self.settings.outcomes_dir
+        return LocalOutcomeStore(root, ledger=self.ledger(OUTCOMES, root))
 
     def snapshot_store(self) -> SnapshotStore:
         """Snapshots under `<home>/snapshots`."""
+        from opx_learning.integrity.manifest import SNAPSHOTS
         from opx_learning.stores.snapshots import SnapshotStore
 
-        return SnapshotStore(settings=self.settings)
+        return SnapshotStore(settings=self.settings, ledger=self.ledger(SNAPSHOTS, self.settings.home / "snapshots"))
 
     def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:
         """The SQLite stores of `<home>/state.db`."""
@@ -173,6 +193,18 @@ class LocalBackend(Backend):
         """The alerts file."""
         return str(self.settings.alerts_file)
 
+    def manifest(self) -> Manifest:
+        """The `manifest` table of `<home>/state.db`."""
+        from opx_learning.integrity.manifest import SqliteManifest
+
+        return SqliteManifest(self.settings.state_db)
+
+    def asset_storage(self) -> AssetStorage:
+        """Asset files under `<home>/assets`."""
+        from opx_learning.resources.io_managers import AssetStorage
+
+        return AssetStorage(base_uri=self.settings.assets_base, home=str(self.settings.home))
+
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
         """The state database, opened read-only."""
         from opx_learning.integrity.sweep import sweep_sqlite_audit
@@ -188,19 +220,24 @@ class AwsBackend(Backend):
 
     def outcome_store(self, s3: Any = None) -> OutcomeStore:
         """Parquet under `outcomes_s3_uri` when it is set (read with the S3 client `s3`), else the DynamoDB table."""
+        from opx_learning.integrity.manifest import OUTCOMES
         from opx_learning.stores.outcomes import DynamoOutcomeStore, S3OutcomeStore
 
         if self.settings.outcomes_s3_uri:
-            return S3OutcomeStore(self.settings.outcomes_s3_uri, region=self.settings.region, client=s3)
+            uri = self.settings.outcomes_s3_uri
+            return S3OutcomeStore(uri, region=self.settings.region, client=s3, ledger=self.ledger(OUTCOMES, uri))
         return DynamoOutcomeStore(self.settings.outcomes_table, region=self.settings.region)
 
     def snapshot_store(self, s3: Any = None) -> SnapshotStore:
         """Snapshots under `<assets_s3_uri>/snapshots/` (with the S3 client `s3`); `<home>/snapshots` without a bucket."""
+        from opx_learning.integrity.manifest import SNAPSHOTS
         from opx_learning.stores.snapshots import S3SnapshotStore, SnapshotStore
 
         if self.settings.assets_s3_uri:
-            return S3SnapshotStore(settings=self.settings, client=s3)
-        return SnapshotStore(settings=self.settings)
+            store = S3SnapshotStore(settings=self.settings, client=s3)
+            store.ledger = self.ledger(SNAPSHOTS, store.location)
+            return store
+        return SnapshotStore(settings=self.settings, ledger=self.ledger(SNAPSHOTS, self.settings.home / "snapshots"))
 
     def safety_stores(self, *, create: bool = False) -> tuple[AuditLog, KillSwitchStore, RateLimiter]:
         """The DynamoDB audit and config tables (`create` has no effect: `aws init` creates them)."""
@@ -248,6 +285,19 @@ class AwsBackend(Backend):
     def alert_target(self) -> str:
         """The SNS topic."""
         return "the SNS alert topic"
+
+    def manifest(self) -> Manifest:
+        """Manifest items of the DynamoDB config table."""
+        from opx_learning.integrity.manifest import DynamoManifest
+        from opx_learning.safety.dynamo_backend import dynamo_client
+
+        return DynamoManifest(dynamo_client(self.settings.region), self.settings.config_table)
+
+    def asset_storage(self) -> AssetStorage:
+        """Asset files under `settings.assets_base` (S3 with `assets_s3_uri`)."""
+        from opx_learning.resources.io_managers import AwsBackendAssetStorage
+
+        return AwsBackendAssetStorage.from_settings(self.settings, base_uri=self.settings.assets_base)
 
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
         """The audit table, queried per operation type."""

@@ -28,7 +28,7 @@ from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOMana
 
 
 def _local(settings: Settings) -> dict[str, Any]:
-    storage = AssetStorage(base_uri=settings.assets_base)
+    storage = AssetStorage(base_uri=settings.assets_base, home=str(settings.home))
     return {
         "safety": safety.LocalSafetyResource.from_settings(settings),
         "alerts": alerts.LocalAlertsResource.from_settings(settings),
@@ -49,11 +49,7 @@ def _aws(settings: Settings) -> dict[str, Any]:
         ) from None
 
     s3 = aws.s3_resource(settings)
-    storage = (
-        aws.AwsAssetStorage(base_uri=settings.assets_base, s3=s3)
-        if settings.assets_base.startswith("s3://")
-        else AssetStorage(base_uri=settings.assets_base)
-    )
+    storage = aws.AwsAssetStorage.from_settings(settings, base_uri=settings.assets_base, s3=s3)
     return {
         "safety": safety.AwsSafetyResource.from_settings(settings),
         "alerts": alerts.AwsAlertsResource.from_settings(settings),

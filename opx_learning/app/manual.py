@@ -498,9 +498,9 @@ def refusal_text(attempt: Attempt, emergency_denied: str | None = None) -> str:
 
 def service_report(summary: Any, asset: str, service: str, settings: Settings) -> dict[str, Any]:
     """Totals of one service over the partitions a run materialized of `asset` (read back from storage)."""
-    from opx_learning.resources.io_managers import AssetStorage
+    from opx_learning.backends import backend_for
 
-    storage = AssetStorage(base_uri=settings.assets_base)
+    storage = backend_for(settings).asset_storage()
     total = fp = 0
     for key in summary.materialized.get(asset, []):
         frame = storage.read(asset, key)

@@ -43,6 +43,7 @@ from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import Window, iso, to_utc
 from opx_learning.integrity.findings import Finding, digest, publish_corruption
+from opx_learning.integrity.manifest import Entry, Ledger, ManifestUnavailable
 from opx_learning.safety.models import (
     AuditStatus,
     AuthorityType,
@@ -59,7 +60,7 @@ from opx_learning.stores.outcomes import (
 from opx_learning.stores.snapshots import snapshot_store
 
 DEFAULT_DAYS = 35
-STORES = ("snapshots", "outcomes", "assets", "audit")
+STORES = ("snapshots", "outcomes", "assets", "audit", "manifest")
 
 Progress = Callable[[str, int, int], None]
 _TERMINAL = {status.value for status in AuditStatus if status.terminal}
@@ -90,6 +91,8 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     alert_dedup_id: str | None = None
     alert_delivered: bool | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    read: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -117,11 +120,14 @@ class SweepReport:
                 "severity": "P0",
                 "dedup_id": self.alert_dedup_id,
                 "delivered": self.alert_delivered,
+                "count": len(self.alerts),
             },
+            "alerts": list(self.alerts),
         }
 
 
 _LABELS = {
+    "manifest": "manifest listings",
     "snapshots": "snapshot versions",
     "outcomes": "outcome partitions",
     "assets": "asset partitions",
@@ -151,6 +157,7 @@ def sweep(window: Window, settings: Settings, *, progress: Progress | None = Non
         ("outcomes", _outcomes),
         ("assets", _assets),
         ("audit", _audit),
+        ("manifest", _manifest),
     ):
         check(window, settings, report, _Counter(name, report, report_progress))
     return report
@@ -164,7 +171,7 @@ def run_sweep(
     progress: Progress | None = None,
     publisher: Any = None,
 ) -> SweepReport:
-    """`sweep`, then one P0 `DATA_CORRUPTION` alert listing the findings (if any).
+    """`sweep`, then one P0 `DATA_CORRUPTION` alert per finding (if any).
 
     Args:
         window: the half-open window to sweep.
@@ -174,18 +181,22 @@ def run_sweep(
         publisher: an `AlertPublisher` (default: the active backend's).
 
     Returns:
-        The report, with the alert's deduplication id and delivery outcome when it found something.
+        The report, with each alert's deduplication id and delivery outcome (the first one's
+        in `alert_dedup_id`; `alert_delivered` is True only when every alert was delivered).
     """
     report = sweep(window, settings, progress=progress)
-    if report.findings:
+    for finding in report.findings:
         alert, delivered = publish_corruption(
-            report.findings,
+            [finding],
             source=source,
             settings=settings,
             window={"start": window.start_iso, "end": window.end_iso},
             publisher=publisher,
         )
-        report.alert_dedup_id, report.alert_delivered = alert.dedup_id, delivered
+        report.alerts.append({"dedup_id": alert.dedup_id, "delivered": delivered, "where": finding.location})
+    if report.alerts:
+        report.alert_dedup_id = report.alerts[0]["dedup_id"]
+        report.alert_delivered = all(alert["delivered"] for alert in report.alerts)
     return report
 
 
@@ -225,6 +236,7 @@ def _snapshots(window: Window, settings: Settings, report: SweepReport, counter:
         if window.start <= span.start < window.end
     ]
     counter.start(len(entries))
+    report.read["snapshots"] = {store.where(*entry) for entry in entries}
     for kind, span, version in entries:
         finding = store.check(kind, span, version)
         if finding is not None:
@@ -252,9 +264,10 @@ def _outcomes(window: Window, settings: Settings, report: SweepReport, counter: 
             if day in present
         ]
     readable = [(day, where, data) for day, where, read in days if (data := read()) is not None]
+    ledger = _Checked(store.ledger, report)
     counter.start(len(readable))
     for day, where, data in readable:
-        problem = _outcome_problem(day, data)
+        problem = ledger.problem(where, data) or _outcome_problem(day, data)
         if problem:
             report.findings.append(Finding("outcomes", where, problem, digest(data)))
         counter.tick()
@@ -335,6 +348,7 @@ def _assets(window: Window, settings: Settings, report: SweepReport, counter: _C
         for uri, read in _asset_files(base, settings)
         if (key := uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]) == "latest" or _starts_in(window, key)
     ]
+    ledger = _Checked(backend_for(settings).asset_storage().ledger(), report)
     counter.start(len(files))
     for uri, read in files:
         try:
@@ -344,10 +358,80 @@ def _assets(window: Window, settings: Settings, report: SweepReport, counter: _C
             counter.tick()
             continue
         if data is not None:
-            problem = _asset_problem(uri, data)
+            problem = ledger.problem(uri, data) or _asset_problem(uri, data)
             if problem:
                 report.findings.append(Finding("assets", uri, problem, digest(data)))
         counter.tick()
+
+
+class _Checked:
+    """A store's manifest, read once per sweep: the manifest verdict on each object read (before decoding it)."""
+
+    def __init__(self, ledger: Ledger, report: SweepReport) -> None:
+        self.ledger, self.report = ledger, report
+        self.entries: dict[str, Entry] = {}
+        self.available = ledger.active
+        if ledger.active:
+            try:
+                self.entries = ledger.manifest.entries(ledger.store)  # type: ignore[union-attr]
+            except ManifestUnavailable as exc:
+                self.available = False
+                report.findings.append(Finding(ledger.store, ledger.manifest.location, f"manifest unreadable: {exc}"))  # type: ignore[union-attr]
+
+    def problem(self, uri: str, data: bytes) -> str | None:
+        """The manifest's objection to `data` stored at `uri` (None: it matches, or no manifest)."""
+        if not self.available:
+            return None
+        self.report.read.setdefault(self.ledger.store, set()).add(uri)
+        key = self.ledger.key(uri)
+        return self.ledger.problem(key, data, self.entries.get(key))
+
+
+def _manifest(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
+    """Both ways, over every store: objects the manifest lists that are gone, objects it does not know."""
+    backend = backend_for(settings)
+    stores = [backend.asset_storage().ledger(), snapshot_store(settings).ledger]
+    outcomes = outcome_store(settings)
+    if not isinstance(outcomes, DynamoOutcomeStore):
+        stores.append(outcomes.ledger)  # type: ignore[attr-defined]
+    active = [ledger for ledger in stores if ledger.active]
+    counter.start(len(active))
+    for ledger in active:
+        counter.tick()
+        checked = _Checked(ledger, report)
+        if not checked.available:
+            continue
+        present = set(_objects(ledger, settings))
+        for key in sorted(set(checked.entries) - present):
+            uri = ledger.uri(key)
+            problem = ledger.problem(key, None, checked.entries[key])
+            report.findings.append(Finding(ledger.store, uri, str(problem)))
+        already = report.read.get(ledger.store, set())
+        for key in sorted(present - set(checked.entries)):
+            uri = ledger.uri(key)
+            if uri not in already:
+                report.findings.append(Finding(ledger.store, uri, str(ledger.problem(key, b"", None))))
+
+
+def _objects(ledger: Ledger, settings: Settings) -> Iterator[str]:
+    """The keys of every object stored under a ledger's base (temporary and hidden files aside)."""
+    base = ledger.base
+    if base.startswith("s3://"):
+        bucket = base[len("s3://"):].split("/", 1)[0]
+        client = backend_for(settings).blob_client()
+        for key in list_keys(base + "/", client=client):
+            uri = f"s3://{bucket}/{key}"
+            if ledger.store == "assets" and "/snapshots/" in f"/{ledger.key(uri)}":
+                continue
+            if not key.rsplit("/", 1)[-1].startswith("."):
+                yield ledger.key(uri)
+        return
+    root = Path(base)
+    if not root.is_dir():
+        return
+    for path in root.rglob("*"):
+        if not path.name.startswith(".") and not path.name.endswith(".partial") and path.is_file():
+            yield ledger.key(path)
 
 
 def _asset_problem(uri: str, data: bytes) -> str | None:

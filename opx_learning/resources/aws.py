@@ -14,7 +14,7 @@ from dagster_aws.s3 import S3Resource
 from opx_learning.backends import AwsBackend
 from opx_learning.config import Settings
 from opx_learning.resources.base import AwsFields
-from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.resources.io_managers import AwsBackendAssetStorage
 from opx_learning.resources.stores import OutcomeStoreResource, SnapshotStoreResource
 from opx_learning.stores.outcomes import OutcomeStore
 from opx_learning.stores.snapshots import SnapshotStore
@@ -25,7 +25,7 @@ def s3_resource(settings: Settings) -> S3Resource:
     return S3Resource(region_name=settings.region)
 
 
-class AwsAssetStorage(AssetStorage):
+class AwsAssetStorage(AwsBackendAssetStorage):
     """Asset partitions under `assets_s3_uri`, read and written with the S3 resource's client."""
 
     s3: S3Resource

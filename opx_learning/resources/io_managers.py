@@ -19,12 +19,16 @@ import io
 import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from opx_learning.stores.blobs import get_bytes, put_bytes
+from opx_learning.config import Settings
+from opx_learning.integrity.manifest import ASSETS, Ledger
+from opx_learning.resources.base import AwsFields
+from opx_learning.stores.blobs import get_bytes
 
 Stored = pl.DataFrame | dict[str, Any]
 UNPARTITIONED = "latest"
@@ -34,13 +38,16 @@ class AssetStorage(dg.ConfigurableResource):
     """Reads and writes asset values by asset key and partition key.
 
     Files are named by the asset's own name (the last part of its key), so a key prefix given to
-    `build_defs` does not move a home's files.
+    `build_defs` does not move a home's files. With `home`, every write is recorded in the
+    manifest of `<home>/state.db` and every read is checked against it first (docs/integrity.md).
 
     Args:
         base_uri: a directory or `s3://bucket/prefix` (`<home>/assets` locally, `assets_s3_uri` on aws).
+        home: the home whose manifest records and checks the files (None: nothing recorded or checked).
     """
 
     base_uri: str
+    home: str | None = None
 
     def s3_client(self) -> Any:
         """The S3 client for an `s3://` base (None here: boto3's own; the aws class uses dagster-aws's S3 resource)."""
@@ -50,6 +57,18 @@ class AssetStorage(dg.ConfigurableResource):
         """The base directory or S3 URI in use."""
         return self.base_uri.rstrip("/")
 
+    def manifest_settings(self) -> Settings | None:
+        """The settings whose manifest and alerts this storage uses (None: unchecked)."""
+        return Settings(home=Path(self.home)) if self.home else None
+
+    def ledger(self) -> Ledger:
+        """The manifest checks of this storage's files."""
+        from opx_learning.backends import backend_for
+
+        settings = self.manifest_settings()
+        manifest = backend_for(settings).manifest() if settings is not None else None
+        return Ledger(manifest, ASSETS, self.resolved_base(), settings=settings)
+
     def uri(
         self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, suffix: str, base: str | None = None
     ) -> str:
@@ -58,7 +77,7 @@ class AssetStorage(dg.ConfigurableResource):
         return f"{base or self.resolved_base()}/{path}/{partition or UNPARTITIONED}.{suffix}"
 
     def write(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None, value: Stored) -> str:
-        """Store a frame as Parquet or a dict as JSON; returns the URI written."""
+        """Store a frame as Parquet or a dict as JSON and record its digest; returns the URI written."""
         buffer = io.BytesIO()
         if isinstance(value, pl.DataFrame):
             value.write_parquet(buffer)
@@ -69,38 +88,68 @@ class AssetStorage(dg.ConfigurableResource):
         else:
             raise TypeError(f"asset value: {type(value).__name__} is neither a polars DataFrame nor a dict")
         uri = self.uri(asset_key, partition, suffix)
-        put_bytes(uri, buffer.getvalue(), client=self.s3_client())
+        self.ledger().write(uri, buffer.getvalue(), client=self.s3_client())
         return uri
 
     def parquet_sources(
         self, asset_key: dg.AssetKey | Sequence[str] | str, partitions: Sequence[str]
     ) -> dict[str, str | bytes]:
-        """The stored Parquet of each partition that has one: a local path (nothing read) or an S3 object's bytes.
+        """The stored Parquet of each partition that has one: a local path (checked, not decoded) or an S3 object's bytes.
 
         `pl.scan_parquet` takes a list of either, so a range of partitions is read lazily, only
         the columns a query uses; on S3 each object is fetched once (compressed) and decoded lazily.
+        Every file is checked against the manifest first; a partition the manifest lists but the
+        store lacks fails the read.
         """
         found: dict[str, str | bytes] = {}
         base = self.resolved_base()
+        ledger = self.ledger()
+        listed = ledger.expected(_key_path(asset_key)[0] + "/")
         for partition in partitions:
             uri = self.uri(asset_key, partition, "parquet", base)
+            entry = listed.get(ledger.key(uri)) if ledger.active else None
             if uri.startswith("s3://"):
                 data = get_bytes(uri, client=self.s3_client())
+                if data is not None or entry is not None:
+                    ledger.check(uri, data, entry)
                 if data is not None:
                     found[partition] = data
             elif os.path.exists(uri):
+                ledger.check_file(uri, entry)
                 found[partition] = uri
+            elif entry is not None:
+                ledger.check(uri, None, entry)
         return found
 
     def read(self, asset_key: dg.AssetKey | Sequence[str] | str, partition: str | None) -> Stored | None:
-        """The stored value of one partition, or None when nothing is stored."""
+        """The stored value of one partition once it matches the manifest, or None when nothing is stored."""
+        ledger = self.ledger()
+        listed = ledger.expected(f"{_key_path(asset_key)[0]}/{partition or UNPARTITIONED}.")
         for suffix in ("parquet", "json"):
-            data = get_bytes(self.uri(asset_key, partition, suffix), client=self.s3_client())
+            uri = self.uri(asset_key, partition, suffix)
+            data = get_bytes(uri, client=self.s3_client())
+            entry = listed.get(ledger.key(uri)) if ledger.active else None
+            if data is not None or entry is not None:
+                ledger.check(uri, data, entry)
             if data is not None:
                 if suffix == "parquet":
                     return pl.read_parquet(io.BytesIO(data))
                 return json.loads(data)
         return None
+
+
+class AwsBackendAssetStorage(AwsFields, AssetStorage):
+    """Asset files of the aws backend: the manifest in the config table, alerts to the SNS topic."""
+
+    def manifest_settings(self) -> Settings:
+        """The aws settings these fields stand for."""
+        return self.settings()
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client for the region."""
+        from opx_learning.backends import backend_for
+
+        return backend_for(self.settings()).blob_client()
 
 
 class PolarsParquetIOManager(dg.ConfigurableIOManager):

@@ -6,6 +6,10 @@ The S3 functions take the client to use (`s3_client(settings.region)`, or the ba
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,16 +41,32 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 def put_bytes(uri: str, data: bytes, *, client: Any = None) -> None:
-    """Write a whole object; local files are replaced atomically (`client`: the S3 client for s3:// URIs)."""
+    """Write a whole object (`client`: the S3 client for s3:// URIs).
+
+    A local file is written under a temporary name of its own (so concurrent writers never share
+    one) and renamed over the target, so a reader sees the old or the new bytes, never a part.
+    """
     if uri.startswith("s3://"):
         bucket, key = split_s3(uri)
         (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    with staged(path, data) as temporary:
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def staged(path: Path, data: bytes) -> Iterator[str]:
+    """`data` written to a unique temporary file beside `path` (removed on exit unless renamed)."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        yield temporary
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def get_bytes(uri: str, *, client: Any = None) -> bytes | None:

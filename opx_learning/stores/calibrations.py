@@ -26,9 +26,9 @@ def month_partition(month: str) -> str:
 
 
 def _storage(settings: Settings) -> Any:
-    from opx_learning.resources.io_managers import AssetStorage
+    from opx_learning.backends import backend_for
 
-    return AssetStorage(base_uri=settings.assets_base)
+    return backend_for(settings).asset_storage()
 
 
 def monthly_calibration(month: str, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,10 +18,9 @@ from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
 from opx_learning.core.validation import OutcomeSource, validate_outcomes
 from opx_learning.core.windows import Instant, Window
+from opx_learning.integrity.manifest import Ledger
 from opx_learning.stores.blobs import (
-    get_bytes,
     list_keys,
-    put_bytes,
     s3_client,
     split_s3,
 )
@@ -109,8 +106,9 @@ class LocalOutcomeStore(OutcomeStore):
     atomically (temporary file + rename), so readers never see a partial file.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, ledger: Ledger | None = None) -> None:
         self.root = Path(root)
+        self.ledger = ledger or Ledger(None, "outcomes", self.root)
 
     @property
     def location(self) -> str:
@@ -138,16 +136,18 @@ class LocalOutcomeStore(OutcomeStore):
     def _merge_day(self, day: date, part: pl.DataFrame) -> int:
         target = self.day_file(day)
         target.parent.mkdir(parents=True, exist_ok=True)
-        existing = pl.read_parquet(target) if target.exists() else empty_outcomes()
+        if target.exists():
+            self.ledger.check_file(target)
+            existing = pl.read_parquet(target)
+        else:
+            self.ledger.check(target, None)
+            existing = empty_outcomes()
         merged, added = _merge(existing, part)
         if added == 0:
             return 0
-        temporary = target.with_name(f".{_PART}.{uuid.uuid4().hex}.tmp")
-        try:
-            merged.write_parquet(temporary, compression="zstd", compression_level=1, statistics=True)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+        buffer = io.BytesIO()
+        merged.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
+        self.ledger.write(target, buffer.getvalue())
         return added
 
     @contextmanager
@@ -163,8 +163,24 @@ class LocalOutcomeStore(OutcomeStore):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def files(self, window: Window) -> list[Path]:
-        """The existing day files a read of `window` opens (and no others)."""
-        return [path for path in (self.day_file(day) for day in window.days()) if path.exists()]
+        """The existing day files a read of `window` opens (and no others), each checked against the manifest.
+
+        Raises:
+            IntegrityError: a file differs from the manifest, is unknown to it, or is listed but missing.
+        """
+        paths = [self.day_file(day) for day in window.days()]
+        if not self.ledger.active:
+            return [path for path in paths if path.exists()]
+        listed = self.ledger.expected(_DAY_PREFIX)
+        found = []
+        for path in paths:
+            entry = listed.get(self.ledger.key(path))
+            if path.exists():
+                self.ledger.check_file(path, entry)
+                found.append(path)
+            elif entry is not None:
+                self.ledger.check(path, None, entry)
+        return found
 
     def scan(self, window: Window) -> pl.LazyFrame:
         """Lazily read only the window's day files, filtered half-open on `recorded_at`."""
@@ -207,11 +223,12 @@ class S3OutcomeStore(OutcomeStore):
         ValueError: `uri` is not an s3:// URI.
     """
 
-    def __init__(self, uri: str, *, region: str | None = None, client: Any = None) -> None:
+    def __init__(self, uri: str, *, region: str | None = None, client: Any = None, ledger: Ledger | None = None) -> None:
         split_s3(uri)
         self.uri = uri.rstrip("/")
         self.region = region
         self._client = client
+        self.ledger = ledger or Ledger(None, "outcomes", self.uri)
 
     @property
     def client(self) -> Any:
@@ -230,7 +247,7 @@ class S3OutcomeStore(OutcomeStore):
         return f"{self.uri}/{_DAY_PREFIX}{day.isoformat()}/{_PART}"
 
     def _day(self, day: date) -> pl.DataFrame | None:
-        data = get_bytes(self.day_uri(day), client=self.client)
+        data = self.ledger.read(self.day_uri(day), client=self.client)
         return None if data is None else pl.read_parquet(io.BytesIO(data))
 
     def write(self, frame: pl.DataFrame | pl.LazyFrame, progress: Progress | None = None) -> int:
@@ -243,7 +260,7 @@ class S3OutcomeStore(OutcomeStore):
             if added:
                 buffer = io.BytesIO()
                 merged.write_parquet(buffer, compression="zstd", compression_level=1, statistics=True)
-                put_bytes(self.day_uri(day), buffer.getvalue(), client=self.client)
+                self.ledger.write(self.day_uri(day), buffer.getvalue(), client=self.client)
                 written += added
             if progress is not None:
                 progress(done, len(parts))

@@ -47,6 +47,8 @@ from opx_learning.integrity.findings import (
     digest,
     publish_corruption,
 )
+from opx_learning.integrity.manifest import SNAPSHOTS, Ledger, sha256_of
+from opx_learning.stores.blobs import staged
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.json$")
 _DIR_INSTANT = "%Y-%m-%dT%H%M%S.%fZ"
@@ -62,13 +64,20 @@ class SnapshotStore:
             a damaged read raises its P0 alert through their backend's publisher.
         publisher: the `AlertPublisher` of that alert (default: the settings' backend's; with
             neither, the alert is logged).
+        ledger: the manifest checks of the versions (default: the settings' backend's manifest;
+            without settings, a bare directory, nothing is recorded or checked).
 
     Raises:
         TypeError: neither `root` nor `settings` given.
     """
 
     def __init__(
-        self, root: str | Path | None = None, settings: Settings | None = None, *, publisher: Any = None
+        self,
+        root: str | Path | None = None,
+        settings: Settings | None = None,
+        *,
+        publisher: Any = None,
+        ledger: Ledger | None = None,
     ) -> None:
         if root is None:
             if settings is None:
@@ -77,6 +86,11 @@ class SnapshotStore:
         self.root = Path(root)
         self.settings = settings
         self.publisher = publisher
+        if ledger is None and settings is not None:
+            from opx_learning.backends import backend_for
+
+            ledger = backend_for(settings).ledger(SNAPSHOTS, self.root)
+        self.ledger = ledger or Ledger(None, SNAPSHOTS, self.root)
 
     def append(self, snapshot: Snapshot | Mapping[str, Any]) -> Snapshot:
         """Store a snapshot as the next version of its window, unless its content is unchanged.
@@ -118,7 +132,7 @@ class SnapshotStore:
     def versions(self, snapshot_type: str, start: Instant, end: Instant) -> list[Snapshot]:
         """Every stored version of a window, oldest first."""
         kind, window = check_snapshot_type(snapshot_type), Window.parse(start, end)
-        return [self._read(kind, window, version) for version in self._versions(kind, window)]
+        return [self._read(kind, window, version) for version in self._checked_versions(kind, window)]
 
     def latest(self, snapshot_type: str, start: Instant, end: Instant) -> Snapshot | None:
         """The newest stored version of a window, or None if it was never stored."""
@@ -139,8 +153,8 @@ class SnapshotStore:
         return str(self.root)
 
     def entries(self) -> list[tuple[str, Window, int]]:
-        """Every stored `(type, window, version)`, without reading the files."""
-        return self._entries()
+        """Every stored `(type, window, version)`, without reading the files (or checking the manifest)."""
+        return self._listing()
 
     def where(self, kind: str, window: Window, version: int) -> str:
         """The path (or S3 URI) of one stored version."""
@@ -156,14 +170,35 @@ class SnapshotStore:
             data = self._read_bytes(kind, window, version)
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             return Finding("snapshots", self.where(kind, window, version), f"unreadable: {exc}")
+        where = self.where(kind, window, version)
+        if self.ledger.active:
+            key = self.ledger.key(where)
+            problem = self.ledger.problem(key, data, self.ledger.expected(key).get(key))
+            if problem is not None:
+                return Finding("snapshots", where, problem, digest(data))
         result = self._verify(kind, window, version, data)
         return result if isinstance(result, Finding) else None
 
     def _latest(self, kind: str, window: Window) -> Snapshot | None:
-        versions = self._versions(kind, window)
+        versions = self._checked_versions(kind, window)
         return self._read(kind, window, versions[-1]) if versions else None
 
+    def _checked_versions(self, kind: str, window: Window) -> list[int]:
+        """The stored versions of a window; a version the manifest lists but the store lacks fails the read."""
+        versions = self._versions(kind, window)
+        if self.ledger.active:
+            folder = self.ledger.key(self.where(kind, window, 1)).rsplit("/", 1)[0] + "/"
+            present = {self.ledger.key(self.where(kind, window, version)) for version in versions}
+            self.ledger.missing(present, folder)
+        return versions
+
     def _entries(self) -> list[tuple[str, Window, int]]:
+        entries = self._listing()
+        if self.ledger.active:
+            self.ledger.missing({self.ledger.key(self.where(*entry)) for entry in entries})
+        return entries
+
+    def _listing(self) -> list[tuple[str, Window, int]]:
         entries = [
             (kind, window, version)
             for kind, window in self._windows()
@@ -174,6 +209,7 @@ class SnapshotStore:
 
     def _read(self, kind: str, window: Window, version: int) -> Snapshot:
         data = self._read_bytes(kind, window, version)
+        self.ledger.check(self.where(kind, window, version), data)
         result = self._verify(kind, window, version, data)
         if isinstance(result, Finding):
             publish_corruption([result], source="read", settings=self.settings, publisher=self.publisher)
@@ -227,7 +263,19 @@ class SnapshotStore:
     def _create(self, kind: str, window: Window, version: int, text: str) -> bool:
         folder = self._folder(kind, window)
         folder.mkdir(parents=True, exist_ok=True)
-        return _create_exclusive(folder / f"v{version}.json", text)
+        path = folder / f"v{version}.json"
+        if not self.ledger.active:
+            return _create_exclusive(path, text)
+        data = text.encode()
+        with staged(path, data) as temporary:
+            try:
+                # link() never replaces an existing name; the manifest row is inserted only if it succeeds.
+                self.ledger.manifest.record(  # type: ignore[union-attr]
+                    SNAPSHOTS, self.ledger.key(path), sha256_of(data), len(data), publish=lambda: os.link(temporary, path)
+                )
+            except FileExistsError:
+                return False
+        return True
 
 
 class S3SnapshotStore(SnapshotStore):
@@ -259,6 +307,7 @@ class S3SnapshotStore(SnapshotStore):
 
             client = s3_client(settings.region if settings is not None else None)
         self.client = client
+        self.ledger = Ledger(None, SNAPSHOTS, self.location)
 
     @property
     def location(self) -> str:
@@ -308,6 +357,10 @@ class S3SnapshotStore(SnapshotStore):
             if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise
+        if self.ledger.active:
+            data = text.encode()
+            key = self.ledger.key(self.where(kind, window, version))
+            self.ledger.manifest.record(SNAPSHOTS, key, sha256_of(data), len(data))  # type: ignore[union-attr]
         return True
 
 

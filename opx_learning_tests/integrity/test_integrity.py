@@ -122,13 +122,13 @@ def test_flipped_snapshot_byte_refused_on_read_and_reported_by_verify(home: Path
     assert evidence(home) == before
 
 
-def test_same_content_in_other_bytes_is_caught_by_the_byte_check(home: Path) -> None:
+def test_same_content_in_other_bytes_is_caught_by_the_manifest(home: Path) -> None:
     path = snapshot_file(home)
     text = path.read_text()
     path.write_text(text.replace("{", "{ ", 1))  # still valid JSON with the same content and hash
     code, output = verify(*WINDOW)
     assert code == 1
-    assert f"DATA_CORRUPTION snapshots: {path}: bytes differ from the stored form of their content" in output
+    assert f"DATA_CORRUPTION snapshots: {path}: content does not match the manifest" in output
 
 
 def test_truncated_outcome_partition_is_a_finding(home: Path) -> None:
@@ -137,7 +137,9 @@ def test_truncated_outcome_partition_is_a_finding(home: Path) -> None:
     before = evidence(home)
     code, output = verify(*WINDOW)
     assert code == 1
-    assert f"DATA_CORRUPTION outcomes: {path}: unreadable Parquet" in output
+    # The digest is checked before any byte is decoded: a truncated file is never handed to the Parquet reader.
+    assert f"DATA_CORRUPTION outcomes: {path}: content does not match the manifest" in output
+    assert "unreadable Parquet" not in output
     [alert] = corruption_alerts(home)
     assert alert["details"]["where"] == str(path) and alert["details"]["source"] == "verify"
     assert evidence(home) == before
@@ -149,7 +151,7 @@ def test_outcome_partition_with_rows_of_another_day_is_a_finding(home: Path) -> 
     other.write_parquet(path)
     report = run_sweep(Window.parse(START, END), wiring.settings())
     assert [(f.store, f.location) for f in report.findings] == [("outcomes", str(path))]
-    assert f"{other.height} row(s) recorded on another day than the partition 2025-10-05" in report.findings[0].problem
+    assert "content does not match the manifest" in report.findings[0].problem
 
 
 def test_truncated_asset_partition_is_a_finding(home: Path) -> None:
@@ -157,7 +159,7 @@ def test_truncated_asset_partition_is_a_finding(home: Path) -> None:
     truncate(path)
     code, output = verify(*WINDOW)
     assert code == 1
-    assert f"DATA_CORRUPTION assets: {path}: unreadable Parquet" in output
+    assert f"DATA_CORRUPTION assets: {path}: content does not match the manifest" in output
 
 
 def test_malformed_audit_row_is_a_finding(home: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
+from opx_learning.integrity.findings import IntegrityError
+from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.stores.outcomes import S3OutcomeStore, load_outcomes, outcome_store
 from opx_learning_tests import wiring
 
@@ -44,11 +46,17 @@ def test_round_trip_reads_only_the_window(bucket: str) -> None:
 def test_aws_backend_uses_s3_when_configured(bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_OUTCOMES_S3_URI", bucket)
+    create_tables(wiring.settings())  # the config table holds the manifest of stored objects
     store = outcome_store(wiring.settings())
     assert isinstance(store, S3OutcomeStore) and store.location == URI
     frame = generate_outcomes("2026-03-01", "2026-03-03", per_day=20, seed=5)
     store.write(frame)
     assert load_outcomes(store, "2026-03-01", "2026-03-02T23:59:59.999Z").height == frame.height
+
+    # The manifest lists each day object; a deleted one fails the read instead of reading as "no outcomes".
+    boto3.client("s3").delete_object(Bucket="opx-outcomes-bucket", Key="platform/outcomes/recorded_date=2026-03-01/part-0.parquet")
+    with pytest.raises(IntegrityError, match="listed in the manifest .* but missing"):
+        load_outcomes(store, "2026-03-01", "2026-03-02")
 
 
 def test_not_an_s3_uri_is_refused() -> None:

@@ -22,6 +22,7 @@ from opx_learning.stores.snapshot_refs import (
     select,
 )
 from opx_learning.stores.snapshots import SnapshotStore
+from opx_learning_tests import wiring
 
 DAY = timedelta(days=1)
 JAN = [datetime(2026, 1, day, tzinfo=UTC) for day in range(1, 8)]
@@ -41,7 +42,7 @@ def daily(start: datetime, total: int, fp: int, cause: str) -> Any:
 @pytest.fixture
 def store(opx_home: Path) -> SnapshotStore:
     """Days 1, 2 (two versions) and 4 of January, and a weekly snapshot, in the local store."""
-    snapshots = SnapshotStore(opx_home / "snapshots")
+    snapshots = SnapshotStore(settings=wiring.settings())
     snapshots.append(daily(JAN[0], 10, 1, "disk full"))
     snapshots.append(daily(JAN[1], 10, 2, "disk full"))
     snapshots.append(daily(JAN[1], 12, 3, "oom"))  # new content for day 2: version 2

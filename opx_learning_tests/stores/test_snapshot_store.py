@@ -185,6 +185,9 @@ def test_s3_store_is_append_only_and_idempotent(aws_env: str, monkeypatch: pytes
     s3.create_bucket(Bucket="opx-assets")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_ASSETS_S3_URI", "s3://opx-assets/prod")
+    from opx_learning.safety.dynamo_backend import create_tables
+
+    create_tables(get_settings())  # the config table holds the manifest of stored objects
     store = snapshot_store(get_settings())
     assert isinstance(store, S3SnapshotStore)
     assert store.location == "s3://opx-assets/prod/snapshots/"
