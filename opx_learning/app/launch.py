@@ -141,12 +141,23 @@ def summarize(result: dg.ExecuteInProcessResult, assets: list[str], partitions: 
             summary.skipped.setdefault(event.step_key, "UPSTREAM_SKIPPED")
         elif event.is_step_failure:
             error = event.step_failure_data.user_failure_data
-            text = error.description if error and error.description else event.step_failure_data.error.message
+            text = error.description if error and error.description else root_cause(event.step_failure_data.error)
             summary.failures.append(f"{event.step_key}: {text.strip()}")
     for evaluation in result.get_asset_check_evaluations():
         summary.checks.append(check_row(evaluation))
     summary.audit_ids = sorted(audit_ids)
     return summary
+
+
+def root_cause(error: Any) -> str:
+    """The innermost error of a step failure (`Class: message`), not Dagster's wrapper around the op's exception."""
+    while error is not None and getattr(error, "cause", None) is not None:
+        error = error.cause
+    if error is None:
+        return "unknown error"
+    message = str(error.message).strip()
+    name = getattr(error, "cls_name", None)
+    return message if not name or message.startswith(f"{name}:") else f"{name}: {message}"
 
 
 def check_row(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:

@@ -54,9 +54,10 @@ def verify_window(start: str | None, end: str | None, days: int | None, now: dat
 def verify(start: str | None, end: str | None, days: int | None, as_json: bool) -> None:
     """Re-read the snapshots, outcome and asset partitions and audit records of a window.
 
-    Exit 0 when everything is intact, 1 when something is damaged (one P0 DATA_CORRUPTION
-    alert lists it; nothing is changed or deleted), 2 for bad options, 3 when a store
-    could not be read at all.
+    Also compares the manifest of stored objects with every store, both ways. Exit 0 when
+    everything is intact, 1 when something is damaged (one P0 DATA_CORRUPTION alert per
+    finding; nothing is changed or deleted), 2 for bad options, 3 when a store could not be
+    read at all.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -90,7 +91,8 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
         click.echo(report.summary())
         if report.findings:
             target = backend_for(settings).alert_target
-            state = "raised" if report.alert_delivered else "NOT delivered (see the log)"
-            click.echo(f"P0 DATA_CORRUPTION alert {state} to {target} (dedup id {report.alert_dedup_id}); "
-                       "the damaged items are left untouched as evidence.")
+            sent = sum(1 for alert in report.alerts if alert["delivered"])
+            state = "raised" if report.alert_delivered else f"raised, {len(report.alerts) - sent} NOT delivered (see the log)"
+            click.echo(f"{len(report.alerts)} P0 DATA_CORRUPTION alert(s), one per finding, {state} to {target} "
+                       f"(first dedup id {report.alert_dedup_id}); the damaged items are left untouched as evidence.")
     raise SystemExit(EXIT_CLEAN if report.clean else EXIT_CORRUPTION)

@@ -76,6 +76,7 @@ def cli() -> None:
 
 
 _CODE = re.compile(r"^([A-Z][A-Z0-9_]+): ")
+EXIT_CORRUPTION, EXIT_UNAVAILABLE = 1, 3
 
 
 def _error_json(kind: str, message: str, store: str | None = None) -> str:
@@ -89,7 +90,8 @@ def _error_json(kind: str, message: str, store: str | None = None) -> str:
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback."""
     from opx_learning.config import ConfigurationError
-    from opx_learning.safety.models import InvalidRequest
+    from opx_learning.integrity.findings import IntegrityError
+    from opx_learning.safety.models import BackendUnavailable, InvalidRequest
 
     argv = sys.argv[1:] if args is None else args
     as_json = "--json" in argv
@@ -110,6 +112,14 @@ def main(args: list[str] | None = None) -> None:
         # A configuration mistake (e.g. a malformed OPX_RATE_LIMITS), not a bug: say which setting.
         click.echo(_error_json("INVALID_CONFIGURATION", str(error)) if as_json else f"Error: {error}", err=not as_json)
         sys.exit(2)
+    except IntegrityError as error:
+        # Stored data failed its check before it was used: the P0 alert is already raised.
+        message = f"{error} (P0 DATA_CORRUPTION raised; the object is left as evidence, see docs/integrity.md)"
+        click.echo(_error_json("DATA_CORRUPTION", message) if as_json else f"Error: {message}", err=not as_json)
+        sys.exit(EXIT_CORRUPTION)
+    except BackendUnavailable as error:
+        click.echo(_error_json("STORE_UNAVAILABLE", str(error)) if as_json else f"Error: {error}", err=not as_json)
+        sys.exit(EXIT_UNAVAILABLE)
     sys.exit(result if isinstance(result, int) else 0)
 
 

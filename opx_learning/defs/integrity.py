@@ -62,6 +62,7 @@ def _integrity(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -
     listed = "\n".join(f"- {finding}" for finding in report.findings[:_LISTED])
     more = len(report.findings) - _LISTED
     metadata["alert_dedup_id"] = str(report.alert_dedup_id)
+    metadata["alerts_raised"] = len(report.alerts)
     return dg.AssetCheckResult(
         passed=False,
         severity=dg.AssetCheckSeverity.ERROR,

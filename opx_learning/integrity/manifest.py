@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from opx_learning.integrity.findings import Finding, IntegrityError, publish_corruption
+from opx_learning.safety.models import BackendUnavailable
 from opx_learning.stores.blobs import get_bytes, put_bytes, split_s3, staged
 
 ASSETS, OUTCOMES, SNAPSHOTS = "assets", "outcomes", "snapshots"
@@ -62,8 +63,8 @@ END""",
 )
 
 
-class ManifestUnavailable(RuntimeError):
-    """The manifest cannot be read or written (state database missing, locked or unreadable)."""
+class ManifestUnavailable(BackendUnavailable):
+    """The manifest cannot be read or written (state database missing, locked or unreadable): fail closed."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,10 @@ class SqliteManifest(Manifest):
 
     def _connect(self, *, write: bool) -> sqlite3.Connection:
         if not self.path.exists():
-            raise ManifestUnavailable(f"manifest: state database {self.path} does not exist")
+            raise ManifestUnavailable(
+                f"manifest of stored objects unavailable: state database {self.path} does not exist; nothing is "
+                "read or written without it (run `opx-learning init` for a new home)"
+            )
         mode = "rw" if write else "ro"
         uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}"
         try:
@@ -317,13 +321,14 @@ class Ledger:
             self.manifest.record(self.store, self.key(path), digest, size)
 
     def expected(self, prefix: str = "") -> dict[str, Entry]:
-        """The manifest's latest rows under a key prefix (empty when inactive)."""
+        """The manifest's latest rows under a key prefix (empty when inactive).
+
+        Raises:
+            ManifestUnavailable: the manifest cannot be read (nothing may be read or written then).
+        """
         if self.manifest is None:
             return {}
-        try:
-            return self.manifest.entries(self.store, prefix)
-        except ManifestUnavailable as exc:
-            self.fail(Finding(self.store, self.manifest.location, f"manifest unreadable, nothing can be verified: {exc}"))
+        return self.manifest.entries(self.store, prefix)
 
     def problem(self, key: str, data: bytes | None, entry: Entry | None) -> str | None:
         """What is wrong with an object's bytes (None: absent) against its manifest row, or None."""

@@ -102,9 +102,10 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, *, initiali
     settings = get_settings(env)
     if initialise_home:
         initialise(settings)
-    outcome_store(settings).write(
-        generate_outcomes("2026-01-01", "2026-02-01", per_day=4, services=SERVICES, seed=1, noisy_service=None)
-    )
+        # Stored objects are recorded in the state database's manifest, so only an initialised home holds outcomes.
+        outcome_store(settings).write(
+            generate_outcomes("2026-01-01", "2026-02-01", per_day=4, services=SERVICES, seed=1, noisy_service=None)
+        )
     port = _free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:
