@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import opx_learning as opx
 from opx_learning.cli.main import cli, main
 from opx_learning.core.windows import Window
+from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.stores.outcomes import (
     DynamoOutcomeStore,
     LocalOutcomeStore,
@@ -170,6 +171,7 @@ def test_s3_parquet_reads_the_days_existing_ids(aws_env: str, tmp_path: Path, mo
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="outcomes")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_OUTCOMES_S3_URI", "s3://outcomes/exports")
+    create_tables(wiring.settings())  # the config table holds the manifest of stored objects
     export = export_with_bad_rows(tmp_path / "export.jsonl")
     first = opx.ingest(export, settings=wiring.settings()).to_dict()
     assert_first_ingest(first)

@@ -162,6 +162,8 @@ class SqliteManifest(Manifest):
         """Rename (via `publish`) and insert in one `BEGIN IMMEDIATE` transaction."""
         conn = self._connect(write=True)
         try:
+            # The state database runs in WAL mode: NORMAL syncs at checkpoints, as its other writers do.
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not self._has_table(conn):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +18,7 @@ from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
 from opx_learning.core.validation import OutcomeSource, validate_outcomes
 from opx_learning.core.windows import Instant, Window
-from opx_learning.integrity.manifest import Ledger
+from opx_learning.integrity.manifest import Entry, Ledger
 from opx_learning.stores.blobs import (
     list_keys,
     s3_client,
@@ -127,20 +127,22 @@ class LocalOutcomeStore(OutcomeStore):
         written = 0
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            listed = self.ledger.expected(_DAY_PREFIX)
             for done, (day, part) in enumerate(parts, start=1):
-                written += self._merge_day(day, part)
+                written += self._merge_day(day, part, listed)
                 if progress is not None:
                     progress(done, len(parts))
         return written
 
-    def _merge_day(self, day: date, part: pl.DataFrame) -> int:
+    def _merge_day(self, day: date, part: pl.DataFrame, listed: Mapping[str, Entry]) -> int:
         target = self.day_file(day)
         target.parent.mkdir(parents=True, exist_ok=True)
+        entry = listed.get(self.ledger.key(target)) if self.ledger.active else None
         if target.exists():
-            self.ledger.check_file(target)
+            self.ledger.check_file(target, entry)
             existing = pl.read_parquet(target)
         else:
-            self.ledger.check(target, None)
+            self.ledger.check(target, None, entry)
             existing = empty_outcomes()
         merged, added = _merge(existing, part)
         if added == 0:

@@ -105,8 +105,8 @@ def test_kill_switch_blocks_approvals_over_rest_and_cli(server_factory: Callable
     calibration = {"calibration_id": "c" * 64, "window_start": "2026-01-01T00:00:00.000Z",
                    "window_end": "2026-02-01T00:00:00.000Z",
                    "recommended_thresholds": {"0.2": 0.1, "0.4": 0.3, "0.6": 0.5, "0.8": 0.7}}
-    AssetStorage(base_uri=str(server.settings.home / "assets")).write("confidence_calibration_custom",
-                                                                       "2026-01-01..2026-02-01", calibration)
+    storage = AssetStorage(base_uri=str(server.settings.home / "assets"), home=str(server.settings.home))
+    storage.write("confidence_calibration_custom", "2026-01-01..2026-02-01", calibration)
     proposed = _cli(server, principals, "alice", "propose", "--calibration", "cccccccc", "--json")
     assert proposed.returncode == 0, proposed.stderr
     pid = json.loads(proposed.stdout)["id"]

@@ -15,6 +15,7 @@ from opx_learning.config import ConfigurationError, Settings
 from opx_learning.core.synthetic import generate_outcomes
 from opx_learning.core.windows import Window
 from opx_learning.resources.aws import AwsAssetStorage
+from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.stores.outcomes import S3OutcomeStore
 
 BUCKET = "opx-assets-bucket"
@@ -33,6 +34,7 @@ def _settings(tmp_path: Path) -> Settings:
 def test_asset_storage_and_stores_use_the_s3_resource(aws_env: str, tmp_path: Path) -> None:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     settings = _settings(tmp_path)
+    create_tables(settings)  # the config table holds the manifest of stored objects
     resources = build_resources(settings)
     storage = resources["asset_storage"]
     assert isinstance(storage, AwsAssetStorage) and isinstance(storage.s3, S3Resource)

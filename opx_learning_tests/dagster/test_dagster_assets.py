@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
 
 import dagster as dg
@@ -115,7 +116,10 @@ def test_dagster_rejected_rows_are_kept(instance: dg.DagsterInstance, seeded: pl
         pl.when(pl.int_range(pl.len()) == 0).then(True).otherwise(pl.col("false_positive")).alias("false_positive"),
         pl.when(pl.int_range(pl.len()) == 0).then(True).otherwise(pl.col("true_positive")).alias("true_positive"),
     )
-    broken.write_parquet(day_file)
+    # Stored through the store's manifest, as a bad row the platform once accepted would be.
+    buffer = io.BytesIO()
+    broken.write_parquet(buffer)
+    store.ledger.write(day_file, buffer.getvalue())
     run = launch.materialize(settings(), instance, ["daily_outcomes"], ["2025-10-02"])
     assert run.success
     metadata = run.metadata["daily_outcomes"]["2025-10-02"]

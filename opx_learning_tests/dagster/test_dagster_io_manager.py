@@ -9,6 +9,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from opx_learning.resources.io_managers import AssetStorage, PolarsParquetIOManager
+from opx_learning.safety.dynamo_backend import create_tables
+from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01")
@@ -54,6 +56,7 @@ def test_dagster_io_manager_on_s3(aws_env: str, monkeypatch: pytest.MonkeyPatch)
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="opx-assets")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_ASSETS_S3_URI", "s3://opx-assets/dagster")
+    create_tables(wiring.settings())  # the config table holds the manifest of stored objects
     storage = resource("asset_storage")
     assert storage.resolved_base() == "s3://opx-assets/dagster"
     assert _run(storage).success

@@ -7,12 +7,11 @@ the instance's runs and materializations, the audit records, `alerts.jsonl` and 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import select
+import sqlite3
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -112,7 +111,8 @@ def test_unwritable_asset_storage_ends_the_trigger_failed_with_an_alert(
 def test_one_partition_failing_to_store_is_not_success(
     instance: dg.DagsterInstance, seeded: pl.DataFrame, opx_home: Path
 ) -> None:
-    (opx_home / "assets" / "pattern_summaries_daily" / "2025-10-02.parquet.partial").mkdir(parents=True)
+    # A directory where the partition's file goes: the rename into place fails.
+    (opx_home / "assets" / "pattern_summaries_daily" / "2025-10-02.parquet").mkdir(parents=True)
     code, output = _invoke("trigger", "extract-patterns", "--start", "2025-10-01", "--end", "2025-10-04", "--json")
     assert code == 1, output
     record = _guard().audit.get(_json(output)["audit_id"])
@@ -143,47 +143,43 @@ def test_stored_outputs_are_written_before_the_record_succeeds(
 def test_kill_switch_disabled_mid_range_stops_the_partitions_not_yet_stored(
     instance: dg.DagsterInstance, seeded: pl.DataFrame, opx_home: Path
 ) -> None:
-    # The 5th partition is written into a FIFO with a one-page buffer: the run's write blocks once
-    # the page is full, i.e. after partitions 1-5 passed their check, and the kill switch is
-    # disabled then, before the pipe is drained and the run goes on to partition 6.
+    # The operator disables the kill switch as soon as the 5th partition is recorded in the manifest;
+    # the run re-checks the switch before storing each partition, so it stops after a prefix of the range.
     folder = opx_home / "assets" / "pattern_summaries_daily"
-    folder.mkdir(parents=True)
-    fifo = folder / "2025-10-05.parquet.partial"
-    os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 4096)
-    received: list[bytes] = []
+    days = [(datetime(2025, 9, 1) + timedelta(days=n)).date().isoformat() for n in range(90)]
+    fifth = f"pattern_summaries_daily/{days[4]}.parquet"
+    disabled = threading.Event()
 
     def operator() -> None:
-        ready, _, _ = select.select([reader], [], [], 60)
-        assert ready, "the run never wrote the 5th partition"
-        _guard().kill_switch.disable(ADMIN, "bad outcomes feed")
-        os.set_blocking(reader, True)
-        chunks = []
-        while chunk := os.read(reader, 65536):
-            chunks.append(chunk)
-        received.append(b"".join(chunks))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sqlite3.connect(opx_home / "state.db") as conn:
+                found = conn.execute("SELECT 1 FROM manifest WHERE key = ?", (fifth,)).fetchone()
+            conn.close()
+            if found:
+                _guard().kill_switch.disable(ADMIN, "bad outcomes feed")
+                disabled.set()
+                return
+            time.sleep(0.001)
 
     thread = threading.Thread(target=operator, daemon=True)
     thread.start()
-    code, output = _invoke("trigger", "extract-patterns", "--start", "2025-10-01", "--end", "2025-10-11", "--json")
+    code, output = _invoke("trigger", "extract-patterns", "--start", days[0], "--end", "2025-11-30", "--json")
     thread.join(timeout=30)
-    os.close(reader)
-    (folder / "2025-10-05.parquet").unlink()  # the FIFO, renamed into place
-    assert received and received[0][:4] == b"PAR1" and len(received[0]) > 4096
+    assert disabled.is_set()
     assert code == 1, output
     report = _json(output)
     assert report["status"] == "SKIPPED"
     assert report["run"]["skipped"] == {"pattern_summaries_daily": "KILL_SWITCH_ACTIVE"}
     assert report["run"]["success"] is True and report["run"]["failures"] == []
     record = _guard().audit.get(report["audit_id"])
-    stored = [f"2025-10-{day:02d}" for day in range(1, 6)]
-    skipped = [f"2025-10-{day:02d}" for day in range(6, 11)]
+    stored = record.results["partitions_stored"]
+    assert 5 <= len(stored) < len(days)
+    assert stored == days[: len(stored)] and record.results["partitions_skipped"] == days[len(stored):]
     assert (record.status, record.skip_reason) == (AuditStatus.SKIPPED, "KILL_SWITCH_ACTIVE")
-    assert (record.results["partitions_stored"], record.results["partitions_skipped"]) == (stored, skipped)
-    assert "stored 5 of 10 partition(s)" in record.results["message"]
+    assert f"stored {len(stored)} of {len(days)} partition(s)" in record.results["message"]
     assert _materialized(instance, "pattern_summaries_daily") == set(stored)
-    assert sorted(p.name for p in folder.iterdir()) == [f"{key}.parquet" for key in stored if key != "2025-10-05"]
+    assert sorted(p.name for p in folder.iterdir()) == [f"{key}.parquet" for key in stored]
 
 
 # --- UI / GraphQL launches ---------------------------------------------------------------------

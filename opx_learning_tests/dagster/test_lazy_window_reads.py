@@ -15,6 +15,7 @@ from opx_learning.core.validation import validate_outcomes
 from opx_learning.core.windows import Window, day_window
 from opx_learning.defs.outcomes import scan_window_outcomes
 from opx_learning.resources.io_managers import AssetStorage
+from opx_learning.safety.dynamo_backend import create_tables
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
 from opx_learning_tests.wiring import resource
@@ -74,6 +75,7 @@ def test_window_reads_stored_days_from_s3(aws_env: str, monkeypatch: pytest.Monk
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="opx-assets")
     monkeypatch.setenv("OPX_BACKEND", "aws")
     monkeypatch.setenv("OPX_ASSETS_S3_URI", "s3://opx-assets/dagster")
+    create_tables(wiring.settings())  # the config table holds the manifest of stored objects
     storage = resource("asset_storage")
     frames = {day: generate_outcomes(day, DAYS[i + 1] if i + 1 < len(DAYS) else "2026-01-06", per_day=30, seed=i)
               for i, day in enumerate(DAYS)}
