@@ -128,6 +128,16 @@ class Backend(ABC):
 
         return Ledger(self.manifest(), store, base, settings=self.settings)
 
+    def ledgers(self) -> list[Ledger]:
+        """The manifest checks of every store of files: assets, snapshots and (unless on DynamoDB) outcomes."""
+        from opx_learning.stores.outcomes import DynamoOutcomeStore
+
+        found = [self.asset_storage().ledger(), self.snapshot_store().ledger]
+        outcomes = self.outcome_store()
+        if not isinstance(outcomes, DynamoOutcomeStore):
+            found.append(outcomes.ledger)  # type: ignore[attr-defined]
+        return found
+
     @abstractmethod
     def asset_storage(self) -> AssetStorage:
         """The asset files under `settings.assets_base`, recorded in and checked against the manifest."""

@@ -38,9 +38,11 @@ from typing import Any, NoReturn
 
 from opx_learning.integrity.findings import Finding, IntegrityError, publish_corruption
 from opx_learning.safety.models import BackendUnavailable
-from opx_learning.stores.blobs import get_bytes, put_bytes, split_s3, staged
+from opx_learning.stores.blobs import get_bytes, put_bytes, staged
 
 ASSETS, OUTCOMES, SNAPSHOTS = "assets", "outcomes", "snapshots"
+# The size of a row that records an object's accepted absence (`init --adopt` after a deletion).
+REMOVED = -1
 _CHUNK = 1 << 20
 _SCHEMA = (
     """CREATE TABLE manifest (
@@ -199,7 +201,7 @@ class SqliteManifest(Manifest):
             raise ManifestUnavailable(f"manifest: cannot read {self.path}: {exc}") from exc
         finally:
             conn.close()
-        return {key: Entry(store, key, sha, size, at) for key, sha, size, at in rows}
+        return {key: Entry(store, key, sha, size, at) for key, sha, size, at in rows if size != REMOVED}
 
 
 class DynamoManifest(Manifest):
@@ -261,7 +263,7 @@ class DynamoManifest(Manifest):
                     found[key] = Entry(store, key, item["sha256"]["S"], int(item["size"]["N"]), item["writtenAt"]["S"])
         except Exception as exc:  # botocore errors
             raise ManifestUnavailable(f"manifest: cannot read {self.table}: {exc}") from exc
-        return found
+        return {key: entry for key, entry in found.items() if entry.size != REMOVED}
 
 
 class Ledger:
@@ -400,7 +402,55 @@ class Ledger:
         raise IntegrityError(finding)
 
 
-def s3_base(uri: str) -> str:
-    """An `s3://bucket/prefix` base without its trailing slash (checked)."""
-    split_s3(uri)
-    return uri.rstrip("/")
+def stored_keys(ledger: Ledger, client: Any = None) -> list[str]:
+    """The keys of every object under a ledger's base (hidden and temporary files aside; on S3 the assets skip `snapshots/`)."""
+    from opx_learning.stores.blobs import list_keys
+
+    base = ledger.base
+    if base.startswith("s3://"):
+        bucket = base[len("s3://"):].split("/", 1)[0]
+        keys = (ledger.key(f"s3://{bucket}/{key}") for key in list_keys(base + "/", client=client))
+        return sorted(
+            key for key in keys
+            if not key.rsplit("/", 1)[-1].startswith(".") and not (ledger.store == ASSETS and key.startswith("snapshots/"))
+        )
+    root = Path(base)
+    if not root.is_dir():
+        return []
+    return sorted(
+        ledger.key(path) for path in root.rglob("*")
+        if not path.name.startswith(".") and not path.name.endswith(".partial") and path.is_file()
+    )
+
+
+def adopt_objects(ledgers: Iterable[Ledger], client: Any = None) -> dict[str, dict[str, int]]:
+    """Make the stores' current content what reads expect; per store, how many objects were adopted, changed, removed.
+
+    For `opx-learning init --adopt` (audited, EMERGENCY_OVERRIDE): objects the manifest does not
+    list are recorded with their current digest (a home written before the manifest existed, a
+    restored backup), objects whose bytes differ get a new row with their current digest, and
+    objects the manifest lists but the store lacks get a row recording their removal. Rows are
+    only appended: the history of what was expected stays in the manifest.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for ledger in ledgers:
+        if ledger.manifest is None:
+            continue
+        listed = ledger.expected()
+        present = stored_keys(ledger, client)
+        count = {"adopted": 0, "changed": 0, "removed": 0}
+        for key in present:
+            data = get_bytes(ledger.uri(key), client=client)
+            if data is None:
+                continue
+            digest = sha256_of(data)
+            entry = listed.get(key)
+            if entry is not None and (entry.sha256, entry.size) == (digest, len(data)):
+                continue
+            ledger.manifest.record(ledger.store, key, digest, len(data))
+            count["adopted" if entry is None else "changed"] += 1
+        for key in sorted(set(listed) - set(present)):
+            ledger.manifest.record(ledger.store, key, "", REMOVED)
+            count["removed"] += 1
+        counts[ledger.store] = count
+    return counts

@@ -43,7 +43,12 @@ from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import Window, iso, to_utc
 from opx_learning.integrity.findings import Finding, digest, publish_corruption
-from opx_learning.integrity.manifest import Entry, Ledger, ManifestUnavailable
+from opx_learning.integrity.manifest import (
+    Entry,
+    Ledger,
+    ManifestUnavailable,
+    stored_keys,
+)
 from opx_learning.safety.models import (
     AuditStatus,
     AuthorityType,
@@ -390,48 +395,21 @@ class _Checked:
 def _manifest(window: Window, settings: Settings, report: SweepReport, counter: _Counter) -> None:
     """Both ways, over every store: objects the manifest lists that are gone, objects it does not know."""
     backend = backend_for(settings)
-    stores = [backend.asset_storage().ledger(), snapshot_store(settings).ledger]
-    outcomes = outcome_store(settings)
-    if not isinstance(outcomes, DynamoOutcomeStore):
-        stores.append(outcomes.ledger)  # type: ignore[attr-defined]
-    active = [ledger for ledger in stores if ledger.active]
+    active = [ledger for ledger in backend.ledgers() if ledger.active]
     counter.start(len(active))
     for ledger in active:
         counter.tick()
         checked = _Checked(ledger, report)
         if not checked.available:
             continue
-        present = set(_objects(ledger, settings))
+        present = set(stored_keys(ledger, backend.blob_client() if ledger.base.startswith("s3://") else None))
         for key in sorted(set(checked.entries) - present):
-            uri = ledger.uri(key)
             problem = ledger.problem(key, None, checked.entries[key])
-            report.findings.append(Finding(ledger.store, uri, str(problem)))
+            report.findings.append(Finding(ledger.store, ledger.uri(key), str(problem)))
         already = report.read.get(ledger.store, set())
         for key in sorted(present - set(checked.entries)):
-            uri = ledger.uri(key)
-            if uri not in already:
-                report.findings.append(Finding(ledger.store, uri, str(ledger.problem(key, b"", None))))
-
-
-def _objects(ledger: Ledger, settings: Settings) -> Iterator[str]:
-    """The keys of every object stored under a ledger's base (temporary and hidden files aside)."""
-    base = ledger.base
-    if base.startswith("s3://"):
-        bucket = base[len("s3://"):].split("/", 1)[0]
-        client = backend_for(settings).blob_client()
-        for key in list_keys(base + "/", client=client):
-            uri = f"s3://{bucket}/{key}"
-            if ledger.store == "assets" and "/snapshots/" in f"/{ledger.key(uri)}":
-                continue
-            if not key.rsplit("/", 1)[-1].startswith("."):
-                yield ledger.key(uri)
-        return
-    root = Path(base)
-    if not root.is_dir():
-        return
-    for path in root.rglob("*"):
-        if not path.name.startswith(".") and not path.name.endswith(".partial") and path.is_file():
-            yield ledger.key(path)
+            if ledger.uri(key) not in already:
+                report.findings.append(Finding(ledger.store, ledger.uri(key), str(ledger.problem(key, b"", None))))
 
 
 def _asset_problem(uri: str, data: bytes) -> str | None:

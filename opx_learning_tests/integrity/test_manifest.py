@@ -223,3 +223,25 @@ def test_a_run_reading_a_damaged_partition_fails_without_computing(home: Path) -
     assert str(day_file) in record["error_message"]
     assert not (home / "assets" / "pattern_summaries_daily" / "2025-10-04.parquet").exists()
     assert str(day_file) in {alert["details"]["where"] for alert in _alerts(home)}
+
+
+def test_adopting_accepts_the_current_content_by_appending_rows(home: Path) -> None:
+    from opx_learning.backends import backend_for
+    from opx_learning.integrity.manifest import adopt_objects
+
+    asset = home / "assets" / "pattern_summaries_daily" / "2025-10-02.parquet"
+    pl.DataFrame({"service": ["a"], "n": [14]}).write_parquet(asset)  # changed (restored from another copy, say)
+    stray = home / "assets" / "pattern_summaries_daily" / "2025-10-05.json"
+    stray.write_text("{}")  # unknown
+    gone = home / "snapshots" / "DAILY" / "2025-10-02T000000.000Z_2025-10-03T000000.000Z" / "v2.json"
+    gone.unlink()  # removed
+    before = len(_rows(home))
+    assert _verify()[0] == 1
+    counts = adopt_objects(backend_for(wiring.settings()).ledgers())
+    assert counts["assets"] == {"adopted": 1, "changed": 1, "removed": 0}
+    assert counts["snapshots"] == {"adopted": 0, "changed": 0, "removed": 1}
+    assert counts["outcomes"] == {"adopted": 0, "changed": 0, "removed": 0}
+    assert len(_rows(home)) == before + 3  # appended, nothing rewritten
+    code, output = _verify()
+    assert code == 0, output
+    assert adopt_objects(backend_for(wiring.settings()).ledgers())["assets"] == {"adopted": 0, "changed": 0, "removed": 0}
