@@ -63,6 +63,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
 
     from opx_learning.backends import backend_for
     from opx_learning.integrity.sweep import run_sweep
+    from opx_learning.safety.models import BackendUnavailable
 
     window = verify_window(start, end, days)
     settings = command_settings()
@@ -74,7 +75,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
 
     try:
         report = run_sweep(window, settings, source="verify", progress=progress)
-    except (OSError, sqlite3.OperationalError, BotoCoreError, ClientError) as exc:
+    except (OSError, sqlite3.OperationalError, BotoCoreError, ClientError, BackendUnavailable) as exc:
         message = f"VERIFY_INCOMPLETE: a store could not be read, no verdict: {type(exc).__name__}: {exc}"
         click.echo(json.dumps({"error": "VERIFY_INCOMPLETE", "message": message}) if as_json else message,
                    err=not as_json)

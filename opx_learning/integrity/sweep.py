@@ -270,6 +270,9 @@ def _outcomes(window: Window, settings: Settings, report: SweepReport, counter: 
         ]
     readable = [(day, where, data) for day, where, read in days if (data := read()) is not None]
     ledger = _Checked(store.ledger, report)
+    if ledger.blind:
+        counter.start(0)
+        return
     counter.start(len(readable))
     for day, where, data in readable:
         problem = ledger.problem(where, data) or _outcome_problem(day, data)
@@ -354,6 +357,9 @@ def _assets(window: Window, settings: Settings, report: SweepReport, counter: _C
         if (key := uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]) == "latest" or _starts_in(window, key)
     ]
     ledger = _Checked(backend_for(settings).asset_storage().ledger(), report)
+    if ledger.blind:
+        counter.start(0)
+        return
     counter.start(len(files))
     for uri, read in files:
         try:
@@ -382,6 +388,11 @@ class _Checked:
             except ManifestUnavailable as exc:
                 self.available = False
                 report.findings.append(Finding(ledger.store, ledger.manifest.location, f"manifest unreadable: {exc}"))  # type: ignore[union-attr]
+
+    @property
+    def blind(self) -> bool:
+        """Whether the store has a manifest that could not be read: then nothing of it is decoded."""
+        return self.ledger.active and not self.available
 
     def problem(self, uri: str, data: bytes) -> str | None:
         """The manifest's objection to `data` stored at `uri` (None: it matches, or no manifest)."""
