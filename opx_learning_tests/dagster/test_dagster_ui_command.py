@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,9 +48,44 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
             time.sleep(0.5)
         runs = graphql(url, RUNS)["runsOrError"]["results"]
         assert {(r["runId"], r["jobName"]) for r in runs} == {(run.run_id, "daily_patterns_job")}
+        # SIGTERM to the command alone (as a service manager sends it): within 10 s it is gone, children included.
+        children = _descendants(process.pid)
+        assert len(children) >= 3, children  # dagster dev, its webserver and daemon (and code servers)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        assert process.returncode == 0
+        time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)], log.read_text()
     finally:
         stop(process)
+        for pid in _descendants(process.pid) if process.poll() is None else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}" in log.read_text()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below `root`, whatever its process group or session."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            parents[int(stat.parent.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
 
 
 def test_trigger_links_follow_opx_ui_url(dagster_home: Path, seeded: pl.DataFrame) -> None:
