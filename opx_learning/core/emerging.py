@@ -21,8 +21,8 @@ For a window of length L:
   window (every service and `ALL` together); causes with adjusted p <= `FDR_Q` (0.01) are
   listed, by adjusted p-value then value.
 
-Entries are `{value, count, baseline_count, p_value}`: the most frequent spelling in the
-window (ties: the smallest), `c`, `b` and the BH-adjusted p-value.
+Entries are `{value, count, baseline_count, p_value}`: the normalised cause (one label
+everywhere), `c`, `b` and the BH-adjusted p-value.
 """
 
 from __future__ import annotations
@@ -173,23 +173,15 @@ def warn_uncovered(windows: Sequence[Window], baseline_windows: Sequence[int]) -
 
 
 def _by_cause(by_spelling: pl.DataFrame) -> pl.DataFrame:
-    """Group spellings by normalised cause; `display` = the window's most frequent spelling (ties: smallest)."""
+    """Group spellings by normalised cause; `display` is the normalised cause itself (one label per cause)."""
     # Imported here: patterns imports this module.
-    from opx_learning.core.patterns import normalize_root_cause
+    from opx_learning.core.patterns import root_cause_keys
 
-    spellings = by_spelling["root_cause"].unique()
-    keys = pl.DataFrame(
-        {"root_cause": spellings, "key": [normalize_root_cause(s) for s in spellings.to_list()]},
-        schema={"root_cause": pl.String, "key": pl.String},
-    )
     return (
-        by_spelling.join(keys, on="root_cause", how="left")
+        by_spelling.join(root_cause_keys(by_spelling["root_cause"]), on="root_cause", how="left")
         .group_by("window", "service", "key")
-        .agg(
-            pl.col("root_cause").sort_by("current", "root_cause", descending=[True, False]).first().alias("display"),
-            pl.col("current").sum(),
-            pl.col("baseline").sum(),
-        )
+        .agg(pl.col("current").sum(), pl.col("baseline").sum())
+        .with_columns(display=pl.col("key"))
     )
 
 

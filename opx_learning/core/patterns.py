@@ -105,8 +105,17 @@ def summary_id(service: str, window: Window) -> str:
 
 
 def normalize_root_cause(value: str) -> str:
-    """The grouping key of a root cause: trimmed, inner whitespace collapsed, case-folded."""
+    """The grouping key of a root cause, which is also its label everywhere: trimmed, inner whitespace collapsed, case-folded."""
     return " ".join(value.split()).casefold()
+
+
+def root_cause_keys(spellings: pl.Series) -> pl.DataFrame:
+    """`root_cause` (each distinct spelling) -> `key` (its normalised form), for a join."""
+    distinct = spellings.unique()
+    return pl.DataFrame(
+        {"root_cause": distinct, "key": [normalize_root_cause(s) for s in distinct.to_list()]},
+        schema={"root_cause": pl.String, "key": pl.String},
+    )
 
 
 def extract_patterns(
@@ -446,16 +455,10 @@ def _with_all(frame: pl.DataFrame, key: str, counts: tuple[str, ...]) -> pl.Data
 
 
 def _with_root_cause_keys(causes: pl.DataFrame) -> pl.DataFrame:
-    """Group spellings by normalised key per window and service; `display` = most frequent spelling (ties: smallest)."""
-    spellings = causes["root_cause"].unique()
-    keys = pl.DataFrame(
-        {"root_cause": spellings, "key": [normalize_root_cause(s) for s in spellings.to_list()]},
-        schema={"root_cause": pl.String, "key": pl.String},
-    )
-    causes = causes.join(keys, on="root_cause", how="left")
-    return causes.group_by("window", "service", "key").agg(
-        pl.col("root_cause").sort_by("current", "root_cause", descending=[True, False]).first().alias("display"),
-        pl.col("current").sum(),
+    """Group spellings by normalised key per window and service; `display` is the key itself (one label per cause)."""
+    causes = causes.join(root_cause_keys(causes["root_cause"]), on="root_cause", how="left")
+    return causes.group_by("window", "service", "key").agg(pl.col("current").sum()).with_columns(
+        display=pl.col("key")
     )
 
 

@@ -57,7 +57,7 @@ from opx_learning.core.calibration import (
     severity,
     wilson_interval,
 )
-from opx_learning.core.patterns import normalize_root_cause
+from opx_learning.core.patterns import root_cause_keys
 from opx_learning.core.schema import BAND_MIN_SUFFICIENT, BAND_NAMES, outcome_frame
 from opx_learning.core.validation import check_numeric_input
 from opx_learning.core.windows import Instant, Window
@@ -323,7 +323,7 @@ def confidence_by_root_cause(
         Columns of `ROOT_CAUSE_SCHEMA`, one row per (service, root cause) with at least
         `min_outcomes` scored outcomes: significant rows (mean confidence outside the Wilson
         interval) first, then by |drift| descending, service and root cause. `root_cause` is the
-        most frequent spelling, `finding` reads e.g. "overconfident on root cause disk full in
+        normalised cause (its one label everywhere), `finding` reads e.g. "overconfident on root cause disk full in
         service api (accuracy 0.40 vs confidence 0.85)".
 
     Raises:
@@ -334,20 +334,8 @@ def confidence_by_root_cause(
         raise ValueError(f"min_outcomes: {min_outcomes!r} must be a whole number >= 1")
     scored, _ = _scored(outcomes, start, end, ("service", "root_cause"))
     named = scored.filter(pl.col("root_cause").is_not_null())
-    spellings = named["root_cause"].unique()
-    keys = pl.DataFrame(
-        {"root_cause": spellings, "root_cause_key": [normalize_root_cause(s) for s in spellings.to_list()]},
-        schema={"root_cause": pl.String, "root_cause_key": pl.String},
-    )
+    keys = root_cause_keys(named["root_cause"]).rename({"key": "root_cause_key"})
     named = named.join(keys, on="root_cause", how="left", maintain_order="left")
-    # The shown spelling: the most frequent in the group (ties: the smallest), as in pattern extraction.
-    shown = (
-        named.group_by("service", "root_cause_key", "root_cause")
-        .agg(count=pl.len())
-        .sort("count", "root_cause", descending=[True, False])
-        .group_by("service", "root_cause_key", maintain_order=True)
-        .agg(pl.col("root_cause").first())
-    )
     groups = (
         named.group_by("service", "root_cause_key")
         .agg(
@@ -355,7 +343,8 @@ def confidence_by_root_cause(
             true_positives=pl.col("true_positive").sum().cast(pl.Int64),
             confidence_sum=pl.col("confidence").sum(),
         )
-        .join(shown, on=["service", "root_cause_key"], how="left")
+        # The label is the normalised cause itself, as in pattern extraction: one label per cause.
+        .with_columns(root_cause=pl.col("root_cause_key"))
         .filter(pl.col("n") >= min_outcomes)
         .with_columns(
             accuracy=pl.col("true_positives") / pl.col("n"),

@@ -46,7 +46,7 @@ def test_baseline_is_the_nearest_four_windows_with_data_and_the_p_value_is_adjus
     # p = C(20, 10) / C(60, 10). Candidates: api and ALL x (cert, disk) = 4; cert ranks 1 and 2
     # with equal p, so BH gives min(4p / 1, 4p / 2) = 2p.
     p = comb(20, 10) / comb(60, 10)
-    expected = [{"value": "Cert Expired", "count": 10, "baseline_count": 0, "p_value": pytest.approx(2 * p)}]
+    expected = [{"value": "cert expired", "count": 10, "baseline_count": 0, "p_value": pytest.approx(2 * p)}]
     assert result["api"]["emerging_root_causes"] == result["ALL"]["emerging_root_causes"] == expected
     assert result["ALL"]["emerging_baseline_windows"] == 4
 

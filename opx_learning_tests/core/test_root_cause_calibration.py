@@ -87,12 +87,12 @@ def test_overconfident_root_cause_known_answer() -> None:
     assert oom["finding"].startswith("no significant gap on root cause oom in service api")
 
 
-def test_most_frequent_spelling_shown_and_min_outcomes_respected() -> None:
+def test_one_label_per_cause_and_min_outcomes_respected() -> None:
     frame = outcomes([("api", "Disk Full", 0.9, 12, 6), ("api", "disk full", 0.9, 8, 4), ("api", "dns", 0.1, 19, 19)])
     result = confidence_by_root_cause(frame, *JAN)
-    assert result["root_cause"].to_list() == ["Disk Full"]
+    assert result["root_cause"].to_list() == ["disk full"]
     assert result["n"].to_list() == [20]
-    assert confidence_by_root_cause(frame, *JAN, min_outcomes=19)["root_cause"].to_list() == ["dns", "Disk Full"]
+    assert confidence_by_root_cause(frame, *JAN, min_outcomes=19)["root_cause"].to_list() == ["dns", "disk full"]
     assert confidence_by_root_cause(frame, *JAN, min_outcomes=21).is_empty()
 
 
