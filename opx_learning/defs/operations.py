@@ -33,10 +33,12 @@ attempt) and `partitions`.
 Every partition records its own metadata, whether it ran alone or in a range (a
 single-run backfill): the work's metadata of that key goes to that key's materialization
 (`context.add_asset_metadata(..., partition_key=key)`), so the UI's plots over time show
-each day's, week's or month's own figures. Only the run's figures are shared by the
-partitions of a range: `duration_ms` (the whole run's work), `duration_per_partition_ms`
-(that divided by the run's partitions), `partitions` (how many the run covered),
-`range`, `audit_id` and `trigger_type`.
+each day's, week's or month's own figures. A range run's own figures, `duration_ms` (the
+whole run's work), `duration_per_partition_ms` (that divided by the run's partitions),
+`partitions` (how many the run covered) and `range`, go to the run, as tags
+`opx/<asset>/<figure>` and a log line, not into any partition's metadata; each partition
+carries only which attempt stored it (`audit_id`, `trigger_type`). A run of one partition
+keeps its timing in that partition's metadata: there it is the partition's own.
 
 Checks an asset evaluates itself (declared with `check_specs`, e.g. `window_has_outcomes`)
 come back from the work per partition (`Produced.checks`) and are recorded against that
@@ -315,6 +317,10 @@ def missing_upstream(asset: str, missing: list[str], hint: str) -> InsufficientI
     )
 
 
+# Which attempt stored a partition: per partition even in a range run (the rest of a range run's figures go to the run).
+_PROVENANCE = ("audit_id", "trigger_type")
+
+
 def _timing(started: float, produced: Produced) -> dict[str, Any]:
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     partitions = max(len(produced.values), 1)
@@ -338,7 +344,15 @@ def _result(
         else:
             timing = {**own, **timing}
     if multiple:
-        timing["range"] = f"{keys[0]}...{keys[-1]}"
+        # The run's figures belong to the run, not to each partition's plots: run tags and the log.
+        provenance = {name: timing[name] for name in _PROVENANCE if name in timing}
+        figures = {name: value for name, value in timing.items() if name not in _PROVENANCE}
+        figures["range"] = f"{keys[0]}...{keys[-1]}"
+        context.instance.add_run_tags(
+            context.run_id, {f"opx/{context.asset_key.path[-1]}/{name}": str(value) for name, value in figures.items()}
+        )
+        context.log.info(f"{context.asset_key.to_user_string()}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        timing = provenance
     yield dg.MaterializeResult(metadata=timing)
     yield from stored.check_evaluations()
     yield from _check_outputs(context)
