@@ -59,10 +59,13 @@ def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[
         return [], "no Dagster instance (set DAGSTER_HOME to the instance the daemon uses)"
     import dagster as dg
 
+    from opx_learning.app.leftovers import close_leftovers
     from opx_learning.defs.monitors import monitors_report
 
     instance = dg.DagsterInstance.from_config(str(home))
     try:
+        for record in close_leftovers(settings, instance, guard_for(settings)):
+            click.echo(f"note: closed {record.audit_id} FAILED (RUN_TERMINATED): its process is gone", err=True)
         return monitors_report(now, settings=settings, instance=instance, audit=audit), f"Dagster instance {home}"
     finally:
         instance.dispose()

@@ -415,6 +415,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
              verbose: bool, no_wait: bool = False, timeout: float = FOLLOW_TIMEOUT) -> None:
     import dagster as dg
 
+    from opx_learning.app.leftovers import close_leftovers
     from opx_learning.safety.models import InvalidRequest
 
     dagster_home = use_dagster_home(settings)
@@ -428,6 +429,8 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
     if plan.note:
         _say(as_json, f"note: {plan.note}")
     guard = guard_for(settings)
+    for record in close_leftovers(settings, instance, guard):
+        _say(as_json, f"note: closed {record.audit_id} FAILED (RUN_TERMINATED): its process is gone (run {record.run_id or 'none'})")
     try:
         attempt = begin_manual(plan.operation, principal_name(principal), plan.parameters, settings=settings,
                                emergency=emergency, guard=guard)
