@@ -79,3 +79,35 @@ def test_aws_sweep_clean_then_finds_s3_and_dynamodb_damage(aws_home: str) -> Non
     audit_finding = next(f for f in report.findings if f.store == "audit")
     assert "status 'DONE' is not one of" in audit_finding.problem
     assert report.alert_delivered is True
+
+
+def test_aws_manifest_lives_in_the_config_table_and_is_compared_both_ways(aws_home: str) -> None:
+    import polars as pl
+
+    from opx_learning.backends import backend_for
+
+    storage = backend_for(wiring.settings()).asset_storage()
+    storage.write("pattern_summaries_daily", "2025-10-02", pl.DataFrame({"service": ["a"], "n": [3]}))
+    dynamo = boto3.client("dynamodb", region_name="us-east-1")
+    items = dynamo.query(
+        TableName=get_settings().config_table, KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": "MANIFEST#assets"}},
+    )["Items"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    body = s3.get_object(Bucket="opx", Key="assets/pattern_summaries_daily/2025-10-02.parquet")["Body"].read()
+    import hashlib
+
+    assert [(i["objectKey"]["S"], i["sha256"]["S"]) for i in items] == [
+        ("pattern_summaries_daily/2025-10-02.parquet", hashlib.sha256(body).hexdigest())
+    ]
+    s3.delete_object(Bucket="opx", Key="assets/pattern_summaries_daily/2025-10-02.parquet")
+    s3.put_object(Bucket="opx", Key="assets/pattern_summaries_daily/2025-10-03.parquet", Body=body)
+    with pytest.raises(IntegrityError, match="not in the manifest"):
+        storage.read("pattern_summaries_daily", "2025-10-03")
+    report = run_sweep(Window.parse(START, "2026-12-31"), wiring.settings())
+    found = {(f.location, f.problem.split(":")[0].split(" (")[0]) for f in report.findings}
+    assert found == {
+        ("s3://opx/assets/pattern_summaries_daily/2025-10-02.parquet", "listed in the manifest"),
+        ("s3://opx/assets/pattern_summaries_daily/2025-10-03.parquet", "not in the manifest of stored objects"),
+    }
+    assert len(report.alerts) == 2 and report.alert_delivered is True
