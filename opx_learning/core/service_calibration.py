@@ -36,10 +36,17 @@ Choices beyond docs/design.md (the `fit` column of `service_band_priors` says wh
   ≥ 20 outcomes.
 
 Where confidence is wrong: per (service, root cause normalised as in pattern extraction) with at
-least MIN_ROOT_CAUSE_OUTCOMES (20, the sufficient-band size: below it a Wilson interval is too wide
-to tell a real gap) scored outcomes, accuracy vs mean confidence with the Wilson 95 % interval;
-`significant` when the mean confidence lies outside it; ranked significant first, then by
-|drift|. A null root cause is not listed.
+least MIN_ROOT_CAUSE_OUTCOMES (20, the sufficient-band size: below it an interval is too wide to
+tell a real gap) scored outcomes, accuracy vs mean confidence, with the Wilson 95 % interval for
+reading. A root cause whose outcomes are almost all of one class (at least DECIDED_SHARE = 95 %
+false positives, or true positives, over every service) is *decided by the cause*: the platform
+cannot tell it apart at detection time, so its gap is a property of the cause, not a monthly
+finding; such rows are flagged `decided_by_cause` and never `significant`. Every other row gets
+the two-sided exact binomial p-value of its true-positive count among n outcomes at its mean
+predicted confidence (conservative: that binomial is at least as wide as the Poisson-binomial of
+the individual confidences), and the Benjamini-Hochberg adjusted `q_value` over those rows;
+`significant` when q ≤ FDR_Q (5 %). Ranked
+significant first by q, then by |drift|; decided rows last. A null root cause is not listed.
 
 Both functions read only the scored outcomes (a non-null `predicted_confidence`) of `[start, end)`;
 an empty window raises `InsufficientData`.
@@ -47,9 +54,12 @@ an empty window raises `InsufficientData`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 from scipy.stats import beta as beta_distribution
+from scipy.stats import binom
 
 from opx_learning.core.calibration import (
     InsufficientData,
@@ -64,6 +74,8 @@ from opx_learning.core.windows import Instant, Window
 
 PRIOR_MIN_STRENGTH = float(BAND_MIN_SUFFICIENT)
 MIN_ROOT_CAUSE_OUTCOMES = BAND_MIN_SUFFICIENT
+DECIDED_SHARE = 0.95
+FDR_Q = 0.05
 INTERVAL = (0.025, 0.975)
 
 SERVICE_BANDS_SCHEMA: dict[str, pl.DataType] = {
@@ -106,6 +118,9 @@ ROOT_CAUSE_SCHEMA: dict[str, pl.DataType] = {
     "direction": pl.String(),
     "severity": pl.String(),
     "finding": pl.String(),
+    "p_value": pl.Float64(),
+    "q_value": pl.Float64(),
+    "decided_by_cause": pl.Boolean(),
 }
 
 class NoScoredOutcomes(InsufficientData):
@@ -297,6 +312,42 @@ def _priors_table(priors: pl.DataFrame) -> pl.DataFrame:
     ).cast(PRIORS_SCHEMA)  # type: ignore[arg-type]
 
 
+def _gap_p_values(true_positives: np.ndarray, n: np.ndarray, mean_confidence: np.ndarray) -> np.ndarray:
+    """Two-sided exact binomial p-values of true-positive counts against n draws at the mean predicted confidence.
+
+    Binomial(n, mean confidence) has at least the variance of the Poisson-binomial of the
+    individual confidences, so the test is conservative (it never over-reports a gap).
+    """
+    p = np.clip(mean_confidence, 0.0, 1.0)
+    lower = binom.cdf(true_positives, n, p)
+    upper = binom.sf(true_positives - 1, n, p)
+    return np.minimum(1.0, 2 * np.minimum(lower, upper))
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input's order."""
+    count = len(p_values)
+    if count == 0:
+        return np.array([], dtype=float)
+    order = np.argsort(p_values)
+    scaled = p_values[order] * count / np.arange(1, count + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1].clip(max=1.0)
+    result = np.empty(count)
+    result[order] = adjusted
+    return result
+
+
+def _finding(row: dict[str, Any]) -> str:
+    cause, service = row["root_cause"], row["service"]
+    if row["decided_by_cause"]:
+        label = "false positives" if row["accuracy"] <= 0.5 else "true positives"
+        share = 1 - row["accuracy"] if row["accuracy"] <= 0.5 else row["accuracy"]
+        return (f"root cause {cause} is {share:.0%} {label} (service {service}): decided by the cause, "
+                "the platform cannot tell it apart at detection time")
+    state = row["direction"] if row["significant"] else "no significant gap"
+    return f"{state} on root cause {cause} in service {service} (accuracy {row['accuracy']:.2f} vs confidence {row['mean_confidence']:.2f})"
+
+
 def _beta_interval(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Equal-tailed 95 % interval of Beta(a, b); a zero parameter falls back to the Jeffreys convention."""
     low = beta_distribution.ppf(INTERVAL[0], np.where(a > 0, a, 0.5), np.where(b > 0, b, 0.5))
@@ -336,6 +387,13 @@ def confidence_by_root_cause(
     named = scored.filter(pl.col("root_cause").is_not_null())
     keys = root_cause_keys(named["root_cause"]).rename({"key": "root_cause_key"})
     named = named.join(keys, on="root_cause", how="left", maintain_order="left")
+    # A cause decided by itself: (almost) one class over every service of the window.
+    decided = (
+        named.group_by("root_cause_key")
+        .agg(share=pl.col("true_positive").mean(), total=pl.len())
+        .filter((pl.col("total") >= min_outcomes) & ((pl.col("share") >= DECIDED_SHARE) | (pl.col("share") <= 1 - DECIDED_SHARE)))
+        .select("root_cause_key", decided_by_cause=pl.lit(True))
+    )
     groups = (
         named.group_by("service", "root_cause_key")
         .agg(
@@ -346,7 +404,9 @@ def confidence_by_root_cause(
         # The label is the normalised cause itself, as in pattern extraction: one label per cause.
         .with_columns(root_cause=pl.col("root_cause_key"))
         .filter(pl.col("n") >= min_outcomes)
+        .join(decided, on="root_cause_key", how="left")
         .with_columns(
+            decided_by_cause=pl.col("decided_by_cause").fill_null(False),
             accuracy=pl.col("true_positives") / pl.col("n"),
             mean_confidence=pl.col("confidence_sum") / pl.col("n"),
         )
@@ -354,14 +414,22 @@ def confidence_by_root_cause(
     )
     # One Wilson interval per listed group (groups, not outcomes).
     intervals = [wilson_interval(tp, n) for tp, n in zip(groups["true_positives"], groups["n"], strict=True)]
+    p_values = _gap_p_values(groups["true_positives"].to_numpy(), groups["n"].to_numpy(),
+                             groups["mean_confidence"].to_numpy())
+    tested = ~groups["decided_by_cause"].to_numpy()
+    q_values = np.full(len(p_values), np.nan)
+    q_values[tested] = benjamini_hochberg(p_values[tested])
     groups = groups.with_columns(
         ci_low=pl.Series([low for low, _ in intervals], dtype=pl.Float64),
         ci_high=pl.Series([high for _, high in intervals], dtype=pl.Float64),
+        p_value=pl.Series(p_values, dtype=pl.Float64),
+        q_value=pl.Series(q_values, dtype=pl.Float64, nan_to_null=True),
     )
-    confidence = pl.col("mean_confidence")
-    significant = (confidence < pl.col("ci_low")) | (confidence > pl.col("ci_high"))
+    significant = ~pl.col("decided_by_cause") & (pl.col("q_value") <= FDR_Q)
     direction = (
-        pl.when(~significant)
+        pl.when(pl.col("decided_by_cause"))
+        .then(pl.lit("decided by cause"))
+        .when(~significant)
         .then(pl.lit("within interval"))
         .when(pl.col("drift") < 0)
         .then(pl.lit("overconfident"))
@@ -369,14 +437,14 @@ def confidence_by_root_cause(
     )
     groups = groups.with_columns(significant=significant, direction=direction, size=pl.col("drift").abs())
     groups = groups.sort(
-        "significant", "size", "service", "root_cause_key", descending=[True, True, False, False]
+        "decided_by_cause", "significant", "q_value", "size", "service", "root_cause_key",
+        descending=[False, True, False, True, False, False], nulls_last=True,
     )
-    severities = [severity(d, n >= BAND_MIN_SUFFICIENT) for d, n in zip(groups["drift"], groups["n"], strict=True)]
-    findings = [
-        f"{row['direction'] if row['significant'] else 'no significant gap'} on root cause {row['root_cause']} "
-        f"in service {row['service']} (accuracy {row['accuracy']:.2f} vs confidence {row['mean_confidence']:.2f})"
-        for row in groups.iter_rows(named=True)
+    severities = [
+        "INFO" if decided else severity(d, n >= BAND_MIN_SUFFICIENT)
+        for d, n, decided in zip(groups["drift"], groups["n"], groups["decided_by_cause"], strict=True)
     ]
+    findings = [_finding(row) for row in groups.iter_rows(named=True)]
     return groups.with_columns(
         severity=pl.Series(severities, dtype=pl.String), finding=pl.Series(findings, dtype=pl.String)
     ).select(list(ROOT_CAUSE_SCHEMA)).cast(ROOT_CAUSE_SCHEMA)  # type: ignore[arg-type]

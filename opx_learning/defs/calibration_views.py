@@ -52,25 +52,46 @@ def reliability_diagram_markdown(calibration: Calibration) -> str:
 
 
 def root_cause_markdown(findings: pl.DataFrame, limit: int = LISTED) -> str:
-    """The significant rows of `confidence_by_root_cause` as a Markdown table (largest |drift| first)."""
+    """The findings of `confidence_by_root_cause` as Markdown: significant gaps (by q-value, capped), then the causes decided by themselves, once each."""
     significant = findings.filter(pl.col("significant"))
+    tested = findings.filter(~pl.col("decided_by_cause")).height
     if significant.is_empty():
-        listed = findings.height
-        return (
-            f"No (service, root cause) with at least 20 scored outcomes has its mean confidence outside the "
-            f"accuracy's Wilson 95 % interval ({listed} checked)."
+        text = (
+            f"No (service, root cause) with at least 20 scored outcomes shows a gap between accuracy and mean "
+            f"confidence at a 5 % false-discovery rate ({tested} tested)."
         )
-    cells = [
-        f"{row['direction']} on root cause **{_cell(row['root_cause'])}** in service **{_cell(row['service'])}** "
-        f"| {row['n']} | {_fmt(row['accuracy'])} ({_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}) "
-        f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['severity']}"
-        for row in significant.head(limit).iter_rows(named=True)
+    else:
+        cells = [
+            f"{row['direction']} on root cause **{_cell(row['root_cause'])}** in service **{_cell(row['service'])}** "
+            f"| {row['n']} | {_fmt(row['accuracy'])} ({_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}) "
+            f"| {_fmt(row['mean_confidence'])} | {_fmt(row['drift'], signed=True)} | {row['q_value']:.2g} | {row['severity']}"
+            for row in significant.head(limit).iter_rows(named=True)
+        ]
+        text = _table(
+            "| finding | n | accuracy (Wilson 95 %) | mean confidence | drift | q (FDR) | severity |\n"
+            "|---|---:|---:|---:|---:|---:|---|",
+            cells,
+            significant.height - limit,
+            f"of {significant.height} significant among {tested} tested "
+            "(`opx.confidence_by_root_cause(outcomes, start, end)` lists all)",
+        )
+    decided = (
+        findings.filter(pl.col("decided_by_cause"))
+        .group_by("root_cause")
+        .agg(n=pl.col("n").sum(), true_positives=pl.col("true_positives").sum())
+        .sort("n", "root_cause", descending=[True, False])
+    )
+    if decided.is_empty():
+        return text
+    lines = [
+        f"- **{_cell(row['root_cause'])}**: {row['n']} outcomes, "
+        + (f"{1 - row['true_positives'] / row['n']:.0%} false positives" if row["true_positives"] * 2 <= row["n"]
+           else f"{row['true_positives'] / row['n']:.0%} true positives")
+        for row in decided.iter_rows(named=True)
     ]
-    return _table(
-        "| finding | n | accuracy (Wilson 95 %) | mean confidence | drift | severity |\n|---|---:|---:|---:|---:|---|",
-        cells,
-        significant.height - limit,
-        "(`opx.confidence_by_root_cause(outcomes, start, end)` lists all)",
+    return (
+        f"{text}\n\n**Causes the platform cannot tell apart at detection time** (the cause decides the label; "
+        "not findings):\n" + "\n".join(lines)
     )
 
 

@@ -92,7 +92,10 @@ def test_one_label_per_cause_and_min_outcomes_respected() -> None:
     result = confidence_by_root_cause(frame, *JAN)
     assert result["root_cause"].to_list() == ["disk full"]
     assert result["n"].to_list() == [20]
-    assert confidence_by_root_cause(frame, *JAN, min_outcomes=19)["root_cause"].to_list() == ["dns", "disk full"]
+    # dns is 19 of 19 true positives: decided by the cause, listed last and never a finding.
+    low = confidence_by_root_cause(frame, *JAN, min_outcomes=19)
+    assert low["root_cause"].to_list() == ["disk full", "dns"]
+    assert low["decided_by_cause"].to_list() == [False, True] and low["significant"].to_list()[1] is False
     assert confidence_by_root_cause(frame, *JAN, min_outcomes=21).is_empty()
 
 
@@ -115,3 +118,59 @@ def test_bad_input_is_named() -> None:
         confidence_by_root_cause(frame, *JAN, min_outcomes=0)
     with pytest.raises(InsufficientData, match="no outcome with a predicted_confidence in"):
         confidence_by_root_cause(frame, "2025-01-01", "2025-02-01")
+
+
+def test_p_values_and_benjamini_hochberg_by_hand() -> None:
+    from math import comb
+
+    frame = outcomes([("api", "disk full", 0.9, 30, 12), ("web", "disk full", 0.2, 40, 20), ("api", "oom", 0.5, 25, 13)])
+    result = confidence_by_root_cause(frame, *JAN).sort("service", "root_cause")
+    # Two-sided exact binomial, summed by hand: p = min(1, 2 * min(P(X <= tp), P(X >= tp))), X ~ Bin(n, mean c).
+    def tail(n: int, p: float, ks: range) -> float:
+        return sum(comb(n, k) * p**k * (1 - p) ** (n - k) for k in ks)
+
+    def two_sided(tp: int, n: int, p: float) -> float:
+        return min(1.0, 2 * min(tail(n, p, range(tp + 1)), tail(n, p, range(tp, n + 1))))
+
+    by_hand = {
+        ("api", "disk full"): two_sided(12, 30, 0.9),
+        ("api", "oom"): two_sided(13, 25, 0.5),
+        ("web", "disk full"): two_sided(20, 40, 0.2),
+    }
+    got = {(r["service"], r["root_cause"]): r for r in result.iter_rows(named=True)}
+    for key, p in by_hand.items():
+        assert got[key]["p_value"] == pytest.approx(p, rel=1e-9)
+    # BH over three: sorted p1 <= p2 <= p3 -> q_i = min over j >= i of p_j * 3 / j.
+    ordered = sorted(by_hand.values())
+    q = [min(ordered[j] * 3 / (j + 1) for j in range(i, 3)) for i in range(3)]
+    assert sorted(r["q_value"] for r in got.values()) == pytest.approx(q)
+    assert [got[k]["significant"] for k in by_hand] == [True, False, True]
+
+
+def test_a_cause_decided_by_itself_is_not_a_monthly_finding() -> None:
+    # "monitoring noise" is a false positive by definition: 0 of 60 true, at any confidence.
+    frame = outcomes([("api", "monitoring noise", 0.7, 30, 0), ("web", "monitoring noise", 0.6, 30, 1),
+                      ("api", "disk full", 0.5, 40, 20)])
+    result = confidence_by_root_cause(frame, *JAN)
+    noise = result.filter(pl.col("root_cause") == "monitoring noise")
+    assert noise["decided_by_cause"].to_list() == [True, True]
+    assert not noise["significant"].any() and noise["q_value"].null_count() == 2
+    assert noise["finding"][0].startswith("root cause monitoring noise is 100% false positives")
+    assert result["root_cause"].to_list()[-2:] == ["monitoring noise", "monitoring noise"]
+
+
+def test_calibrated_confidence_gives_at_most_one_finding_a_month() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    monthly = []
+    for month in range(1, 13):
+        start = f"2026-{month:02d}-01"
+        end = "2027-01-01" if month == 12 else f"2026-{month + 1:02d}-01"
+        frame = opx.generate_outcomes(start, end, per_day=60, seed=month)
+        # Confidence calibrated for every cause: each outcome is true with exactly its predicted probability.
+        confidence = frame["predicted_confidence"].fill_null(0.5).to_numpy()
+        truth = rng.random(len(confidence)) < confidence
+        frame = frame.with_columns(true_positive=pl.Series(truth), false_positive=pl.Series(~truth))
+        monthly.append(int(confidence_by_root_cause(frame, start, end)["significant"].sum()))
+    assert max(monthly) <= 1, monthly
