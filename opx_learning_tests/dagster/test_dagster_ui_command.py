@@ -28,6 +28,9 @@ RUNS = "query { runsOrError { ... on Runs { results { runId jobName } } } }"
 def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded: pl.DataFrame, tmp_path: Path) -> None:
     run = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], ["2025-10-01"])
     assert run.success, run.failures
+    days = [f"2025-10-{day:02d}" for day in range(2, 32)] + [f"2025-11-{day:02d}" for day in range(1, 30)]
+    ranged = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], days)
+    assert ranged.success, ranged.failures
     port = _free_port()
     log = tmp_path / "ui.log"
     with open(log, "wb") as out:
@@ -47,7 +50,13 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
         runs = graphql(url, RUNS)["runsOrError"]["results"]
-        assert {(r["runId"], r["jobName"]) for r in runs} == {(run.run_id, "daily_patterns_job")}
+        assert {(r["runId"], r["jobName"]) for r in runs} == {(run.run_id, "daily_patterns_job"),
+                                                             (ranged.run_id, "daily_patterns_job")}
+        # The asset's Events tab, paged as the UI pages it and keyed as it de-duplicates (run, ms, kind):
+        # every partition of the 59-day range run is its own row.
+        listed = _events_as_the_ui_lists_them(url, "pattern_summaries_daily")
+        assert sorted(partition for run_id, partition in listed if run_id == ranged.run_id) == sorted(days)
+        assert [partition for run_id, partition in listed if run_id == run.run_id] == ["2025-10-01"]
         # SIGTERM to the command alone (as a service manager sends it): within 10 s it is gone, children included.
         children = _descendants(process.pid)
         assert len(children) >= 3, children  # dagster dev, its webserver and daemon (and code servers)
@@ -62,6 +71,34 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}" in log.read_text()
+
+
+EVENTS = """
+query($assetKey: AssetKeyInput!, $limit: Int!, $cursor: String) {
+  assetOrError(assetKey: $assetKey) {
+    ... on Asset {
+      assetEventHistory(limit: $limit, cursor: $cursor, eventTypeSelectors: [MATERIALIZATION, OBSERVATION]) {
+        results { __typename ... on MaterializationEvent { runId timestamp partition } }
+        cursor
+      }
+    }
+  }
+}"""
+
+
+def _events_as_the_ui_lists_them(url: str, asset: str) -> list[tuple[str, str]]:
+    """(run id, partition) of each materialization row the Events tab shows: pages of 100, unique by run + ms + kind."""
+    rows: dict[str, tuple[str, str]] = {}
+    cursor = None
+    while True:
+        page = graphql(url, EVENTS, {"assetKey": {"path": [asset]}, "limit": 100, "cursor": cursor})
+        history = page["assetOrError"]["assetEventHistory"]
+        for event in history["results"]:
+            if event["__typename"] == "MaterializationEvent":
+                rows.setdefault(f"{event['runId']}{event['timestamp']}.{event['__typename']}", (event["runId"], event["partition"]))
+        if not history["results"] or not history["cursor"] or history["cursor"] == cursor:
+            return list(rows.values())
+        cursor = history["cursor"]
 
 
 def _descendants(root: int) -> list[int]:
