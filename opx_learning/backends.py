@@ -174,10 +174,15 @@ class LocalBackend(Backend):
         return str(self.settings.alerts_file)
 
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
-        """The state database, opened read-only."""
+        """The state database, opened read-only, then its hash chains against `anchor.db`."""
         from opx_learning.integrity.sweep import sweep_sqlite_audit
+        from opx_learning.safety.sqlite_backend import verify_chains
 
         sweep_sqlite_audit(window, self.settings, report, counter)
+        path = self.settings.state_db
+        if path.exists():
+            problems, heads, notes = verify_chains(path)
+            _report_chain(report, str(path), problems, heads, notes)
 
 
 class AwsBackend(Backend):
@@ -316,3 +321,19 @@ def threshold_review_for(settings: Settings) -> Any:
 
     guard = guard_for(settings)
     return ThresholdReview(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)
+
+
+CHAIN_HEADS = "chain heads"
+
+
+def _report_chain(report: Any, where: str, problems: list[Any], heads: dict[str, Any], notes: list[str]) -> None:
+    """Add a chain walk's problems (as `AUDIT_TAMPERED` findings), heads and notes to an integrity report."""
+    from opx_learning.integrity.findings import Finding, digest
+    from opx_learning.safety.chain import AUDIT_TAMPERED
+
+    if heads:
+        report.locations[CHAIN_HEADS] = ", ".join(str(head) for head in heads.values())
+    report.notes.extend(notes)
+    for problem in problems:
+        report.findings.append(Finding("audit", f"{where}#{problem.location}", f"{AUDIT_TAMPERED}: {problem.problem}",
+                                       problem.evidence or digest(problem.problem), alarm=AUDIT_TAMPERED))

@@ -84,13 +84,14 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
         for name, location in report.locations.items():
             click.echo(f"{name}: {location}")
         for finding in report.findings:
-            click.echo(f"DATA_CORRUPTION {finding}")
+            click.echo(f"{finding.alarm} {finding}")
         for note in report.notes:
             click.echo(f"note: {note}")
         click.echo(report.summary())
         if report.findings:
             target = backend_for(settings).alert_target
             state = "raised" if report.alert_delivered else "NOT delivered (see the log)"
-            click.echo(f"P0 DATA_CORRUPTION alert {state} to {target} (dedup id {report.alert_dedup_id}); "
+            alarms = "/".join(sorted({finding.alarm for finding in report.findings}))
+            click.echo(f"P0 {alarms} alert {state} to {target} (dedup id {report.alert_dedup_id}); "
                        "the damaged items are left untouched as evidence.")
     raise SystemExit(EXIT_CLEAN if report.clean else EXIT_CORRUPTION)

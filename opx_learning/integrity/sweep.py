@@ -42,7 +42,12 @@ from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import Window, iso, to_utc
-from opx_learning.integrity.findings import Finding, digest, publish_corruption
+from opx_learning.integrity.findings import (
+    Finding,
+    digest,
+    publish_corruption,
+    publish_tampering,
+)
 from opx_learning.safety.models import (
     AuditStatus,
     AuthorityType,
@@ -177,9 +182,14 @@ def run_sweep(
         The report, with the alert's deduplication id and delivery outcome when it found something.
     """
     report = sweep(window, settings, progress=progress)
-    if report.findings:
+    tampering = publish_tampering(report.findings, source=source, settings=settings,
+                                  heads=report.locations.get("chain heads"), publisher=publisher)
+    corrupt = [finding for finding in report.findings if finding.alarm != "AUDIT_TAMPERED"]
+    if tampering and not corrupt:
+        report.alert_dedup_id, report.alert_delivered = tampering[0][0].dedup_id, all(ok for _, ok in tampering)
+    if corrupt:
         alert, delivered = publish_corruption(
-            report.findings,
+            corrupt,
             source=source,
             settings=settings,
             window={"start": window.start_iso, "end": window.end_iso},

@@ -237,21 +237,55 @@ _SQLITE_SCHEMA = (
 )
 
 
+_VERSION_COLUMNS = "version, proposal_id, approved_at, doc"
+
+
+def threshold_content(version: int, proposal_id: str, approved_at: str, doc: str) -> list[Any]:
+    """What a threshold link's content hash covers: the version's stored columns, in order."""
+    return [version, proposal_id, approved_at, doc]
+
+
 class SqliteThresholdStore(ThresholdStore):
     """Proposals and versions in the local state database (it must have been initialised)."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
         self.location = f"local: {state.path}"
-        self._ready = False
 
-    def _connect(self, *, immediate: bool = False) -> Any:
-        if not self._ready:
-            with self.state.connect(immediate=True) as conn:
-                for statement in _SQLITE_SCHEMA:
-                    conn.execute(statement)
-            self._ready = True
-        return self.state.connect(immediate=immediate)
+    def _connect(self, *, immediate: bool = False, anchored: bool = False) -> Any:
+        # The tables and their triggers are created with the state (`opx-learning init`); a missing
+        # trigger is reported by the state's open, never recreated here.
+        return self.state.connect(immediate=immediate, anchored=anchored)
+
+    def _verified(self, conn: Any, rows: list[tuple]) -> list[ThresholdSet]:
+        """The versions of `rows`, each checked against its link of the threshold chain.
+
+        Raises:
+            ChainTampered: a version was edited or inserted outside an approval, or the newest one is not the
+                chain's last link.
+        """
+        from opx_learning.safety.chain import (
+            THRESHOLD_CHAIN,
+            ChainTampered,
+            content_hash,
+        )
+
+        where = self.state.path
+        for version, proposal_id, approved_at, doc in rows:
+            link = self.state.last_link_of(conn, THRESHOLD_CHAIN, str(version))
+            if link is None:
+                raise ChainTampered(f"threshold version {version} in {where} has no link in the threshold chain "
+                                    "(inserted outside an approval); not served")
+            if link.content_hash != content_hash(threshold_content(version, proposal_id, approved_at, doc)):
+                raise ChainTampered(f"threshold version {version} in {where} was changed after its approval "
+                                    f"(threshold link {link.seq}); not served")
+        if rows:
+            last = self.state.last_link(conn, THRESHOLD_CHAIN)
+            newest = max(row[0] for row in rows)
+            if last is not None and last.item_id != str(newest):
+                raise ChainTampered(f"threshold version {newest} in {where} is not the last approved version "
+                                    f"(the threshold chain ends with version {last.item_id}); not served")
+        return [ThresholdSet.from_dict(json.loads(row[3])) for row in rows]
 
     def create(self, proposal: ThresholdProposal) -> None:
         """Insert a PENDING proposal."""
@@ -280,18 +314,22 @@ class SqliteThresholdStore(ThresholdStore):
     def history(self) -> list[ThresholdSet]:
         """Every approved version, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT doc FROM threshold_versions ORDER BY version").fetchall()
-        return [ThresholdSet.from_dict(json.loads(row[0])) for row in rows]
+            rows = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM threshold_versions ORDER BY version").fetchall()
+            return self._verified(conn, rows)
 
     def current(self) -> ThresholdSet | None:
         """The highest approved version, or None."""
         with self._connect() as conn:
-            row = conn.execute("SELECT doc FROM threshold_versions ORDER BY version DESC LIMIT 1").fetchone()
-        return ThresholdSet.from_dict(json.loads(row[0])) if row else None
+            row = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM threshold_versions ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            return self._verified(conn, [row])[0] if row else None
 
     def decide(self, decided: ThresholdProposal, approved: ThresholdSet | None, expected_version: int) -> bool:
         """One `BEGIN IMMEDIATE` transaction: check PENDING and the current version, then write."""
-        with self._connect(immediate=True) as conn:
+        from opx_learning.safety.chain import THRESHOLD_CHAIN, THRESHOLD_KIND
+
+        with self._connect(immediate=True, anchored=True) as conn:
             row = conn.execute(
                 "SELECT status FROM threshold_proposals WHERE proposal_id = ?", (decided.proposal_id,)
             ).fetchone()
@@ -301,11 +339,13 @@ class SqliteThresholdStore(ThresholdStore):
                 (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM threshold_versions").fetchone()
                 if current != expected_version:
                     return False
+                values = (approved.version, approved.proposal_id, iso(approved.approved_at),
+                          json.dumps(approved.to_dict(), sort_keys=True))
                 conn.execute(
                     "INSERT INTO threshold_versions (version, proposal_id, approved_at, doc) VALUES (?, ?, ?, ?)",
-                    (approved.version, approved.proposal_id, iso(approved.approved_at),
-                     json.dumps(approved.to_dict(), sort_keys=True)),
+                    values,
                 )
+                self.state.link(conn, THRESHOLD_CHAIN, THRESHOLD_KIND, str(approved.version), threshold_content(*values))
             conn.execute(
                 "UPDATE threshold_proposals SET status = ?, doc = ? WHERE proposal_id = ? AND status = 'PENDING'",
                 (decided.status.value, json.dumps(decided.to_dict(), sort_keys=True), decided.proposal_id),
