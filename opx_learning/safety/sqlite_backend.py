@@ -470,6 +470,8 @@ class SqliteState:
                     raise StateMismatch(f"anchor store {self.anchor_path} cannot be opened ({exc}): it was deleted "
                                         f"or never created; {ADOPT_HINT}") from exc
             conn.execute("PRAGMA synchronous = NORMAL")
+            if anchored:
+                conn.execute("PRAGMA anchor.synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn

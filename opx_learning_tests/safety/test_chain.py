@@ -21,7 +21,12 @@ import pytest
 from opx_learning.safety.chain import Link, compare, genesis, walk
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.safety.sqlite_backend import SqliteState, open_sqlite
-from opx_learning.safety.threshold_store import ProposalStatus, SqliteThresholdStore, ThresholdProposal, ThresholdSet
+from opx_learning.safety.threshold_store import (
+    ProposalStatus,
+    SqliteThresholdStore,
+    ThresholdProposal,
+    ThresholdSet,
+)
 
 PRINCIPALS = "principals:\n  ops-admin:\n    authority: EMERGENCY_OVERRIDE\n  alice:\n    authority: ON_CALL_SRE\n"
 CALIBRATE = ["trigger", "calibrate", "--start", "2026-01-01", "--end", "2026-02-01"]
