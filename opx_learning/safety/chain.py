@@ -16,10 +16,17 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from opx_learning.safety.models import AuditStatus, KillSwitchUnavailable, OperationType
+from opx_learning.core.windows import iso, to_utc
+from opx_learning.safety.models import (
+    AuditRecord,
+    AuditStatus,
+    KillSwitchState,
+    KillSwitchUnavailable,
+    OperationType,
+)
 
 AUDIT_CHAIN = "audit"
 THRESHOLD_CHAIN = "thresholds"
@@ -254,6 +261,98 @@ def expected_enabled(
     return allowed | {True}, None
 
 
+def record_values(record: AuditRecord) -> tuple:
+    """An audit record as its 14 stored column values (the form both backends hash)."""
+    return (
+        record.audit_id,
+        record.operation_type.value,
+        record.trigger_type.value,
+        record.status.value,
+        iso(record.start_time),
+        iso(record.end_time) if record.end_time else None,
+        record.duration_ms,
+        json.dumps(record.parameters, sort_keys=True),
+        json.dumps(record.results, sort_keys=True),
+        record.error_message,
+        record.triggered_by.principal,
+        record.triggered_by.authority.value,
+        record.run_id,
+        record.version,
+    )
+
+
+def audit_content(values: tuple) -> list[Any]:
+    """What an audit link's content hash covers: the record's 14 stored column values, in column order."""
+    return list(values)
+
+
+def stored_record(values: tuple | None) -> tuple[str, dict[str, Any]] | None:
+    """The content hash and parameters of a stored audit record's values (None: no record)."""
+    if values is None:
+        return None
+    try:
+        parameters = json.loads(values[7])
+    except (TypeError, ValueError):
+        parameters = {}
+    return content_hash(audit_content(tuple(values))), parameters if isinstance(parameters, dict) else {}
+
+
+def check_against_trail(
+    state: KillSwitchState,
+    links: list[Link],
+    records: Mapping[str, tuple[str, dict[str, Any]] | None],
+    where: str,
+) -> None:
+    """Refuse a kill-switch state that the last kill-switch audit records do not allow.
+
+    Args:
+        state: the stored state.
+        links: the newest kill-switch links of the audit chain, newest first.
+        records: audit id -> (content hash, parameters) of the record as stored now (None: missing).
+        where: the store, for messages.
+
+    Raises:
+        ChainTampered: a consulted kill-switch record was changed or deleted after its link.
+        StateMismatch: the state is not one the audit trail allows.
+    """
+    for link in _first_per_item(links):
+        stored = records.get(link.item_id)
+        if stored is None:
+            raise ChainTampered(f"kill-switch audit record {link.item_id} in {where} was deleted "
+                                f"(audit link {link.seq} remains); {ADOPT_HINT}")
+        if stored[0] != link.content_hash:
+            raise ChainTampered(f"kill-switch audit record {link.item_id} in {where} was changed after its "
+                                f"audit link {link.seq}; {ADOPT_HINT}")
+
+    def until_of(audit_id: str) -> datetime | None:
+        stored = records.get(audit_id)
+        until = stored[1].get("until") if stored else None
+        try:
+            return to_utc(until) if until else None
+        except ValueError:
+            return None
+
+    allowed, deciding = expected_enabled(links, until_of, datetime.now(UTC))
+    if state.enabled in allowed:
+        return
+    shown = "ENABLED (operations allowed)" if state.enabled else "ACTIVE (operations blocked)"
+    expected = "ENABLED" if True in allowed else "ACTIVE"
+    by = (f"the last kill-switch audit record {deciding.item_id} ({deciding.kind}, audit link {deciding.seq})"
+          if deciding else "the audit trail (no kill-switch change recorded)")
+    raise StateMismatch(f"the kill-switch row in {where} says {shown} but {by} says {expected} "
+                        f"(the row was edited outside the audited commands); {ADOPT_HINT}")
+
+
+def _first_per_item(links: list[Link]) -> list[Link]:
+    seen: set[str] = set()
+    firsts = []
+    for link in links:
+        if link.item_id not in seen:
+            seen.add(link.item_id)
+            firsts.append(link)
+    return firsts
+
+
 __all__ = [
     "ADOPT_ACTION",
     "ADOPT_HINT",
@@ -268,11 +367,15 @@ __all__ = [
     "Problem",
     "StateMismatch",
     "anchor_problem",
+    "audit_content",
     "audit_kind",
     "canonical",
+    "check_against_trail",
     "compare",
     "content_hash",
     "expected_enabled",
     "genesis",
+    "record_values",
+    "stored_record",
     "walk",
 ]
