@@ -216,11 +216,13 @@ class AwsBackend(Backend):
 
     def threshold_store(self) -> ThresholdStore:
         """Items of the DynamoDB config table."""
-        from opx_learning.safety.dynamo_backend import dynamo_client
+        from opx_learning.safety.dynamo_backend import dynamo_chain, dynamo_client
         from opx_learning.safety.threshold_store import DynamoThresholdStore
 
         settings = self.settings
-        return DynamoThresholdStore(dynamo_client(settings.region), settings.config_table, settings.region)
+        client = dynamo_client(settings.region)
+        return DynamoThresholdStore(client, settings.config_table, settings.region,
+                                    chain=dynamo_chain(settings, client))
 
     def alert_publisher(self, **kwargs: Any) -> AlertPublisher:
         """The SNS FIFO alert topic."""
@@ -255,10 +257,13 @@ class AwsBackend(Backend):
         return "the SNS alert topic"
 
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
-        """The audit table, queried per operation type."""
+        """The audit table, queried per operation type, then the chains against the S3 anchor."""
         from opx_learning.integrity.sweep import sweep_dynamo_audit
+        from opx_learning.safety.dynamo_chain import verify_dynamo_chains
 
         sweep_dynamo_audit(window, self.settings, report, counter)
+        problems, heads, notes = verify_dynamo_chains(self.settings)
+        _report_chain(report, f"dynamodb://{self.settings.config_table}", problems, heads, notes)
 
 
 BACKENDS: dict[str, type[Backend]] = {backend.name: backend for backend in (LocalBackend, AwsBackend)}

@@ -29,6 +29,12 @@ from enum import StrEnum
 from typing import Any
 
 from opx_learning.core.windows import iso, to_utc
+from opx_learning.safety.chain import (
+    THRESHOLD_CHAIN,
+    THRESHOLD_KIND,
+    ChainTampered,
+    content_hash,
+)
 from opx_learning.safety.models import BackendUnavailable, Principal
 
 
@@ -353,6 +359,10 @@ class SqliteThresholdStore(ThresholdStore):
         return True
 
 
+class _Lost(Exception):
+    """A decision's own condition failed (another decision won), so nothing was written."""
+
+
 PROPOSALS_PK = "THRESHOLDS#PROPOSALS"
 VERSIONS_PK = "THRESHOLDS#VERSIONS"
 CURRENT_KEY = {"PK": {"S": "CONFIG#THRESHOLDS"}, "SK": {"S": "METADATA"}}
@@ -361,10 +371,36 @@ CURRENT_KEY = {"PK": {"S": "CONFIG#THRESHOLDS"}, "SK": {"S": "METADATA"}}
 class DynamoThresholdStore(ThresholdStore):
     """Proposals, versions and the current set as items of the DynamoDB config table."""
 
-    def __init__(self, client: Any, table: str, region: str = "") -> None:
+    def __init__(self, client: Any, table: str, region: str = "", chain: Any = None) -> None:
         self.client = client
         self.table = table
         self.location = f"aws: DynamoDB table {table}" + (f" in {region}" if region else "")
+        self.chain = chain
+
+    def _verified(self, items: list[tuple[int, str]]) -> list[ThresholdSet]:
+        """The versions `(version, doc)`, each checked against its link; the newest must be the chain's head.
+
+        Raises:
+            ChainTampered: a version was edited or inserted outside an approval.
+        """
+        if self.chain is None or not items:
+            return [ThresholdSet.from_dict(json.loads(doc)) for _, doc in items]
+        links = {link.item_id: link for link in self.chain.links(THRESHOLD_CHAIN)}
+        for version, doc in items:
+            link = links.get(str(version))
+            if link is None:
+                raise ChainTampered(f"threshold version {version} in {self.table} has no link in the threshold "
+                                    "chain (inserted outside an approval); not served")
+            if link.content_hash != content_hash([version, doc]):
+                raise ChainTampered(f"threshold version {version} in {self.table} was changed after its approval "
+                                    f"(threshold link {link.seq}); not served")
+        newest = max(version for version, _ in items)
+        head = self.chain.head(THRESHOLD_CHAIN)
+        last = self.chain.link_at(THRESHOLD_CHAIN, head.seq) if head.seq else None
+        if last is not None and last.item_id != str(newest):
+            raise ChainTampered(f"threshold version {newest} in {self.table} is not the last approved version "
+                                f"(the threshold chain ends with version {last.item_id}); not served")
+        return [ThresholdSet.from_dict(json.loads(doc)) for _, doc in items]
 
     def _proposal_item(self, proposal: ThresholdProposal) -> dict[str, Any]:
         return {
@@ -419,15 +455,15 @@ class DynamoThresholdStore(ThresholdStore):
 
     def history(self) -> list[ThresholdSet]:
         """Every approved version (one paginated Query), oldest first."""
-        found = [ThresholdSet.from_dict(json.loads(item["doc"]["S"])) for item in self._query(VERSIONS_PK)]
-        return sorted(found, key=lambda s: s.version)
+        found = sorted((int(item["version"]["N"]), item["doc"]["S"]) for item in self._query(VERSIONS_PK))
+        return self._verified(found)
 
     def current(self) -> ThresholdSet | None:
         """The current set item, or None."""
         from opx_learning.safety.dynamo_backend import _call
 
         item = _call(self.client.get_item, TableName=self.table, Key=CURRENT_KEY, ConsistentRead=True).get("Item")
-        return ThresholdSet.from_dict(json.loads(item["doc"]["S"])) if item else None
+        return self._verified([(int(item["version"]["N"]), item["doc"]["S"])])[0] if item else None
 
     def decide(self, decided: ThresholdProposal, approved: ThresholdSet | None, expected_version: int) -> bool:
         """One TransactWriteItems of conditional puts; a cancelled transaction wrote nothing."""
@@ -467,6 +503,13 @@ class DynamoThresholdStore(ThresholdStore):
                 {"Put": {"TableName": self.table, "Item": version_item,
                          "ConditionExpression": "attribute_not_exists(PK)"}},
             ]
+        if self.chain is not None and approved is not None:
+            try:
+                self.chain.write(writes, THRESHOLD_CHAIN, THRESHOLD_KIND, str(approved.version),
+                                 content_hash([approved.version, doc["S"]]), record_failed=_Lost())
+            except _Lost:
+                return False
+            return True
         try:
             _call(self.client.transact_write_items, TransactItems=writes)
         except ClientError as exc:
