@@ -23,7 +23,11 @@ from opx_learning.integrity.sweep import run_sweep
 from opx_learning.safety.chain import ChainTampered, StateMismatch
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.safety.state import adopt
-from opx_learning.safety.threshold_store import ProposalStatus, ThresholdProposal, ThresholdSet
+from opx_learning.safety.threshold_store import (
+    ProposalStatus,
+    ThresholdProposal,
+    ThresholdSet,
+)
 
 ADMIN = Principal("ops-admin", AuthorityType.EMERGENCY_OVERRIDE)
 SRE = Principal("alice", AuthorityType.ON_CALL_SRE)
