@@ -261,7 +261,13 @@ class DynamoChain:
             return
         try:
             doc = self.anchor.read()
-            if not doc or doc.get("state_id") != self.state_id():
+            if doc is None:
+                meta = self.meta()
+                if meta is not None and not meta["anchored"]:
+                    # Never anchored (the bucket was missing at initialisation): anchor the chain as it is now.
+                    self.pin({"action": "FIRST_ANCHOR"})
+                return
+            if doc.get("state_id") != self.state_id():
                 return
             pinned = doc.get("heads", {}).get(link.chain)
             if pinned and int(pinned["seq"]) >= link.seq:
@@ -282,12 +288,10 @@ class DynamoChain:
         if meta is None:
             return (f"DynamoDB table {self.table} predates the hash-chained audit trail (no CHAIN#META item); "
                     "build its chain with `opx-learning init --adopt` (EMERGENCY_OVERRIDE, audited)")
-        if self.anchor is None:
-            return None
+        if self.anchor is None or not meta["anchored"]:
+            return None  # nothing anchored yet: the first chained write anchors the heads
         doc = self.anchor.read()
         if doc is None:
-            if not meta["anchored"]:
-                return None
             return f"the chain anchor {self.anchor.uri} is missing (deleted?)"
         if doc.get("state_id") != meta["state_id"]:
             return (f"DynamoDB table {self.table} holds state {meta['state_id'][:12]}… but {self.anchor.uri} pins "
@@ -312,13 +316,18 @@ class DynamoChain:
                 old = self.anchor.read() or {}
             except StateMismatch:
                 old = {}
-            self.anchor.write({
-                "state_id": state_id,
-                "epoch": int(old.get("epoch", 0)) + 1,
-                "heads": {chain: {"seq": h.seq, "link_hash": h.link_hash} for chain, h in heads.items()},
-                "updated_at": iso(utcnow()),
-                "entry": entry,
-            })
+            try:
+                self.anchor.write({
+                    "state_id": state_id,
+                    "epoch": int(old.get("epoch", 0)) + 1,
+                    "heads": {chain: {"seq": h.seq, "link_hash": h.link_hash} for chain, h in heads.items()},
+                    "updated_at": iso(utcnow()),
+                    "entry": entry,
+                })
+            except (ClientError, BotoCoreError) as exc:
+                # Not anchored yet (e.g. the assets bucket does not exist): the first chained write anchors it.
+                _log.warning("chain heads not anchored in %s: %s", self.anchor.uri, exc)
+                return heads
             self._call(self.client.put_item, TableName=self.table,
                        Item={**META_KEY, "stateId": {"S": state_id}, "anchored": {"BOOL": True}})
         return heads

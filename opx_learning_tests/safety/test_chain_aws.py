@@ -133,3 +133,13 @@ def test_a_forged_threshold_version_is_not_served(aws_state: Any) -> None:
     with pytest.raises(ChainTampered, match="threshold version 2 .* has no link"):
         store.current()
     assert _tampered("threshold version 2 has no link")
+
+
+def test_a_deleted_anchor_object_refuses(aws_state: Any) -> None:
+    guard = guard_for(get_settings(), on_alert=lambda *args: None)
+    assert guard.kill_switch.status().enabled
+    boto3.client("s3").delete_object(Bucket="opx", Key=ANCHOR)
+    with pytest.raises(StateMismatch, match="chain-anchor.json is missing"):
+        guard.kill_switch.status()
+    assert adopt(get_settings(), ADMIN, on_alert=lambda *args: None).status == "ADOPTED"
+    assert guard.kill_switch.status().enabled
