@@ -155,13 +155,21 @@ class KillSwitch:
             StateMismatch: the state was swapped, rolled back or edited (P1 alert unless `alert=False`).
             KillSwitchUnavailable: the state cannot be read.
         """
-        from opx_learning.safety.chain import STATE_MISMATCH, StateMismatch
+        from opx_learning.safety.chain import (
+            AUDIT_TAMPERED,
+            STATE_MISMATCH,
+            ChainTampered,
+            StateMismatch,
+        )
 
         try:
             state = self.store.read()
         except StateMismatch as exc:
             if alert:
-                self._alert("P1", STATE_MISMATCH, {"error": str(exc)[:2000], **self._heads()})
+                details = {"error": str(exc)[:2000], **self._heads()}
+                if isinstance(exc, ChainTampered):
+                    self._alert("P0", AUDIT_TAMPERED, {**details, "source": "open"})
+                self._alert("P1", STATE_MISMATCH, details)
             raise
         now = now or self.clock()
         if state.active and state.until is not None and now >= state.until:

@@ -270,12 +270,6 @@ class SqliteThresholdStore(ThresholdStore):
             ChainTampered: a version was edited or inserted outside an approval, or the newest one is not the
                 chain's last link.
         """
-        from opx_learning.safety.chain import (
-            THRESHOLD_CHAIN,
-            ChainTampered,
-            content_hash,
-        )
-
         where = self.state.path
         for version, proposal_id, approved_at, doc in rows:
             link = self.state.last_link_of(conn, THRESHOLD_CHAIN, str(version))
@@ -333,8 +327,6 @@ class SqliteThresholdStore(ThresholdStore):
 
     def decide(self, decided: ThresholdProposal, approved: ThresholdSet | None, expected_version: int) -> bool:
         """One `BEGIN IMMEDIATE` transaction: check PENDING and the current version, then write."""
-        from opx_learning.safety.chain import THRESHOLD_CHAIN, THRESHOLD_KIND
-
         with self._connect(immediate=True, anchored=True) as conn:
             row = conn.execute(
                 "SELECT status FROM threshold_proposals WHERE proposal_id = ?", (decided.proposal_id,)

@@ -108,6 +108,7 @@ def test_dropped_triggers_and_a_deleted_row_are_tampering_not_repaired(opx_home:
 
     # The next command does not silently recreate the trigger: it refuses and names it.
     _refuses_mismatch(opx_home, "trigger audit_no_delete was missing")
+    assert "trigger audit_no_delete was missing" in _alerts(opx_home, "P0", "AUDIT_TAMPERED")[0]["details"]["error"]
     names = {r[0] for r in sqlite3.connect(opx_home / "state.db").execute("SELECT name FROM sqlite_master")}
     assert "audit_no_delete" not in names
 
@@ -116,7 +117,7 @@ def test_dropped_triggers_and_a_deleted_row_are_tampering_not_repaired(opx_home:
     problems = _problems(out)
     assert any("trigger audit_no_delete was missing" in p for p in problems)
     assert any("has a link but no longer exists (deleted)" in p for p in problems)
-    p0 = _alerts(opx_home, "P0", "AUDIT_TAMPERED")
+    p0 = [a for a in _alerts(opx_home, "P0", "AUDIT_TAMPERED") if a["details"]["source"] == "verify"]
     assert len(p0) == len(problems) and p0[0]["details"]["chain_heads"].startswith("audit@4:")
     text = _run(["verify"])
     assert text.returncode == 1 and "AUDIT_TAMPERED audit:" in text.stdout
