@@ -15,6 +15,10 @@ A decision is one atomic write (a SQLite `BEGIN IMMEDIATE` transaction, or a Dyn
 `TransactWriteItems` of conditional puts): the proposal must still be PENDING and, for an
 approval, the current version must still be the one the approver saw. So two approvals can
 never both win, and two approved sets can never get the same version.
+
+Each approved version is also a link of the threshold hash chain, written in the same
+transaction (`opx_learning.safety.chain`); `current` and `history` refuse to serve a version
+that does not match its link (`ChainTampered`).
 """
 
 from __future__ import annotations
