@@ -216,10 +216,15 @@ class LocalBackend(Backend):
         return AssetStorage(base_uri=self.settings.assets_base, home=str(self.settings.home))
 
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
-        """The state database, opened read-only."""
+        """The state database, opened read-only, then its hash chains against `anchor.db`."""
         from opx_learning.integrity.sweep import sweep_sqlite_audit
+        from opx_learning.safety.sqlite_backend import verify_chains
 
         sweep_sqlite_audit(window, self.settings, report, counter)
+        path = self.settings.state_db
+        if path.exists():
+            problems, heads, notes = verify_chains(path)
+            _report_chain(report, str(path), problems, heads, notes)
 
 
 class AwsBackend(Backend):
@@ -258,11 +263,13 @@ class AwsBackend(Backend):
 
     def threshold_store(self) -> ThresholdStore:
         """Items of the DynamoDB config table."""
-        from opx_learning.safety.dynamo_backend import dynamo_client
+        from opx_learning.safety.dynamo_backend import dynamo_chain, dynamo_client
         from opx_learning.safety.threshold_store import DynamoThresholdStore
 
         settings = self.settings
-        return DynamoThresholdStore(dynamo_client(settings.region), settings.config_table, settings.region)
+        client = dynamo_client(settings.region)
+        return DynamoThresholdStore(client, settings.config_table, settings.region,
+                                    chain=dynamo_chain(settings, client))
 
     def alert_publisher(self, **kwargs: Any) -> AlertPublisher:
         """The SNS FIFO alert topic."""
@@ -310,10 +317,13 @@ class AwsBackend(Backend):
         return AwsBackendAssetStorage.from_settings(self.settings, base_uri=self.settings.assets_base)
 
     def sweep_audit(self, window: Window, report: Any, counter: Any) -> None:
-        """The audit table, queried per operation type."""
+        """The audit table, queried per operation type, then the chains against the S3 anchor."""
         from opx_learning.integrity.sweep import sweep_dynamo_audit
+        from opx_learning.safety.dynamo_chain import verify_dynamo_chains
 
         sweep_dynamo_audit(window, self.settings, report, counter)
+        problems, heads, notes = verify_dynamo_chains(self.settings)
+        _report_chain(report, f"dynamodb://{self.settings.config_table}", problems, heads, notes)
 
 
 BACKENDS: dict[str, type[Backend]] = {backend.name: backend for backend in (LocalBackend, AwsBackend)}
@@ -376,3 +386,19 @@ def threshold_review_for(settings: Settings) -> Any:
 
     guard = guard_for(settings)
     return ThresholdReview(threshold_store(settings), guard.audit, guard.kill_switch, guard.on_alert)
+
+
+CHAIN_HEADS = "chain heads"
+
+
+def _report_chain(report: Any, where: str, problems: list[Any], heads: dict[str, Any], notes: list[str]) -> None:
+    """Add a chain walk's problems (as `AUDIT_TAMPERED` findings), heads and notes to an integrity report."""
+    from opx_learning.integrity.findings import Finding, digest
+    from opx_learning.safety.chain import AUDIT_TAMPERED
+
+    if heads:
+        report.locations[CHAIN_HEADS] = ", ".join(str(head) for head in heads.values())
+    report.notes.extend(notes)
+    for problem in problems:
+        report.findings.append(Finding("audit", f"{where}#{problem.location}", f"{AUDIT_TAMPERED}: {problem.problem}",
+                                       problem.evidence or digest(problem.problem), alarm=AUDIT_TAMPERED))

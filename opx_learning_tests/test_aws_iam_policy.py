@@ -75,6 +75,12 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], region: s
         raise AssertionError(f"no IAM mapping for {service}:{operation}; add it here and to the policy")
     prefix = PREFIX[service]
     if prefix == "dynamodb":
+        if operation == "TransactWriteItems":
+            # AWS authorises a transaction as the item actions it is made of.
+            actions = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                       "ConditionCheck": "ConditionCheckItem"}
+            return [Request(f"dynamodb:{actions[kind]}", f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{op['TableName']}")
+                    for entry in params["TransactItems"] for kind, op in entry.items()]
         tables = list(params["RequestItems"]) if operation == "BatchWriteItem" else [params["TableName"]]
         index = f"/index/{params['IndexName']}" if params.get("IndexName") else ""
         return [Request(f"dynamodb:{operation}", f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{t}{index}") for t in tables]

@@ -44,7 +44,8 @@ _log = logging.getLogger("opx_learning.alerts.metrics")
 OPERATIONS_LOG_GROUP = "/opx-learning/operations"
 OPERATIONS_LOG_STREAM = "audit"
 HEARTBEAT_METRIC = "Heartbeat"
-_BLOCKED = (SkipReason.KILL_SWITCH_ACTIVE.value, SkipReason.KILL_SWITCH_UNAVAILABLE.value)
+_BLOCKED = (SkipReason.KILL_SWITCH_ACTIVE.value, SkipReason.KILL_SWITCH_UNAVAILABLE.value,
+            SkipReason.STATE_MISMATCH.value)
 _PROCESSED_KEYS = ("records_processed", "total_incidents", "outcome_count", "snapshots")
 
 

@@ -40,6 +40,7 @@ from opx_learning.app.instance import ensure_dagster_home
 from opx_learning.app.manual import ManualPlan, fail_running, plan_manual
 from opx_learning.backends import guard_for
 from opx_learning.config import Settings
+from opx_learning.safety.chain import StateMismatch
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
     BackendUnavailable,
@@ -240,6 +241,10 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
         """The current kill-switch state, read fresh from the store."""
         try:
             return {**guard().kill_switch.status().to_rest(), "store": store}
+        except StateMismatch as error:
+            raise ApiError(503, SkipReason.STATE_MISMATCH.value,
+                           f"the kill switch state disagrees with its anchor or audit trail ({error}); "
+                           "non-emergency work is skipped", store=store) from None
         except KillSwitchUnavailable as error:
             raise ApiError(503, SkipReason.KILL_SWITCH_UNAVAILABLE.value,
                            f"the kill switch state cannot be read ({error}); non-emergency work is skipped",
@@ -320,7 +325,8 @@ def refusal(attempt: Attempt, emergency_requested: bool) -> ApiError:
         return ApiError(429, reason, attempt.rate_limit.message, audit_id=attempt.audit_id,
                         headers=attempt.rate_limit.headers())
     message = attempt.message.removeprefix(f"{reason}: ")
-    if reason in (SkipReason.KILL_SWITCH_ACTIVE, SkipReason.KILL_SWITCH_UNAVAILABLE) and emergency_requested:
+    if reason in (SkipReason.KILL_SWITCH_ACTIVE, SkipReason.KILL_SWITCH_UNAVAILABLE,
+                  SkipReason.STATE_MISMATCH) and emergency_requested:
         message += (f"; emergency is granted to EMERGENCY_OVERRIDE principals only, "
                     f"{attempt.principal.principal} is {attempt.principal.authority}")
     return ApiError(503, reason, message, audit_id=attempt.audit_id if attempt.audited else None)

@@ -86,7 +86,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
         for name, location in report.locations.items():
             click.echo(f"{name}: {location}")
         for finding in report.findings:
-            click.echo(f"DATA_CORRUPTION {finding}")
+            click.echo(f"{finding.alarm} {finding}")
         for note in report.notes:
             click.echo(f"note: {note}")
         click.echo(report.summary())
@@ -94,6 +94,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
             target = backend_for(settings).alert_target
             sent = sum(1 for alert in report.alerts if alert["delivered"])
             state = "raised" if report.alert_delivered else f"raised, {len(report.alerts) - sent} NOT delivered (see the log)"
-            click.echo(f"{len(report.alerts)} P0 DATA_CORRUPTION alert(s), one per finding, {state} to {target} "
+            alarms = "/".join(sorted({finding.alarm for finding in report.findings}))
+            click.echo(f"{len(report.alerts)} P0 {alarms} alert(s), one per finding, {state} to {target} "
                        f"(first dedup id {report.alert_dedup_id}); the damaged items are left untouched as evidence.")
     raise SystemExit(EXIT_CLEAN if report.clean else EXIT_CORRUPTION)

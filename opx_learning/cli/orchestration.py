@@ -498,7 +498,7 @@ def _enqueued(audit_id: str, run_id: str, plan: ManualPlan, as_json: bool) -> No
 def _refused(attempt: Attempt, as_json: bool, settings: Settings) -> None:
     data = attempt.to_dict()
     data["store"] = settings.store_description
-    kill_switch = data["skip_reason"] in ("KILL_SWITCH_ACTIVE", "KILL_SWITCH_UNAVAILABLE")
+    kill_switch = data["skip_reason"] in ("KILL_SWITCH_ACTIVE", "KILL_SWITCH_UNAVAILABLE", "STATE_MISMATCH")
     if kill_switch and attempt.parameters.get("emergency") and not attempt.emergency:
         data["emergency_denied"] = (
             f"--emergency is granted to EMERGENCY_OVERRIDE principals only; "

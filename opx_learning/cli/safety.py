@@ -17,6 +17,7 @@ from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings, principal_name
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
+from opx_learning.safety.chain import StateMismatch
 from opx_learning.safety.models import (
     AuditRecord,
     BackendUnavailable,
@@ -53,6 +54,8 @@ def _user_errors(store: str | None = None) -> Iterator[None]:
         raise StoreError(f"{exc}{audited}", store) from None
     except InvalidRequest as exc:
         raise click.UsageError(str(exc)) from None
+    except StateMismatch as exc:
+        raise StoreError(str(exc), store) from None
     except KillSwitchUnavailable as exc:
         raise StoreError(f"{SkipReason.KILL_SWITCH_UNAVAILABLE}: {exc}", store) from None
     except BackendUnavailable as exc:
@@ -142,18 +145,27 @@ def _show_change(change: Any, store: str, as_json: bool) -> None:
 @click.command("init")
 @click.option("--force", is_flag=True, help="Re-initialise an existing state: reset the kill switch to ENABLED "
               "(EMERGENCY_OVERRIDE only, audited; a damaged database is moved aside, never deleted).")
+@click.option("--adopt", is_flag=True, help="Accept a STATE_MISMATCH state as it is: re-anchor it to its current "
+              "chain head, recreate missing triggers, chain a state that predates chaining (EMERGENCY_OVERRIDE "
+              "only, audited).")
 @click.option("--principal", default=None, help=_PRINCIPAL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print {status, message, store, kill_switch, audit_id}.")
-def init(force: bool, principal: str | None, as_json: bool) -> None:
+def init(force: bool, adopt: bool, principal: str | None, as_json: bool) -> None:
     """Create the safety state (OPX_HOME's state.db, or the aws config item) with the kill switch ENABLED."""
+    from opx_learning.safety.state import adopt as adopt_state
     from opx_learning.safety.state import initialise
 
+    if force and adopt:
+        raise click.UsageError("--adopt: give --force or --adopt, not both")
     settings = command_settings()
     store = settings.store_description
     with _user_errors(store):
         # A name from OPX_PRINCIPAL is resolved only when needed (a re-initialisation), like the default identity.
         who = _principal(principal, settings) if principal is not None else None
-        result = initialise(settings, who, force=force, name=principal_name(principal))
+        if adopt:
+            result = adopt_state(settings, who, name=principal_name(principal))
+        else:
+            result = initialise(settings, who, force=force, name=principal_name(principal))
     if as_json:
         _emit(result.to_dict())
     else:

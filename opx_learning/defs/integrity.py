@@ -56,6 +56,9 @@ def _integrity(context: dg.AssetCheckExecutionContext, alerts: AlertsResource) -
         **{f"checked_{name}": count for name, count in report.checked.items()},
         "findings": len(report.findings),
     }
+    # The chain heads read, kept in the Dagster instance: a second copy outside the store they protect.
+    if "chain heads" in report.locations:
+        metadata["chain_heads"] = report.locations["chain heads"]
     if report.clean:
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.ERROR,
                                    description=report.summary(), metadata=metadata)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opx_learning.alerts.models import DATA_CORRUPTION, Alert
+from opx_learning.alerts.models import AUDIT_TAMPERED, DATA_CORRUPTION, Alert
 from opx_learning.config import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ class Finding:
         location: file path, S3 URI or `table#key` of the damaged item.
         problem: what is wrong, in words.
         evidence: SHA-256 of the bytes (or row) as read; empty when nothing could be read.
+        alarm: `DATA_CORRUPTION`, or `AUDIT_TAMPERED` for a broken hash chain or a dropped protection.
     """
 
     store: str
     location: str
     problem: str
     evidence: str = ""
+    alarm: str = DATA_CORRUPTION
 
     @property
     def fingerprint(self) -> str:
@@ -60,6 +62,7 @@ class Finding:
             "problem": self.problem,
             "evidence_sha256": self.evidence,
             "fingerprint": self.fingerprint,
+            "alarm": self.alarm,
         }
 
     def __str__(self) -> str:
@@ -149,3 +152,61 @@ def publish_corruption(
         log.error("DATA_CORRUPTION alert not delivered (no publisher: %s): %s", exc, json.dumps(alert.to_dict()))
         return alert, False
     return alert, publisher.publish(alert)
+
+
+def tamper_alerts(
+    findings: Sequence[Finding], *, source: str, store: str | None = None, heads: Any = None
+) -> list[Alert]:
+    """One P0 `AUDIT_TAMPERED` alert per finding, each with the chain heads read (deduplicated by the finding)."""
+    alerts = []
+    for finding in findings:
+        details: dict[str, Any] = {
+            "source": source,
+            "what": finding.store,
+            "where": finding.location,
+            "problem": finding.problem,
+            "finding": finding.to_dict(),
+            "evidence_kept": True,
+        }
+        if store:
+            details["store"] = store
+        if heads:
+            details["chain_heads"] = heads
+        alerts.append(Alert(alarm=AUDIT_TAMPERED, severity="P0", operation=INTEGRITY_OPERATION, details=details,
+                            key=finding.fingerprint))
+    return alerts
+
+
+def publish_tampering(
+    findings: Sequence[Finding],
+    *,
+    source: str,
+    settings: Settings,
+    heads: Any = None,
+    publisher: Any = None,
+) -> list[tuple[Alert, bool]]:
+    """Raise one P0 `AUDIT_TAMPERED` per tampering finding through the backend's publisher (never raises on delivery).
+
+    Args:
+        findings: the findings; those whose alarm is not `AUDIT_TAMPERED` are ignored.
+        source: what detected it (`verify`, `daily sweep`).
+        settings: the backend whose publisher is used.
+        heads: the chain heads read (and anchored), put in each alert's details.
+        publisher: an `AlertPublisher` (default: the backend's).
+
+    Returns:
+        Each alert and whether it was delivered.
+    """
+    from opx_learning.alerts.publishers import alert_publisher
+
+    tampered = [finding for finding in findings if finding.alarm == AUDIT_TAMPERED]
+    alerts = tamper_alerts(tampered, source=source, store=settings.store_description, heads=heads)
+    if not alerts:
+        return []
+    try:
+        publisher = publisher or alert_publisher(settings)
+    except Exception as exc:  # noqa: BLE001 - a missing publisher must not hide the tampering itself
+        for alert in alerts:
+            log.error("AUDIT_TAMPERED alert not delivered (no publisher: %s): %s", exc, json.dumps(alert.to_dict()))
+        return [(alert, False) for alert in alerts]
+    return [(alert, publisher.publish(alert)) for alert in alerts]

@@ -42,7 +42,12 @@ from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import Window, iso, to_utc
-from opx_learning.integrity.findings import Finding, digest, publish_corruption
+from opx_learning.integrity.findings import (
+    Finding,
+    digest,
+    publish_corruption,
+    publish_tampering,
+)
 from opx_learning.integrity.manifest import (
     Entry,
     Ledger,
@@ -121,7 +126,7 @@ class SweepReport:
             "findings": [finding.to_dict() for finding in self.findings],
             "notes": list(self.notes),
             "alert": None if self.clean else {
-                "alarm": "DATA_CORRUPTION",
+                "alarm": "/".join(sorted({finding.alarm for finding in self.findings})),
                 "severity": "P0",
                 "dedup_id": self.alert_dedup_id,
                 "delivered": self.alert_delivered,
@@ -190,7 +195,15 @@ def run_sweep(
         in `alert_dedup_id`; `alert_delivered` is True only when every alert was delivered).
     """
     report = sweep(window, settings, progress=progress)
+    tampering = publish_tampering(report.findings, source=source, settings=settings,
+                                  heads=report.locations.get("chain heads"), publisher=publisher)
+    tampered = [finding for finding in report.findings if finding.alarm == "AUDIT_TAMPERED"]
+    for finding, (alert, delivered) in zip(tampered, tampering, strict=False):
+        report.alerts.append({"dedup_id": alert.dedup_id, "delivered": delivered, "where": finding.location,
+                              "alarm": alert.alarm})
     for finding in report.findings:
+        if finding.alarm == "AUDIT_TAMPERED":
+            continue
         alert, delivered = publish_corruption(
             [finding],
             source=source,
@@ -198,7 +211,8 @@ def run_sweep(
             window={"start": window.start_iso, "end": window.end_iso},
             publisher=publisher,
         )
-        report.alerts.append({"dedup_id": alert.dedup_id, "delivered": delivered, "where": finding.location})
+        report.alerts.append({"dedup_id": alert.dedup_id, "delivered": delivered, "where": finding.location,
+                              "alarm": alert.alarm})
     if report.alerts:
         report.alert_dedup_id = report.alerts[0]["dedup_id"]
         report.alert_delivered = all(alert["delivered"] for alert in report.alerts)

@@ -31,6 +31,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso, to_utc
 from opx_learning.safety.audit import AuditLog
+from opx_learning.safety.chain import (
+    ADOPT_HINT,
+    AUDIT_CHAIN,
+    Head,
+    StateMismatch,
+    audit_content,
+    audit_kind,
+    check_against_trail,
+    content_hash,
+    record_values,
+    stored_record,
+)
+from opx_learning.safety.dynamo_chain import ANCHOR_NAME, DynamoChain, S3Anchor
 from opx_learning.safety.kill_switch import (
     LOST_HINT,
     NOT_INITIALISED_HINT,
@@ -229,6 +242,10 @@ def _item_record(item: Mapping[str, Any]) -> AuditRecord:
     )
 
 
+class _NotWritten(Exception):
+    """A record's own condition failed, so nothing of its transaction was written."""
+
+
 class DynamoAuditLog(AuditLog):
     """Audit trail in `opx-automation-audit`.
 
@@ -236,22 +253,32 @@ class DynamoAuditLog(AuditLog):
     always followed across pages via `LastEvaluatedKey`.
     """
 
-    def __init__(self, client: Any, table: str, page_size: int | None = None) -> None:
+    def __init__(self, client: Any, table: str, page_size: int | None = None, chain: DynamoChain | None = None) -> None:
         self.client = client
         self.table = table
         self.page_size = page_size
+        self.chain = chain
+
+    def _linked_put(self, item: dict[str, Any], condition: dict[str, Any], failed: Exception) -> None:
+        """Put `item` under `condition`, with its audit link in the same transaction when the trail is chained."""
+        if self.chain is None:
+            try:
+                _call(self.client.put_item, TableName=self.table, Item=item, **condition)
+            except ClientError as exc:
+                if _is_conditional(exc):
+                    raise failed from exc
+                raise
+            return
+        stored = _item_record(item)
+        values = record_values(stored)
+        self.chain.write([{"Put": {"TableName": self.table, "Item": item, **condition}}], AUDIT_CHAIN,
+                         audit_kind(values[1], values[3]), stored.audit_id, content_hash(audit_content(values)),
+                         record_failed=failed)
 
     def append(self, record: AuditRecord) -> AuditRecord:
-        """Put a new record; an existing id is refused by the condition."""
-        try:
-            _call(
-                self.client.put_item,
-                TableName=self.table,
-                Item=_record_item(record),
-                ConditionExpression="attribute_not_exists(PK)",
-            )
-        except ClientError as exc:
-            raise AuditTransitionError(f"audit record {record.audit_id} already exists") from exc
+        """Put a new record (and its audit link); an existing id is refused by the condition."""
+        self._linked_put(_record_item(record), {"ConditionExpression": "attribute_not_exists(PK)"},
+                         AuditTransitionError(f"audit record {record.audit_id} already exists"))
         return record
 
     def get(self, audit_id: str) -> AuditRecord | None:
@@ -333,28 +360,55 @@ class DynamoAuditLog(AuditLog):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _update_running(self, record: AuditRecord, expected_version: int) -> bool:
+        condition = {
+            "ConditionExpression": "#status = :running AND #version = :version",
+            "ExpressionAttributeNames": {"#status": "status", "#version": "version"},
+            "ExpressionAttributeValues": {":running": {"S": "RUNNING"}, ":version": {"N": str(expected_version)}},
+        }
         try:
-            _call(
-                self.client.put_item,
-                TableName=self.table,
-                Item=_record_item(record),
-                ConditionExpression="#status = :running AND #version = :version",
-                ExpressionAttributeNames={"#status": "status", "#version": "version"},
-                ExpressionAttributeValues={":running": {"S": "RUNNING"}, ":version": {"N": str(expected_version)}},
-            )
-        except ClientError as exc:
-            if _is_conditional(exc):
-                return False
-            raise
+            self._linked_put(_record_item(record), condition, _NotWritten())
+        except _NotWritten:
+            return False
         return True
 
 
 class DynamoKillSwitchStore(KillSwitchStore):
     """Kill-switch state in `opx-automation-config` (`CONFIG#KILL_SWITCH` / `METADATA`)."""
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: Any, table: str, chain: DynamoChain | None = None, audit: DynamoAuditLog | None = None) -> None:
         self.client = client
         self.table = table
+        self.chain = chain
+        self.audit = audit
+
+    def anchored_heads(self) -> dict[str, Head] | None:
+        """The heads pinned in the S3 anchor (None: no anchor)."""
+        if self.chain is None or self.chain.anchor is None:
+            return None
+        return self.chain.anchor.heads() or None
+
+    def anchor_state(self, entry: dict[str, Any]) -> dict[str, Head]:
+        """Create the state identity if needed and pin the current heads in the S3 anchor (a new epoch)."""
+        return self.chain.pin(entry) if self.chain is not None else {}
+
+    def prepare_adoption(self) -> dict[str, Any]:
+        """Chain the records of tables that predate the chain, oldest first (nothing else to repair on DynamoDB)."""
+        if self.chain is None or self.audit is None:
+            return {}
+        legacy = self.chain.meta() is None
+        built = 0
+        if legacy or self.chain.head(AUDIT_CHAIN).seq == 0:
+            records = sorted(self.audit.query(), key=lambda r: (r.start_time, r.audit_id))
+            for record in records:
+                values = record_values(record)
+                self.chain.write([], AUDIT_CHAIN, audit_kind(values[1], values[3]), record.audit_id,
+                                 content_hash(audit_content(values)), record_failed=_NotWritten())
+                built += 1
+        return {"triggers_recreated": [], "predates_chain": legacy, "links_built": built}
+
+    def raw_state(self) -> KillSwitchState:
+        """The kill-switch item as stored, without the anchor and audit-trail checks."""
+        return self._read_item()
 
     def initialised(self) -> bool:
         """Whether `init` ran here: the marker item (written beside the state, outlives its deletion) or the state exists."""
@@ -365,11 +419,34 @@ class DynamoKillSwitchStore(KillSwitchStore):
         return False
 
     def read(self) -> KillSwitchState:
-        """The stored state (strongly consistent read).
+        """The stored state (strongly consistent read), checked against the S3 anchor and the last kill-switch record.
 
         Raises:
+            StateMismatch: the tables disagree with the anchor, or the item with the audit trail.
             KillSwitchUnavailable: no item (not initialised or deleted), malformed, or DynamoDB unreachable.
         """
+        if self.chain is None:
+            return self._read_item()
+        try:
+            problem = self.chain.mismatch()
+            if problem is None:
+                state = self._read_item()
+                links = self.chain.kill_switch_links()
+                records = {}
+                for link in links:
+                    if link.item_id not in records:
+                        record = self.audit.get(link.item_id) if self.audit is not None else None
+                        records[link.item_id] = stored_record(record_values(record)) if record else None
+        except StateMismatch:
+            raise
+        except BackendUnavailable as exc:
+            raise KillSwitchUnavailable(f"kill switch state unavailable: {exc}; {LOST_HINT}") from exc
+        if problem:
+            raise StateMismatch(f"{problem}; {ADOPT_HINT}")
+        check_against_trail(state, links, records, f"DynamoDB table {self.table}")
+        return state
+
+    def _read_item(self) -> KillSwitchState:
         try:
             response = _call(self.client.get_item, TableName=self.table, Key=KILL_SWITCH_KEY, ConsistentRead=True)
         except BackendUnavailable as exc:
@@ -518,11 +595,21 @@ def open_dynamo(
     `limits`: the rate limits (default 5 / 3 / 10; the backend passes `settings.rate_limits`).
     """
     client = client or dynamo_client(settings.region, max_attempts=max_attempts)
+    chain = dynamo_chain(settings, client)
+    audit = DynamoAuditLog(client, settings.audit_table, chain=chain)
     return (
-        DynamoAuditLog(client, settings.audit_table),
-        DynamoKillSwitchStore(client, settings.config_table),
+        audit,
+        DynamoKillSwitchStore(client, settings.config_table, chain=chain, audit=audit),
         DynamoRateLimiter(client, settings.config_table, limits),
     )
+
+
+def dynamo_chain(settings: Settings, client: Any) -> DynamoChain:
+    """The chains of the config table, anchored under `OPX_ASSETS_S3_URI` when it is set."""
+    anchor = None
+    if settings.assets_s3_uri:
+        anchor = S3Anchor(f"{settings.assets_s3_uri.rstrip('/')}/{ANCHOR_NAME}", settings.region)
+    return DynamoChain(client, settings.config_table, anchor)
 
 
 def _create_table(client: Any, spec: dict[str, Any]) -> str:

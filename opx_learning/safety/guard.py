@@ -37,6 +37,7 @@ from typing import Any
 
 from opx_learning.core.windows import Window, WindowError, iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.chain import StateMismatch
 from opx_learning.safety.kill_switch import KillSwitch, KillSwitchStore
 from opx_learning.safety.maintenance import MaintenanceCalendar
 from opx_learning.safety.models import (
@@ -467,7 +468,13 @@ class Guard:
         self, operation: OperationType, trigger: TriggerType, bypass: bool, now: datetime, *, alert: bool = True
     ) -> _Block | None:
         try:
-            state = self.kill_switch.status(now)
+            state = self.kill_switch.status(now, alert=alert and not bypass)
+        except StateMismatch as exc:
+            if bypass:
+                return None
+            # KillSwitch.status raised the P1 STATE_MISMATCH alert already.
+            return _Block(SkipReason.STATE_MISMATCH,
+                          f"{operation} {trigger} not run (fail closed): {exc}", {})
         except BackendUnavailable as exc:
             if bypass:
                 return None

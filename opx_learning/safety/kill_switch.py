@@ -63,6 +63,22 @@ class KillSwitchStore(ABC):
     def mark_initialised(self, details: dict[str, Any]) -> None:
         """Record beside the state that it was initialised (`details`: when, by whom, which store)."""
 
+    def anchored_heads(self) -> dict[str, Any] | None:
+        """The chain heads anchored outside the store, by chain (None: no anchor)."""
+        return None
+
+    def anchor_state(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Pin the store's current chain heads as a new anchor epoch (`entry`: who and why); returns the heads."""
+        return {}
+
+    def prepare_adoption(self) -> dict[str, Any]:
+        """Repair what adoption repairs (missing triggers, a chain for a store that predates it); returns what it did."""
+        return {}
+
+    def raw_state(self) -> KillSwitchState:
+        """The stored state without the anchor and audit-trail checks (adoption accepts it as it is)."""
+        return self.read()
+
     @abstractmethod
     def write(self, state: KillSwitchState, expected_version: int | None) -> bool:
         """Store `state` iff the stored version equals `expected_version` (None: unconditionally).
@@ -128,13 +144,33 @@ class KillSwitch:
         self.on_alert = on_alert
         self.clock = clock
 
-    def status(self, now: datetime | None = None) -> KillSwitchState:
+    def status(self, now: datetime | None = None, *, alert: bool = True) -> KillSwitchState:
         """The current state; a planned disable whose `until` has passed is re-enabled first (as SYSTEM).
 
+        Args:
+            now: reference time (default: the clock).
+            alert: raise the P1 `STATE_MISMATCH` alert when the state disagrees with its anchor or trail.
+
         Raises:
+            StateMismatch: the state was swapped, rolled back or edited (P1 alert unless `alert=False`).
             KillSwitchUnavailable: the state cannot be read.
         """
-        state = self.store.read()
+        from opx_learning.safety.chain import (
+            AUDIT_TAMPERED,
+            STATE_MISMATCH,
+            ChainTampered,
+            StateMismatch,
+        )
+
+        try:
+            state = self.store.read()
+        except StateMismatch as exc:
+            if alert:
+                details = {"error": str(exc)[:2000], **self._heads()}
+                if isinstance(exc, ChainTampered):
+                    self._alert("P0", AUDIT_TAMPERED, {**details, "source": "open"})
+                self._alert("P1", STATE_MISMATCH, details)
+            raise
         now = now or self.clock()
         if state.active and state.until is not None and now >= state.until:
             return self._planned_enable(state, now)
@@ -225,6 +261,17 @@ class KillSwitch:
                 error = exc
         _log.error("kill switch changed but audit record %s could not be completed: %s", record_id, error)
         self._alert("P1", "AUDIT_INCOMPLETE", {"audit_id": record_id, "error": f"{type(error).__name__}: {error}"[:2000]})
+
+    def _heads(self) -> dict[str, Any]:
+        """The anchored chain heads, for alert details (empty when they cannot be read)."""
+        try:
+            heads = self.store.anchored_heads()
+        except Exception:  # noqa: BLE001 - the alert goes out without them
+            return {}
+        if not heads:
+            return {}
+        return {"anchored_heads": {chain: head.to_dict() if hasattr(head, "to_dict") else head
+                                   for chain, head in heads.items()}}
 
     def _alert(self, severity: str, alarm: str, details: dict[str, Any]) -> None:
         try:

@@ -12,6 +12,7 @@ A damaged database file is never deleted: re-initialising moves it aside.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from opx_learning.backends import alert_hook_for, backend_for
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.chain import ADOPT_ACTION, StateMismatch
 from opx_learning.safety.kill_switch import KillSwitchStore
 from opx_learning.safety.models import (
     AlertHook,
@@ -40,6 +42,7 @@ from opx_learning.safety.models import (
 _log = logging.getLogger("opx_learning.safety")
 INITIALISED = "INITIALISED"
 REINITIALISED = "REINITIALISED"
+ADOPTED = "ADOPTED"
 ALREADY_INITIALISED = "ALREADY_INITIALISED"
 
 
@@ -89,9 +92,11 @@ def _fresh(settings: Settings, principal: Principal | None, name: str | None = N
     state = KillSwitchState(enabled=True, last_modified=now, version=1)
     if not kill_switch.write(state, 0):
         return None
+    who = _who(principal, settings, name)
+    heads = kill_switch.anchor_state({"action": "INITIALISE", "by": who})
     kill_switch.mark_initialised(
-        {"initialised_at": iso(now), "initialised_by": _who(principal, settings, name),
-         "store": settings.store_description}
+        {"initialised_at": iso(now), "initialised_by": who, "store": settings.store_description,
+         "chain": {"anchored_at": iso(now), "heads": _heads(heads)}}
     )
     return InitResult(
         INITIALISED,
@@ -101,17 +106,33 @@ def _fresh(settings: Settings, principal: Principal | None, name: str | None = N
     )
 
 
-def _refuse(audit: AuditLog, principal: Principal, force: bool, settings: Settings, on_alert: AlertHook) -> None:
+def _heads(heads: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Chain heads as JSON (None stays None)."""
+    if heads is None:
+        return None
+    return {chain: head.to_dict() if hasattr(head, "to_dict") else head for chain, head in heads.items()}
+
+
+def _refuse(
+    audit: AuditLog,
+    principal: Principal,
+    force: bool,
+    settings: Settings,
+    on_alert: AlertHook,
+    action: str = "REINITIALISE",
+) -> None:
+    what = ("adopting it accepts its current kill switch and audit trail" if action == ADOPT_ACTION
+            else "re-initialising it resets the kill switch")
     message = (
         f"{SkipReason.INSUFFICIENT_AUTHORITY}: {settings.store_description} is already initialised; "
-        f"re-initialising it resets the kill switch and requires EMERGENCY_OVERRIDE "
+        f"{what} and requires EMERGENCY_OVERRIDE "
         f"({principal.principal} is {principal.authority})"
     )
     record = new_record(
         OperationType.KILL_SWITCH_ENABLE,
         TriggerType.MANUAL,
         principal,
-        parameters={"action": "REINITIALISE", "force": force, "store": settings.store_description},
+        parameters={"action": action, "force": force, "store": settings.store_description},
     )
     refused = record.completed(
         AuditStatus.SKIPPED,
@@ -147,6 +168,8 @@ def _usable_sqlite(path: Path) -> bool:
     try:
         with SqliteState(path).connect():
             return True
+    except StateMismatch:
+        return True  # it opens: a swapped or tampered database is re-anchored, not moved aside
     except BackendUnavailable as exc:
         cause = exc.__cause__
         if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
@@ -212,7 +235,9 @@ def initialise(
     state_file = backend_for(settings).state_file
     if state_file is not None and not _usable_sqlite(state_file):
         moved = _move_aside(state_file)
+    old_heads = _anchored(kill_switch)
     audit, kill_switch = _stores(settings, create=True)
+    new_heads = kill_switch.anchor_state({"action": "REINITIALISE", "by": principal.principal, "old": _heads(old_heads)})
     record = audit.start(
         OperationType.KILL_SWITCH_ENABLE,
         TriggerType.MANUAL,
@@ -235,6 +260,8 @@ def initialise(
         "previous_state": current.to_rest() if current is not None else None,
         "previous_error": str(error)[:1000] if error is not None else None,
         "moved_aside": list(moved),
+        "old_head": _heads(old_heads),
+        "new_head": _heads(new_heads),
     }
     audit.complete(record.audit_id, AuditStatus.SUCCESS, results=results)
     try:
@@ -253,6 +280,102 @@ def initialise(
     )
 
 
+def _anchored(kill_switch: KillSwitchStore) -> dict[str, Any] | None:
+    try:
+        return kill_switch.anchored_heads()
+    except BackendUnavailable:
+        return None
+
+
+def _problem(kill_switch: KillSwitchStore) -> str | None:
+    """What the state's checks say before an adoption (None: nothing disagrees)."""
+    try:
+        kill_switch.read()
+    except KillSwitchUnavailable as exc:
+        return str(exc)[:2000]
+    return None
+
+
+def adopt(
+    settings: Settings,
+    principal: Principal | None = None,
+    *,
+    on_alert: AlertHook | None = None,
+    name: str | None = None,
+) -> InitResult:
+    """Accept the state as it is now and re-anchor it to its current chain heads (`init --adopt`, EMERGENCY_OVERRIDE).
+
+    Recreates missing protecting triggers (naming them), builds the chain of a state that
+    predates it, pins the current heads as a new anchor epoch and writes one SUCCESS audit
+    record (`parameters.action = "ADOPT"`, its operation the one that matches the adopted
+    kill-switch state) with the old and new heads and what disagreed before.
+
+    Args:
+        settings: backend settings.
+        principal: who adopts (default: resolve `name`).
+        on_alert: alert hook (default: the backend's publisher); an INFO `STATE_ADOPTED` alert is sent.
+        name: without `principal`, the name to resolve.
+
+    Returns:
+        An ADOPTED result with the adopted kill-switch state and the audit id.
+
+    Raises:
+        InsufficientAuthority: the principal is not EMERGENCY_OVERRIDE (audited where the trail can be written).
+        KillSwitchUnavailable: there is no readable state to adopt (restore it or use `init --force`).
+    """
+    audit, kill_switch = _stores(settings)
+    if principal is None:
+        from opx_learning.safety.principals import resolve_principal
+
+        principal = resolve_principal(name, settings=settings)
+    on_alert = on_alert or alert_hook_for(settings)
+    if principal.authority is not AuthorityType.EMERGENCY_OVERRIDE:
+        _refuse(audit, principal, False, settings, on_alert, action=ADOPT_ACTION)
+    before = _problem(kill_switch)
+    old_heads = _anchored(kill_switch)
+    repaired = kill_switch.prepare_adoption()
+    state = kill_switch.raw_state()
+    new_heads = kill_switch.anchor_state({"action": ADOPT_ACTION, "by": principal.principal, "old": _heads(old_heads),
+                                          "mismatch": before})
+    operation = OperationType.KILL_SWITCH_ENABLE if state.enabled else OperationType.KILL_SWITCH_DISABLE
+    record = new_record(operation, TriggerType.MANUAL, principal,
+                        parameters={"action": ADOPT_ACTION, "store": settings.store_description})
+    results = {"state": state.to_rest(), "old_head": _heads(old_heads), "new_head": _heads(new_heads),
+               "mismatch": before, **repaired}
+    audit, _ = _stores(settings)
+    audit.append(record.completed(AuditStatus.SUCCESS, record.start_time, results))
+    now = utcnow()
+    kill_switch.mark_initialised({**_marker(kill_switch), "chain": {
+        "anchored_at": iso(now), "heads": _heads(new_heads), "adopted_by": principal.principal,
+        "audit_id": record.audit_id}})
+    try:
+        on_alert("INFO", "STATE_ADOPTED", {"audit_id": record.audit_id, "principal": principal.principal,
+                                           "store": settings.store_description, "old_head": _heads(old_heads),
+                                           "new_head": _heads(new_heads), "mismatch": before})
+    except Exception:  # noqa: BLE001 - alert delivery never undoes the adoption
+        _log.exception("INFO alert of adoption %s could not be sent", record.audit_id)
+    shown = "ACTIVE (operations blocked)" if state.active else "ENABLED (operations allowed)"
+    repaired_note = (f"; triggers recreated: {', '.join(repaired['triggers_recreated'])}"
+                     if repaired.get("triggers_recreated") else "")
+    return InitResult(
+        ADOPTED,
+        f"adopted {settings.store_description} as it is: kill switch {shown}, chain re-anchored "
+        f"(audit {record.audit_id}){repaired_note}",
+        settings.store_description,
+        state,
+        record.audit_id,
+    )
+
+
+def _marker(kill_switch: KillSwitchStore) -> dict[str, Any]:
+    marker = getattr(kill_switch, "marker", None)
+    try:
+        data = json.loads(marker.read_text()) if marker is not None and marker.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
 def ensure_initialised(settings: Settings) -> InitResult | None:
     """Initialise a never-initialised state (the demo, `aws init`); leave an existing one alone.
 
@@ -266,4 +389,13 @@ def ensure_initialised(settings: Settings) -> InitResult | None:
     return _fresh(settings, None)
 
 
-__all__ = ["ALREADY_INITIALISED", "INITIALISED", "REINITIALISED", "InitResult", "ensure_initialised", "initialise"]
+__all__ = [
+    "ADOPTED",
+    "ALREADY_INITIALISED",
+    "INITIALISED",
+    "REINITIALISED",
+    "InitResult",
+    "adopt",
+    "ensure_initialised",
+    "initialise",
+]

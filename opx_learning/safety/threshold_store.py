@@ -15,6 +15,10 @@ A decision is one atomic write (a SQLite `BEGIN IMMEDIATE` transaction, or a Dyn
 `TransactWriteItems` of conditional puts): the proposal must still be PENDING and, for an
 approval, the current version must still be the one the approver saw. So two approvals can
 never both win, and two approved sets can never get the same version.
+
+Each approved version is also a link of the threshold hash chain, written in the same
+transaction (`opx_learning.safety.chain`); `current` and `history` refuse to serve a version
+that does not match its link (`ChainTampered`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from enum import StrEnum
 from typing import Any
 
 from opx_learning.core.windows import iso, to_utc
+from opx_learning.safety.chain import (
+    THRESHOLD_CHAIN,
+    THRESHOLD_KIND,
+    ChainTampered,
+    content_hash,
+)
 from opx_learning.safety.models import BackendUnavailable, Principal
 
 
@@ -237,21 +247,49 @@ _SQLITE_SCHEMA = (
 )
 
 
+_VERSION_COLUMNS = "version, proposal_id, approved_at, doc"
+
+
+def threshold_content(version: int, proposal_id: str, approved_at: str, doc: str) -> list[Any]:
+    """What a threshold link's content hash covers: the version's stored columns, in order."""
+    return [version, proposal_id, approved_at, doc]
+
+
 class SqliteThresholdStore(ThresholdStore):
     """Proposals and versions in the local state database (it must have been initialised)."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
         self.location = f"local: {state.path}"
-        self._ready = False
 
-    def _connect(self, *, immediate: bool = False) -> Any:
-        if not self._ready:
-            with self.state.connect(immediate=True) as conn:
-                for statement in _SQLITE_SCHEMA:
-                    conn.execute(statement)
-            self._ready = True
-        return self.state.connect(immediate=immediate)
+    def _connect(self, *, immediate: bool = False, anchored: bool = False) -> Any:
+        # The tables and their triggers are created with the state (`opx-learning init`); a missing
+        # trigger is reported by the state's open, never recreated here.
+        return self.state.connect(immediate=immediate, anchored=anchored)
+
+    def _verified(self, conn: Any, rows: list[tuple]) -> list[ThresholdSet]:
+        """The versions of `rows`, each checked against its link of the threshold chain.
+
+        Raises:
+            ChainTampered: a version was edited or inserted outside an approval, or the newest one is not the
+                chain's last link.
+        """
+        where = self.state.path
+        for version, proposal_id, approved_at, doc in rows:
+            link = self.state.last_link_of(conn, THRESHOLD_CHAIN, str(version))
+            if link is None:
+                raise ChainTampered(f"threshold version {version} in {where} has no link in the threshold chain "
+                                    "(inserted outside an approval); not served")
+            if link.content_hash != content_hash(threshold_content(version, proposal_id, approved_at, doc)):
+                raise ChainTampered(f"threshold version {version} in {where} was changed after its approval "
+                                    f"(threshold link {link.seq}); not served")
+        if rows:
+            last = self.state.last_link(conn, THRESHOLD_CHAIN)
+            newest = max(row[0] for row in rows)
+            if last is not None and last.item_id != str(newest):
+                raise ChainTampered(f"threshold version {newest} in {where} is not the last approved version "
+                                    f"(the threshold chain ends with version {last.item_id}); not served")
+        return [ThresholdSet.from_dict(json.loads(row[3])) for row in rows]
 
     def create(self, proposal: ThresholdProposal) -> None:
         """Insert a PENDING proposal."""
@@ -280,18 +318,20 @@ class SqliteThresholdStore(ThresholdStore):
     def history(self) -> list[ThresholdSet]:
         """Every approved version, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT doc FROM threshold_versions ORDER BY version").fetchall()
-        return [ThresholdSet.from_dict(json.loads(row[0])) for row in rows]
+            rows = conn.execute(f"SELECT {_VERSION_COLUMNS} FROM threshold_versions ORDER BY version").fetchall()
+            return self._verified(conn, rows)
 
     def current(self) -> ThresholdSet | None:
         """The highest approved version, or None."""
         with self._connect() as conn:
-            row = conn.execute("SELECT doc FROM threshold_versions ORDER BY version DESC LIMIT 1").fetchone()
-        return ThresholdSet.from_dict(json.loads(row[0])) if row else None
+            row = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM threshold_versions ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            return self._verified(conn, [row])[0] if row else None
 
     def decide(self, decided: ThresholdProposal, approved: ThresholdSet | None, expected_version: int) -> bool:
         """One `BEGIN IMMEDIATE` transaction: check PENDING and the current version, then write."""
-        with self._connect(immediate=True) as conn:
+        with self._connect(immediate=True, anchored=True) as conn:
             row = conn.execute(
                 "SELECT status FROM threshold_proposals WHERE proposal_id = ?", (decided.proposal_id,)
             ).fetchone()
@@ -301,16 +341,22 @@ class SqliteThresholdStore(ThresholdStore):
                 (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM threshold_versions").fetchone()
                 if current != expected_version:
                     return False
+                values = (approved.version, approved.proposal_id, iso(approved.approved_at),
+                          json.dumps(approved.to_dict(), sort_keys=True))
                 conn.execute(
                     "INSERT INTO threshold_versions (version, proposal_id, approved_at, doc) VALUES (?, ?, ?, ?)",
-                    (approved.version, approved.proposal_id, iso(approved.approved_at),
-                     json.dumps(approved.to_dict(), sort_keys=True)),
+                    values,
                 )
+                self.state.link(conn, THRESHOLD_CHAIN, THRESHOLD_KIND, str(approved.version), threshold_content(*values))
             conn.execute(
                 "UPDATE threshold_proposals SET status = ?, doc = ? WHERE proposal_id = ? AND status = 'PENDING'",
                 (decided.status.value, json.dumps(decided.to_dict(), sort_keys=True), decided.proposal_id),
             )
         return True
+
+
+class _Lost(Exception):
+    """A decision's own condition failed (another decision won), so nothing was written."""
 
 
 PROPOSALS_PK = "THRESHOLDS#PROPOSALS"
@@ -321,10 +367,36 @@ CURRENT_KEY = {"PK": {"S": "CONFIG#THRESHOLDS"}, "SK": {"S": "METADATA"}}
 class DynamoThresholdStore(ThresholdStore):
     """Proposals, versions and the current set as items of the DynamoDB config table."""
 
-    def __init__(self, client: Any, table: str, region: str = "") -> None:
+    def __init__(self, client: Any, table: str, region: str = "", chain: Any = None) -> None:
         self.client = client
         self.table = table
         self.location = f"aws: DynamoDB table {table}" + (f" in {region}" if region else "")
+        self.chain = chain
+
+    def _verified(self, items: list[tuple[int, str]]) -> list[ThresholdSet]:
+        """The versions `(version, doc)`, each checked against its link; the newest must be the chain's head.
+
+        Raises:
+            ChainTampered: a version was edited or inserted outside an approval.
+        """
+        if self.chain is None or not items:
+            return [ThresholdSet.from_dict(json.loads(doc)) for _, doc in items]
+        links = {link.item_id: link for link in self.chain.links(THRESHOLD_CHAIN)}
+        for version, doc in items:
+            link = links.get(str(version))
+            if link is None:
+                raise ChainTampered(f"threshold version {version} in {self.table} has no link in the threshold "
+                                    "chain (inserted outside an approval); not served")
+            if link.content_hash != content_hash([version, doc]):
+                raise ChainTampered(f"threshold version {version} in {self.table} was changed after its approval "
+                                    f"(threshold link {link.seq}); not served")
+        newest = max(version for version, _ in items)
+        head = self.chain.head(THRESHOLD_CHAIN)
+        last = self.chain.link_at(THRESHOLD_CHAIN, head.seq) if head.seq else None
+        if last is not None and last.item_id != str(newest):
+            raise ChainTampered(f"threshold version {newest} in {self.table} is not the last approved version "
+                                f"(the threshold chain ends with version {last.item_id}); not served")
+        return [ThresholdSet.from_dict(json.loads(doc)) for _, doc in items]
 
     def _proposal_item(self, proposal: ThresholdProposal) -> dict[str, Any]:
         return {
@@ -379,15 +451,15 @@ class DynamoThresholdStore(ThresholdStore):
 
     def history(self) -> list[ThresholdSet]:
         """Every approved version (one paginated Query), oldest first."""
-        found = [ThresholdSet.from_dict(json.loads(item["doc"]["S"])) for item in self._query(VERSIONS_PK)]
-        return sorted(found, key=lambda s: s.version)
+        found = sorted((int(item["version"]["N"]), item["doc"]["S"]) for item in self._query(VERSIONS_PK))
+        return self._verified(found)
 
     def current(self) -> ThresholdSet | None:
         """The current set item, or None."""
         from opx_learning.safety.dynamo_backend import _call
 
         item = _call(self.client.get_item, TableName=self.table, Key=CURRENT_KEY, ConsistentRead=True).get("Item")
-        return ThresholdSet.from_dict(json.loads(item["doc"]["S"])) if item else None
+        return self._verified([(int(item["version"]["N"]), item["doc"]["S"])])[0] if item else None
 
     def decide(self, decided: ThresholdProposal, approved: ThresholdSet | None, expected_version: int) -> bool:
         """One TransactWriteItems of conditional puts; a cancelled transaction wrote nothing."""
@@ -427,6 +499,13 @@ class DynamoThresholdStore(ThresholdStore):
                 {"Put": {"TableName": self.table, "Item": version_item,
                          "ConditionExpression": "attribute_not_exists(PK)"}},
             ]
+        if self.chain is not None and approved is not None:
+            try:
+                self.chain.write(writes, THRESHOLD_CHAIN, THRESHOLD_KIND, str(approved.version),
+                                 content_hash([approved.version, doc["S"]]), record_failed=_Lost())
+            except _Lost:
+                return False
+            return True
         try:
             _call(self.client.transact_write_items, TransactItems=writes)
         except ClientError as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from opx_learning.safety.audit import AuditLog, new_record, utcnow
+from opx_learning.safety.chain import StateMismatch
 from opx_learning.safety.kill_switch import KillSwitch
 from opx_learning.safety.models import (
     AlertHook,
@@ -314,9 +315,11 @@ class ThresholdReview:
         try:
             state = self.kill_switch.status()
         except BackendUnavailable as exc:
-            reason = SkipReason.KILL_SWITCH_UNAVAILABLE
+            mismatch = isinstance(exc, StateMismatch)
+            reason = SkipReason.STATE_MISMATCH if mismatch else SkipReason.KILL_SWITCH_UNAVAILABLE
             message = f"{reason}: the kill switch state cannot be read ({exc}); no threshold approval takes effect"
-            self.on_alert("P1", reason.value, {"operation": operation.value, "error": str(exc)[:2000]})
+            if not mismatch:  # the kill switch raised the P1 STATE_MISMATCH alert already
+                self.on_alert("P1", reason.value, {"operation": operation.value, "error": str(exc)[:2000]})
             raise ApprovalBlocked(message, reason, self._refuse(operation, principal, params, reason.value, message))
         if state.active:
             reason = SkipReason.KILL_SWITCH_ACTIVE

@@ -41,3 +41,15 @@ def test_dagster_integrity_check_passes_then_fails_with_the_finding(
     assert alert["severity"] == "P0" and alert["details"]["source"] == "daily sweep"
     assert alert["details"]["where"] == str(snapshot)
     assert snapshot.read_bytes() == bytes(data)
+
+
+def test_the_integrity_check_keeps_the_chain_heads_in_the_instance(opx_home: Path) -> None:
+    from opx_learning_tests.wiring import location
+
+    defs = dg.Definitions.merge(location(), dg.Definitions(jobs=[
+        dg.define_asset_job("integrity_only", selection=dg.AssetSelection.checks_for_assets("stored_data"))]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.get_job_def("integrity_only").execute_in_process(instance=instance)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    assert evaluation.metadata["chain_heads"].value.startswith("audit@0:")

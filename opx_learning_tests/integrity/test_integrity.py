@@ -187,9 +187,12 @@ def test_malformed_audit_row_is_a_finding(home: Path) -> None:
     # A start_time that is no instant is swept whatever the window.
     assert f"{state}#audit/X#1: operation_type 'NOT_AN_OPERATION'" in output
     assert "triggered_by.type 'GOD'" in output and "start_time 'yesterday' is not an ISO-8601 instant" in output
-    # Today's window holds the record the real audit log wrote, which is well-formed, and X#1 again.
+    # Rows inserted outside the store have no link in the hash chain, whatever their shape.
+    assert "has no link in the audit chain" in output and output.count("AUDIT_TAMPERED audit:") == 2
+    # Today's window holds the record the real audit log wrote, which is well-formed, and X#1 again;
+    # the chain is walked whole, so both inserted rows are AUDIT_TAMPERED in any window.
     code, output = verify("--days", "1")
-    assert code == 1 and "2 audit records checked; 1 finding(s)" in output, output
+    assert code == 1 and "2 audit records checked; 3 finding(s)" in output, output
 
 
 def test_verify_bad_input_exits_2(home: Path) -> None:

@@ -73,10 +73,13 @@ def test_aws_sweep_clean_then_finds_s3_and_dynamodb_damage(aws_home: str) -> Non
     report = run_sweep(window, wiring.settings())
     assert sorted((f.store, f.location) for f in report.findings) == [
         ("audit", "dynamodb://opx-automation-audit/AUDIT#CALIBRATION#forged"),
+        ("audit", "dynamodb://opx-automation-config#audit record CALIBRATION#forged"),
         ("outcomes", f"s3://opx/{outcome_key}"),
         ("snapshots", f"s3://opx/{key}"),
     ]
-    audit_finding = next(f for f in report.findings if f.store == "audit")
+    tampered = [f for f in report.findings if f.alarm == "AUDIT_TAMPERED"]
+    assert len(tampered) == 1 and "CALIBRATION#forged has no link in the audit chain" in tampered[0].problem
+    audit_finding = next(f for f in report.findings if f.store == "audit" and f.alarm == "DATA_CORRUPTION")
     assert "status 'DONE' is not one of" in audit_finding.problem
     assert report.alert_delivered is True
 

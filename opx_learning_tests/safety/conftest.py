@@ -75,7 +75,7 @@ def _atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     from moto.dynamodb.models.table import Table
 
-    lock = threading.Lock()
+    lock = threading.RLock()
     original = Table.put_item
 
     def put_item(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -83,6 +83,17 @@ def _atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
             return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Table, "put_item", put_item)
+    # A transaction checks every condition and then writes, restoring a snapshot of the tables when one
+    # fails; without the lock a concurrent writer's committed items can be rolled back with it.
+    from moto.dynamodb.models import DynamoDBBackend
+
+    transact = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return transact(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", transact_write_items)
 
 
 @pytest.fixture(params=["sqlite", "dynamo"])

@@ -48,6 +48,9 @@ def review(request: pytest.FixtureRequest, opx_home: Path, monkeypatch: pytest.M
         monkeypatch.setenv("OPX_BACKEND", "aws")
         from opx_learning.safety.dynamo_backend import create_tables, dynamo_client
         from opx_learning.safety.state import initialise
+        from opx_learning_tests.safety.conftest import _atomic_moto_writes
+
+        _atomic_moto_writes(monkeypatch)
 
         settings = get_settings()
         create_tables(settings, client=dynamo_client(settings.region, endpoint_url=endpoint))
