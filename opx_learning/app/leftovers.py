@@ -6,6 +6,7 @@ that no daemon is needed, `opx-learning trigger` and `opx-learning status` call
 `close_leftovers` first: a RUNNING record whose run's worker process (same host, its
 `opx/pid` tag) is gone is completed FAILED (RUN_TERMINATED), its run is reported failed
 through the instance's public API, and the failure alert is raised as the alert sensor would.
+A state that cannot be read is left to the guard, which refuses with its own alert.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from opx_learning.config import Settings
 from opx_learning.safety.guard import Guard
-from opx_learning.safety.models import AuditRecord
+from opx_learning.safety.models import AuditRecord, BackendUnavailable
 
 
 def close_leftovers(settings: Settings, instance: Any, guard: Guard) -> list[AuditRecord]:
@@ -25,7 +26,11 @@ def close_leftovers(settings: Settings, instance: Any, guard: Guard) -> list[Aud
     from opx_learning.defs.sensors import complete_terminated, find_run
 
     # No age threshold: a record is closed only when its worker process is known to be gone.
-    closed = complete_terminated(instance, guard, older_than=timedelta(0))
+    try:
+        closed = complete_terminated(instance, guard, older_than=timedelta(0))
+    except BackendUnavailable:
+        # An unreadable or mismatched state is the guard's to refuse (with its alert), not this tidy-up's.
+        return []
     if not closed:
         return []
     publisher = backend_for(settings).alert_publisher()

@@ -41,6 +41,8 @@ from opx_learning.safety.models import BackendUnavailable
 from opx_learning.stores.blobs import get_bytes, put_bytes, staged
 
 ASSETS, OUTCOMES, SNAPSHOTS = "assets", "outcomes", "snapshots"
+# Under the aws assets prefix but not asset files: the snapshot store and the audit chain's anchor object.
+_NOT_ASSETS = ("snapshots/", "integrity/")
 # The size of a row that records an object's accepted absence (`init --adopt` after a deletion).
 REMOVED = -1
 _CHUNK = 1 << 20
@@ -339,7 +341,8 @@ class Ledger:
         if data is None:
             return None if entry is None else f"listed in the manifest ({entry.describe()}) but missing: deleted or rolled back"
         if entry is None:
-            return "not in the manifest of stored objects: written outside opx_learning or copied in; not read"
+            return ("not in the manifest of stored objects: written outside opx_learning or copied in; not read "
+                    "(`opx-learning init --adopt` accepts the stored objects as they are)")
         digest = sha256_of(data)
         if digest != entry.sha256 or len(data) != entry.size:
             return (
@@ -412,7 +415,7 @@ def stored_keys(ledger: Ledger, client: Any = None) -> list[str]:
         keys = (ledger.key(f"s3://{bucket}/{key}") for key in list_keys(base + "/", client=client))
         return sorted(
             key for key in keys
-            if not key.rsplit("/", 1)[-1].startswith(".") and not (ledger.store == ASSETS and key.startswith("snapshots/"))
+            if not key.rsplit("/", 1)[-1].startswith(".") and not (ledger.store == ASSETS and key.startswith(_NOT_ASSETS))
         )
     root = Path(base)
     if not root.is_dir():

@@ -296,6 +296,15 @@ def _problem(kill_switch: KillSwitchStore) -> str | None:
     return None
 
 
+def _adopt_objects(settings: Settings) -> dict[str, dict[str, int]]:
+    """Record the stored objects as they are now in the manifest (counts per store: adopted, changed, removed)."""
+    from opx_learning.backends import backend_for
+    from opx_learning.integrity.manifest import adopt_objects
+
+    backend = backend_for(settings)
+    return adopt_objects(backend.ledgers(), backend.blob_client() if settings.assets_s3_uri or settings.outcomes_s3_uri else None)
+
+
 def adopt(
     settings: Settings,
     principal: Principal | None = None,
@@ -306,7 +315,9 @@ def adopt(
     """Accept the state as it is now and re-anchor it to its current chain heads (`init --adopt`, EMERGENCY_OVERRIDE).
 
     Recreates missing protecting triggers (naming them), builds the chain of a state that
-    predates it, pins the current heads as a new anchor epoch and writes one SUCCESS audit
+    predates it, records every stored object as it is now in the manifest of stored objects
+    (`results.objects`: adopted, changed, removed per store; appended rows, the history stays),
+    pins the current heads as a new anchor epoch and writes one SUCCESS audit
     record (`parameters.action = "ADOPT"`, its operation the one that matches the adopted
     kill-switch state) with the old and new heads and what disagreed before.
 
@@ -341,7 +352,7 @@ def adopt(
     record = new_record(operation, TriggerType.MANUAL, principal,
                         parameters={"action": ADOPT_ACTION, "store": settings.store_description})
     results = {"state": state.to_rest(), "old_head": _heads(old_heads), "new_head": _heads(new_heads),
-               "mismatch": before, **repaired}
+               "mismatch": before, **repaired, "objects": _adopt_objects(settings)}
     audit, _ = _stores(settings)
     audit.append(record.completed(AuditStatus.SUCCESS, record.start_time, results))
     now = utcnow()

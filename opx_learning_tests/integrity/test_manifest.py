@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import sqlite3
 import subprocess
@@ -245,3 +246,20 @@ def test_adopting_accepts_the_current_content_by_appending_rows(home: Path) -> N
     code, output = _verify()
     assert code == 0, output
     assert adopt_objects(backend_for(wiring.settings()).ledgers())["assets"] == {"adopted": 0, "changed": 0, "removed": 0}
+
+
+def test_init_adopt_accepts_the_stored_objects_and_audits_it(home: Path, tmp_path: Path) -> None:
+    from opx_learning.backends import guard_for
+
+    principals = tmp_path / "principals.yaml"
+    principals.write_text("principals:\n  ops-admin:\n    authority: EMERGENCY_OVERRIDE\n")
+    env = {**os.environ, "OPX_PRINCIPALS": str(principals)}
+    stray = home / "assets" / "pattern_summaries_daily" / "2025-10-06.json"
+    stray.write_text('{"restored": true}')
+    assert _verify()[0] == 1
+    adopted = subprocess.run([sys.executable, "-m", "opx_learning.cli.main", "init", "--adopt", "--principal", "ops-admin",
+                              "--json"], capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert adopted.returncode == 0, adopted.stderr
+    record = guard_for(wiring.settings()).audit.get(json.loads(adopted.stdout)["audit_id"])
+    assert record.results["objects"]["assets"] == {"adopted": 1, "changed": 0, "removed": 0}
+    assert wiring.resource("asset_storage").read("pattern_summaries_daily", "2025-10-06") == {"restored": True}
