@@ -268,6 +268,13 @@ class DynamoManifest(Manifest):
         return {key: entry for key, entry in found.items() if entry.size != REMOVED}
 
 
+def _mismatch(digest: str, size: int, entry: Entry) -> str | None:
+    """The finding's text when bytes of this digest and size are not what `entry` lists, else None."""
+    if (digest, size) == (entry.sha256, entry.size):
+        return None
+    return f"content does not match the manifest: read sha256 {digest[:12]}…, {size} bytes; expected {entry.describe()}; not read"
+
+
 class Ledger:
     """One store's writes and checked reads against the manifest.
 
@@ -343,13 +350,7 @@ class Ledger:
         if entry is None:
             return ("not in the manifest of stored objects: written outside opx_learning or copied in; not read "
                     "(`opx-learning init --adopt` accepts the stored objects as they are)")
-        digest = sha256_of(data)
-        if digest != entry.sha256 or len(data) != entry.size:
-            return (
-                f"content does not match the manifest: read sha256 {digest[:12]}…, {len(data)} bytes; "
-                f"expected {entry.describe()}; not read"
-            )
-        return None
+        return _mismatch(sha256_of(data), len(data), entry)
 
     def check(self, uri: str | Path, data: bytes | None, entry: Entry | None | object = ...) -> None:
         """Raise (and alert) unless `data` is what the manifest lists for `uri` (no-op when inactive)."""
@@ -377,11 +378,8 @@ class Ledger:
             return
         if entry is None:
             self.fail(Finding(self.store, str(path), self.problem(key, b"", None) or "", digest))
-        if (digest, size) != (entry.sha256, entry.size):  # type: ignore[union-attr]
-            problem = (
-                f"content does not match the manifest: read sha256 {digest[:12]}…, {size} bytes; "
-                f"expected {entry.describe()}; not read"  # type: ignore[union-attr]
-            )
+        problem = _mismatch(digest, size, entry)  # type: ignore[arg-type]
+        if problem is not None:
             self.fail(Finding(self.store, str(path), problem, digest))
 
     def read(self, uri: str, *, client: Any = None) -> bytes | None:
