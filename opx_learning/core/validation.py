@@ -531,7 +531,9 @@ def _validate_frame(frame: pl.DataFrame, by: str | None = None) -> tuple[pl.Data
     bad = pl.any_horizontal([pl.col(name) for name in flag_names])
 
     valid = work.filter(~bad).select([pl.col(c) for c in [*OUTCOME_COLUMNS, *kept]])
-    rejected_rows = work.filter(bad)
+    # One chunk: filtering a multi-chunk frame can leave empty chunks in some columns, and string
+    # expressions under when/then over such columns panic inside polars (binview index assertion).
+    rejected_rows = work.filter(bad).rechunk()
     reasons = _reasons(rejected_rows, flag_names)
     rejected = rejected_rows.select(
         [_text(pl.col(f"raw:{c}"), raw_dtypes[c]).cast(pl.String).alias(c) for c in OUTCOME_COLUMNS]

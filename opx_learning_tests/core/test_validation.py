@@ -352,3 +352,21 @@ def test_order_of_unique_rows_does_not_change_the_outcome(order: list[int], brok
     permuted = validate_outcomes([rows[i] for i in order])
     assert permuted.valid.sort("outcome_id").equals(forward.valid.sort("outcome_id"))
     assert sorted(permuted.rejected["reason"].to_list()) == sorted(forward.rejected["reason"].to_list())
+
+
+def test_rows_rejected_for_different_reasons_across_chunks_do_not_panic() -> None:
+    """A frame read in several chunks, with rejected rows in different chunks, used to panic inside polars."""
+    rows = [canonical(outcome_id=f"o-{i}") for i in range(600)]
+    rows[150]["service"] = ""
+    rows[320]["predicted_confidence"] = 1.7
+    rows[590]["service"] = " "
+    frame = pl.concat([pl.DataFrame(rows[a:b]) for a, b in ((0, 84), (84, 419), (419, 600))], rechunk=False)
+    assert frame.n_chunks() == 3
+    result = validate_outcomes(frame)
+    assert result.valid.height == 597
+    assert result.rejected["outcome_id"].to_list() == ["o-150", "o-320", "o-590"]
+    assert result.rejected["reason"].to_list() == [
+        "service: '' is empty after trimming",
+        "predicted_confidence: 1.7 is outside [0, 1]",
+        "service: ' ' is empty after trimming",
+    ]
