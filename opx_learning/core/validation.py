@@ -40,7 +40,11 @@ from opx_learning.core.schema import (
 )
 from opx_learning.core.windows import MAX_INSTANT, MIN_INSTANT, Window
 
+LINE_COLUMN = "__line"  # the 1-based line of each row of a file (see core/exports.py)
+
 OutcomeSource = pl.DataFrame | pl.LazyFrame | Iterable[Mapping[str, Any]] | Path | str
+# Rows that could not be read at all: (1-based line in the file or None, reason).
+Unreadable = list[tuple[int | None, str]]
 
 # Accepted spellings per canonical column, in priority order; dotted names are nested JSON paths.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -75,7 +79,11 @@ NUMERIC_RANGES: dict[str, tuple[float, float | None]] = {
     "ttd_ms": (0.0, None),
     "ttr_ms": (0.0, None),
 }
-REJECTED_SCHEMA: dict[str, pl.DataType] = {**{c: pl.String() for c in OUTCOME_COLUMNS}, "reason": pl.String()}
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    **{c: pl.String() for c in OUTCOME_COLUMNS},
+    "reason": pl.String(),
+    "line": pl.Int64(),
+}
 
 _NESTED = "#nested"
 _KNOWN_NAMES = frozenset(name for names in ALIASES.values() for name in names)
@@ -148,26 +156,33 @@ def validate_outcomes(data: OutcomeSource) -> ValidationResult:
 
     Args:
         data: a polars DataFrame or LazyFrame, an iterable of dicts, or a path (str or Path) to a
-            JSON-lines (`.jsonl`/`.ndjson`), JSON array (`.json`) or Parquet (`.parquet`) file.
-            Columns may be canonical snake_case or the platform's nested camelCase (see `ALIASES`).
+            JSON-lines (`.jsonl`/`.ndjson`), JSON array (`.json`), CSV (`.csv`, read as text) or
+            Parquet (`.parquet`/`.pq`) file. Columns may be canonical snake_case or the
+            platform's nested camelCase (see `ALIASES`). A line of a file that is not UTF-8,
+            is not JSON, nests deeper than 64 levels or is not an object is a rejected row;
+            a UTF-8 byte order mark at the start is skipped.
 
     Returns:
         ValidationResult: `valid` has exactly `OUTCOME_SCHEMA`; `rejected` has every canonical
-        column as text plus `reason` naming each failing field and its value, joined by "; ".
+        column as text plus `reason` naming each failing field and its value, joined by "; ",
+        and `line`, the row's 1-based line in a JSON-lines, JSON or CSV file (null otherwise).
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a file has an unsupported extension, is not JSON at all or is not
-            readable Parquet.
+        ValueError: a file has an unsupported extension, is a JSON document that is neither an
+            object nor an array, is CSV without a readable header, or is not readable Parquet.
         TypeError: `data` is none of the accepted kinds.
     """
     frame, unreadable = _to_frame(data)
     valid, rejected = _validate_frame(_flatten(frame))
     if unreadable:
+        lines, reasons = zip(*unreadable, strict=True)
         extra = pl.DataFrame(
-            {"reason": unreadable}, schema={"reason": pl.String()}
-        ).select([pl.lit(None, pl.String).alias(c) for c in OUTCOME_COLUMNS] + [pl.col("reason")])
+            {"reason": list(reasons), "line": list(lines)}, schema={"reason": pl.String(), "line": pl.Int64()}
+        ).select([pl.lit(None, pl.String).alias(c) for c in OUTCOME_COLUMNS] + [pl.col("reason"), pl.col("line")])
         rejected = pl.concat([rejected, extra])
+        if rejected["line"].null_count() < rejected.height:
+            rejected = rejected.sort("line", nulls_last=True, maintain_order=True)
     return ValidationResult(valid=valid, rejected=rejected)
 
 
@@ -240,7 +255,7 @@ def _out_of_range(column: str) -> pl.Expr:
     return bad.fill_null(False)
 
 
-def _to_frame(data: OutcomeSource) -> tuple[pl.DataFrame, list[str]]:
+def _to_frame(data: OutcomeSource) -> tuple[pl.DataFrame, Unreadable]:
     """Read any accepted input into one (possibly nested) frame plus reasons for unreadable rows."""
     if isinstance(data, pl.DataFrame):
         return data, []
@@ -257,61 +272,64 @@ def _to_frame(data: OutcomeSource) -> tuple[pl.DataFrame, list[str]]:
     raise TypeError(f"data: expected a DataFrame, LazyFrame, list of dicts or file path, got {type(data).__name__}")
 
 
-def _read_file(path: Path) -> tuple[pl.DataFrame, list[str]]:
+def _read_file(path: Path) -> tuple[pl.DataFrame, Unreadable]:
+    from opx_learning.core import exports
+
     if not path.is_file():
         raise FileNotFoundError(f"path: {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
             return pl.read_parquet(path), []
-        except (pl.exceptions.PolarsError, OSError) as error:
-            raise ValueError(f"path: {str(path)!r} is not a readable Parquet file ({error})") from None
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as error:
+            raise ValueError(f"path: {str(path)!r} is not a readable Parquet file ({_first_line(error)})") from None
     if suffix in (".jsonl", ".ndjson"):
+        frame, rejected = exports.read_json_lines(path)
+        return frame, list(rejected)
+    if suffix == ".csv":
         try:
-            return pl.read_ndjson(path, infer_schema_length=None), []
-        except (pl.exceptions.PolarsError, ValueError, TypeError):  # mixed types or broken lines
-            return _read_json_lines(path)
+            frame, rejected = exports.read_csv_lines(path)
+        except ValueError as error:
+            raise ValueError(f"path: {str(path)!r} is not readable CSV ({error})") from None
+        return frame, list(rejected)
     if suffix == ".json":
-        text = path.read_text()
+        data = path.read_bytes()
+        array = exports.read_json_array(data)
+        if array is not None:
+            return array[0], list(array[1])
         try:
+            text = exports.strip_bom(data).decode("utf-8")
             parsed = json.loads(text)
-        except json.JSONDecodeError:
-            return _read_json_lines(path)
-        if isinstance(parsed, list):
-            return _from_records(parsed)
-        if isinstance(parsed, dict):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            frame, rejected = exports.read_json_lines(path)  # JSON lines in a .json file
+            return frame, list(rejected)
+        if isinstance(parsed, dict) and not exports.too_deep(text):
             return _from_records([parsed])
+        if isinstance(parsed, dict):
+            return pl.DataFrame(), [(1, f"line 1: nested deeper than {exports.MAX_DEPTH} levels")]
         raise ValueError(f"path: {str(path)!r} holds JSON {type(parsed).__name__}, expected an array of objects")
-    raise ValueError(f"path: {str(path)!r} has unsupported extension {suffix!r} (use .jsonl, .ndjson, .json or .parquet)")
+    raise ValueError(
+        f"path: {str(path)!r} has unsupported extension {suffix!r} (use .jsonl, .ndjson, .json, .csv or .parquet)"
+    )
 
 
-def _read_json_lines(path: Path) -> tuple[pl.DataFrame, list[str]]:
-    records: list[Any] = []
-    unreadable: list[str] = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                unreadable.append(f"line {number}: invalid JSON ({error.msg}): {_clip(line.strip())!r}")
-    frame, more = _from_records(records)
-    return frame, unreadable + more
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
-def _from_records(records: list[Any]) -> tuple[pl.DataFrame, list[str]]:
-    """Build a frame from records; values of mixed types in one column become text."""
+def _from_records(records: list[Any], extra: tuple[str, ...] = ()) -> tuple[pl.DataFrame, Unreadable]:
+    """Build a frame from records; values of mixed types in one column become text; `extra` columns are kept too."""
     flat: list[dict[str, Any]] = []
-    unreadable: list[str] = []
+    unreadable: Unreadable = []
     for position, record in enumerate(records):
         if isinstance(record, Mapping):
             out: dict[str, Any] = {}
             _flatten_record(record, "", out)
             flat.append(out)
         else:
-            unreadable.append(f"row {position}: expected an object, got {_clip(_render(record))!r}")
-    present = [name for name in _KNOWN_NAMES if any(name in row for row in flat)]
+            unreadable.append((None, f"row {position}: expected an object, got {_clip(_render(record))!r}"))
+    present = [name for name in _KNOWN_NAMES.union(extra) if any(name in row for row in flat)]
     columns: dict[str, pl.Series] = {}
     for name in sorted(present):
         values = [row.get(name) for row in flat]
@@ -520,7 +538,8 @@ def _validate_frame(frame: pl.DataFrame, by: str | None = None) -> tuple[pl.Data
     ]
     # with_columns (unlike select) broadcasts literal-only columns to the frame's height.
     kept = [by] if by else []
-    work = frame.with_columns(columns).select([e.meta.output_name() for e in columns] + kept)
+    line = [LINE_COLUMN] if LINE_COLUMN in frame.columns else []
+    work = frame.with_columns(columns).select([e.meta.output_name() for e in columns] + kept + line)
     flags = _flags(work)
     # The index is added after the flags: built beside multi-chunk Parquet columns it
     # would force a rechunking copy of the whole work frame.
@@ -538,6 +557,7 @@ def _validate_frame(frame: pl.DataFrame, by: str | None = None) -> tuple[pl.Data
     rejected = rejected_rows.select(
         [_text(pl.col(f"raw:{c}"), raw_dtypes[c]).cast(pl.String).alias(c) for c in OUTCOME_COLUMNS]
         + [reasons.alias("reason")]
+        + [pl.col(LINE_COLUMN).cast(pl.Int64).alias("line") if line else pl.lit(None, pl.Int64).alias("line")]
         + [pl.col(c) for c in kept]
     )
     return valid, rejected

@@ -250,9 +250,10 @@ def test_broken_json_lines_are_rejected_not_dropped(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     result = validate_outcomes(path)
     assert result.valid["outcome_id"].to_list() == ["ok", "7"]
-    reasons = sorted(result.rejected["reason"].to_list())
+    reasons = result.rejected["reason"].to_list()
     assert reasons[0].startswith("line 2: invalid JSON")
-    assert reasons[1] == "row 1: expected an object, got '[1, 2]'"
+    assert reasons[1] == "line 3: expected an object, got '[1, 2]'"
+    assert result.rejected["line"].to_list() == [2, 3]
     assert result.total == 4
 
 
@@ -303,9 +304,9 @@ def test_summary_counts_by_field() -> None:
 def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         validate_outcomes(tmp_path / "missing.jsonl")
-    (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match="unsupported extension '.csv'"):
-        validate_outcomes(tmp_path / "data.csv")
+    (tmp_path / "data.txt").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unsupported extension '.txt'"):
+        validate_outcomes(tmp_path / "data.txt")
     with pytest.raises(TypeError, match="got int"):
         validate_outcomes(5)  # type: ignore[arg-type]
 
