@@ -94,9 +94,8 @@ def read_csv_lines(path: Path) -> tuple[pl.DataFrame, Rejected]:
     lines = _split_lines(data[body_start:], first=2)
     if len(lines.starts):
         screened = _screen(lines, rejected, depth=False)
-        body = lines.data
         try:
-            whole = parse(body)
+            whole = parse(lines.data[: int(lines.ends[-1])])
         except _PARSE_ERRORS:
             whole = None
         if whole is not None and whole.height != len(lines.starts):

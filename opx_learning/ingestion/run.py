@@ -263,12 +263,8 @@ def _format(path: Path) -> str:
 def _validate_file(path: Path) -> ValidationResult:
     """Validate one file, or raise `IngestError` naming it when it cannot be read as its format."""
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pl.read_csv(path, infer_schema=False, raise_if_empty=False)
-            result = validate_outcomes(frame)
-        else:
-            result = validate_outcomes(path)
-    except (OSError, ValueError, UnicodeDecodeError, pl.exceptions.PolarsError) as error:
+        result = validate_outcomes(path)
+    except (OSError, ValueError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as error:
         raise IngestError(f"{path}: cannot be read as {FORMATS[path.suffix.lower()]} ({_short(error)})") from None
     _refuse_broken(path, result)
     return result
