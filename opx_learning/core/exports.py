@@ -225,16 +225,21 @@ def _split_lines(data: bytes, first: int) -> _Lines:
     return _Lines(data, starts, ends, first)
 
 
-def _prefix_counts(lines: _Lines, mask: np.ndarray) -> np.ndarray:
-    """Per line, how many bytes match `mask`."""
-    sums = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-    return sums[lines.ends] - sums[lines.starts]
+def _count_per_line(lines: _Lines, positions: np.ndarray) -> np.ndarray:
+    """Per line, how many of the (sorted) byte `positions` fall inside it."""
+    return np.searchsorted(positions, lines.ends) - np.searchsorted(positions, lines.starts)
 
 
 def _non_blank(lines: _Lines) -> np.ndarray:
+    """Lines holding something besides JSON whitespace; only lines that start with whitespace are scanned."""
     array = np.frombuffer(lines.data, dtype=np.uint8)
-    space = (array == _SPACE) | (array == _TAB) | (array == _CR) | (array == _NEWLINE)
-    return _prefix_counts(lines, ~space) > 0
+    empty = lines.ends == lines.starts
+    heads = array[np.minimum(lines.starts, max(len(array) - 1, 0))] if len(array) else np.zeros(0, np.uint8)
+    spaced = ~empty & np.isin(heads, (_SPACE, _TAB, _CR))
+    keep = ~empty
+    for index in np.flatnonzero(spaced).tolist():
+        keep[index] = bool(lines.data[int(lines.starts[index]) : int(lines.ends[index])].strip(b" \t\r"))
+    return keep
 
 
 def _screen(lines: _Lines, rejected: Rejected, *, depth: bool) -> np.ndarray:
@@ -254,7 +259,7 @@ def _screen(lines: _Lines, rejected: Rejected, *, depth: bool) -> np.ndarray:
             start = int(lines.starts[index + 1])
     if depth:
         array = np.frombuffer(data, dtype=np.uint8)
-        opens = _prefix_counts(lines, (array == _OPENS[0]) | (array == _OPENS[1]))
+        opens = _count_per_line(lines, np.flatnonzero((array == _OPENS[0]) | (array == _OPENS[1])))
         for index in np.flatnonzero(opens > MAX_DEPTH).tolist():
             if index not in bad and _depth(data, int(lines.starts[index]), int(lines.ends[index])) > MAX_DEPTH:
                 bad[index] = f"nested deeper than {MAX_DEPTH} levels"
@@ -357,10 +362,10 @@ def _parse(
     count_blank: bool = False,
 ) -> None:
     """Parse the candidate lines (indexes into `lines`) in as few pieces as polars accepts."""
-    pending = [candidates]
+    pending: list[tuple[np.ndarray, bool]] = [(candidates, count_blank)]
     numbers = lines.numbers
     while pending:
-        group = pending.pop()
+        group, checked = pending.pop()
         if not len(group):
             continue
         first, last = int(group[0]), int(group[-1])
@@ -382,7 +387,35 @@ def _parse(
         if len(group) == 1:
             _single_line(lines, first, records, rejected, csv=count_blank)
             continue
-        pending.extend(reversed(np.array_split(group, min(_SPLIT, len(group)))))
+        if not checked:
+            # One vectorised pass finds the lines that are not JSON objects; only those go to Python.
+            broken = _not_objects(lines, group)
+            for index in broken.tolist():
+                _single_line(lines, index, records, rejected, csv=False)
+            _blank(lines, broken)
+            pending.append((np.setdiff1d(group, broken, assume_unique=True), True))
+            continue
+        pending.extend((part, True) for part in reversed(np.array_split(group, min(_SPLIT, len(group)))))
+
+
+def _not_objects(lines: _Lines, group: np.ndarray) -> np.ndarray:
+    """The lines of `group` that are not one well-formed JSON object."""
+    first, last = int(group[0]), int(group[-1])
+    text = lines.data[int(lines.starts[first]) : int(lines.ends[last])].decode("utf-8")
+    series = pl.Series(text.split("\n"), dtype=pl.String)
+    ok = series.str.json_path_match("$").is_not_null() & series.str.strip_chars_start().str.starts_with("{")
+    bad = np.flatnonzero(~ok.fill_null(False).to_numpy()) + first
+    return np.intersect1d(bad, group, assume_unique=True)
+
+
+def _blank(lines: _Lines, indexes: np.ndarray) -> None:
+    if not len(indexes):
+        return
+    blanked = bytearray(lines.data)
+    for index in indexes.tolist():
+        begin, end = int(lines.starts[index]), int(lines.ends[index])
+        blanked[begin:end] = b" " * (end - begin)
+    lines.data = bytes(blanked)
 
 
 def _single_line(lines: _Lines, index: int, records: list[dict[str, Any]], rejected: Rejected, *, csv: bool) -> None:
