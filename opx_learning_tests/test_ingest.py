@@ -133,7 +133,7 @@ def test_camelcase_export_with_bad_rows_lands_by_day_once(opx_home: Path, tmp_pa
 
     code, out, _ = run("ingest", str(export))
     assert code == 0
-    assert out.startswith("Read 10 rows from 1 file: 0 new, 5 duplicate, 5 rejected.\n")
+    assert out.startswith("Read 10 rows from 1 file: 0 new, 5 duplicate, 0 conflicting, 5 rejected.\n")
     assert "Rejected rows: " in out and "rejected.jsonl" in out
 
 
@@ -316,7 +316,7 @@ def test_dry_run_writes_nothing_and_says_what_it_would_do(opx_home: Path, tmp_pa
     assert not (opx_home / "ingest").exists()
 
     opx.ingest(export, rejected_dir=tmp_path / "report", settings=wiring.settings())
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["rejected.jsonl", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["conflicts.jsonl", "rejected.jsonl", "report.json"]
     code, out, _ = run("ingest", str(export), "--dry-run", "--json")
     summary = json.loads(out)
     assert summary["dry_run"] is True and (summary["written"], summary["duplicates"]) == (0, 5)
@@ -383,6 +383,6 @@ def test_large_inputs_show_a_progress_bar(opx_home: Path, tmp_path: Path) -> Non
     code, out, err = run("ingest", str(path))
     assert code == 0, out + err
     assert "Writing outcomes" in err
-    assert out.startswith(f"Read {frame.height} rows from 1 file: {frame.height} new, 0 duplicate, 0 rejected.")
+    assert out.startswith(f"Read {frame.height} rows from 1 file: {frame.height} new, 0 duplicate, 0 conflicting, 0 rejected.")
     code, out, err = run("ingest", str(path), "--json")
     assert "Writing outcomes" not in err and json.loads(out)["duplicates"] == frame.height

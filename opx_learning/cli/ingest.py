@@ -42,12 +42,12 @@ class _Bar:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--dry-run", is_flag=True, help="Validate and count against the store; write nothing.")
 @click.option("--rejected-dir", type=click.Path(file_okay=False, path_type=str),
-              help="Directory for rejected.jsonl and report.json (default: $OPX_HOME/ingest/<UTC timestamp>).")
+              help="Directory for rejected.jsonl, conflicts.jsonl and report.json (default: $OPX_HOME/ingest/<UTC timestamp>).")
 @click.option("--principal", default=None,
               help="Acting principal (default: OPX_PRINCIPAL, else the OS user / AWS caller identity).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def ingest(paths: tuple[str, ...], dry_run: bool, rejected_dir: str | None, principal: str | None, as_json: bool) -> None:
-    """Ingest outcome files; rejected rows go to a report, already stored ids count as duplicates."""
+    """Ingest outcome files; rejected rows and conflicts go to a report, already stored ids count as duplicates."""
     from opx_learning.cli.data import _store_errors
     from opx_learning.cli.environment import (
         command_settings,
@@ -90,18 +90,26 @@ def _print(result: dict[str, Any]) -> None:
     files = len(result["files"])
     click.echo(
         f"Read {result['read']} rows from {files} file{'s' if files != 1 else ''}: "
-        f"{result['written']} new, {result['duplicates']} duplicate, {result['rejected']} rejected."
+        f"{result['written']} new, {result['duplicates']} duplicate, {result['conflicts']} conflicting, "
+        f"{result['rejected']} rejected."
     )
     verb = "Would write" if result["dry_run"] else "Wrote"
     days = result["days"]
     click.echo(f"{verb} {result['written']} new outcomes to {result['store']}" + (":" if days else "."))
     for day, count in days.items():
         click.echo(f"  {day}  {count}")
+    if result["conflicts"]:
+        click.echo(
+            f"Conflicting {result['conflicts']} rows: their outcome_id is already stored with different content; "
+            "not written."
+        )
     if result["rejected"]:
         reasons = ", ".join(f"{name} {count}" for name, count in result["rejected_by_reason"].items())
         click.echo(f"Rejected {result['rejected']} rows ({reasons}).")
     if result["report_dir"]:
         click.echo(f"Rejected rows: {result['rejected_file']}")
+        if result["conflicts"]:
+            click.echo(f"Conflicts (stored and incoming versions): {result['conflicts_file']}")
         click.echo(f"Report: {result['report_file']}")
     for note in result["warnings"]:
         click.echo(f"Note: {note}")

@@ -65,6 +65,12 @@ def read_json_lines(path: Path) -> tuple[pl.DataFrame, Rejected]:
     rejected: Rejected = []
     for lines in _blocks(path):
         keep = _screen(lines, rejected, depth=True) & _non_blank(lines)
+        # Lines that cannot be an object (truncated, joined, not starting with `{`) skip the parser.
+        misshapen = np.flatnonzero(keep & ~_object_shaped(lines))
+        for index in misshapen.tolist():
+            _single_line(lines, index, records, rejected, csv=False)
+        _blank(lines, misshapen)
+        keep[misshapen] = False
         _parse(lines, np.flatnonzero(keep), _ndjson, frames, records, rejected)
     return _assemble(frames, records), rejected
 
@@ -240,6 +246,26 @@ def _non_blank(lines: _Lines) -> np.ndarray:
     for index in np.flatnonzero(spaced).tolist():
         keep[index] = bool(lines.data[int(lines.starts[index]) : int(lines.ends[index])].strip(b" \t\r"))
     return keep
+
+
+def _object_shaped(lines: _Lines) -> np.ndarray:
+    """Lines whose first and last non-blank bytes are `{` and `}` (only lines with surrounding blanks are scanned)."""
+    array = np.frombuffer(lines.data, dtype=np.uint8)
+    shaped = np.zeros(len(lines.starts), dtype=bool)
+    filled = lines.ends > lines.starts
+    if not filled.any() or not len(array):
+        return shaped
+    heads = array[lines.starts[filled]]
+    tails = array[lines.ends[filled] - 1]
+    crlf = tails == _CR
+    tails = np.where(crlf & (lines.ends[filled] - 2 >= lines.starts[filled]), array[np.maximum(lines.ends[filled] - 2, 0)], tails)
+    shaped[filled] = (heads == ord("{")) & (tails == ord("}"))
+    blanks = (_SPACE, _TAB, _CR)
+    for index in np.flatnonzero(filled & ~shaped & (np.isin(array[np.minimum(lines.starts, len(array) - 1)], blanks)
+                                                    | np.isin(array[np.maximum(lines.ends - 1, 0)], blanks))).tolist():
+        text = lines.data[int(lines.starts[index]) : int(lines.ends[index])].strip(b" \t\r")
+        shaped[index] = text.startswith(b"{") and text.endswith(b"}")
+    return shaped
 
 
 def _screen(lines: _Lines, rejected: Rejected, *, depth: bool) -> np.ndarray:

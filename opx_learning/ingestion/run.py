@@ -8,12 +8,15 @@ Choices beyond docs/design.md:
 - Every file is read and validated before anything is written, so a broken file (unreadable,
   wrong format, a required field absent from every row) stops the ingest with nothing written.
   A file with some bad rows keeps its good rows.
-- Duplicates: an `outcome_id` already stored, or already taken by an earlier file of the same
-  ingest, counts as a duplicate and is never written. On the local Parquet store every stored
-  day is checked; on S3 Parquet the days the input touches (the layout has no id index); on
-  DynamoDB the whole table (the key is `outcomeId`; writes are conditional puts
-  `attribute_not_exists(outcomeId)`, so a concurrent writer cannot make an id land twice).
-- Counts add up: `read = written + duplicates + rejected`, per ingest.
+- Duplicates and conflicts: an `outcome_id` already stored with the same content, or already
+  taken by an earlier file of the same ingest, counts as a duplicate; one stored with different
+  content is a conflict, listed with both versions in `conflicts.jsonl`. Neither is written.
+  Stored rows are read through the store's read path (checked against the manifest of stored
+  objects on the Parquet stores). On the local Parquet store every stored day is checked; on
+  S3 Parquet the days the input touches (the layout has no id index); on DynamoDB the whole
+  table (the key is `outcomeId`; writes are conditional puts `attribute_not_exists(outcomeId)`,
+  so a concurrent writer cannot make an id land twice).
+- Counts add up: `read = written + duplicates + conflicts + rejected`, per ingest.
 """
 
 from __future__ import annotations
@@ -22,20 +25,21 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from opx_learning.config import Settings
-from opx_learning.core.schema import CAMEL_CASE_PATHS, OUTCOME_COLUMNS
+from opx_learning.core.schema import CAMEL_CASE_PATHS, OUTCOME_COLUMNS, empty_outcomes
 from opx_learning.core.validation import NULLABLE, ValidationResult, validate_outcomes
-from opx_learning.core.windows import day_window
+from opx_learning.core.windows import Window, day_window
 from opx_learning.stores.outcomes import (
     DynamoOutcomeStore,
     LocalOutcomeStore,
     OutcomeStore,
+    _plain,
     outcome_store,
     to_items,
 )
@@ -93,7 +97,7 @@ class FileCounts:
 class IngestReport:
     """The outcome of one ingest: counts, where rows went, what is now stale.
 
-    `read == written + duplicates + rejected`; in a dry run `written` is what would be written.
+    `read == written + duplicates + conflicts + rejected`; in a dry run `written` is what would be written.
     """
 
     files: tuple[FileCounts, ...]
@@ -101,6 +105,7 @@ class IngestReport:
     written: int
     duplicates: int
     rejected: int
+    conflicts: int
     rejected_by_reason: dict[str, int]
     days: dict[str, int]
     store: str
@@ -123,11 +128,13 @@ class IngestReport:
             "written": self.written,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "conflicts": self.conflicts,
             "rejected_by_reason": self.rejected_by_reason,
             "files": [vars(item) for item in self.files],
             "days": self.days,
             "report_dir": self.report_dir,
             "rejected_file": str(Path(self.report_dir) / "rejected.jsonl") if self.report_dir else None,
+            "conflicts_file": str(Path(self.report_dir) / "conflicts.jsonl") if self.report_dir else None,
             "report_file": str(Path(self.report_dir) / "report.json") if self.report_dir else None,
             "before_partitions_start": self.before_partitions_start,
             "stale": self.stale,
@@ -153,7 +160,7 @@ def ingest(
         paths: one or more files (.jsonl/.ndjson/.json/.parquet/.pq/.csv), canonical columns or
             the platform's nested camelCase.
         dry_run: read and validate, count new rows and duplicates against the store, write nothing.
-        rejected_dir: where `rejected.jsonl` and `report.json` go (default
+        rejected_dir: where `rejected.jsonl`, `conflicts.jsonl` and `report.json` go (default
             `<OPX_HOME>/ingest/<UTC timestamp>/`).
         principal: who ingests (recorded in the report).
         store: the outcome store (default: the settings' backend's).
@@ -164,7 +171,7 @@ def ingest(
         dagster_home: that instance's home (the CLI passes DAGSTER_HOME; default `<home>/dagster_home`).
 
     Returns:
-        IngestReport: the counts (`read == written + duplicates + rejected`), rows written per
+        IngestReport: the counts (`read == written + duplicates + conflicts + rejected`), rows written per
         day, the rejection reasons, the report directory and the now-stale partitions.
 
     Raises:
@@ -181,8 +188,9 @@ def ingest(
     valid, rejected = _combine(results)
     read = sum(result.total for _, _, result in results)
     valid, cross_file = _first_per_id(valid)
-    stored = _stored_ids(store, valid)
-    new = valid.filter(~pl.col("outcome_id").is_in(pl.Series(list(stored), dtype=pl.String).implode()))
+    stored = _stored_rows(store, valid)
+    new = valid.filter(~pl.col("outcome_id").is_in(stored["outcome_id"].implode()))
+    conflicts = _conflicts(valid, stored, files)
     planned = _per_day(new)
 
     if dry_run:
@@ -190,7 +198,7 @@ def ingest(
     else:
         days = _write(store, new.drop(_INDEX_COLUMN), progress)
         written = sum(days.values())
-    duplicates = read - rejected.height - written
+    duplicates = read - rejected.height - conflicts.height - written
 
     report_dir = None if dry_run else _report_dir(settings, rejected_dir, started)
     notes: list[str] = []
@@ -205,6 +213,7 @@ def ingest(
         written=written,
         duplicates=duplicates,
         rejected=rejected.height,
+        conflicts=conflicts.height,
         rejected_by_reason=reasons_by_category(rejected["reason"]),
         days=days,
         store=store.location,
@@ -218,6 +227,7 @@ def ingest(
     )
     if report_dir is not None:
         rejected.write_ndjson(report_dir / "rejected.jsonl")
+        conflicts.write_ndjson(report_dir / "conflicts.jsonl")
         (report_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
@@ -306,23 +316,42 @@ def _first_per_id(valid: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return unique, valid.height - unique.height
 
 
-def _stored_ids(store: OutcomeStore, valid: pl.DataFrame) -> set[str]:
-    """The input's ids that the store already holds."""
+def _stored_rows(store: OutcomeStore, valid: pl.DataFrame) -> pl.DataFrame:
+    """The stored rows (canonical) whose ids the input holds, read through the store's read path."""
     if valid.is_empty():
-        return set()
+        return empty_outcomes()
     wanted = valid["outcome_id"]
     if isinstance(store, DynamoOutcomeStore):
-        return _dynamo_existing(store, wanted.to_list())
+        return _dynamo_rows(store, wanted.to_list())
     if isinstance(store, LocalOutcomeStore):
-        files = [store.day_file(day) for day in store.days()]
-        if not files:
-            return set()
-        ids = pl.scan_parquet(files, hive_partitioning=False).select("outcome_id")
+        days = store.days()
+        if not days:
+            return empty_outcomes()
+        start = datetime(days[0].year, days[0].month, days[0].day, tzinfo=UTC)
+        end = datetime(days[-1].year, days[-1].month, days[-1].day, tzinfo=UTC) + timedelta(days=1)
+        scans = [store.scan(Window(start, end))]
     else:
         days = valid.select(pl.col("recorded_at").dt.date().unique().sort()).to_series().to_list()
-        ids = pl.concat([store.scan(day_window(day)).select("outcome_id") for day in days])
-    found = ids.filter(pl.col("outcome_id").is_in(wanted.implode())).collect()
-    return set(found["outcome_id"].to_list())
+        scans = [store.scan(day_window(day)) for day in days]
+    rows = pl.concat(scans).filter(pl.col("outcome_id").is_in(wanted.implode())).collect()
+    return rows.unique(subset="outcome_id", keep="first", maintain_order=True)
+
+
+def _conflicts(valid: pl.DataFrame, stored: pl.DataFrame, files: Sequence[Path]) -> pl.DataFrame:
+    """Input rows whose id is stored with different content: id, file, and both versions."""
+    if stored.is_empty():
+        return pl.DataFrame(schema={"outcome_id": pl.String(), "file": pl.String()})
+    columns = [c for c in OUTCOME_COLUMNS if c != "outcome_id"]
+    paired = valid.join(stored, on="outcome_id", how="inner", suffix=":stored")
+    differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}:stored")) for c in columns])
+    found = paired.filter(differs)
+    names = {index: str(path) for index, path in enumerate(files)}
+    return found.select(
+        pl.col("outcome_id"),
+        pl.col(_INDEX_COLUMN).replace_strict(names, return_dtype=pl.String).alias(_FILE_COLUMN),
+        pl.struct([pl.col(f"{c}:stored").alias(c) for c in OUTCOME_COLUMNS if c != "outcome_id"]).alias("stored"),
+        pl.struct([pl.col(c) for c in columns]).alias("incoming"),
+    )
 
 
 def _dynamo_resource(store: DynamoOutcomeStore) -> Any:
@@ -331,21 +360,19 @@ def _dynamo_resource(store: DynamoOutcomeStore) -> Any:
     return boto3.resource("dynamodb", region_name=store.region, endpoint_url=store.client.meta.endpoint_url)
 
 
-def _dynamo_existing(store: DynamoOutcomeStore, ids: list[str]) -> set[str]:
+def _dynamo_rows(store: DynamoOutcomeStore, ids: list[str]) -> pl.DataFrame:
+    """The stored items with these ids, as canonical rows (items that do not validate are left out)."""
     resource = _dynamo_resource(store)
-    found: set[str] = set()
+    found: list[dict[str, Any]] = []
     for first in range(0, len(ids), _BATCH_GET):
         request: dict[str, Any] = {
-            store.table_name: {
-                "Keys": [{"outcomeId": key} for key in ids[first : first + _BATCH_GET]],
-                "ProjectionExpression": "outcomeId",
-            }
+            store.table_name: {"Keys": [{"outcomeId": key} for key in ids[first : first + _BATCH_GET]]}
         }
         while request:
             answer = resource.batch_get_item(RequestItems=request)
-            found.update(item["outcomeId"] for item in answer.get("Responses", {}).get(store.table_name, []))
+            found.extend(_plain(item) for item in answer.get("Responses", {}).get(store.table_name, []))
             request = answer.get("UnprocessedKeys") or {}
-    return found
+    return validate_outcomes(found).valid if found else empty_outcomes()
 
 
 def _per_day(frame: pl.DataFrame) -> dict[str, int]:
