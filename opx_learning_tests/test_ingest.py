@@ -386,3 +386,99 @@ def test_large_inputs_show_a_progress_bar(opx_home: Path, tmp_path: Path) -> Non
     assert out.startswith(f"Read {frame.height} rows from 1 file: {frame.height} new, 0 duplicate, 0 conflicting, 0 rejected.")
     code, out, err = run("ingest", str(path), "--json")
     assert "Writing outcomes" not in err and json.loads(out)["duplicates"] == frame.height
+
+
+@pytest.mark.parametrize("backend", ["local", "s3", "dynamodb"])
+def test_an_id_stored_with_different_content_is_a_conflict_listed_with_both_versions(
+    backend: str, opx_home: Path, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "local":
+        request.getfixturevalue("aws_env")
+        monkeypatch.setenv("OPX_BACKEND", "aws")
+    if backend == "s3":
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="outcomes")
+        monkeypatch.setenv("OPX_OUTCOMES_S3_URI", "s3://outcomes/exports")
+        create_tables(wiring.settings())
+    if backend == "dynamodb":
+        assert run("aws", "init", "--outcomes-table")[0] == 0
+    first = tmp_path / "first.jsonl"
+    first.write_text("".join(json.dumps(record(f"o-{i}", JAN5, i)) + "\n" for i in (1, 2, 3)))
+    code, out, err = run("ingest", str(first), "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["written"] == 3
+
+    second = tmp_path / "second.jsonl"
+    rows = [
+        record("o-1", JAN5, 1),  # same content: a duplicate
+        record("o-2", JAN5, 2, rootCause="cache stampede", ttd=90000),  # different content: a conflict
+        record("o-9", JAN6, 9),  # new
+        record("o-3", JAN5, 3, service=""),  # rejected before any comparison
+    ]
+    second.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = run("ingest", str(second), "--json", "--rejected-dir", str(tmp_path / "report"))
+    assert code == 0, out + err
+    summary = json.loads(out)
+    assert (summary["read"], summary["written"], summary["duplicates"], summary["conflicts"], summary["rejected"]) == (
+        4, 1, 1, 1, 1,
+    )
+    assert summary["conflicts_file"] == str(tmp_path / "report" / "conflicts.jsonl")
+    conflicts = [json.loads(line) for line in Path(summary["conflicts_file"]).read_text().splitlines()]
+    assert len(conflicts) == 1
+    conflict = conflicts[0]
+    assert conflict["outcome_id"] == "o-2" and conflict["file"] == str(second)
+    assert (conflict["stored"]["root_cause"], conflict["stored"]["ttd_ms"]) == ("db pool", 60000.0)
+    assert (conflict["incoming"]["root_cause"], conflict["incoming"]["ttd_ms"]) == ("cache stampede", 90000.0)
+    assert conflict["stored"]["service"] == conflict["incoming"]["service"] == "checkout"
+
+    store = opx_learning_store()
+    stored = store.read(ALL_JANUARY)
+    assert sorted(stored["outcome_id"].to_list()) == ["o-1", "o-2", "o-3", "o-9"]
+    assert stored.filter(pl.col("outcome_id") == "o-2")["root_cause"].to_list() == ["db pool"]
+
+    code, out, _ = run("ingest", str(second))
+    assert code == 0
+    assert out.startswith("Read 4 rows from 1 file: 0 new, 2 duplicate, 1 conflicting, 1 rejected.\n")
+    assert "Conflicting 1 rows: their outcome_id is already stored with different content; not written." in out
+    assert "Conflicts (stored and incoming versions): " in out and "conflicts.jsonl" in out
+
+
+def test_bom_undecodable_and_deeply_nested_lines_are_rejected_with_their_line_numbers(
+    opx_home: Path, tmp_path: Path
+) -> None:
+    good = [json.dumps(record(f"o-{i}", JAN5, i)).encode() for i in range(4)]
+    deep = b'{"outcomeId": "deep", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    undecodable = json.dumps(record("u-1", JAN5, 7)).encode().replace(b"checkout", b"check\xffout")
+    lines = [good[0], deep, good[1], undecodable, b"", good[2], b'{"outcomeId": "cut", "serv', good[3]]
+    export = tmp_path / "damaged.jsonl"
+    export.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+    code, out, err = run("ingest", str(export), "--json")
+    assert code == 0, out + err
+    summary = json.loads(out)
+    assert (summary["read"], summary["written"], summary["rejected"]) == (7, 4, 3)
+    rejected = [json.loads(line) for line in Path(summary["rejected_file"]).read_text().splitlines()]
+    assert [row["line"] for row in rejected] == [2, 4, 7]
+    assert rejected[0]["reason"].startswith("line 2: nested deeper than 64 levels")
+    assert rejected[1]["reason"].startswith("line 4: not valid UTF-8")
+    assert rejected[2]["reason"].startswith("line 7: invalid JSON")
+    stored = opx_learning_store().read(ALL_JANUARY)
+    assert sorted(stored["outcome_id"].to_list()) == ["o-0", "o-1", "o-2", "o-3"]
+
+
+def test_camelcase_export_with_rows_rejected_for_different_reasons_ingests_its_valid_rows(
+    opx_home: Path, tmp_path: Path
+) -> None:
+    """Read in several chunks, rows rejected for different reasons used to make polars panic."""
+    rows = [record(f"o-{i}", JAN5, i % 24) for i in range(1527)]
+    rows[209]["service"] = ""
+    rows[650]["predictedConfidence"] = 1.7
+    rows[1210]["service"] = " "
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = opx.validate_outcomes(export)
+    assert result.valid.height == 1524
+    assert result.rejected["line"].to_list() == [210, 651, 1211]
+    code, out, err = run("ingest", str(export), "--json")
+    assert code == 0, out + err
+    summary = json.loads(out)
+    assert (summary["written"], summary["rejected"]) == (1524, 3)
+    assert summary["rejected_by_reason"] == {"service: empty": 2, "predicted_confidence: out of range": 1}
