@@ -164,6 +164,11 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _signed(value: float | None) -> str:
+    # An empty confidence band has no drift (null in --json).
+    return "-" if value is None else f"{value:+.3f}"
+
+
 def _print_patterns(patterns: Any) -> None:
     header = ("service", "total", "tp", "fp", "fp_rate", "avg_conf", "p50_ttd_min", "p90_ttr_min", "top root cause", "emerging")
     rows = [header]
@@ -199,7 +204,7 @@ def _print_calibration(calibration: Any) -> None:
     for band in calibration.bands.iter_rows(named=True):
         click.echo(
             f"  {band['band']:<9}  n={band['n']:<7} accuracy={_ratio(band['accuracy'])}  "
-            f"mean_conf={_ratio(band['mean_confidence'])}  drift={band['drift']:+.3f}  {band['severity']}"
+            f"mean_conf={_ratio(band['mean_confidence'])}  drift={_signed(band['drift'])}  {band['severity']}"
         )
 
 
