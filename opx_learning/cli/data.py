@@ -49,7 +49,11 @@ def _services(value: str | None) -> int | list[str] | None:
 
 @contextmanager
 def _store_errors(location: str) -> Iterator[None]:
-    """Turn backend failures into click errors naming the store (no traceback)."""
+    """Turn backend failures into click errors naming the store (no traceback).
+
+    A local file error goes on to the CLI's entry point, which names the path and reports an
+    unusable home as HOME_UNAVAILABLE.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -62,8 +66,6 @@ def _store_errors(location: str) -> Iterator[None]:
             ) from None
         raise click.ClickException(f"outcome store {location}: {code or error}") from None
     except BotoCoreError as error:
-        raise click.ClickException(f"outcome store {location}: {error}") from None
-    except OSError as error:
         raise click.ClickException(f"outcome store {location}: {error}") from None
 
 
