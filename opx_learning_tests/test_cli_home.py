@@ -27,7 +27,7 @@ COMMANDS = [
     ["snapshot", "list"],
     ["thresholds", "current"],
     ["checklist"],
-    ["demo", "--days", "2", "--per-day", "5"],
+    ["demo", "--days", "32", "--per-day", "5"],
 ]
 
 
