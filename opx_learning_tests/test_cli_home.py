@@ -138,3 +138,35 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert f"KILL_SWITCH_UNAVAILABLE: {home}: not a directory" in result.stderr
     assert "the P1 KILL_SWITCH_UNAVAILABLE alert could not be recorded" in result.stderr
     assert home.read_text() == "x"
+
+
+def test_stored_control_characters_never_reach_the_terminal_raw(opx_home: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    from opx_learning.core.synthetic import generate_outcomes
+    from opx_learning.stores.outcomes import outcome_store
+    from opx_learning_tests import wiring
+
+    cause, service = "\x1b[31mdisk full\x1b[0m", "pay\x1b]0;owned\x07ments"
+    frame = generate_outcomes("2026-01-01", "2026-01-02", per_day=40, seed=5)
+    frame = frame.with_columns(root_cause=pl.lit(cause), service=pl.lit(service))
+    assert outcome_store(wiring.settings()).write(frame) == frame.height
+    (tmp_path / "principals.yaml").write_text("principals:\n  ops-admin:\n    authority: EMERGENCY_OVERRIDE\n")
+    env = {"OPX_PRINCIPALS": str(tmp_path / "principals.yaml")}
+    reason = "incident \x1b[2J\u202eevil"
+    assert _run(["kill-switch", "disable", "--reason", reason, "--principal", "ops-admin"], env=env).returncode == 0
+
+    window = ["--start", "2026-01-01", "--days", "1"]
+    for command in (["summary", *window], ["kill-switch", "status"], ["audit", "list"]):
+        raw = subprocess.run([sys.executable, "-m", "opx_learning.cli.main", *command], capture_output=True,
+                             check=False, timeout=120, env={**os.environ, **env})
+        assert raw.returncode == 0, raw.stderr
+        assert b"\x1b" not in raw.stdout and b"\x07" not in raw.stdout, command
+        assert "\u202e".encode() not in raw.stdout, command
+    summary = _run(["summary", *window], env=env).stdout
+    assert "\\x1b[31mdisk full\\x1b[0m" in summary and "pay\\x1b]0;owned\\x07ments" in summary
+    assert "reason:        incident \\x1b[2J\\u202eevil" in _run(["kill-switch", "status"], env=env).stdout
+    # --json stays true JSON: the stored text comes back exactly.
+    body = json.loads(_run(["summary", *window, "--json"], env=env).stdout)
+    assert body["patterns"][0]["top_root_causes"][0]["value"] == cause
+    assert json.loads(_run(["kill-switch", "status", "--json"], env=env).stdout)["reason"] == reason

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from opx_learning.cli.environment import command_settings
+from opx_learning.cli.text import printable
 from opx_learning.core.windows import Window, WindowError, iso, to_utc, to_utc_end
 
 _SUMMARY_DAYS = 30
@@ -175,11 +176,11 @@ def _print_patterns(patterns: Any) -> None:
     header = ("service", "total", "tp", "fp", "fp_rate", "avg_conf", "p50_ttd_min", "p90_ttr_min", "top root cause", "emerging")
     rows = [header]
     for row in patterns.iter_rows(named=True):
-        top = row["top_root_causes"][0]["value"].strip() if row["top_root_causes"] else "-"
-        emerging = ", ".join(item["value"].strip() for item in row["emerging_root_causes"]) or "-"
+        top = printable(row["top_root_causes"][0]["value"].strip()) if row["top_root_causes"] else "-"
+        emerging = ", ".join(printable(item["value"].strip()) for item in row["emerging_root_causes"]) or "-"
         rows.append(
             (
-                row["service"] + (" !" if row["detection_warning"] else ""),
+                printable(row["service"]) + (" !" if row["detection_warning"] else ""),
                 str(row["total_incidents"]),
                 str(row["true_positives"]),
                 str(row["false_positives"]),

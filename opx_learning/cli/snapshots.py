@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from opx_learning.cli.environment import command_settings
+from opx_learning.cli.text import printable
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import iso
 
@@ -96,7 +97,7 @@ def snapshot_show(reference: str, version: int | None, as_json: bool) -> None:
     for key in ("snapshot_id", "snapshot_type", "window_start", "window_end", "version", "content_hash", "created_at"):
         click.echo(f"{key:14} {head[key]}")
     click.echo(f"{'counts':14} " + ", ".join(f"{k} {v}" for k, v in found.counts.items()))
-    click.echo(f"{'services':14} {', '.join(found.services) or '-'}")
+    click.echo(f"{'services':14} {printable(', '.join(found.services)) or '-'}")
     for summary in found.summaries:
         causes = ", ".join(f"{c['value']} ({c['count']})" for c in (summary.get("top_root_causes") or [])[:3])
         fp_rate = summary.get("fp_rate")
