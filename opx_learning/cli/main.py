@@ -129,7 +129,7 @@ def _home_unavailable(settings: Settings, problem: HomeProblem, as_json: bool, a
 def main(args: list[str] | None = None) -> None:
     """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback.
 
-    Before a command runs, an unusable home (docs/safety.md#unusable-home) ends it with
+    Before a command runs, an unusable home (docs/safety-state.md#unusable-home) ends it with
     `KILL_SWITCH_UNAVAILABLE` or `HOME_UNAVAILABLE`, exit 1 and a P1 alert; so does a file
     error under the home that escapes a command.
     """

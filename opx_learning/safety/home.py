@@ -23,8 +23,8 @@ from opx_learning.safety.models import SkipReason
 KILL_SWITCH_UNAVAILABLE = SkipReason.KILL_SWITCH_UNAVAILABLE.value
 HOME_UNAVAILABLE = "HOME_UNAVAILABLE"
 ACCESS_HINT = (
-    "give the user running opx-learning read and write access to it (and search access to its directories), "
-    "or point OPX_HOME at the right home; do not re-initialise, the stored state is not lost"
+    "grant read and write access to it (and search access to its directories) to the user the "
+    "commands run as, or point OPX_HOME at the right home; do not re-initialise, the stored state is not lost"
 )
 PATH_HINT = "restore what belongs at that path (from a backup), or point OPX_HOME at the right home"
 # Beside the state database: the anchor store, the WAL files and the marker `opx-learning init` writes.
