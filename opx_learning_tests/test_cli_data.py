@@ -105,3 +105,31 @@ def test_seed_refuses_an_overconfident_month_outside_the_range(opx_home: Path) -
     assert result.exit_code == 2
     assert "--overconfident-month: '2026-02'" in result.output
     assert not list((opx_home / "outcomes").glob("**/*.parquet"))
+
+
+def test_summary_shows_empty_confidence_bands_as_dashes(opx_home: Path) -> None:
+    import polars as pl
+
+    from opx_learning.core.synthetic import generate_outcomes
+
+    # 80 outcomes all predicted at 0.9 (band VERY_HIGH), every fourth one a false positive:
+    # accuracy 60/80 = 0.75, drift 0.75 - 0.9 = -0.150; the four lower bands hold nothing.
+    frame = generate_outcomes("2026-01-01", "2026-01-03", per_day=60, seed=3).head(80)
+    assert frame.height == 80
+    true_positive = pl.int_range(pl.len()) % 4 != 0
+    frame = frame.with_columns(predicted_confidence=pl.lit(0.9), true_positive=true_positive,
+                               false_positive=~true_positive)
+    assert outcome_store(wiring.settings()).write(frame) == 80
+
+    code, out = run("summary", "--start", "2026-01-01", "--end", "2026-01-03")
+    assert code == 0, out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    for band in ("VERY_LOW", "LOW", "MEDIUM", "HIGH"):
+        assert lines[band] == [band, "n=0", "accuracy=-", "mean_conf=-", "drift=-", "INFO"]
+    assert lines["VERY_HIGH"][1:5] == ["n=80", "accuracy=0.75", "mean_conf=0.90", "drift=-0.150"]
+
+    code, out = run("summary", "--start", "2026-01-01", "--end", "2026-01-03", "--json")
+    assert code == 0, out
+    bands = {band["band"]: band for band in json.loads(out)["calibration"]["bands"]}
+    assert [bands[name]["drift"] for name in ("VERY_LOW", "LOW", "MEDIUM", "HIGH")] == [None] * 4
+    assert bands["VERY_HIGH"]["n"] == 80 and abs(bands["VERY_HIGH"]["drift"] - (-0.15)) < 1e-9

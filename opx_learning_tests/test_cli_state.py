@@ -149,3 +149,33 @@ def test_overlong_reason_is_a_usage_error(opx_home: Path, principals: Path) -> N
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "reason: 100000 characters is too long; at most 1000" in result.stderr
     assert json.loads(_run(["kill-switch", "status", "--json"]).stdout)["enabled"] is True
+
+
+def test_demo_with_its_state_database_gone_fails_closed(opx_home: Path) -> None:
+    import re
+
+    demo = ["demo", "--days", "32", "--per-day", "5", "--end", "2026-02-02"]
+    first = _run(demo)  # its checklist may FAIL on so few outcomes; its runs are what matters here
+    assert "Traceback" not in first.stderr
+    before = json.loads(_run(["audit", "list", "--json"]).stdout)
+    assert len(before) == 9  # one record per demo step
+    state = opx_home / "state.db"
+    aside = opx_home.parent / "state.db.aside"
+    state.rename(aside)
+
+    again = _run([*demo, "--json"])
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "Traceback" not in again.stderr
+    error = json.loads(again.stdout)
+    assert error["error"] == "KILL_SWITCH_UNAVAILABLE"
+    assert "the demo did not run (fail closed): nothing was seeded, run or audited" in error["message"]
+    assert f"state database {state} does not exist" in error["message"]
+    assert [alert["alarm"] for alert in _p1_alerts(opx_home)] == ["KILL_SWITCH_UNAVAILABLE"]
+    assert not state.exists()
+
+    # Read the trail back: it is unchanged, and no audit id the failed demo printed is missing from it.
+    aside.rename(state)
+    after = json.loads(_run(["audit", "list", "--json"]).stdout)
+    assert after == before
+    printed = set(re.findall(r"[A-Z_]+#[0-9a-f]{32}", again.stdout + again.stderr))
+    assert printed <= {record["audit_id"] for record in after}

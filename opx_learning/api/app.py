@@ -42,6 +42,7 @@ from opx_learning.backends import guard_for
 from opx_learning.config import Settings
 from opx_learning.safety.chain import StateMismatch
 from opx_learning.safety.guard import Attempt, Guard
+from opx_learning.safety.home import home_problem, raise_alert
 from opx_learning.safety.models import (
     BackendUnavailable,
     InsufficientAuthority,
@@ -152,6 +153,15 @@ def create_app(settings: Settings | None = None, *, trusted_identity_header: str
     async def invalid_configuration(_: Request, error: InvalidRequest) -> JSONResponse:
         # Request mistakes are mapped to 400 where they are caught; what reaches here is the server's settings.
         return ApiError(500, "INVALID_CONFIGURATION", str(error)).response()
+
+    @app.exception_handler(OSError)
+    async def file_error(_: Request, error: OSError) -> JSONResponse:
+        # A file under the home that cannot be used: 503 with the reason and a P1, never a 500.
+        problem = home_problem(settings, error)
+        if problem is None:
+            return ApiError(500, "FILE_ERROR", f"{type(error).__name__}: {error}").response()
+        raise_alert(settings, problem, command="REST API")
+        return ApiError(503, problem.reason, problem.message, store=store).response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:

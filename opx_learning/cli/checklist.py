@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import click
 
+from opx_learning.cli.text import printable
 from opx_learning.core.windows import WindowError, iso, to_utc
 
 
@@ -45,7 +46,7 @@ def checklist(at_text: str | None, as_json: bool, verbose: bool) -> None:
     else:
         click.echo(f"Morning checklist as of {iso(at)} ({', '.join(cl.LIST_TITLES[name] for name in cl.due_lists(at))}):")
         for row in rows:
-            click.echo(f"  {row['status']:<4}  {row['item']:<38} {row['period']:<24} {row['figure']}")
+            click.echo(f"  {row['status']:<4}  {row['item']:<38} {row['period']:<24} {printable(row['figure'])}")
         click.echo(f"{tally[cl.FAIL]} FAIL, {tally[cl.WARN]} WARN, {tally[cl.PASS]} PASS")
     if tally[cl.FAIL]:
         sys.exit(1)

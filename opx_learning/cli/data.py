@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from opx_learning.cli.environment import command_settings
+from opx_learning.cli.text import printable
 from opx_learning.core.windows import Window, WindowError, iso, to_utc, to_utc_end
 
 _SUMMARY_DAYS = 30
@@ -49,7 +50,11 @@ def _services(value: str | None) -> int | list[str] | None:
 
 @contextmanager
 def _store_errors(location: str) -> Iterator[None]:
-    """Turn backend failures into click errors naming the store (no traceback)."""
+    """Turn backend failures into click errors naming the store (no traceback).
+
+    A local file error goes on to the CLI's entry point, which names the path and reports an
+    unusable home as HOME_UNAVAILABLE.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -62,8 +67,6 @@ def _store_errors(location: str) -> Iterator[None]:
             ) from None
         raise click.ClickException(f"outcome store {location}: {code or error}") from None
     except BotoCoreError as error:
-        raise click.ClickException(f"outcome store {location}: {error}") from None
-    except OSError as error:
         raise click.ClickException(f"outcome store {location}: {error}") from None
 
 
@@ -164,15 +167,20 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _signed(value: float | None) -> str:
+    # An empty confidence band has no drift (null in --json).
+    return "-" if value is None else f"{value:+.3f}"
+
+
 def _print_patterns(patterns: Any) -> None:
     header = ("service", "total", "tp", "fp", "fp_rate", "avg_conf", "p50_ttd_min", "p90_ttr_min", "top root cause", "emerging")
     rows = [header]
     for row in patterns.iter_rows(named=True):
-        top = row["top_root_causes"][0]["value"].strip() if row["top_root_causes"] else "-"
-        emerging = ", ".join(item["value"].strip() for item in row["emerging_root_causes"]) or "-"
+        top = printable(row["top_root_causes"][0]["value"].strip()) if row["top_root_causes"] else "-"
+        emerging = ", ".join(printable(item["value"].strip()) for item in row["emerging_root_causes"]) or "-"
         rows.append(
             (
-                row["service"] + (" !" if row["detection_warning"] else ""),
+                printable(row["service"]) + (" !" if row["detection_warning"] else ""),
                 str(row["total_incidents"]),
                 str(row["true_positives"]),
                 str(row["false_positives"]),
@@ -199,7 +207,7 @@ def _print_calibration(calibration: Any) -> None:
     for band in calibration.bands.iter_rows(named=True):
         click.echo(
             f"  {band['band']:<9}  n={band['n']:<7} accuracy={_ratio(band['accuracy'])}  "
-            f"mean_conf={_ratio(band['mean_confidence'])}  drift={band['drift']:+.3f}  {band['severity']}"
+            f"mean_conf={_ratio(band['mean_confidence'])}  drift={_signed(band['drift'])}  {band['severity']}"
         )
 
 

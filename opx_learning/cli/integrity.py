@@ -63,6 +63,7 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
 
     from opx_learning.backends import backend_for
     from opx_learning.integrity.sweep import run_sweep
+    from opx_learning.safety.home import home_problem
     from opx_learning.safety.models import BackendUnavailable
 
     window = verify_window(start, end, days)
@@ -76,6 +77,8 @@ def verify(start: str | None, end: str | None, days: int | None, as_json: bool) 
     try:
         report = run_sweep(window, settings, source="verify", progress=progress)
     except (OSError, sqlite3.OperationalError, BotoCoreError, ClientError, BackendUnavailable) as exc:
+        if isinstance(exc, OSError) and home_problem(settings, exc) is not None:
+            raise  # an unusable home: HOME_UNAVAILABLE from the CLI's entry point, with its P1
         message = f"VERIFY_INCOMPLETE: a store could not be read, no verdict: {type(exc).__name__}: {exc}"
         click.echo(json.dumps({"error": "VERIFY_INCOMPLETE", "message": message}) if as_json else message,
                    err=not as_json)

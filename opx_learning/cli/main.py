@@ -6,8 +6,15 @@ import importlib
 import json
 import re
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 import click
+
+from opx_learning.cli.text import printable
+
+if TYPE_CHECKING:
+    from opx_learning.config import Settings
+    from opx_learning.safety.home import HomeProblem
 
 # command name -> "module:attribute"; loaded only when used so `--help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -76,7 +83,8 @@ def cli() -> None:
 
 
 _CODE = re.compile(r"^([A-Z][A-Z0-9_]+): ")
-EXIT_CORRUPTION, EXIT_UNAVAILABLE = 1, 3
+EXIT_CORRUPTION, EXIT_UNAVAILABLE, EXIT_HOME = 1, 3, 1
+_HELP = frozenset({"-h", "--help", "--version"})
 
 
 def _error_json(kind: str, message: str, store: str | None = None) -> str:
@@ -87,14 +95,56 @@ def _error_json(kind: str, message: str, store: str | None = None) -> str:
     return json.dumps(body)
 
 
+def _settings() -> Settings | None:
+    from opx_learning.cli.environment import command_settings
+
+    try:
+        return command_settings()
+    except Exception:  # noqa: BLE001 - the command itself reports a malformed setting
+        return None
+
+
+def _home_unavailable(settings: Settings, problem: HomeProblem, as_json: bool, argv: list[str]) -> NoReturn:
+    """Report an unusable home (reason, path, cause), raise its P1 alert and exit 1."""
+    from opx_learning.backends import backend_for
+    from opx_learning.safety.home import raise_alert
+
+    command = " ".join(word for word in argv[:2] if not word.startswith("-"))
+    not_recorded = raise_alert(settings, problem, command=f"opx-learning {command}".strip())
+    try:
+        target = backend_for(settings).alert_target
+    except Exception:  # noqa: BLE001 - only used in the message
+        target = "the alert channel"
+    alert = (f"P1 {problem.reason} alert raised ({target})" if not_recorded is None
+             else f"the P1 {problem.reason} alert could not be recorded: {not_recorded}")
+    if as_json:
+        body = {**problem.to_dict(), "store": settings.store_description,
+                "alert_recorded": not_recorded is None, "alert": alert}
+        click.echo(json.dumps(body))
+    else:
+        click.echo(f"Error: {printable(problem.message)}\n  {printable(alert)}", err=True)
+    sys.exit(EXIT_HOME)
+
+
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback."""
+    """Run the CLI; user mistakes exit non-zero with a message (JSON with `--json`), never a traceback.
+
+    Before a command runs, an unusable home (docs/safety-state.md#unusable-home) ends it with
+    `KILL_SWITCH_UNAVAILABLE` or `HOME_UNAVAILABLE`, exit 1 and a P1 alert; so does a file
+    error under the home that escapes a command.
+    """
     from opx_learning.config import ConfigurationError
     from opx_learning.integrity.findings import IntegrityError
+    from opx_learning.safety.home import home_problem
     from opx_learning.safety.models import BackendUnavailable, InvalidRequest
 
     argv = sys.argv[1:] if args is None else args
     as_json = "--json" in argv
+    settings = None if not argv or _HELP.intersection(argv) else _settings()
+    if settings is not None:
+        problem = home_problem(settings)
+        if problem is not None:
+            _home_unavailable(settings, problem, as_json, argv)
     try:
         result = cli.main(args=argv, prog_name="opx-learning", standalone_mode=False)
     except click.exceptions.Abort:
@@ -120,6 +170,13 @@ def main(args: list[str] | None = None) -> None:
     except BackendUnavailable as error:
         click.echo(_error_json("STORE_UNAVAILABLE", str(error)) if as_json else f"Error: {error}", err=not as_json)
         sys.exit(EXIT_UNAVAILABLE)
+    except OSError as error:
+        problem = home_problem(settings, error) if settings is not None else None
+        if problem is not None:
+            _home_unavailable(settings, problem, as_json, argv)  # type: ignore[arg-type]
+        message = printable(str(error))
+        click.echo(_error_json("FILE_ERROR", message) if as_json else f"Error: {message}", err=not as_json)
+        sys.exit(EXIT_CORRUPTION)
     sys.exit(result if isinstance(result, int) else 0)
 
 

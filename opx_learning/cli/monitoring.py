@@ -11,6 +11,7 @@ import click
 
 from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings, dagster_home_variable
+from opx_learning.cli.text import printable
 from opx_learning.config import Settings
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def status(hours: float, as_json: bool) -> None:
     if as_json:
         _emit(report)
     else:
-        click.echo(render(report))
+        click.echo("\n".join(printable(line) for line in render(report).splitlines()))
 
 
 def _dagster_home(settings: Settings) -> Path | None:

@@ -159,6 +159,7 @@ def run_demo(
         _say(as_json, line)
 
     settings = settings if settings is not None else command_settings()
+    _require_kill_switch(settings)
     kill_switch = _kill_switch_note(settings)
     if kill_switch:
         _say(as_json, f"note: {kill_switch}")
@@ -197,6 +198,10 @@ def run_demo(
         if operation == "SNAPSHOT":
             parameters["snapshot_type"] = cadence
         attempt = guard.begin(operation, "BACKFILL", principal, parameters, adoptable=True)
+        if not attempt.allowed and not attempt.audited:
+            # Fail closed, and never name an audit id the audit trail does not hold.
+            raise click.ClickException(f"{attempt.skip_reason}: {label} refused and NOT audited (the audit trail "
+                                       f"is unavailable); the demo stopped: {attempt.message}")
         if not attempt.allowed:
             _say(as_json, f"-> {label}: {attempt.skip_reason} (audit {attempt.audit_id})")
             skipped = {asset: str(attempt.skip_reason) if asset not in UNGUARDED else "NOT_LAUNCHED" for asset in assets}
@@ -308,6 +313,24 @@ def _initialise_demo_home(settings: Settings) -> None:
         return
     if created is not None:
         click.echo(f"note: {created.message}", err=True)
+
+
+def _require_kill_switch(settings: Settings) -> None:
+    """Stop the demo before it seeds or runs anything when the kill switch state cannot be read (fail closed, P1)."""
+    from opx_learning.safety.chain import StateMismatch
+    from opx_learning.safety.models import KillSwitchUnavailable, SkipReason
+
+    guard = guard_for(settings)
+    try:
+        guard.kill_switch.status()  # a StateMismatch raises its own P1 here
+    except (KillSwitchUnavailable, StateMismatch) as error:
+        reason = SkipReason.STATE_MISMATCH if isinstance(error, StateMismatch) else SkipReason.KILL_SWITCH_UNAVAILABLE
+        if reason is SkipReason.KILL_SWITCH_UNAVAILABLE:
+            guard.on_alert("P1", reason.value, {"operation": "SAFETY", "command": "opx-learning demo",
+                                                "error": str(error)[:2000]})
+        raise click.ClickException(
+            f"{reason}: the demo did not run (fail closed): nothing was seeded, run or audited; {error}"
+        ) from None
 
 
 def _kill_switch_note(settings: Settings) -> str | None:

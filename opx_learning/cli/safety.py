@@ -15,6 +15,7 @@ import click
 
 from opx_learning.backends import guard_for
 from opx_learning.cli.environment import command_settings, principal_name
+from opx_learning.cli.text import printable
 from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.safety.chain import StateMismatch
@@ -81,8 +82,8 @@ def _show_state(state: KillSwitchState) -> None:
         click.echo("Kill switch: ACTIVE - automated operations blocked")
         by = state.disabled_by
         click.echo(f"  disabled at:   {iso(state.disabled_at) if state.disabled_at else '-'}")
-        click.echo(f"  disabled by:   {by.principal} ({by.authority})" if by else "  disabled by:   -")
-        click.echo(f"  reason:        {state.reason or '-'}")
+        click.echo(f"  disabled by:   {printable(by.principal)} ({by.authority})" if by else "  disabled by:   -")
+        click.echo(f"  reason:        {printable(state.reason or '-')}")
         if state.until:
             click.echo(f"  re-enables at: {iso(state.until)}")
     click.echo(f"  last modified: {iso(state.last_modified) if state.last_modified else '-'}")
@@ -193,9 +194,9 @@ def _table(records: list[AuditRecord]) -> None:
             r.trigger_type.value,
             r.status.value,
             "" if r.duration_ms is None else str(r.duration_ms),
-            r.triggered_by.principal,
-            r.audit_id,
-            _detail(r),
+            printable(r.triggered_by.principal),
+            printable(r.audit_id),
+            printable(_detail(r)),
         )
         for r in records
     ]
@@ -218,7 +219,7 @@ def audit_get(audit_id: str, as_json: bool) -> None:
         return
     for key, value in record.to_dict().items():
         shown = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
-        click.echo(f"{key:15} {'-' if shown is None else shown}")
+        click.echo(f"{key:15} {'-' if shown is None else printable(shown)}")
 
 
 @audit.command("list")

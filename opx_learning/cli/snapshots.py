@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from opx_learning.cli.environment import command_settings
+from opx_learning.cli.text import printable
 from opx_learning.core.snapshots import Snapshot
 from opx_learning.core.windows import iso
 
@@ -96,12 +97,12 @@ def snapshot_show(reference: str, version: int | None, as_json: bool) -> None:
     for key in ("snapshot_id", "snapshot_type", "window_start", "window_end", "version", "content_hash", "created_at"):
         click.echo(f"{key:14} {head[key]}")
     click.echo(f"{'counts':14} " + ", ".join(f"{k} {v}" for k, v in found.counts.items()))
-    click.echo(f"{'services':14} {', '.join(found.services) or '-'}")
+    click.echo(f"{'services':14} {printable(', '.join(found.services)) or '-'}")
     for summary in found.summaries:
-        causes = ", ".join(f"{c['value']} ({c['count']})" for c in (summary.get("top_root_causes") or [])[:3])
+        causes = ", ".join(f"{printable(c['value'])} ({c['count']})" for c in (summary.get("top_root_causes") or [])[:3])
         fp_rate = summary.get("fp_rate")
         click.echo(
-            f"  {summary['window_start']}  {summary['service']:<22} incidents {summary.get('total_incidents', 0):>5}"
+            f"  {summary['window_start']}  {printable(summary['service']):<22} incidents {summary.get('total_incidents', 0):>5}"
             f"  fp rate {'-' if fp_rate is None else f'{fp_rate:.3f}'}  top: {causes or '-'}"
         )
     calibration = found.calibration
@@ -111,8 +112,8 @@ def snapshot_show(reference: str, version: int | None, as_json: bool) -> None:
     click.echo(f"calibration    {calibration['calibration_id']} ({calibration['window_start']}.."
                f"{calibration['window_end']}), ece {calibration.get('ece')}")
     for band in calibration.get("bands") or []:
-        click.echo(f"  {band['band']:<10} n {band.get('n'):>5}  accuracy {band.get('accuracy'):.3f}"
-                   f"  mean confidence {band.get('mean_confidence'):.3f}")
+        click.echo(f"  {band['band']:<10} n {band.get('n'):>5}  accuracy {_three(band.get('accuracy'))}"
+                   f"  mean confidence {_three(band.get('mean_confidence'))}")
     thresholds = calibration.get("recommended_thresholds") or {}
     click.echo("  recommended thresholds: " + ", ".join(f"{k}: {v}" for k, v in thresholds.items()))
 
@@ -137,3 +138,8 @@ def snapshot_diff(first: str, second: str, as_json: bool) -> None:
         _emit(diff)
     else:
         click.echo(diff_markdown(diff))
+
+
+def _three(value: float | None) -> str:
+    # An empty confidence band has no accuracy or mean confidence.
+    return "-" if value is None else f"{value:.3f}"

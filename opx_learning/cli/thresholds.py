@@ -16,6 +16,7 @@ import click
 from opx_learning.backends import threshold_review_for
 from opx_learning.cli.environment import command_settings, principal_name
 from opx_learning.cli.safety import StoreError
+from opx_learning.cli.text import printable
 from opx_learning.config import Settings
 
 _PRINCIPAL_HELP = "Acting principal (default: OPX_PRINCIPAL, else the OS user / AWS caller identity)."
@@ -73,7 +74,7 @@ def _show_proposal(proposal: Any, headline: str) -> None:
     source = data["source"]
     click.echo(f"  thresholds:  {_thresholds_text(data['thresholds'])}")
     click.echo(f"  calibration: {source.get('calibration_id')} ({source.get('window_start')}..{source.get('window_end')})")
-    click.echo(f"  proposer:    {data['proposer']}   status: {data['status']}")
+    click.echo(f"  proposer:    {printable(data['proposer'])}   status: {data['status']}")
 
 
 @click.group("thresholds")
@@ -126,7 +127,7 @@ def approve(proposal_id: str, principal: str | None, as_json: bool) -> None:
                "audit_id": approval.audit_id})
         return
     current = approval.current
-    click.echo(f"Approved {proposal_id}: thresholds version {current.version} by {current.approved_by.principal} "
+    click.echo(f"Approved {proposal_id}: thresholds version {current.version} by {printable(current.approved_by.principal)} "
                f"(audit {approval.audit_id})")
     click.echo(f"  thresholds: {_thresholds_text(current.thresholds)}")
 
@@ -144,7 +145,7 @@ def reject(proposal_id: str, reason: str, principal: str | None, as_json: bool) 
     if as_json:
         _emit(proposal.to_dict())
         return
-    click.echo(f"Rejected {proposal_id} by {proposal.decided_by.principal}: {proposal.reason} "
+    click.echo(f"Rejected {proposal_id} by {printable(proposal.decided_by.principal)}: {printable(proposal.reason)} "
                f"(audit {proposal.decision_audit_id})")
 
 
@@ -166,8 +167,8 @@ def list_proposals(status: str | None, as_json: bool) -> None:
     if not found:
         click.echo("No threshold proposals.")
     header = ("ID", "STATUS", "PROPOSER", "APPROVER", "VERSION", "THRESHOLDS")
-    rows = [(p.proposal_id, p.status.value, p.proposed_by.principal,
-             p.approver.principal if p.approver else "-", str(p.version or "-"), _thresholds_text(p.thresholds))
+    rows = [(p.proposal_id, p.status.value, printable(p.proposed_by.principal),
+             printable(p.approver.principal) if p.approver else "-", str(p.version or "-"), _thresholds_text(p.thresholds))
             for p in found]
     if rows:
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
@@ -176,7 +177,7 @@ def list_proposals(status: str | None, as_json: bool) -> None:
     if current is None:
         click.echo("Current thresholds: none approved yet.")
     else:
-        click.echo(f"Current thresholds: version {current.version}, approved by {current.approved_by.principal} "
+        click.echo(f"Current thresholds: version {current.version}, approved by {printable(current.approved_by.principal)} "
                    f"({current.proposal_id}): {_thresholds_text(current.thresholds)}")
 
 
@@ -194,8 +195,8 @@ def current_set(history: bool, as_json: bool) -> None:
     else:
         for item in sets:
             click.echo(f"version {item.version}: {_thresholds_text(item.thresholds)} — approved by "
-                       f"{item.approved_by.principal} at {item.approved_at:%Y-%m-%dT%H:%M:%SZ}, proposed by "
-                       f"{item.proposed_by.principal} ({item.proposal_id})")
+                       f"{printable(item.approved_by.principal)} at {item.approved_at:%Y-%m-%dT%H:%M:%SZ}, proposed by "
+                       f"{printable(item.proposed_by.principal)} ({item.proposal_id})")
     if not sets and not history:
         if not as_json:
             click.echo("No thresholds approved yet.")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import polars as pl
 from opx_learning.config import Settings
 from opx_learning.integrity.manifest import ASSETS, Ledger
 from opx_learning.resources.base import AwsFields
-from opx_learning.stores.blobs import get_bytes
+from opx_learning.stores.blobs import get_bytes, local_exists
 
 Stored = pl.DataFrame | dict[str, Any]
 UNPARTITIONED = "latest"
@@ -114,7 +113,7 @@ class AssetStorage(dg.ConfigurableResource):
                     ledger.check(uri, data, entry)
                 if data is not None:
                     found[partition] = data
-            elif os.path.exists(uri):
+            elif local_exists(uri):
                 ledger.check_file(uri, entry)
                 found[partition] = uri
             elif entry is not None:

@@ -20,7 +20,9 @@ is restored or adopted (`opx-learning init --adopt`).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import sqlite3
 import urllib.parse
@@ -56,6 +58,7 @@ from opx_learning.safety.chain import (
     stored_record,
     walk,
 )
+from opx_learning.safety.home import ACCESS_HINT
 from opx_learning.safety.kill_switch import (
     LOST_HINT,
     NOT_INITIALISED_HINT,
@@ -229,6 +232,22 @@ def _uri(path: Path, mode: str) -> str:
     return f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
 
 
+def _accessible(path: Path) -> None:
+    """Raise BackendUnavailable (caused by PermissionError) when an existing `path` is not readable and writable.
+
+    An anchor store that cannot be opened for lack of permission is not a deleted one.
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BackendUnavailable(f"anchor store {path}: {exc}") from exc
+    if not os.access(path, os.R_OK | os.W_OK):
+        error = PermissionError(errno.EACCES, "permission denied (needs read and write access)", str(path))
+        raise BackendUnavailable(f"anchor store {path}: {error}") from error
+
+
 def _link_from_row(chain: str, row: tuple) -> Link:
     return Link(chain, int(row[0]), row[1], row[2], row[3], row[4], row[5])
 
@@ -262,6 +281,10 @@ class SqliteState:
             return sqlite3.connect(_uri(self.path, "rwc"), timeout=self.timeout, isolation_level=None, uri=True)
         if not self.path.exists():
             raise BackendUnavailable(f"state database {self.path} does not exist")
+        if not os.access(self.path, os.R_OK | os.W_OK) or not os.access(self.path.parent, os.W_OK | os.X_OK):
+            # SQLite would only say "unable to open database file"; name the cause.
+            raise PermissionError(errno.EACCES, "permission denied (the file needs read and write access, its "
+                                  "directory write and search access)", str(self.path))
         # mode=rw: a file deleted in the meantime is an error, never silently created again.
         return sqlite3.connect(_uri(self.path, "rw"), timeout=self.timeout, isolation_level=None, uri=True)
 
@@ -361,12 +384,17 @@ class SqliteState:
 
         Args:
             conn: a connection with the anchor store attached as `anchor` (default: open the anchor file read-only).
+
+        Raises:
+            StateMismatch: the anchor store cannot be read as a database.
+            BackendUnavailable: the anchor file exists but this process may not read and write it.
         """
         query = "SELECT chain, state_id, seq, link_hash FROM {schema}anchors WHERE state_file = ?"
         try:
             if conn is not None:
                 rows = conn.execute(query.format(schema="anchor."), (self.path.name,)).fetchall()
             else:
+                _accessible(self.anchor_path)
                 if not self.anchor_path.exists():
                     return None
                 with closing(sqlite3.connect(_uri(self.anchor_path, "ro"), uri=True, timeout=self.timeout)) as own:
@@ -467,6 +495,7 @@ class SqliteState:
                 self._prepare(conn)
                 self._ready = True
             if anchored:
+                _accessible(self.anchor_path)
                 try:
                     conn.execute("ATTACH DATABASE ? AS anchor", (_uri(self.anchor_path, "rw"),))
                 except sqlite3.OperationalError as exc:
@@ -689,7 +718,10 @@ class SqliteKillSwitchStore(KillSwitchStore):
                 kill-switch row disagrees with the audit trail (edited).
             KillSwitchUnavailable: no state stored (file missing, empty, row gone), malformed or unreadable.
         """
-        hint = LOST_HINT if self.initialised() else NOT_INITIALISED_HINT
+        try:
+            hint = LOST_HINT if self.initialised() else NOT_INITIALISED_HINT
+        except (OSError, BackendUnavailable) as exc:
+            raise KillSwitchUnavailable(f"kill switch state unavailable: {exc}; {ACCESS_HINT}") from exc
         try:
             with self.state.connect(anchored=True) as conn:
                 problem = self.state.anchor_mismatch(conn, self.state.anchored_heads(conn))
@@ -704,6 +736,8 @@ class SqliteKillSwitchStore(KillSwitchStore):
         except StateMismatch:
             raise
         except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, PermissionError):
+                hint = ACCESS_HINT
             raise KillSwitchUnavailable(f"kill switch state unavailable: {exc}; {hint}") from exc
         if problem:
             raise StateMismatch(f"{problem}; {ADOPT_HINT}")

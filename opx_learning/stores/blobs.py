@@ -79,7 +79,20 @@ def get_bytes(uri: str, *, client: Any = None) -> bytes | None:
         except client.exceptions.NoSuchKey:
             return None
     path = Path(uri)
-    return path.read_bytes() if path.exists() else None
+    return path.read_bytes() if local_exists(path) else None
+
+
+def local_exists(path: str | Path) -> bool:
+    """Whether a local file exists; an unreadable directory on the way raises (it is not "missing").
+
+    Raises:
+        OSError: the path cannot be examined (e.g. `PermissionError`), never reported as absent.
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def list_keys(uri_prefix: str, *, client: Any = None) -> list[str]:

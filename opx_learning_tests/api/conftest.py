@@ -84,8 +84,12 @@ class Server:
             time.sleep(0.3)
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None, *, initialise_home: bool = True) -> Server:
-    """Initialise the home, seed January 2026 and start `python -m opx_learning.cli.api` on a free port."""
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, *, initialise_home: bool = True,
+                 prefix: list[str] | None = None) -> Server:
+    """Initialise the home, seed January 2026 and start `python -m opx_learning.cli.api` on a free port.
+
+    `prefix`: a command the server runs under (e.g. `permissions.restricted()`).
+    """
     home, dagster_home = tmp / "opx", tmp / "dagster_home"
     home.mkdir(parents=True)
     env = {
@@ -109,7 +113,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, *, initiali
     port = _free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:
-        process = spawn([sys.executable, "-m", "opx_learning.cli.api", "--port", str(port)],
+        process = spawn([*(prefix or []), sys.executable, "-m", "opx_learning.cli.api", "--port", str(port)],
                         env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)
@@ -149,8 +153,10 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start extra servers (e.g. with a trusted identity header); stopped after the test."""
     started: list[Server] = []
 
-    def make(extra_env: dict[str, str] | None = None, *, initialise_home: bool = True) -> Server:
-        server = start_server(tmp_path / f"server{len(started)}", extra_env, initialise_home=initialise_home)
+    def make(extra_env: dict[str, str] | None = None, *, initialise_home: bool = True,
+             prefix: list[str] | None = None) -> Server:
+        server = start_server(tmp_path / f"server{len(started)}", extra_env, initialise_home=initialise_home,
+                              prefix=prefix)
         started.append(server)
         return server
 
