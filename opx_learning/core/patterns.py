@@ -194,27 +194,30 @@ def extract_patterns_windows(
     # Each row lies in at most one window.
     current = frame.with_columns(window=_window_index(windows, 0)).drop_nulls("window")
 
-    per_service = current.group_by("window", "service").agg(*_count_exprs())
+    # One group-by gives every count: per service, per root-cause spelling and per resolution.
+    counts = current.group_by("window", "service", "root_cause", "resolution_type").agg(*_count_exprs())
     # Means and percentiles need every duration: only these compact columns are kept, in row order.
     durations = current.select(
         *(["window"] if len(windows) > 1 else []),
         _service_code(pl.col("service")).alias("code"),
         *(pl.col(column).cast(pl.Float64) for column in _MEANS),
     )
-    current_causes = (
-        current.filter(pl.col("root_cause").is_not_null())
-        .group_by("window", "service", "root_cause")
-        .agg(current=pl.len().cast(pl.Int64))
-    )
-    resolutions = (
-        current.filter(pl.col("resolution_type").is_not_null())
-        .group_by("window", "service", "resolution_type")
-        .agg(count=pl.len().cast(pl.Int64))
-    )
     # The counts first, then the compact columns alone: their buffers are never held at the same time.
-    per_service_df, current_df, resolutions_df = pl.collect_all(
-        [per_service, current_causes, resolutions], engine="streaming"
+    counts_df = counts.collect(engine="streaming")
+    per_service_df = counts_df.group_by("window", "service").agg(
+        pl.col("total_incidents", "true_positives", "false_positives").sum()
     )
+    current_df = (
+        counts_df.filter(pl.col("root_cause").is_not_null())
+        .group_by("window", "service", "root_cause")
+        .agg(current=pl.col("total_incidents").sum())
+    )
+    resolutions_df = (
+        counts_df.filter(pl.col("resolution_type").is_not_null())
+        .group_by("window", "service", "resolution_type")
+        .agg(count=pl.col("total_incidents").sum())
+    )
+    del counts_df
     durations_df = durations.collect(engine="streaming")
 
     spans = pl.DataFrame(
