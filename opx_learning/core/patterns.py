@@ -377,14 +377,22 @@ def _duration_stats(durations: pl.DataFrame, services: pl.Series, windows: int) 
         # One buffer serves every column: fresh allocations of this size cost page faults.
         np.take(values, order, out=grouped, mode="clip")  # indices are valid; "raise" would buffer
         del values
-        per_group[name] = [_mean(grouped, present, *bounds) for bounds in group_slices]
-        per_window[name] = [_mean(grouped, present, *bounds) for bounds in window_slices]
+        column_values, column_groups, column_windows = grouped, group_slices, window_slices
+        if present is not None:
+            # The present values once, compacted in the same order; the slices move with them.
+            column_values = grouped[present]
+            edges = np.concatenate(([0], np.cumsum(present, dtype=np.int64)))[bounds]
+            column_groups = [(edges[g], edges[g + 1]) for g in range(groups)]
+            column_windows = [(edges[w * span], edges[(w + 1) * span]) for w in range(windows)]
+            del present
+        per_group[name] = [_mean(column_values, None, *bounds) for bounds in column_groups]
+        per_window[name] = [_mean(column_values, None, *bounds) for bounds in column_windows]
         short = _TIMINGS.get(column)
         if short is None:
             continue
         # Each service's slice is reordered in place first, then its window's whole slice.
-        found = [_percentiles(grouped, present, *bounds) for bounds in group_slices]
-        whole = [_percentiles(grouped, present, *bounds) for bounds in window_slices]
+        found = [_percentiles(column_values, None, *bounds) for bounds in column_groups]
+        whole = [_percentiles(column_values, None, *bounds) for bounds in column_windows]
         for index, q in enumerate(PERCENTILES):
             per_group[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in found]
             per_window[f"p{round(q * 100)}_{short}_ms"] = [f[index] for f in whole]
