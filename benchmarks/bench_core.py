@@ -2,6 +2,7 @@
 
     python benchmarks/bench_core.py --rows 1000000
     python benchmarks/bench_core.py --rows 10000000 --json
+    python benchmarks/bench_core.py --ratios          # every bar's ratio in one run
 
 Generates N outcomes over 30 days and 12 services (vectorised numpy, seeded, cached
 as one Parquet file under benchmarks/.data/), then runs every step in a fresh
@@ -17,10 +18,19 @@ subprocess, so the peak RSS reported belongs to that step alone (Linux:
 - pipeline_eager / floor_eager: the same with every column read eagerly;
 - store_pipeline: the same 10 columns read through the day-partitioned
   LocalOutcomeStore (written once from the Parquet file) + extract_patterns + calibrate;
+- floor_full: the quantile floor, the same scan and one group-by over service with the
+  count, TP/FP sums, four means, p50/p90 of both durations, root-cause and resolution
+  counts and the five band means of predicted_confidence;
 - per_record: a straightforward record-at-a-time Python implementation of the
   same summary and calibration bands, rows read from the Parquet as dicts;
   above --per-record-max rows it is timed on the first rows and extrapolated
   linearly (the output says so).
+
+`--ratios` prints every bar in one run: at 2M rows `pipeline` against `floor` and
+`pipeline_eager` against `floor_eager`, at 5M `pipeline` against `floor_full`, each pair
+run --reps times interleaved (each run a fresh process) and compared by their medians;
+then `core_lazy` (extract_patterns + calibrate over pl.scan_parquet) once at 10M, 40M
+and 100M for the 40M / 10M time and the 100M peak RSS; load averages throughout.
 """
 
 from __future__ import annotations
