@@ -2,6 +2,7 @@
 
     python benchmarks/bench_core.py --rows 1000000
     python benchmarks/bench_core.py --rows 10000000 --json
+    python benchmarks/bench_core.py --ratios          # every bar's ratio in one run
 
 Generates N outcomes over 30 days and 12 services (vectorised numpy, seeded, cached
 as one Parquet file under benchmarks/.data/), then runs every step in a fresh
@@ -17,10 +18,19 @@ subprocess, so the peak RSS reported belongs to that step alone (Linux:
 - pipeline_eager / floor_eager: the same with every column read eagerly;
 - store_pipeline: the same 10 columns read through the day-partitioned
   LocalOutcomeStore (written once from the Parquet file) + extract_patterns + calibrate;
+- floor_full: the quantile floor, the same scan and one group-by over service with the
+  count, TP/FP sums, four means, p50/p90 of both durations, root-cause and resolution
+  counts and the five band means of predicted_confidence;
 - per_record: a straightforward record-at-a-time Python implementation of the
   same summary and calibration bands, rows read from the Parquet as dicts;
   above --per-record-max rows it is timed on the first rows and extrapolated
   linearly (the output says so).
+
+`--ratios` prints every bar in one run: at 2M rows `pipeline` against `floor` and
+`pipeline_eager` against `floor_eager`, at 5M `pipeline` against `floor_full`, each pair
+run --reps times interleaved (each run a fresh process) and compared by their medians;
+then `core_lazy` (extract_patterns + calibrate over pl.scan_parquet) once at 10M, 40M
+and 100M for the 40M / 10M time and the 100M peak RSS; load averages throughout.
 """
 
 from __future__ import annotations
@@ -110,6 +120,7 @@ STEPS = (
     "floor",
     "pipeline_eager",
     "floor_eager",
+    "floor_full",
     "store_pipeline",
     "per_record",
 )
@@ -340,6 +351,38 @@ def run_step(step: str, path: Path, per_record_max: int, repeat: int = 1) -> dic
             "read_parquet (all 13 columns) + window filter + one group_by(service)"
             if step == "floor_eager"
             else "scan_parquet (the same 10 columns) + window filter + one group_by(service)"
+        )
+    elif step == "floor_full":
+        recorded, confidence = pl.col("recorded_at"), pl.col("predicted_confidence")
+        band = pl.sum_horizontal(*((confidence >= lower).cast(pl.Int8) for lower in (0.2, 0.4, 0.6, 0.8)))
+
+        def floor_full() -> int:
+            done = (
+                pl.scan_parquet(path)
+                .filter((recorded >= start) & (recorded < end))
+                .group_by("service")
+                .agg(
+                    pl.len(),
+                    pl.col("true_positive").sum(),
+                    pl.col("false_positive").sum(),
+                    pl.col("ttd_ms", "ttr_ms", "human_confidence_rating", "predicted_confidence").mean(),
+                    *(
+                        pl.col(c).quantile(q, interpolation="linear").alias(f"{c}_p{round(q * 100)}")
+                        for c in ("ttd_ms", "ttr_ms")
+                        for q in (0.5, 0.9)
+                    ),
+                    pl.col("root_cause").value_counts().alias("root_causes"),
+                    pl.col("resolution_type").value_counts().alias("resolutions"),
+                    *(confidence.filter(band == b).mean().alias(f"band_{b}") for b in range(5)),
+                )
+                .collect()
+            )
+            return int(done["len"].sum())
+
+        info["seconds"], info["rows"] = _best_of(repeat, floor_full)
+        info["detail"] = (
+            "scan_parquet (the same 10 columns) + window filter + one group_by(service): count, TP/FP sums,"
+            " four means, p50/p90 of ttd_ms and ttr_ms, root-cause and resolution counts, five band means"
         )
     elif step == "core_lazy":
         times: dict[str, float] = {}
@@ -671,6 +714,119 @@ def scaling_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The bars of one `--ratios` run: (label, rows, core step, floor step, at most this ratio).
+RATIO_CASES = (
+    ("2M in memory vs read + one group_by (the 10 core columns)", 2_000_000, "pipeline", "floor", 4.0),
+    ("2M in memory vs read + one group_by (all 13 columns)", 2_000_000, "pipeline_eager", "floor_eager", 4.0),
+    ("5M in memory vs the quantile floor", 5_000_000, "pipeline", "floor_full", 2.0),
+)
+SCAN_ROWS = (10_000_000, 40_000_000, 100_000_000)
+
+
+def ratios(data_dir: Path, reps: int, scan_sizes: list[int]) -> dict[str, Any]:
+    """Every bar's ratio in one run: core and floor steps interleaved, `reps` times each, medians compared."""
+    loads = [_load()]
+    cases = []
+    for label, rows, core_step, floor_step, limit in RATIO_CASES:
+        path = dataset(rows, data_dir)
+        _warm(path)
+        times: dict[str, list[float]] = {core_step: [], floor_step: []}
+        for rep in range(reps):
+            # Alternate which runs first, so neither side always follows the other.
+            for step in (core_step, floor_step) if rep % 2 == 0 else (floor_step, core_step):
+                result = _subprocess_step(step, path, 0, 1)
+                if "error" in result:
+                    raise SystemExit(f"{step} at {rows:,} rows failed: {result['error']}")
+                times[step].append(result["seconds"])
+        core, floor = (float(np.median(times[step])) for step in (core_step, floor_step))
+        pairs = [c / f for c, f in zip(times[core_step], times[floor_step], strict=True)]
+        cases.append(
+            {
+                "bar": label,
+                "rows": rows,
+                "core_step": core_step,
+                "floor_step": floor_step,
+                "core_seconds": core,
+                "floor_seconds": floor,
+                "ratio": core / floor,
+                "pair_ratios": pairs,
+                "limit": limit,
+                "met": core / floor <= limit,
+                "load_average": _load(),
+            }
+        )
+        loads.append(_load())
+    scans = []
+    for rows in scan_sizes:
+        path = dataset(rows, data_dir)
+        _warm(path)
+        result = _subprocess_step("core_lazy", path, 0, 1)
+        scans.append({"rows": rows, "load_average": _load(), **result})
+        loads.append(_load())
+    return {
+        "machine": (
+            f"{platform.python_implementation()} {platform.python_version()}, polars {pl.__version__}, "
+            f"numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}"
+        ),
+        "reps": reps,
+        "cases": cases,
+        "scans": scans,
+        "bars": _ratio_bars(cases, scans),
+        "load_averages": loads,
+    }
+
+
+def _ratio_bars(cases: list[dict[str, Any]], scans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    bars = [
+        {"bar": c["bar"], "value": f"{c['ratio']:.2f}x", "target": f"<= {c['limit']:g}x", "met": c["met"]}
+        for c in cases
+    ]
+    timed = {s["rows"]: s for s in scans if "seconds" in s}
+    if 10_000_000 in timed and 40_000_000 in timed:
+        ratio = timed[40_000_000]["seconds"] / timed[10_000_000]["seconds"]
+        bars.append({"bar": "scan: time 40M / time 10M", "value": f"{ratio:.2f}x", "target": "<= 4.4x", "met": ratio <= 4.4})
+    if 100_000_000 in timed:
+        peak = timed[100_000_000]["peak_rss_bytes"] / GIB
+        bars.append({"bar": "scan: peak RSS at 100M", "value": f"{peak:.2f} GiB", "target": "< 8 GiB", "met": peak < 8})
+    return bars
+
+
+def ratios_markdown(report: dict[str, Any]) -> str:
+    """The `--ratios` report as Markdown tables."""
+    lines = [
+        f"### bench_core --ratios: {DAYS} days, {len(SERVICES)} services, median of {report['reps']} interleaved runs",
+        "",
+        report["machine"] + "; load average (1 / 5 / 15 min) before, between and after the cases: "
+        + "; ".join(report["load_averages"]),
+        "",
+        "| case | rows | core | floor | core s (median) | floor s (median) | ratio | per-run ratios | load average |",
+        "|---|---:|---|---|---:|---:|---:|---|---|",
+    ]
+    for c in report["cases"]:
+        pairs = ", ".join(f"{r:.2f}" for r in c["pair_ratios"])
+        lines.append(
+            f"| {c['bar']} | {c['rows']:,} | {c['core_step']} | {c['floor_step']} | {c['core_seconds']:.3f}"
+            f" | {c['floor_seconds']:.3f} | {c['ratio']:.2f}x | {pairs} | {c['load_average']} |"
+        )
+    if report["scans"]:
+        lines += [
+            "",
+            "| scan rows | extract + calibrate | of which extract | peak RSS | load average |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for item in report["scans"]:
+            if "error" in item:
+                lines.append(f"| {item['rows']:,} | error: {item['error']} | | | |")
+                continue
+            lines.append(
+                f"| {item['rows']:,} | {item['seconds']:.2f} s | {item['extract_seconds']:.2f} s"
+                f" | {item['peak_rss_bytes'] / GIB:.2f} GiB | {item['load_average']} |"
+            )
+    lines += ["", "| bar | value | target | met |", "|---|---:|---|---|"]
+    lines += [f"| {b['bar']} | {b['value']} | {b['target']} | {'yes' if b['met'] else 'NO'} |" for b in report["bars"]]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the benchmark (or one step, when called by itself)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -688,6 +844,17 @@ def main(argv: list[str] | None = None) -> int:
         help="scaling table over 1M, 10M and 40M rows (and --rows when larger): core vs floors over scan_parquet",
     )
     parser.add_argument("--sizes", help="comma-separated row counts for --scaling instead of the default sizes")
+    parser.add_argument(
+        "--ratios",
+        action="store_true",
+        help="every bar's ratio in one run: 2M and 5M in memory against their floors, then 10M, 40M, 100M over a scan",
+    )
+    parser.add_argument("--reps", type=int, default=5, help="interleaved runs per step for --ratios (default 5)")
+    parser.add_argument(
+        "--scan-sizes",
+        default=",".join(str(n) for n in SCAN_ROWS),
+        help="row counts timed once over a scan by --ratios (default 10M,40M,100M; empty for none)",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--prepare-store", action="store_true", help=argparse.SUPPRESS)
@@ -698,6 +865,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.step:
         print(json.dumps(run_step(args.step, args.path, args.per_record_max, args.repeat or 1)))
+        return 0
+
+    if args.ratios:
+        scan_sizes = [int(size) for size in args.scan_sizes.split(",") if size.strip()]
+        measured = ratios(args.data_dir, args.reps, scan_sizes)
+        print(json.dumps(measured, indent=2) if args.json else ratios_markdown(measured))
         return 0
 
     if args.scaling:

@@ -337,33 +337,35 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
 
 
 def _thresholds(scored: pl.DataFrame) -> dict[str, float | None]:
-    positive = scored["true_positive"].fill_null(False)
-    # Sorting the two labels' confidences apart (polars' multithreaded sort) and merging them
-    # (a stable sort of two sorted runs is one merge) is several times faster than sorting
-    # (confidence, label) rows.
-    sorted_runs = [scored["confidence"].filter(mask).sort().to_numpy() for mask in (positive, ~positive)]
-    positives = sorted_runs[0].size
-    runs_of_two = np.concatenate(sorted_runs)
-    del sorted_runs, positive
-    order = np.argsort(runs_of_two, kind="stable")
-    x = runs_of_two[order]
-    del runs_of_two
-    label = order < positives
-    del order
+    positive = scored["true_positive"].fill_null(False).to_numpy()
+    # One sort of (confidence bits << 1 | label): non-negative floats order as their bit patterns,
+    # the shift drops the sign bit (so -0.0 sorts as 0.0), and the label rides in the free low bit.
+    # The order of a label within equal confidences does not matter: they are pooled below.
+    bits = scored["confidence"].to_numpy().view(np.uint64)
+    packed = np.left_shift(bits, np.uint64(1))
+    packed |= positive
+    del bits, positive
+    packed.sort()
+    label = (packed & np.uint64(1)).astype(bool)
+    packed >>= np.uint64(1)
+    x = packed.view(np.float64)
+    del packed
     # Equal confidences must share one fitted value: pool them (label mean, weighted by count).
     starts = _run_starts(x)
+    # The L2 isotonic fit is constant on runs of equal values (PAVA merges them all or none),
+    # so pooling those runs is exact and shrinks 10M binary labels several-fold.
     if starts.size < x.size:
         weight = np.diff(np.append(starts, x.size)).astype(np.float64)
         rate = np.add.reduceat(label, starts, dtype=np.float64) / weight
         x = x[starts]
+        runs = _run_starts(rate)
+        weight, rate = np.add.reduceat(weight, runs), rate[runs]
     else:
-        weight = np.ones(x.size)
-        rate = label.astype(np.float64)
+        # No ties: every weight is 1, so a run's weight is its length.
+        runs = _run_starts(label)
+        weight, rate = np.diff(np.append(runs, x.size)).astype(np.float64), label[runs].astype(np.float64)
     del label, starts
-    # The L2 isotonic fit is constant on runs of equal values (PAVA merges them all or none),
-    # so pooling those runs is exact and shrinks 10M binary labels several-fold.
-    runs = _run_starts(rate)
-    fitted = isotonic_regression(rate[runs], weights=np.add.reduceat(weight, runs), increasing=True).x
+    fitted = isotonic_regression(rate, weights=weight, increasing=True).x
     first_x = x[runs]
     result: dict[str, float | None] = {}
     for boundary in THRESHOLD_BOUNDARIES:
