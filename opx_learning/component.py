@@ -44,6 +44,7 @@ class OpxLearningComponent(dg.Component, dg.Resolvable, dg.Model):
     dagster_home: str | None = None
     ui_url: str = "http://127.0.0.1:3000"
     dagster_location: str = "opx_learning.definitions"
+    launch: str = "in-process"
     key_prefix: str | None = None
 
     def settings(self) -> Settings:

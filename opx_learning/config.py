@@ -34,7 +34,9 @@ class Settings:
     and `maintenance_windows` (`OPX_MAINTENANCE_WINDOWS`: JSON, YAML, a file, or `none`) are kept as
     given and parsed by the guard, which names the variable in its error; `trusted_identity_header`
     (`OPX_TRUSTED_IDENTITY_HEADER`) is the REST gateway's identity header (None: not trusted);
-    `api_max_runs` (`OPX_API_MAX_RUNS`) the REST API's concurrent background runs.
+    `api_max_runs` (`OPX_API_MAX_RUNS`) the REST API's concurrent background runs; `launch`
+    (`OPX_LAUNCH`) how the CLI, the REST API and the demo start runs: `in-process` (fast, but the
+    run carries no code-location origin) or `location` (through the code location, as the UI does).
     """
 
     backend: str = "local"
@@ -58,6 +60,7 @@ class Settings:
     dagster_home: Path | None = None
     ui_url: str = DEFAULT_UI_URL
     dagster_location: str = DEFAULT_LOCATION
+    launch: str = "in-process"
 
     def __post_init__(self) -> None:
         raw_backend = self.backend
@@ -80,6 +83,7 @@ class Settings:
         object.__setattr__(self, "dagster_home", Path(dagster_home).expanduser().absolute() if dagster_home else None)
         object.__setattr__(self, "ui_url", (str(self.ui_url or "").strip() or DEFAULT_UI_URL).rstrip("/"))
         object.__setattr__(self, "dagster_location", str(self.dagster_location or "").strip() or DEFAULT_LOCATION)
+        object.__setattr__(self, "launch", _launch(self.launch))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +154,7 @@ _ENV_KEYS = (
     "DAGSTER_HOME",
     "OPX_UI_URL",
     "OPX_DAGSTER_LOCATION",
+    "OPX_LAUNCH",
 )
 
 
@@ -187,7 +192,20 @@ def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Se
         dagster_home=env.get("DAGSTER_HOME") or None,
         ui_url=env.get("OPX_UI_URL") or DEFAULT_UI_URL,
         dagster_location=env.get("OPX_DAGSTER_LOCATION") or DEFAULT_LOCATION,
+        launch=env.get("OPX_LAUNCH", ""),
     )
+
+
+LAUNCH_PATHS = ("in-process", "location")
+
+
+def _launch(value: str) -> str:
+    path = str(value or "").strip().lower() or LAUNCH_PATHS[0]
+    if path not in LAUNCH_PATHS:
+        raise ConfigurationError(
+            f"launch (OPX_LAUNCH): {value!r} is not a launch path; use 'in-process' or 'location' (unset means in-process)"
+        )
+    return path
 
 
 def _max_runs(value: int | str) -> int:

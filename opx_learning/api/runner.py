@@ -60,6 +60,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DAGSTER_HOME": str(ensure_dagster_home(settings)),
         "OPX_UI_URL": settings.ui_url,
         "OPX_DAGSTER_LOCATION": settings.dagster_location,
+        "OPX_LAUNCH": settings.launch,
     }
     optional = {
         "OPX_OUTCOMES_S3_URI": settings.outcomes_s3_uri,
@@ -105,12 +106,12 @@ class BackgroundRuns:
             return {"running": len(self._running) + len(self._following), "queued": len(self._queued)}
 
     def queues(self) -> bool:
-        """Whether the Dagster instance queues runs (then runs are submitted to it, not run in workers)."""
+        """Whether runs are submitted through the code location (a queuing instance, or OPX_LAUNCH=location), not run in workers."""
         if self._queues is None:
             import dagster as dg
 
             with dg.DagsterInstance.from_config(self._env["DAGSTER_HOME"]) as instance:
-                self._queues = queues(instance)
+                self._queues = queues(instance, self._env["OPX_LAUNCH"])
         return self._queues
 
     def submit(self, plan: ManualPlan, audit_id: str, principal: str, token: str) -> None:

@@ -361,7 +361,7 @@ def launch_adopting(
     from opx_learning.app import launch, queue
     from opx_learning.resources.safety import ADOPTION_TOKEN_TAG, AUDIT_ID_TAG
 
-    if not queue.queues(instance):
+    if not queue.queues(instance, settings.launch):
         adoption = {AUDIT_ID_TAG: audit_id, ADOPTION_TOKEN_TAG: token, **(tags or {})}
         summary = launch.materialize(settings, instance, list(assets), list(keys), adoption, verbose)
     else:
@@ -429,7 +429,7 @@ def run_checklist(
     """Run the morning checklist job as of `at` (in this process, or through the queue of a queuing instance); its rows."""
     from opx_learning.app import launch, queue
 
-    if not queue.queues(instance):
+    if not queue.queues(instance, settings.launch):
         return launch.run_checklist(settings, instance, at, verbose)
     tags = {"opx/checklist_at": at} if at else {}
     run_id = queue.submit_job(instance, "morning_checklist_job", [], tags, location=settings.dagster_location)

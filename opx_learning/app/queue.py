@@ -42,12 +42,18 @@ SUBMIT_TIMEOUT = 300.0
 _ERROR_CHARS = 2000
 
 
-def queues(instance: dg.DagsterInstance) -> bool:
-    """Whether manual runs go through the instance's queue: a queued coordinator (the local one only while a daemon dequeues)."""
+def queues(instance: dg.DagsterInstance, launch: str = "in-process") -> bool:
+    """Whether manual runs are submitted through the code location rather than run in this process.
+
+    Always with `launch="location"`; else on a queued coordinator (the local one only while a
+    daemon dequeues).
+    """
     import dagster as dg
 
     from opx_learning.app.coordinator import LocalRunCoordinator, daemon_dequeues
 
+    if launch == "location":
+        return True
     coordinator = instance.run_coordinator
     if isinstance(coordinator, LocalRunCoordinator):
         return daemon_dequeues(instance)
@@ -99,6 +105,8 @@ def submit_job(
     Raises:
         RuntimeError: the run was not submitted (with Dagster's error).
     """
+    from opx_learning.app.coordinator import SUBMITTED_BY_TAG
+
     run_id = run_id or str(uuid.uuid4())
     with tempfile.TemporaryDirectory(prefix="opx-submit-") as folder:
         workspace = os.path.join(folder, "workspace.yaml")
@@ -107,7 +115,8 @@ def submit_job(
         command = [
             sys.executable, "-m", "dagster", "job", "launch",
             "-w", workspace, "-l", location, "-r", REPOSITORY, "-j", job_name,
-            "--tags", json.dumps({**partition_tags(partitions), **tags}), "--run-id", run_id,
+            "--tags", json.dumps({**partition_tags(partitions), **tags, SUBMITTED_BY_TAG: "opx-learning"}),
+            "--run-id", run_id,
         ]  # fmt: skip
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False, stdin=subprocess.DEVNULL

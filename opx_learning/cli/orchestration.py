@@ -93,7 +93,11 @@ def _timed(as_json: bool, label: str, action: Callable[[], Any]) -> Any:
 @click.option("--seed", "seed_value", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (progress goes to stderr).")
 @click.option("--verbose", is_flag=True, help="Also print Dagster's own log (events, stack traces) to stderr.")
-def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json: bool, verbose: bool) -> None:
+@click.option("--launch", type=click.Choice(["in-process", "location"], case_sensitive=False), default=None,
+              help="How runs start (default OPX_LAUNCH, else in-process): in-process is fastest; location submits each "
+              "run through the code location so it shows on the UI's timeline and job pages and can be re-executed.")
+def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json: bool, verbose: bool,
+         launch: str | None) -> None:
     """Seed, materialize, run the morning checklist and tell the user what to open."""
     try:
         end = to_utc(end_text, "--end") if end_text else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -102,6 +106,8 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
     end = end.replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     settings = _fit_partitions_start(command_settings(), start, as_json)
+    if launch:
+        settings = replace(settings, launch=launch.lower())
     started = time.perf_counter()
     dagster_home = use_dagster_home(settings)
     _initialise_demo_home(settings)
@@ -111,6 +117,7 @@ def demo(days: int, per_day: int, end_text: str | None, seed_value: int, as_json
         "opx_home": str(settings.home),
         "open": {"ui": "opx-learning ui", "command": dev_command(settings, dagster_home), "url": settings.ui_url},
         "seconds": round(time.perf_counter() - started, 1),
+        "launch": settings.launch,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -273,6 +280,12 @@ def _print_demo(report: dict[str, Any]) -> None:
     failed = [run for run in report["runs"] if not run["success"]]
     skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report["skipped"].items()))
     click.echo(f"{len(report['runs'])} runs, {len(failed)} failed" + (f"; steps skipped: {skipped}." if skipped else "."))
+    if report["launch"] == "in-process":
+        click.echo("Runs ran in this process (the fastest way): the UI lists them under Runs and on each asset, but not "
+                   "on the Overview timeline or their job's page; `--launch location` (or OPX_LAUNCH=location) "
+                   "submits them through the code location, as the UI does.")
+    else:
+        click.echo("Runs were submitted through the code location: the Overview timeline and each job's page show them.")
     for run in failed:
         for failure in run["failures"]:
             click.echo(f"  FAILED {failure}")
@@ -443,7 +456,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
 
     dagster_home = use_dagster_home(settings)
     instance = dg.DagsterInstance.get()
-    queued = queues(instance)
+    queued = queues(instance, settings.launch)
     if no_wait and not queued:
         raise click.UsageError(
             f"--no-wait: the instance of DAGSTER_HOME ({dagster_home}) has a "
@@ -462,7 +475,7 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
     if not attempt.allowed:
         _refused(attempt, as_json, settings)
     who = attempt.principal
-    where = "submitted to the run queue" if queued else "one run"
+    where = "submitted through the code location" if queued else "one run"
     summary, record = _timed(as_json, f"{plan.label} ({where})",
                              lambda: launch_manual(plan, attempt.audit_id, attempt.adoption_token or "", verbose=verbose,
                                                    settings=settings, guard=guard, wait=not no_wait, timeout=timeout, instance=instance,
@@ -481,7 +494,8 @@ def _trigger(settings: Settings, plan: ManualPlan, principal: str | None, emerge
         "partitions": plan.partitions(),
         "store": settings.store_description,
         "run": summary.to_dict(),
-        "executed": "in a run worker, through the instance's run queue" if queued else "in this process",
+        "executed": "in a run worker, submitted through the code location (queued while a daemon dequeues)" if queued
+        else "in this process",
         "where": {
             "run": f"{settings.ui_url}/runs/{summary.run_id}",
             "dagster": dev_command(settings, dagster_home),

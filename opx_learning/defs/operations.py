@@ -61,6 +61,7 @@ services in `app/`, which launch runs from outside them.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -279,7 +280,66 @@ def _skipped(
         yield dg.AssetObservation(asset_key=context.asset_key, metadata=metadata)
     for key in keys:
         yield dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=metadata)
+    yield from _restated_checks(context, reason, audit_id, keys)
     yield from _check_outputs(context)
+
+
+# How many check evaluations (newest first) a skipped run reads back to find the latest real results.
+_RESTATE_SCAN = 5000
+RESTATED_FROM = "restated_from_run"
+
+
+def _restated_checks(
+    context: dg.AssetExecutionContext, reason: Any, audit_id: str, keys: list[str]
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """Restate the latest real result of each check this skipped run planned, so the skip hides none of them.
+
+    Dagster shows a check planned by a run that did not evaluate it as "Skipped", in place of its
+    last result; the checklist would read blank during an incident. Each (check, partition) the run
+    planned and that has a result from an earlier run gets that result again, with the run it came
+    from and the skip's reason in its metadata. A check never evaluated stays "Skipped".
+    """
+    planned = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, limit=10_000
+    ).records
+    names = {
+        event.check_name
+        for event in (record.event_log_entry.dagster_event.event_specific_data for record in planned)
+        if event.asset_key == context.asset_key
+    }
+    if not names:
+        return
+    wanted = {(name, key) for name in names for key in (keys or [None])}
+    found: dict[tuple[str, str | None], tuple[Any, str]] = {}
+    with warnings.catch_warnings():
+        # Deprecated for Dagster 2.0; the one public read of check evaluations across partitions in 1.x.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        records = context.instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+            limit=_RESTATE_SCAN,
+            ascending=False,
+        )
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        slot = (evaluation.check_name, evaluation.partition)
+        if evaluation.asset_key != context.asset_key or slot not in wanted or slot in found:
+            continue
+        if record.run_id == context.run.run_id:
+            continue
+        found[slot] = (evaluation, str(evaluation.metadata.get(RESTATED_FROM, dg.TextMetadataValue(record.run_id)).value))
+        if len(found) == len(wanted):
+            break
+    note = f"run {context.run.run_id} was SKIPPED ({reason}, audit {audit_id}) and evaluated nothing"
+    for (name, partition), (evaluation, source) in found.items():
+        yield dg.AssetCheckEvaluation(
+            asset_key=context.asset_key,
+            check_name=name,
+            passed=evaluation.passed,
+            severity=evaluation.severity,
+            description=f"{evaluation.description or ''} (last result, from run {source[:8]}; {note})".strip(),
+            metadata={**evaluation.metadata, RESTATED_FROM: source, "skipped": str(reason), "skip_note": note},
+            partition=partition,
+        )
 
 
 def skip_note(context: dg.AssetExecutionContext, reason: Any, message: str, audit_id: str, keys: list[str]) -> str:

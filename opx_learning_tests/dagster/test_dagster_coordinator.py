@@ -41,6 +41,7 @@ def test_a_submitted_job_waits_in_the_queue_with_its_id_tags_plan_and_location(
     run_id = "0f3c1a52-2d4b-4c8e-9a77-5e1d2c3b4a59"
     tags = {"opx/trigger_type": "MANUAL", "opx/audit_id": "a-1"}
     location = Settings.from_env().dagster_location  # OPX_DAGSTER_LOCATION
+    _beat(instance, "QUEUED_RUN_COORDINATOR", time.time())  # a daemon dequeues: the run waits for it
     assert submit_job(instance, "daily_patterns_job", ["2025-10-01", "2025-10-03"], tags, run_id=run_id,
                       location=location) == run_id
     run = instance.get_run_by_id(run_id)
@@ -56,6 +57,17 @@ def test_a_submitted_job_waits_in_the_queue_with_its_id_tags_plan_and_location(
     assert len(enqueued) == 1
 
 
+def test_with_no_daemon_a_submitted_job_is_launched_at_once(instance: dg.DagsterInstance) -> None:
+    run_id = submit_job(instance, "daily_patterns_job", ["2025-10-01"], {"opx/trigger_type": "MANUAL"})
+    from opx_learning.app.queue import follow
+
+    run = follow(instance, run_id, poll_every=0.2, timeout=120)
+    assert run is not None and run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS)
+    enqueued = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.PIPELINE_ENQUEUED).records
+    starting = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.PIPELINE_STARTING).records
+    assert not enqueued and len(starting) == 1  # launched by the coordinator, never queued
+
+
 def test_a_job_that_cannot_be_submitted_says_why(instance: dg.DagsterInstance) -> None:
     with pytest.raises(RuntimeError, match=r"(?s)did not submit run .* of no_such_job .*Job \"no_such_job\" not found"):
         submit_job(instance, "no_such_job", ["2025-10-01"], {})
@@ -64,6 +76,7 @@ def test_a_job_that_cannot_be_submitted_says_why(instance: dg.DagsterInstance) -
 def test_following_a_run_the_daemon_already_dequeued_still_reports_it_queued(instance: dg.DagsterInstance) -> None:
     from opx_learning.app.queue import follow
 
+    _beat(instance, "QUEUED_RUN_COORDINATOR", time.time())
     run_id = submit_job(instance, "daily_patterns_job", ["2025-10-01"], {})
     instance.report_run_canceled(instance.get_run_by_id(run_id))  # left the queue before the first poll
     lines: list[str] = []

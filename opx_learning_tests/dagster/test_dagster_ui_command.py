@@ -22,7 +22,7 @@ from opx_learning_tests.processes import spawn, stop
 from opx_learning_tests.wiring import settings
 
 OPX = Path(sys.executable).with_name("opx-learning")
-RUNS = "query { runsOrError { ... on Runs { results { runId jobName } } } }"
+RUNS = "query { runsOrError { ... on Runs { results { runId jobName repositoryOrigin { repositoryLocationName } } } } }"
 
 
 def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded: pl.DataFrame, tmp_path: Path) -> None:
@@ -31,6 +31,12 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
     days = [f"2025-10-{day:02d}" for day in range(2, 32)] + [f"2025-11-{day:02d}" for day in range(1, 30)]
     ranged = launch.materialize(settings(), instance, ["daily_outcomes", "pattern_summaries_daily"], days)
     assert ranged.success, ranged.failures
+    # The same operation through the code location (no daemon alive): the run carries its origin.
+    env = {**os.environ, "OPX_LAUNCH": "location", "OPX_PRINCIPAL": "alice"}
+    done = subprocess.run([str(OPX), "trigger", "extract-patterns", "--start", "2025-11-30", "--end", "2025-12-01",
+                           "--json"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    located = json.loads(done.stdout[done.stdout.index("{"):])
     port = _free_port()
     log = tmp_path / "ui.log"
     with open(log, "wb") as out:
@@ -50,8 +56,12 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
         runs = graphql(url, RUNS)["runsOrError"]["results"]
-        assert {(r["runId"], r["jobName"]) for r in runs} == {(run.run_id, "daily_patterns_job"),
-                                                             (ranged.run_id, "daily_patterns_job")}
+        origins = {(r["runId"], r["jobName"]): (r["repositoryOrigin"] or {}).get("repositoryLocationName") for r in runs}
+        # In process: no origin (the UI's timeline cannot place it); through the location: its location.
+        assert origins == {(run.run_id, "daily_patterns_job"): None, (ranged.run_id, "daily_patterns_job"): None,
+                           (located["run"]["run_id"], "daily_patterns_job"): "opx_learning.definitions"}
+        job_runs = graphql(url, JOB_RUNS, {"job": "daily_patterns_job"})["runsOrError"]["results"]
+        assert located["run"]["run_id"] in {r["runId"] for r in job_runs}
         # The asset's Events tab, paged as the UI pages it and keyed as it de-duplicates (run, ms, kind):
         # every partition of the 59-day range run is its own row.
         listed = _events_as_the_ui_lists_them(url, "pattern_summaries_daily")
@@ -73,6 +83,10 @@ def test_ui_shows_the_instance_the_cli_used(instance: dg.DagsterInstance, seeded
     assert f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}" in log.read_text()
 
 
+JOB_RUNS = """
+query($job: String!) {
+  runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { runId } } }
+}"""
 EVENTS = """
 query($assetKey: AssetKeyInput!, $limit: Int!, $cursor: String) {
   assetOrError(assetKey: $assetKey) {

@@ -452,7 +452,7 @@ def test_postgres_cli_trigger_is_enqueued_and_runs_in_a_run_worker(seeded_stack:
     assert code == 0, f"{out}\n{err}\n{stack.logs()}"
     report = json.loads(out)
     assert (report["status"], report["triggered_by"]["principal"]) == ("SUCCESS", "alice")
-    assert report["executed"] == "in a run worker, through the instance's run queue"
+    assert report["executed"] == "in a run worker, submitted through the code location (queued while a daemon dequeues)"
     assert report["run"]["materialized"] == {"daily_outcomes": 1, "pattern_summaries_daily": 1}
     run_id = report["run"]["run_id"]
     assert re.search(rf"run {run_id} QUEUED .*\n.*run {run_id} .*SUCCESS", err, re.DOTALL), err  # the progress lines
