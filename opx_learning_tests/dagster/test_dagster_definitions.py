@@ -51,7 +51,6 @@ EXPECTED_CHECKS = {
     "learning_snapshots_weekly": {"scheduled_weekly_snapshot"},
     "learning_snapshots_monthly": {"scheduled_monthly_snapshot"},
     "stored_data": {"stored_data_integrity"},
-    "daily_outcomes": {"late_outcomes_pending"},
     "sensor_heartbeats": {"monitors_ticking"},
 }
 EXPECTED_SCHEDULES = {
