@@ -359,7 +359,7 @@ def guard_for(
 ) -> Any:
     """The safety guard over the settings' backend: SQLite at `settings.state_db`, or the DynamoDB tables.
 
-    Rate limits come from `settings.rate_limits` and the calendar, unless given, from
+    Rate limits come from `settings.rate_limits` (the automation's from `settings.automation_rate_limits`) and the calendar, unless given, from
     `settings.maintenance_windows`. Alerts go to the backend's publisher (SNS or
     `alerts.jsonl`, logged if that fails) unless `on_alert` is given; on the aws backend
     completed records also publish CloudWatch metrics unless `on_complete` is given.
@@ -369,10 +369,16 @@ def guard_for(
     """
     from opx_learning.safety.guard import Guard
     from opx_learning.safety.maintenance import MaintenanceCalendar
+    from opx_learning.safety.models import AUTOMATION
+    from opx_learning.safety.rate_limit import AUTOMATION_LIMITS, parse_limits
 
     backend = backend_for(settings)
+    audit, kill_switch, rate_limiter = backend.safety_stores()
+    rate_limiter.principal_limits[AUTOMATION.principal] = parse_limits(
+        settings.automation_rate_limits, AUTOMATION_LIMITS, "OPX_AUTOMATION_RATE_LIMITS"
+    )
     return Guard(
-        *backend.safety_stores(),
+        audit, kill_switch, rate_limiter,
         calendar=calendar if calendar is not None else MaintenanceCalendar.from_settings(settings),
         on_alert=on_alert if on_alert is not None else alert_hook_for(settings),
         on_complete=on_complete if on_complete is not None else backend.completion_hook(),

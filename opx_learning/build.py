@@ -18,8 +18,13 @@ from opx_learning.config import ConfigurationError, Settings
 from opx_learning.defs import checks, integrity, monitors
 from opx_learning.defs.alert_sensors import build_alert_sensors
 from opx_learning.defs.assets import build_assets
+from opx_learning.defs.automation import build_automation_sensor, with_automation
 from opx_learning.defs.jobs import build_jobs
 from opx_learning.defs.location import IO_MANAGER, Location
+from opx_learning.defs.outcome_days import (
+    build_observation_schedule,
+    build_outcome_days,
+)
 from opx_learning.defs.schedules import build_schedules
 from opx_learning.defs.sensors import build_sensors
 from opx_learning.defs.service_calibration import build_service_calibration
@@ -89,17 +94,20 @@ def build_defs(settings: Settings | None = None, *, key_prefix: str | None = Non
         key_prefix: prefix of every asset key, check, job, schedule, sensor and resource key.
 
     Returns:
-        Assets, checks, jobs, schedules (STOPPED), sensors and their configured resources.
+        Assets (with `outcome_days`, the observed store), checks, jobs, schedules (STOPPED), sensors (the
+        late-outcomes automation STOPPED) and their configured resources.
     """
     loc = Location.build(settings or Settings(), key_prefix)
     assets = build_assets(loc)
     assets.append(build_service_calibration(loc, assets[0]))
+    assets = with_automation(loc, assets)
+    outcome_days, observation_job = build_outcome_days(loc)
     jobs = build_jobs(loc, assets)
     defs = dg.Definitions(
-        assets=assets,
-        jobs=list(jobs.values()),
-        schedules=build_schedules(loc, jobs),
-        sensors=[*build_sensors(loc), *build_alert_sensors(loc)],
+        assets=[outcome_days, *assets],
+        jobs=[*jobs.values(), observation_job],
+        schedules=[*build_schedules(loc, jobs), build_observation_schedule(loc, observation_job)],
+        sensors=[*build_sensors(loc), *build_alert_sensors(loc), build_automation_sensor(loc)],
         resources=build_resources(loc.settings, key_prefix),
         # Steps of one run share a process: a run of these small assets is ~1 s instead of ~5 s.
         executor=dg.in_process_executor,

@@ -38,6 +38,7 @@ class OpxLearningComponent(dg.Component, dg.Resolvable, dg.Model):
     alerts_topic_name: str = "opx-learning-operations-alerts.fifo"
     metrics_namespace: str = "LearningOperations"
     rate_limits: str | None = None
+    automation_rate_limits: str | None = None
     maintenance_windows: str | None = None
     trusted_identity_header: str | None = None
     api_max_runs: int = 4

@@ -30,7 +30,8 @@ class Settings:
     `backend` is `local` or `aws` (any case, trimmed; anything else is a `ConfigurationError`,
     never a silent fallback, so a typo cannot split the safety state); `home` becomes an
     absolute path; `partitions_start` (a date or `YYYY-MM-DD`) is the first day of the daily,
-    weekly and monthly partitions. `rate_limits` (`OPX_RATE_LIMITS`, e.g. `"CALIBRATION=3,SNAPSHOT=10"`)
+    weekly and monthly partitions. `rate_limits` (`OPX_RATE_LIMITS`, e.g. `"CALIBRATION=3,SNAPSHOT=10"`),
+    `automation_rate_limits` (`OPX_AUTOMATION_RATE_LIMITS`, the same format, for principal `automation`)
     and `maintenance_windows` (`OPX_MAINTENANCE_WINDOWS`: JSON, YAML, a file, or `none`) are kept as
     given and parsed by the guard, which names the variable in its error; `trusted_identity_header`
     (`OPX_TRUSTED_IDENTITY_HEADER`) is the REST gateway's identity header (None: not trusted);
@@ -54,6 +55,7 @@ class Settings:
     aws_endpoint: str | None = None
     partitions_start: date = date(2025, 1, 1)
     rate_limits: str | None = None
+    automation_rate_limits: str | None = None
     maintenance_windows: str | None = None
     trusted_identity_header: str | None = None
     api_max_runs: int = DEFAULT_API_MAX_RUNS
@@ -148,6 +150,7 @@ _ENV_KEYS = (
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL",
     "OPX_RATE_LIMITS",
+    "OPX_AUTOMATION_RATE_LIMITS",
     "OPX_MAINTENANCE_WINDOWS",
     "OPX_TRUSTED_IDENTITY_HEADER",
     "OPX_API_MAX_RUNS",
@@ -186,6 +189,7 @@ def _resolve(values: tuple[str | None, ...], _home: str | None, _cwd: str) -> Se
         principals_file=Path(env["OPX_PRINCIPALS"]) if env.get("OPX_PRINCIPALS") else None,
         aws_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
         rate_limits=env.get("OPX_RATE_LIMITS"),
+        automation_rate_limits=env.get("OPX_AUTOMATION_RATE_LIMITS"),
         maintenance_windows=env.get("OPX_MAINTENANCE_WINDOWS"),
         trusted_identity_header=env.get("OPX_TRUSTED_IDENTITY_HEADER"),
         api_max_runs=env.get("OPX_API_MAX_RUNS", "").strip() or DEFAULT_API_MAX_RUNS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -362,17 +363,29 @@ def test_ingest_into_materialized_days_names_the_stale_partitions(opx_home: Path
     assert "that are now stale:\n  daily_outcomes: 2026-01-05\n  pattern_summaries_daily: 2026-01-05\n" in out
     assert f"Re-run them with:\n  opx-learning trigger extract-patterns --start {JAN5} --end {JAN6}\n" in out
 
+    assert "New data versions observed for 2 day(s): Dagster shows them unsynced" in out
+
+    # Each changed day's data version is the SHA-256 of its stored file (hashed here independently).
+    def digest(day: str) -> str:
+        path = opx_home / "outcomes" / f"recorded_date={day}" / "part-0.parquet"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
     instance = dg.DagsterInstance.get()
     try:
-        observations = instance.fetch_observations(dg.AssetKey("daily_outcomes"), limit=10).records
+        observations = instance.fetch_observations(dg.AssetKey("outcome_days"), limit=10).records
+        versions = [(r.partition_key, r.asset_observation.tags["dagster/data_version"]) for r in observations]
+        # The first ingest had no Dagster instance to observe into; the second observed both days it wrote.
+        assert sorted(versions) == [(JAN5, digest(JAN5)), (JAN7, digest(JAN7))]
     finally:
         instance.dispose()
-    assert [record.partition_key for record in observations] == [JAN5]
-    metadata = observations[0].asset_observation.metadata
-    assert metadata["stale"].value is True and metadata["new_outcomes"].value == 1
 
     summary = json.loads(run("ingest", str(later), "--json")[1])
     assert summary["written"] == 0 and summary["stale"] is None
+    instance = dg.DagsterInstance.get()
+    try:  # the same content again: no new data version
+        assert len(instance.fetch_observations(dg.AssetKey("outcome_days"), limit=10).records) == 2
+    finally:
+        instance.dispose()
 
 
 def test_large_inputs_show_a_progress_bar(opx_home: Path, tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "OPX_ALERTS_TOPIC_ARN": settings.alerts_topic_arn,
         "OPX_PRINCIPALS": str(settings.principals_file) if settings.principals_file else None,
         "OPX_RATE_LIMITS": settings.rate_limits,
+        "OPX_AUTOMATION_RATE_LIMITS": settings.automation_rate_limits,
         "OPX_MAINTENANCE_WINDOWS": settings.maintenance_windows,
         "OPX_TRUSTED_IDENTITY_HEADER": settings.trusted_identity_header,
     }

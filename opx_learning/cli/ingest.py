@@ -127,6 +127,9 @@ def _print(result: dict[str, Any]) -> None:
         click.echo(f"Partitions already materialized in {stale['dagster_home']} that {state} stale:")
         for asset, keys in stale["partitions"].items():
             click.echo(f"  {asset}: {', '.join(keys)}")
+        if stale.get("observed"):
+            click.echo(f"New data versions observed for {len(stale['observed'])} day(s): Dagster shows them unsynced; "
+                       "late_outcomes_automation refreshes them once started.")
         click.echo("Re-run them with:")
         for command in stale["commands"]:
             click.echo(f"  {command}")

@@ -28,7 +28,7 @@ def _emit(data: Any) -> None:
               "ten years).")
 @click.option("--json", "as_json", is_flag=True, help="Print the six rows and the sensors' last ticks as JSON.")
 def status(hours: float, as_json: bool) -> None:
-    """Show the dashboard's six rows from the audit trail and each sensor's and schedule's last tick."""
+    """Show the dashboard's six rows from the audit trail, each sensor's and schedule's last tick, and the partitions late outcomes left pending."""
     from opx_learning.alerts.status import read_status, render
     from opx_learning.safety.audit import utcnow
     from opx_learning.safety.models import BackendUnavailable
@@ -41,10 +41,12 @@ def status(hours: float, as_json: bool) -> None:
     except BackendUnavailable as exc:
         raise click.ClickException(f"audit trail unavailable: {exc}") from None
     report["monitors"], report["monitors_source"] = _monitors(now, audit, settings)
+    report["late_outcomes_pending"] = _late_pending(settings)
     if as_json:
         _emit(report)
     else:
         click.echo("\n".join(printable(line) for line in render(report).splitlines()))
+        click.echo(_render_late(report["late_outcomes_pending"]))
 
 
 def _dagster_home(settings: Settings) -> Path | None:
@@ -70,6 +72,30 @@ def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[
         return monitors_report(now, settings=settings, instance=instance, audit=audit), f"Dagster instance {home}"
     finally:
         instance.dispose()
+
+
+def _late_pending(settings: Settings) -> list[dict[str, Any]]:
+    """The computed partitions late outcomes left pending, from the Dagster instance (none without one)."""
+    home = _dagster_home(settings)
+    if home is None:
+        return []
+    import dagster as dg
+
+    from opx_learning.app.late import pending_partitions
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        return [pending.to_dict() for pending in pending_partitions(settings, instance)]
+    finally:
+        instance.dispose()
+
+
+def _render_late(pending: list[dict[str, Any]]) -> str:
+    if not pending:
+        return "Late outcomes pending: none (every computed partition reflects the stored outcomes)"
+    lines = [f"Late outcomes pending: {len(pending)} partition(s) (refreshed by late_outcomes_automation once started)"]
+    lines += [f"  {p['asset']:<36} {p['partition']:<12} since {p['since'] or '-':<26} {p['reason']}" for p in pending]
+    return "\n".join(lines)
 
 
 @click.group("monitoring")

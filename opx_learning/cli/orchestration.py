@@ -151,6 +151,7 @@ def run_demo(
     import dagster as dg
 
     from opx_learning.app import launch
+    from opx_learning.app.late import observe_outcome_days
     from opx_learning.core.synthetic import generate_outcomes
     from opx_learning.defs.location import CUSTOM_WINDOWS, partitions_for
     from opx_learning.defs.partitions import (
@@ -179,6 +180,9 @@ def run_demo(
                      "(ids already stored are kept, not written twice)",
                      lambda: outcome_store(settings).write(frame))
     instance = dg.DagsterInstance.get()
+    # Each stored day's data version first, so every computed partition records the version it read.
+    _timed(as_json, "observing the outcome store (a data version per day)",
+           lambda: observe_outcome_days(settings, instance, observed_by="demo"))
     guard = guard_for(settings)
     principal = resolve_principal(principal_name(None), settings=settings)
     parts = partitions_for(settings.partitions_start)

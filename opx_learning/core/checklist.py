@@ -31,6 +31,7 @@ alarms) read everything recorded about it so far; items about a span of time (24
 | daily | scheduled_daily_snapshot | previous day | SCHEDULED SUCCESS in < 1 min, window not empty | see "scheduled items" |
 | daily | no_failure_or_timeout_alerts | 24 h before `at` | no failure or TIMEOUT alarm (the alert rules) | FAIL, at the alarm's severity |
 | daily | stored_data_integrity | 35 days before `at` | the integrity sweep finds nothing | FAIL (P0 DATA_CORRUPTION) |
+| daily | late_outcomes_pending | now | no computed partition waits more than a day for late outcomes (a stored day whose new version it does not reflect) | WARN, listing them |
 | daily | monitors_ticking | 5 minutes before `at` | every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, the alert sensor's cursor within 10 minutes of the audit trail | FAIL (P1 MONITOR_STALE); WARN when nothing has ticked (no daemon) |
 | monday | scheduled_weekly_pattern_extraction | previous week | SCHEDULED SUCCESS in < 5 min | see "scheduled items" |
 | monday | weekly_patterns_cover_every_service | previous week | every service with outcomes has a summary | FAIL |
@@ -160,6 +161,10 @@ class Readings(Protocol):
 
     def monitors(self) -> tuple[str, str, dict[str, Any]]:
         """PASS (all ticking), WARN (none has ever ticked: no daemon) or FAIL (one is stale), the figure, metadata."""
+        ...
+
+    def late_pending(self) -> list[dict[str, Any]]:
+        """Computed partitions late outcomes left pending: `asset`, `partition`, `since` (ISO or None), `reason`."""
         ...
 
 
@@ -396,6 +401,24 @@ def _monitors(context: Readings, key: str | None) -> Judgement:
     return Judgement(status, figure, meta, fail_severity="P1" if status == FAIL else None)
 
 
+def _late_outcomes(context: Readings, key: str | None) -> Judgement:
+    pending = context.late_pending()
+    limit = context.at - DAY
+    old = [p for p in pending if p["since"] is None or datetime.fromisoformat(p["since"]) < limit]
+    meta: dict[str, Any] = {"pending": len(pending), "pending_over_a_day": len(old)}
+    if pending:
+        rows = [f"| {p['asset']} | {p['partition']} | {p['since'] or '-'} | {p['reason']} |" for p in pending[:50]]
+        meta["partitions"] = Markdown("\n".join(["| asset | partition | since | reason |", "|---|---|---|---|", *rows]))
+    if old:
+        shown = ", ".join(f"{p['asset']} {p['partition']}" for p in old[:10])
+        more = f" and {len(old) - 10} more" if len(old) > 10 else ""
+        return Judgement(WARN, f"{len(old)} partition(s) wait more than a day for late outcomes: {shown}{more} "
+                         "(start late_outcomes_automation, or refresh them with `opx-learning trigger`)", meta)
+    if pending:
+        return Judgement(PASS, f"{len(pending)} partition(s) refreshing for late outcomes received in the last day", meta)
+    return Judgement(PASS, "every computed partition reflects the stored outcomes", meta)
+
+
 def _weekly_services(context: Readings, key: str | None) -> Judgement:
     assert key is not None
     summary = context.stored("pattern_summaries_weekly", key)
@@ -533,6 +556,9 @@ ITEMS: tuple[Item, ...] = (
     Item("stored_data_integrity", "stored_data", DAILY, None,
          f"Snapshots, partitions and audit records of the last {INTEGRITY_DAYS} days re-read intact.", _integrity,
          fail_severity="P0"),
+    Item("late_outcomes_pending", "daily_outcomes", DAILY, None,
+         "No computed partition waits more than a day for outcomes that arrived after it was computed.",
+         _late_outcomes, can_fail=False),
     Item("monitors_ticking", "sensor_heartbeats", DAILY, None,
          "Every RUNNING sensor ticked in the last 5 minutes, no schedule missed its cron time, and the alert "
          "sensor's cursor is within 10 minutes of the audit trail.", _monitors, fail_severity="P1"),

@@ -8,7 +8,8 @@ warning filter and every other warning is shown as the importing process chooses
   backfill a range of partitions in one run;
 - `allow_nonexistent_upstream_partitions` of `dg.TimeWindowPartitionMapping` (beta): the
   "month before" mapping, whose first partition has no month before it;
-- `partitions_def` of `dg.AssetCheckSpec` (preview): per-partition check results.
+- `partitions_def` of `dg.AssetCheckSpec` (preview): per-partition check results;
+- `dg.observable_source_asset` (beta): the outcome store's days with a data version each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dagster as dg
 
 BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`"
 PARTITIONED_CHECK = r"Specifying a partitions_def on an AssetCheckSpec"
+OBSERVABLE_SOURCE = r"Function `observable_source_asset`"
 
 
 @contextmanager
@@ -30,6 +32,7 @@ def quiet_beta() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=BETA_PARAMETERS, category=dg.BetaWarning)
         warnings.filterwarnings("ignore", message=PARTITIONED_CHECK, category=dg.PreviewWarning)
+        warnings.filterwarnings("ignore", message=OBSERVABLE_SOURCE, category=dg.BetaWarning)
         yield
 
 
@@ -49,3 +52,15 @@ def asset_check_spec(*args: Any, **kwargs: Any) -> dg.AssetCheckSpec:
     """`dg.AssetCheckSpec(...)` (e.g. with `partitions_def`), without the preview notice."""
     with quiet_beta():
         return dg.AssetCheckSpec(*args, **kwargs)
+
+
+def observable_source_asset(**kwargs: Any) -> Callable[..., dg.SourceAsset]:
+    """`dg.observable_source_asset(**kwargs)` (a decorator factory), without the beta notice when it decorates."""
+    with quiet_beta():
+        decorator = dg.observable_source_asset(**kwargs)
+
+    def decorate(fn: Callable[..., Any]) -> dg.SourceAsset:
+        with quiet_beta():
+            return decorator(fn)
+
+    return decorate

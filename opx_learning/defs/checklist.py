@@ -102,6 +102,14 @@ class Context:
         return monitors_summary(self.instance, publisher, self.at, self.settings)
 
 
+    def late_pending(self) -> list[dict[str, Any]]:
+        """The computed partitions late outcomes left pending (`opx_learning.app.late.pending_partitions`)."""
+        from opx_learning.app.late import pending_partitions
+
+        prefix = self.names.prefix or None
+        return [p.to_dict() for p in pending_partitions(self.settings, self.instance, key_prefix=prefix)]
+
+
 def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey | str, partition: str) -> dict[str, Any] | None:
     """Metadata values of a partition's latest materialization (its own numbers for a range run), or None."""
     records = instance.fetch_materializations(

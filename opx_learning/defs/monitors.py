@@ -236,13 +236,21 @@ def heartbeat(name: str, settings: Settings | None = None) -> Callable[[_Fn], _F
     return decorate
 
 
+def _automation(definition: Any) -> bool:
+    """Whether a sensor is an automation condition sensor: the daemon evaluates it, no function of ours runs."""
+    return isinstance(definition, dg.AutomationConditionSensorDefinition)
+
+
 def with_heartbeats(defs: dg.Definitions) -> dg.Definitions:
     """`defs` itself, once every sensor and schedule in it is known to leave heartbeats (`heartbeat`).
+
+    Automation condition sensors run no function of ours: Dagster records their ticks (and
+    their evaluations) itself, and the watchdog leaves them out.
 
     Raises:
         ValueError: naming the sensors and schedules whose function does not carry `heartbeat`.
     """
-    names = [s.name for s in [*(defs.sensors or []), *(defs.schedules or [])] if hasattr(s, "name")]
+    names = [s.name for s in [*(defs.sensors or []), *(defs.schedules or [])] if hasattr(s, "name") and not _automation(s)]
     missing = sorted(name for name in names if name not in _HEARTBEAT_NAMES)
     if missing:
         raise ValueError(
@@ -267,7 +275,8 @@ def instigators(instance: dg.DagsterInstance, repository: dg.RepositoryDefinitio
     for state in instance.all_instigator_state():
         states.setdefault(state.instigator_name, []).append(state)
     found = []
-    for kind, definitions in ((SENSOR, repository.sensor_defs), (SCHEDULE, repository.schedule_defs)):
+    sensors = [sensor for sensor in repository.sensor_defs if not _automation(sensor)]
+    for kind, definitions in ((SENSOR, sensors), (SCHEDULE, repository.schedule_defs)):
         for definition in definitions:
             mine = states.get(definition.name, [])
             default = definition.default_status.value == "RUNNING"

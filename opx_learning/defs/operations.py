@@ -71,6 +71,7 @@ import dagster as dg
 from opx_learning.resources.io_managers import AssetStorage
 from opx_learning.resources.safety import SafetyResource
 from opx_learning.safety.guard import Attempt, Guard
+from opx_learning.safety.models import TriggerType
 
 PERSIST_FAILED = "PERSIST_FAILED"
 SKIPPED_TAG = "opx/skipped"
@@ -115,9 +116,23 @@ def run_operation(
     operation_type: str,
     parameters: dict[str, Any],
     work: Callable[[], Produced],
+    *,
+    screen: SafetyResource | None = None,
 ) -> Iterator[Event]:
-    """Run `work` under the guard (`safety=None`: unguarded input stage), store its outputs, yield the asset's events."""
+    """Run `work` under the guard (`safety=None`: unguarded input stage), store its outputs, yield the asset's events.
+
+    `screen`: for an unguarded stage, the safety resource that holds it back, unaudited, when the
+    late-outcomes automation launched the run while the kill switch (or a maintenance window) blocks it.
+    """
     if safety is None:
+        if screen is not None:
+            trigger, _ = screen.launch_path(context.run.run_id, context.run.tags, context.instance)
+            blocked = screen.guard().blocked(operation_type, trigger) if trigger is TriggerType.AUTOMATION else None
+            if blocked is not None:
+                reason, message = blocked
+                context.log.warning(f"{operation_type} skipped: {message} (input stage: not audited)")
+                yield from _skipped(context, reason, message, "none", list(context.partition_keys))
+                return
         started = time.perf_counter()
         produced = work()
         stored = _Stored(context, storage, produced)

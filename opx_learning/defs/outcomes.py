@@ -22,6 +22,7 @@ from opx_learning.core.windows import Window, day_window
 from opx_learning.defs import beta
 from opx_learning.defs.location import Location
 from opx_learning.defs.operations import Produced, run_operation
+from opx_learning.defs.outcome_days import OUTCOME_DAYS
 from opx_learning.defs.partitions import to_window
 from opx_learning.defs.shared import (
     FRESHNESS,
@@ -95,7 +96,7 @@ def _daily_outcomes(context: dg.AssetExecutionContext, r: Any) -> Iterator[Any]:
 
     # Read-only input stage, not a learning operation: not audited; the operations downstream are.
     parameters = range_parameters(context, "DAILY")
-    yield from run_operation(context, None, r.asset_storage, "OUTCOME_VALIDATION", parameters, work)
+    yield from run_operation(context, None, r.asset_storage, "OUTCOME_VALIDATION", parameters, work, screen=r.safety)
 
 
 def build_outcomes(loc: Location) -> dg.AssetsDefinition:
@@ -106,8 +107,10 @@ def build_outcomes(loc: Location) -> dg.AssetsDefinition:
         name="daily_outcomes",
         partitions_def=p.daily,
         backfill_policy=SINGLE_RUN,
+        # The store's day (its data version): a late outcome into a computed day makes it unsynced.
+        deps=[n.key(OUTCOME_DAYS)],
         freshness_policy=FRESHNESS["daily_outcomes"],
-        required_resource_keys=n.required("outcome_store", "asset_storage"),
+        required_resource_keys=n.required("outcome_store", "asset_storage", "safety"),
         group_name="outcomes",
         kinds={"polars", "parquet"},
         **asset_options(n),

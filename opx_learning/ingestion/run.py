@@ -167,7 +167,7 @@ def ingest(
         settings: the configuration (home, backend, partitions start).
         progress: optional callback `(rows_done, rows_total)` during the write.
         mark_stale: look up the Dagster instance's materialized partitions the new rows touch and
-            record an observation on them (never in a dry run).
+            observe the outcome store, so each changed day gets its new data version (never in a dry run).
         dagster_home: that instance's home (the CLI passes DAGSTER_HOME; default `<home>/dagster_home`).
 
     Returns:
@@ -221,7 +221,7 @@ def ingest(
         principal=principal,
         report_dir=str(report_dir) if report_dir else None,
         before_partitions_start=_before_start(new, settings),
-        stale=_stale(days, dry_run, mark_stale and written > 0, settings, report_dir, dagster_home),
+        stale=_stale(days, dry_run, mark_stale and written > 0, settings, dagster_home),
         started_at=started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
         warnings=tuple(notes),
     )
@@ -456,8 +456,7 @@ def _before_start(new: pl.DataFrame, settings: Settings) -> dict[str, Any] | Non
 
 
 def _stale(
-    days: dict[str, int], dry_run: bool, observe: bool, settings: Settings, report_dir: Path | None,
-    home: str | Path | None,
+    days: dict[str, int], dry_run: bool, observe: bool, settings: Settings, home: str | Path | None
 ) -> dict[str, Any] | None:
     if not days:
         return None
@@ -467,7 +466,5 @@ def _stale(
         [date.fromisoformat(day) for day in days],
         settings=settings,
         observe=observe and not dry_run,
-        new_rows=days,
-        report_dir=str(report_dir) if report_dir else None,
         home=home,
     )

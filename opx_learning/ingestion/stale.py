@@ -6,11 +6,11 @@ re-run. The Dagster instance of the DAGSTER_HOME the caller names (else `$OPX_HO
 as `trigger` uses) is asked which partitions of the affected assets are materialized; nothing is created
 when there is no instance.
 
-The mark is an `AssetObservation` on each stale `daily_outcomes` partition (metadata: new
-rows, report directory, the command that refreshes it). Dagster 1.13 lists it on the
-partition's events, but derives no "stale" status from it: its stale-status resolver compares
-a partitioned upstream's *materializations* (not observations) with the downstream's
-provenance, so only re-running the partition clears it.
+The mark is an observation of the outcome store (`outcome_days`, docs/late-outcomes.md):
+each day whose stored content changed gets its new data version (the SHA-256 of its file),
+so Dagster shows that day's `daily_outcomes` partition, and everything computed from it,
+as unsynced; the `late_outcomes_automation` sensor, once started, refreshes them. The
+commands listed refresh them by hand.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from opx_learning.config import Settings
 DAILY_ASSETS = ("daily_outcomes", "pattern_summaries_daily")
 WEEKLY_ASSET = "pattern_summaries_weekly"
 MONTHLY_ASSET = "confidence_calibration"
-OBSERVED_ASSET = "daily_outcomes"
 
 
 def dagster_home(settings: Settings, given: str | Path | None = None) -> Path:
@@ -37,22 +36,20 @@ def _has_instance(home: Path) -> bool:
 
 
 def stale_partitions(
-    days: list[date], *, settings: Settings, observe: bool = True, new_rows: dict[str, int] | None = None,
-    report_dir: str | None = None, home: str | Path | None = None,
+    days: list[date], *, settings: Settings, observe: bool = True, home: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """The materialized partitions whose windows hold `days`, with the commands that refresh them.
 
     Args:
         days: UTC days that received new outcomes.
         settings: the partitions start, and the home whose `dagster_home` is the default instance.
-        observe: record an `AssetObservation` on each stale `daily_outcomes` partition.
-        new_rows: new rows per day (ISO key), shown in the observation's metadata.
-        report_dir: the ingest's report directory, shown in the observation's metadata.
+        observe: observe the outcome store (`outcome_days`): each changed day gets its new data version.
         home: the Dagster home to ask (the caller's DAGSTER_HOME; default `$OPX_HOME/dagster_home`).
 
     Returns:
         dict | None: `dagster_home`, `partitions` (asset -> stale keys), `commands` (re-run
-        commands) and `observed` (keys observed); None when DAGSTER_HOME holds no instance.
+        commands) and `observed` (days whose new data version was observed); None when
+        DAGSTER_HOME holds no instance.
     """
     home = dagster_home(settings, home)
     if not days or not _has_instance(home):
@@ -83,19 +80,9 @@ def stale_partitions(
         }
         observed: list[str] = []
         if observe:
-            for key in stale[OBSERVED_ASSET]:
-                metadata: dict[str, Any] = {
-                    "stale": True,
-                    "reason": "outcomes were ingested after this partition was materialized",
-                    "new_outcomes": (new_rows or {}).get(key, 0),
-                    "refresh": _daily_command([key])[0],
-                }
-                if report_dir:
-                    metadata["ingest_report"] = dg.MetadataValue.path(report_dir)
-                instance.report_runless_asset_event(
-                    dg.AssetObservation(asset_key=OBSERVED_ASSET, partition=key, metadata=metadata)
-                )
-                observed.append(key)
+            from opx_learning.app.late import observe_outcome_days
+
+            observed = observe_outcome_days(settings, instance, observed_by="ingest")
     finally:
         instance.dispose()
     daily = sorted(set(stale[DAILY_ASSETS[0]]) | set(stale[DAILY_ASSETS[1]]))

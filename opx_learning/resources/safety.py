@@ -8,6 +8,11 @@ How a run's attempt is audited (docs/launch-paths.md):
 * a run created by a schedule tick is SCHEDULED (principal SYSTEM): its
   `dagster/schedule_name` and `dagster/tick` tags must name a tick of that schedule in
   the instance that launched this run (the tick's first run, or listed in its run ids);
+* a run launched by the late-outcomes automation sensor (directly, or by the backfill its
+  tick created) is AUTOMATION, principal `automation`, rate limited with its own limits:
+  Dagster tags it `dagster/from_automation_condition`, `dagster/sensor_name` and
+  `dagster/tick`, and that tick of that sensor must list the run's id (or its backfill's id)
+  among the runs it reserved;
 * every other run (launchpad, Materialize, GraphQL, a UI backfill, a run whose claim
   above fails) is `dagster-ui`, MANUAL (BACKFILL for backfills and partition ranges),
   rate limited like a manual trigger, never emergency. `opx/principal`,
@@ -26,6 +31,7 @@ from opx_learning.backends import guard_for
 from opx_learning.resources.base import AwsFields, OpxResource
 from opx_learning.safety.guard import Attempt, Guard
 from opx_learning.safety.models import (
+    AUTOMATION,
     SYSTEM,
     AlertHook,
     AuditTransitionError,
@@ -40,7 +46,10 @@ AUDIT_ID_TAG = "opx/audit_id"
 ADOPTION_TOKEN_TAG = "opx/adoption_token"
 UI_PRINCIPAL = "dagster-ui"
 SCHEDULE_TAG = "dagster/schedule_name"
+SENSOR_TAG = "dagster/sensor_name"
 TICK_TAG = "dagster/tick"
+AUTOMATION_TAG = "dagster/from_automation_condition"
+AUTOMATION_SENSOR = "late_outcomes_automation"
 BACKFILL_TAGS = ("dagster/backfill", "dagster/asset_partition_range_start")
 _log = logging.getLogger("opx_learning.safety")
 
@@ -73,6 +82,28 @@ def created_by_schedule_tick(instance: dg.DagsterInstance | None, run_id: str, t
         return run_id in tick.tick_data.run_ids
     runs = instance.get_run_records(dg.RunsFilter(tags={TICK_TAG: tick_id}), ascending=True, limit=1)
     return bool(runs) and runs[0].dagster_run.run_id == run_id and tick.status.value == "STARTED"
+
+
+def created_by_automation_tick(instance: dg.DagsterInstance | None, run_id: str, tags: Mapping[str, str]) -> bool:
+    """Whether this run was launched by a tick of the late-outcomes automation sensor (not just tagged so).
+
+    The asset daemon reserves the ids of a tick's runs and backfills on the tick before
+    submitting them, and tags each run with the tick and the sensor; a backfill's runs carry
+    the backfill's id. A copied tag therefore fails: the tick does not list the copy's run.
+    """
+    name, tick_id = tags.get(SENSOR_TAG, ""), tags.get(TICK_TAG, "")
+    if instance is None or tags.get(AUTOMATION_TAG) != "true" or not name.endswith(AUTOMATION_SENSOR):
+        return False
+    if not tick_id.isdigit():
+        return False
+    try:
+        tick = instance.schedule_storage.get_tick(int(tick_id))  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - an unknown tick id (or no schedule storage) proves nothing
+        return False
+    if tick.instigator_name != name:
+        return False
+    launched = {*(tick.tick_data.reserved_run_ids or []), *(tick.tick_data.run_ids or [])}
+    return run_id in launched or tags.get(BACKFILL_TAGS[0], "") in launched
 
 
 def is_real_tick(context: dg.ScheduleEvaluationContext) -> bool:
@@ -125,6 +156,8 @@ class SafetyResource(OpxResource):
         """Trigger type and principal of a run that adopts no record (rules in the module docstring)."""
         if created_by_schedule_tick(instance, run_id, tags):
             return TriggerType.SCHEDULED, SYSTEM
+        if created_by_automation_tick(instance, run_id, tags):
+            return TriggerType.AUTOMATION, AUTOMATION
         trigger = TriggerType.BACKFILL if any(tag in tags for tag in BACKFILL_TAGS) else TriggerType.MANUAL
         return trigger, resolve_principal(UI_PRINCIPAL, settings=self.settings())
 

@@ -5,8 +5,8 @@ Order of checks in `Guard.begin`:
 2. kill switch, read fresh from the store on every call (no cache): active -> SKIPPED
    KILL_SWITCH_ACTIVE; unreadable -> SKIPPED KILL_SWITCH_UNAVAILABLE plus a P1 alert.
    Only a MANUAL trigger with `emergency=True` by an EMERGENCY_OVERRIDE principal bypasses it;
-3. maintenance calendar, SCHEDULED triggers only -> SKIPPED MAINTENANCE_WINDOW;
-4. rate limit when `rate_limited=True` (manual triggers; emergency ones count too) -> SKIPPED
+3. maintenance calendar, SCHEDULED and AUTOMATION triggers only -> SKIPPED MAINTENANCE_WINDOW;
+4. rate limit when `rate_limited=True` (manual and automation triggers; emergency ones count too) -> SKIPPED
    RATE_LIMIT_EXCEEDED with `retry_after`, `limit`, `remaining`;
 5. the RUNNING record is written; if that fails the operation does not run (STATE_UNAVAILABLE).
 
@@ -43,6 +43,7 @@ from opx_learning.safety.maintenance import MaintenanceCalendar
 from opx_learning.safety.models import (
     LEARNING_OPERATIONS,
     SYSTEM,
+    UNATTENDED,
     AlertHook,
     AuditRecord,
     AuditStatus,
@@ -301,6 +302,15 @@ class Guard:
             return None
         return self._refuse(operation, trigger, principal, params, block, run_id, False)
 
+    def blocked(self, what: str, trigger_type: TriggerType | str) -> tuple[SkipReason, str] | None:
+        """Whether the kill switch (or, for an unattended trigger, a maintenance window) holds back an unaudited stage now.
+
+        The input stage that is not a learning operation (validating a day's outcomes) asks this
+        when the automation launched it: `(reason, message)` when blocked, else None; nothing is written.
+        """
+        block = self._blocker(what, TriggerType.parse(trigger_type), False, self.clock())  # type: ignore[arg-type]
+        return None if block is None else (block.reason, block.message)
+
     def adopt(
         self,
         audit_id: str,
@@ -456,8 +466,8 @@ class Guard:
         trigger = TriggerType.parse(trigger_type)
         if not isinstance(principal, Principal):
             raise InvalidRequest(f"principal: {principal!r} is not a resolved Principal")
-        if principal.authority is AuthorityType.SYSTEM and trigger is not TriggerType.SCHEDULED:
-            raise InvalidRequest(f"principal: SYSTEM authority is reserved for SCHEDULED runs, not {trigger}")
+        if principal.authority is AuthorityType.SYSTEM and trigger not in UNATTENDED:
+            raise InvalidRequest(f"principal: SYSTEM authority is reserved for SCHEDULED and AUTOMATION runs, not {trigger}")
         return operation, trigger, validate_parameters(operation, parameters)
 
     @staticmethod
@@ -488,7 +498,7 @@ class Guard:
                 f"({state.reason}); {operation} {trigger} not run",
                 {"kill_switch": state.to_rest()},
             )
-        if trigger is TriggerType.SCHEDULED:
+        if trigger in UNATTENDED:
             window = self.calendar.active(now)
             if window is not None:
                 return _Block(

@@ -115,6 +115,7 @@ class TriggerType(_ParsedEnum):
     SCHEDULED = "SCHEDULED"
     MANUAL = "MANUAL"
     BACKFILL = "BACKFILL"
+    AUTOMATION = "AUTOMATION"
 
 
 class AuditStatus(_ParsedEnum):
@@ -132,7 +133,7 @@ class AuditStatus(_ParsedEnum):
 
 
 class AuthorityType(_ParsedEnum):
-    """Authority levels; SYSTEM is reserved for scheduled runs."""
+    """Authority levels; SYSTEM is reserved for scheduled and automation runs."""
 
     SYSTEM = "SYSTEM"
     HUMAN_OPERATOR = "HUMAN_OPERATOR"
@@ -176,6 +177,10 @@ class Principal:
 
 
 SYSTEM = Principal("system", AuthorityType.SYSTEM)
+AUTOMATION = Principal("automation", AuthorityType.SYSTEM)
+"""The principal of runs the late-outcomes automation sensor launches (trigger type AUTOMATION)."""
+# Trigger types a SYSTEM principal may use, and that maintenance windows hold back.
+UNATTENDED = (TriggerType.SCHEDULED, TriggerType.AUTOMATION)
 
 
 def truncate_error(message: str | None) -> str | None:

@@ -1,4 +1,9 @@
-"""Per-principal, per-operation sliding-hour rate limits for manual triggers (docs/design.md#rate-limits)."""
+"""Per-principal, per-operation sliding-hour rate limits for manual and automation triggers (docs/design.md#rate-limits).
+
+The late-outcomes automation (principal `automation`) has limits of its own
+(`AUTOMATION_LIMITS`, `OPX_AUTOMATION_RATE_LIMITS`): its refreshes are counted apart from
+people's and bounded by their own figures.
+"""
 
 from __future__ import annotations
 
@@ -21,31 +26,40 @@ DEFAULT_LIMITS: dict[OperationType, int] = {
     OperationType.CALIBRATION: 3,
     OperationType.SNAPSHOT: 10,
 }
+AUTOMATION_LIMITS: dict[OperationType, int] = {
+    OperationType.PATTERN_EXTRACTION: 20,
+    OperationType.CALIBRATION: 30,
+    OperationType.SNAPSHOT: 30,
+}
 MAX_LIMIT = 100
 
 
-def parse_limits(text: str | None) -> dict[OperationType, int]:
-    """Read limits from `"CALIBRATION=3,SNAPSHOT=10"` (the `OPX_RATE_LIMITS` format); unnamed ones keep defaults.
+def parse_limits(
+    text: str | None,
+    defaults: Mapping[OperationType, int] = DEFAULT_LIMITS,
+    variable: str = "OPX_RATE_LIMITS",
+) -> dict[OperationType, int]:
+    """Read limits from `"CALIBRATION=3,SNAPSHOT=10"` (the `OPX_RATE_LIMITS` format); unnamed ones keep `defaults`.
 
     Raises:
-        InvalidRequest: malformed entry, unknown operation or a limit outside 1..100.
+        InvalidRequest: malformed entry, unknown operation or a limit outside 1..100 (naming `variable`).
     """
-    limits = dict(DEFAULT_LIMITS)
+    limits = dict(defaults)
     for entry in (text or "").split(","):
         if not entry.strip():
             continue
         name, sep, value = entry.partition("=")
         if not sep:
-            raise InvalidRequest(f"OPX_RATE_LIMITS: {entry.strip()!r} is not OPERATION=LIMIT")
-        operation = OperationType.parse(name, "OPX_RATE_LIMITS operation")
+            raise InvalidRequest(f"{variable}: {entry.strip()!r} is not OPERATION=LIMIT")
+        operation = OperationType.parse(name, f"{variable} operation")
         if operation not in LEARNING_OPERATIONS:
-            raise InvalidRequest(f"OPX_RATE_LIMITS: {operation} is not rate limited")
+            raise InvalidRequest(f"{variable}: {operation} is not rate limited")
         try:
             limit = int(value)
         except ValueError:
-            raise InvalidRequest(f"OPX_RATE_LIMITS: {entry.strip()!r} limit is not an integer") from None
+            raise InvalidRequest(f"{variable}: {entry.strip()!r} limit is not an integer") from None
         if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidRequest(f"OPX_RATE_LIMITS: {operation} limit {limit} is outside 1..{MAX_LIMIT}")
+            raise InvalidRequest(f"{variable}: {operation} limit {limit} is outside 1..{MAX_LIMIT}")
         limits[operation] = limit
     return limits
 
@@ -61,6 +75,8 @@ class RateLimiter(ABC):
     def __init__(self, limits: Mapping[OperationType, int] | None = None, window_seconds: int = WINDOW_SECONDS):
         self.limits = dict(limits) if limits is not None else dict(DEFAULT_LIMITS)
         self.window_seconds = window_seconds
+        # Principals with limits of their own (e.g. `automation`), by principal name.
+        self.principal_limits: dict[str, dict[OperationType, int]] = {}
 
     @abstractmethod
     def _acquire(self, principal: str, operation: OperationType, limit: int, now: float) -> tuple[bool, int, float | None]:
@@ -74,8 +90,8 @@ class RateLimiter(ABC):
     def _usage(self, principal: str, operation: OperationType, now: float) -> tuple[int, float | None]:
         """(requests counted in the window, oldest counted request time) without recording anything."""
 
-    def limit_for(self, operation_type: OperationType | str) -> int:
-        """The configured limit of a learning operation.
+    def limit_for(self, operation_type: OperationType | str, principal: str | None = None) -> int:
+        """The configured limit of a learning operation (for `principal`, when it has limits of its own).
 
         Raises:
             InvalidRequest: unknown or non-rate-limited operation.
@@ -83,6 +99,9 @@ class RateLimiter(ABC):
         operation = OperationType.parse(operation_type)
         if operation not in LEARNING_OPERATIONS:
             raise InvalidRequest(f"operation_type: {operation} is not rate limited")
+        own = self.principal_limits.get(principal or "")
+        if own is not None:
+            return own.get(operation, DEFAULT_LIMITS[operation])
         return self.limits.get(operation, DEFAULT_LIMITS[operation])
 
     def acquire(
@@ -91,7 +110,7 @@ class RateLimiter(ABC):
         """Count one request of `principal` for `operation_type` if the limit allows it."""
         name = principal.principal if isinstance(principal, Principal) else str(principal)
         operation = OperationType.parse(operation_type)
-        limit = self.limit_for(operation)
+        limit = self.limit_for(operation, name)
         moment = time.time() if now is None else now
         accepted, used, oldest = self._acquire(name, operation, limit, moment)
         return self._decision(accepted, name, operation, limit, used, oldest, moment)
@@ -102,7 +121,7 @@ class RateLimiter(ABC):
         """What `acquire` would decide now, without counting a request."""
         name = principal.principal if isinstance(principal, Principal) else str(principal)
         operation = OperationType.parse(operation_type)
-        limit = self.limit_for(operation)
+        limit = self.limit_for(operation, name)
         moment = time.time() if now is None else now
         used, oldest = self._usage(name, operation, moment)
         return self._decision(used < limit, name, operation, limit, used, oldest, moment)

@@ -7,6 +7,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +19,13 @@ from opx_learning.config import Settings
 from opx_learning.core.schema import OUTCOME_COLUMNS, OUTCOME_SCHEMA, empty_outcomes
 from opx_learning.core.validation import OutcomeSource, validate_outcomes
 from opx_learning.core.windows import Instant, Window
-from opx_learning.integrity.manifest import Entry, Ledger
+from opx_learning.integrity.manifest import (
+    REMOVED,
+    Entry,
+    Ledger,
+    file_digest,
+    sha256_of,
+)
 from opx_learning.stores.blobs import (
     list_keys,
     s3_client,
@@ -62,6 +69,25 @@ def _by_day(frame: pl.DataFrame | pl.LazyFrame) -> list[tuple[date, pl.DataFrame
     return [(day, part) for (day,), part in sorted(parts.items())]
 
 
+@dataclass(frozen=True)
+class DayVersion:
+    """The version of one stored outcome day: its file's SHA-256 and when that content was written (None: unknown)."""
+
+    sha256: str
+    written_at: str | None = None
+
+
+def _ledger_versions(ledger: Ledger) -> dict[str, DayVersion]:
+    """Day versions from the manifest's latest row of each day file (a recorded removal is no version)."""
+    found = {}
+    for key, entry in ledger.expected(_DAY_PREFIX).items():
+        folder, _, name = key.partition("/")
+        if name != _PART or entry.size == REMOVED:
+            continue
+        found[folder.removeprefix(_DAY_PREFIX)] = DayVersion(entry.sha256, entry.written_at)
+    return found
+
+
 def _in_window(window: Window) -> pl.Expr:
     return (pl.col("recorded_at") >= window.start) & (pl.col("recorded_at") < window.end)
 
@@ -92,6 +118,10 @@ class OutcomeStore(ABC):
     @abstractmethod
     def days(self) -> list[date]:
         """The UTC days that hold outcomes, ascending."""
+
+    def day_versions(self) -> dict[str, DayVersion]:
+        """The content version of every stored day (ISO day -> its file's SHA-256); empty when days have no file."""
+        return {}
 
     @property
     @abstractmethod
@@ -209,6 +239,12 @@ class LocalOutcomeStore(OutcomeStore):
                 found.append(day)
         return sorted(found)
 
+    def day_versions(self) -> dict[str, DayVersion]:
+        """Each stored day's SHA-256: the manifest's when it is kept, else the file's own digest."""
+        if self.ledger.active:
+            return _ledger_versions(self.ledger)
+        return {day.isoformat(): DayVersion(file_digest(self.day_file(day))[0]) for day in self.days()}
+
 
 class S3OutcomeStore(OutcomeStore):
     """The same day-partitioned Parquet layout on S3: `<uri>/recorded_date=YYYY-MM-DD/part-0.parquet`.
@@ -285,6 +321,17 @@ class S3OutcomeStore(OutcomeStore):
             except ValueError:
                 continue
         return sorted(found)
+
+    def day_versions(self) -> dict[str, DayVersion]:
+        """Each stored day's SHA-256: the manifest's when it is kept, else the object's own digest."""
+        if self.ledger.active:
+            return _ledger_versions(self.ledger)
+        versions = {}
+        for day in self.days():
+            data = self.ledger.read(self.day_uri(day), client=self.client)
+            if data is not None:
+                versions[day.isoformat()] = DayVersion(sha256_of(data))
+        return versions
 
 
 def _iso_us(column: str) -> pl.Expr:

@@ -20,6 +20,7 @@ from opx_learning_tests.wiring import location, resource, settings
 DAILY = {
     "operations_succeeded_last_24h", "error_rate_under_10_percent_last_24h", "scheduled_daily_pattern_extraction",
     "scheduled_daily_snapshot", "no_failure_or_timeout_alerts", "stored_data_integrity", "monitors_ticking",
+    "late_outcomes_pending",
 }
 MONDAY = {
     "scheduled_weekly_pattern_extraction", "weekly_patterns_cover_every_service", "scheduled_weekly_snapshot",
@@ -56,7 +57,7 @@ def test_dagster_checklist_items_evaluate_their_period(
     assert set(items) == lists
     expected = {"DAILY": day, "WEEKLY": week, "MONTHLY": month}
     for name, row in items.items():
-        if name in ("stored_data_integrity", "monitors_ticking"):
+        if name in ("stored_data_integrity", "monitors_ticking", "late_outcomes_pending"):
             assert row["partition"] is None
             continue
         cadence = "DAILY" if name in DAILY else "WEEKLY" if name in MONDAY else "MONTHLY"
@@ -158,7 +159,7 @@ def test_dagster_all_pass_tick_sends_one_p3_heartbeat(instance: dg.DagsterInstan
     _tick(instance, tuesday)  # the same tick evaluated again does not page twice
     (digest,) = _alerts(opx_home)
     assert (digest["alarm"], digest["severity"], digest["action"]) == ("MORNING_CHECKLIST", "P3", "NONE")
-    assert digest["details"]["summary"] == "0 FAIL, 0 WARN, 7 PASS" and digest["details"]["items"] == []
+    assert digest["details"]["summary"] == "0 FAIL, 0 WARN, 8 PASS" and digest["details"]["items"] == []
     assert _invoke("checklist", "--at", "2025-10-28T09:00:00Z")[0] == 0
 
 
@@ -177,7 +178,7 @@ def test_dagster_failing_tick_sends_one_digest_at_the_worst_severity(
     (digest,) = _alerts(opx_home)
     assert (digest["alarm"], digest["severity"], digest["action"]) == ("MORNING_CHECKLIST", "P0", "INVESTIGATE")
     # 1 of 1 calibrations failed: the error rate (100 % > 20 %) FAILs too.
-    assert digest["details"]["summary"] == "3 FAIL, 0 WARN, 4 PASS"
+    assert digest["details"]["summary"] == "3 FAIL, 0 WARN, 5 PASS"
     assert {(item["item"], item["severity"]) for item in digest["details"]["items"]} == {
         ("operations_succeeded_last_24h", "P1"), ("error_rate_under_10_percent_last_24h", "P1"),
         ("no_failure_or_timeout_alerts", "P0"),

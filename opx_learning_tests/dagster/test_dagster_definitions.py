@@ -61,6 +61,7 @@ EXPECTED_SCHEDULES = {
     "weekly_snapshot_schedule": "0 1 * * 0",
     "monthly_snapshot_schedule": "0 1 1 * *",
     "morning_checklist_schedule": "0 9 * * *",
+    "outcome_days_observation_schedule": "*/10 * * * *",
 }
 
 
@@ -77,7 +78,10 @@ def test_assets_partitions_and_freshness() -> None:
     graph = location().resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     # Never materialized: the integrity sweep's and the watchdog's targets, and the audit trail the checklist reviews.
-    assert keys == set(EXPECTED_PARTITIONS) | {"stored_data", "audit_trail_daily", "audit_trail_weekly", "sensor_heartbeats"}
+    # outcome_days: the observed outcome store (a source asset, one data version per day).
+    assert keys == set(EXPECTED_PARTITIONS) | {
+        "stored_data", "audit_trail_daily", "audit_trail_weekly", "sensor_heartbeats", "outcome_days",
+    }
     for name, kind in EXPECTED_PARTITIONS.items():
         node = graph.get(dg.AssetKey(name))
         assert isinstance(node.partitions_def, kind), name
@@ -115,3 +119,20 @@ def test_housekeeping_and_alert_sensors_are_registered_running() -> None:
     for name in ("audit_run_terminated_sensor", "operations_alert_sensor", "monitors_watchdog_sensor"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
     assert "alerts" in location().resources
+
+
+def test_late_outcomes_automation_sensor_starts_stopped() -> None:
+    sensors = {sensor.name: sensor for sensor in location().sensors or []}
+    automation = sensors["late_outcomes_automation"]
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    assert automation.default_status == dg.DefaultSensorStatus.STOPPED
+    graph = location().resolve_asset_graph()
+    outcome_days = graph.get(dg.AssetKey("outcome_days"))
+    assert outcome_days.is_observable and isinstance(outcome_days.partitions_def, dg.DailyPartitionsDefinition)
+    assert dg.AssetKey("outcome_days") in graph.get(dg.AssetKey("daily_outcomes")).parent_keys
+    conditioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
+    assert conditioned == {
+        "daily_outcomes", "pattern_summaries_daily", "pattern_summaries_weekly", "confidence_calibration",
+        "confidence_calibration_by_service", "drift_metrics", "learning_snapshots_daily", "learning_snapshots_weekly",
+        "learning_snapshots_monthly",
+    }
