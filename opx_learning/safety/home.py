@@ -102,8 +102,10 @@ def home_problem(settings: Settings, error: OSError | None = None) -> HomeProble
         error: a file error that escaped a command; a path of it under the home (or the Dagster
             home) is reported even when the checks of the home's top level find nothing.
     """
+    from opx_learning.backends import backend_for
+
     home = settings.home
-    local = settings.backend == "local"
+    local = backend_for(settings).state_file is not None
     state_paths = [settings.state_db.with_name(name) for name in _STATE_NAMES] if local else []
     problem = _check(home, directory=True)
     if problem is not None:

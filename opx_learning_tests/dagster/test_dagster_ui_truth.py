@@ -19,6 +19,7 @@ from opx_learning.app import launch
 from opx_learning.cli.main import cli
 from opx_learning.core.windows import Window
 from opx_learning.defs.jobs import JOB_ASSETS, job_for_assets
+from opx_learning.defs.outcome_days import OBSERVATION_JOB
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning.stores.outcomes import outcome_store
 from opx_learning_tests import wiring
@@ -169,8 +170,10 @@ def test_dagster_every_launch_is_a_named_job(instance: dg.DagsterInstance) -> No
     report = json.loads(result.stdout)
     assert all(run["success"] for run in report["runs"]), report["runs"]
     names = [record.dagster_run.job_name for record in instance.get_run_records()]
-    assert len(names) == len(report["runs"]) + 1  # + the checklist
-    assert set(names) <= {*JOB_ASSETS, "morning_checklist_job"}, names
+    # + the checklist, + the observation of the outcome store (a data version per day) before the runs
+    assert len(names) == len(report["runs"]) + 2
+    assert names.count(OBSERVATION_JOB) == 1
+    assert set(names) <= {*JOB_ASSETS, "morning_checklist_job", OBSERVATION_JOB}, names
     assert _planned(instance) == []
     for day in ("2025-10-28", "2025-11-15", "2025-11-30"):
         assert _latest(instance, "pattern_summaries_daily", day)["total_incidents"] == _count(day, f"{day}T23:59:59.999Z")[0]
