@@ -473,6 +473,7 @@ def test_bom_undecodable_and_deeply_nested_lines_are_rejected_with_their_line_nu
     assert rejected[0]["reason"].startswith("line 2: nested deeper than 64 levels")
     assert rejected[1]["reason"].startswith("line 4: not valid UTF-8")
     assert rejected[2]["reason"].startswith("line 7: invalid JSON")
+    assert summary["rejected_by_reason"] == {"line: invalid JSON": 1, "line: nested too deep": 1, "line: not UTF-8": 1}
     stored = opx_learning_store().read(ALL_JANUARY)
     assert sorted(stored["outcome_id"].to_list()) == ["o-0", "o-1", "o-2", "o-3"]
 
@@ -495,3 +496,26 @@ def test_camelcase_export_with_rows_rejected_for_different_reasons_ingests_its_v
     summary = json.loads(out)
     assert (summary["written"], summary["rejected"]) == (1524, 3)
     assert summary["rejected_by_reason"] == {"service: empty": 2, "predicted_confidence: out of range": 1}
+
+
+def test_ingest_and_status_find_the_homes_own_instance_without_dagster_home(
+    opx_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opx_learning.app.instance import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(opx_home / "dagster_home"))
+    instance_dir = ensure_dagster_home(wiring.settings())  # `<home>/dagster_home`, as `opx-learning demo` makes it
+    monkeypatch.delenv("DAGSTER_HOME")  # a new shell: only OPX_HOME is set
+    export = tmp_path / "late.jsonl"
+    export.write_text("\n".join(json.dumps(record(f"o-{i}", JAN5, i)) for i in range(3)) + "\n")
+    result = CliRunner().invoke(cli, ["ingest", str(export), "--json"])
+    assert result.exception is None and result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["written"] == 3
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exception is None and result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["monitors_source"] == f"Dagster instance {instance_dir}"
+    # A snapshot's plan reads the instance's materialized partitions: the same instance, no traceback.
+    result = CliRunner().invoke(cli, ["trigger", "snapshot", "--type", "daily", "--start", JAN5, "--end", JAN6,
+                                      "--principal", "alice"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "DAGSTER_HOME is not set" not in result.output

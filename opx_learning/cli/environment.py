@@ -13,8 +13,14 @@ from opx_learning.config import Settings
 
 
 def command_settings() -> Settings:
-    """The settings of this command: the `OPX_*` and `AWS_*` variables as they are now."""
-    return Settings.from_env()
+    """The settings of this command: the `OPX_*` and `AWS_*` variables as they are now.
+
+    The settings' Dagster instance directory is exported as `DAGSTER_HOME` (unchanged when set):
+    the instance's event log storage, and every process a command starts, find it there.
+    """
+    settings = Settings.from_env()
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home_dir)
+    return settings
 
 
 def principal_name(given: str | None) -> str | None:
@@ -24,9 +30,10 @@ def principal_name(given: str | None) -> str | None:
     return os.environ.get("OPX_PRINCIPAL") or None
 
 
-def dagster_home_variable() -> str | None:
-    """The DAGSTER_HOME of this process, if set."""
-    return os.environ.get("DAGSTER_HOME") or None
+def existing_dagster_home(settings: Settings) -> Path | None:
+    """The settings' Dagster instance directory if it holds an instance, else None."""
+    home = settings.dagster_home_dir
+    return home if (home / "dagster.yaml").exists() else None
 
 
 def use_dagster_home(settings: Settings) -> Path:

@@ -51,7 +51,7 @@ def ingest(paths: tuple[str, ...], dry_run: bool, rejected_dir: str | None, prin
     from opx_learning.cli.data import _store_errors
     from opx_learning.cli.environment import (
         command_settings,
-        dagster_home_variable,
+        existing_dagster_home,
         principal_name,
     )
     from opx_learning.ingestion import IngestError
@@ -73,7 +73,7 @@ def ingest(paths: tuple[str, ...], dry_run: bool, rejected_dir: str | None, prin
                 store=store,
                 settings=settings,
                 progress=None if as_json else bar,
-                dagster_home=dagster_home_variable(),
+                dagster_home=existing_dagster_home(settings),
             )
     except IngestError as error:
         raise InputError(str(error)) from None

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from opx_learning.backends import guard_for
-from opx_learning.cli.environment import command_settings, dagster_home_variable
+from opx_learning.cli.environment import command_settings, existing_dagster_home
 from opx_learning.cli.text import printable
 from opx_learning.config import Settings
 
@@ -49,15 +48,9 @@ def status(hours: float, as_json: bool) -> None:
         click.echo(_render_late(report["late_outcomes_pending"]))
 
 
-def _dagster_home(settings: Settings) -> Path | None:
-    raw = dagster_home_variable()
-    home = Path(raw).expanduser() if raw else settings.home / "dagster_home"
-    return home if (home / "dagster.yaml").exists() else None
-
-
 def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[dict[str, Any]], str]:
     """Last tick of every sensor and schedule from the Dagster instance's heartbeats, and where they were read."""
-    home = _dagster_home(settings)
+    home = existing_dagster_home(settings)
     if home is None:
         return [], "no Dagster instance (set DAGSTER_HOME to the instance the daemon uses)"
     import dagster as dg
@@ -76,7 +69,7 @@ def _monitors(now: datetime, audit: AuditLog, settings: Settings) -> tuple[list[
 
 def _late_pending(settings: Settings) -> list[dict[str, Any]]:
     """The computed partitions late outcomes left pending, from the Dagster instance (none without one)."""
-    home = _dagster_home(settings)
+    home = existing_dagster_home(settings)
     if home is None:
         return []
     import dagster as dg
