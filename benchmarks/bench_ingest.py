@@ -73,16 +73,22 @@ def export(rows: int) -> Path:
     return path
 
 
-def dirty(clean: Path, bad: int) -> Path:
-    """A copy of `clean` with `bad` lines, spread evenly, cut in half (invalid JSON)."""
-    path = clean.with_name(f"{clean.stem}_bad{bad}.jsonl")
+def dirty(clean: Path, bad: int, damage: str = "cut") -> Path:
+    """A copy of `clean` with `bad` lines, spread evenly, made invalid JSON.
+
+    `cut`: each line is cut in half; `middle`: two commas are put in the middle of each line,
+    which still starts with `{` and ends with `}`, so the line reaches the JSON parser.
+    """
+    path = clean.with_name(f"{clean.stem}_{damage}{bad}.jsonl")
     if path.exists():
         return path
     lines = clean.read_bytes().split(b"\n")
     total = len(lines) - 1
     for number in range(bad):
         index = (number * 2 + 1) * total // (2 * bad)
-        lines[index] = lines[index][: len(lines[index]) // 2]
+        line = lines[index]
+        half = len(line) // 2
+        lines[index] = line[:half] if damage == "cut" else line[:half] + b",," + line[half:]
     path.write_bytes(b"\n".join(lines))
     return path
 
@@ -121,12 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--bad", default="1,100", help="comma-separated numbers of broken lines")
+    parser.add_argument("--damage", choices=["cut", "middle"], default="cut",
+                        help="how a line is broken: cut in half, or two commas put in its middle")
     parser.add_argument("--repeat", type=int, default=1, help="runs per file; the best time and memory are kept")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     clean = export(args.rows)
-    cases = [("clean", clean)] + [(f"{bad} bad line{'s' if bad != 1 else ''}", dirty(clean, bad))
+    cases = [("clean", clean)] + [(f"{bad} bad line{'s' if bad != 1 else ''} ({args.damage})", dirty(clean, bad, args.damage))
                                   for bad in (int(text) for text in args.bad.split(","))]
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
