@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 import pytest
 
@@ -128,3 +130,24 @@ def test_unknown_audit_id_is_404(api: Server) -> None:
     response = api.client.get("/learning/audit/CALIBRATION%23nope", headers=auth("bob-token"))
     assert response.status_code == 404 and response.json()["error"] == "NOT_FOUND"
     assert "'CALIBRATION#nope'" in response.json()["message"]
+
+
+def test_with_launch_location_a_trigger_runs_through_the_code_location(
+    server_factory: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    server = server_factory({"OPX_LAUNCH": "location"})  # no daemon: the local coordinator launches it at once
+    audit_id = _accepted(server, "/learning/extract-patterns", EXTRACT, "alice-token", 5, 4)
+    record = server.wait_for(audit_id, timeout=180)
+    assert record["status"] == "SUCCESS", record
+    assert record["triggered_by"] == {"type": "ON_CALL_SRE", "principal": "alice"}
+    dagster_home = server.settings.dagster_home_dir
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = instance.get_run_by_id(record["run_id"])
+        assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+        # The origin the UI's timeline, job page and Re-execute need.
+        assert run.remote_job_origin is not None
+        assert run.remote_job_origin.location_name == "opx_learning.definitions"
+        assert run.job_name == "daily_patterns_job" and run.tags["opx/audit_id"] == audit_id
