@@ -4,9 +4,10 @@ Each stored UTC day of outcomes is one partition of `outcome_days` (daily, like
 `daily_outcomes`, which depends on it), whose data version is the SHA-256 of that day's
 file: the manifest's latest row for it (docs/integrity.md), else the file's own digest.
 Dagster records, on every `daily_outcomes` materialization, the version of the day it
-read; when an observation later reports another version for that day, the UI shows the
-partition and everything computed from it as unsynced, and the late-outcomes automation
-(`defs/automation.py`) refreshes them.
+read; when an observation later reports another version for that day, the UI shows that
+`daily_outcomes` partition as unsynced (Dagster's own stale status stops there: the
+partitions computed from it are listed by `opx-learning status`), and the late-outcomes
+automation (`defs/automation.py`) refreshes it and everything computed from it.
 
 An observation reports only the days whose version differs from the last one observed
 (the first observation reports every stored day), so observing often writes nothing
