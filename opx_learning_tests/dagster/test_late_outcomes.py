@@ -20,11 +20,11 @@ from typing import Any
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
 from opx_learning.app import launch
 from opx_learning.cli.main import cli
 from opx_learning.safety.models import AuthorityType, Principal
+from opx_learning_tests.dagster.conftest import automation_tick
 from opx_learning_tests.wiring import location, resource, settings
 
 LATE_ASSETS = (
@@ -137,18 +137,18 @@ class Automation:
 
     def run(self, requested: dict[str, list[str]]) -> None:
         """Materialize what a tick requested, one run per group of assets and contiguous range."""
-        parts = location().get_assets_def("daily_outcomes").partitions_def
         for group in RUN_GROUPS:
             names = [name for name in group if name in requested]
             if not names:
                 continue
             keys = sorted({key for name in names for key in requested[name]})
-            for span in _contiguous(keys, _step(names[0], parts)):
+            for span in _contiguous(keys, _step(names[0])):
                 summary = launch.materialize(settings(), self.instance, names, span)
                 assert summary.success, summary
 
 
-def _step(name: str, daily: Any) -> Any:
+def _step(name: str) -> Any:
+    """The key after a key of `name`'s cadence (weekly and monthly keys are their first day)."""
     if name in MONTHLY:
         return lambda key: (date.fromisoformat(key).replace(day=28) + timedelta(days=4)).replace(day=1).isoformat()
     days = 7 if name in WEEKLY else 1
@@ -266,26 +266,10 @@ def test_a_60_day_burst_requests_each_affected_partition_once(
 # -- the guard on automation runs ------------------------------------------------------------------
 
 
-def _automation_tick(instance: dg.DagsterInstance, reserved: list[str]) -> int:
-    """Store the tick the asset daemon stores for `late_outcomes_automation`, with the run ids it reserved."""
-    tick = instance.create_tick(
-        TickData(
-            instigator_origin_id="origin-late_outcomes_automation",
-            instigator_name="late_outcomes_automation",
-            instigator_type=InstigatorType.SENSOR,
-            status=TickStatus.STARTED,
-            timestamp=datetime.now(UTC).timestamp(),
-            selector_id="selector-late_outcomes_automation",
-            reserved_run_ids=reserved,
-        )
-    )
-    return tick.tick_id
-
-
 def _automation_run(instance: dg.DagsterInstance, day: str, *, listed: bool = True) -> tuple[str, dg.ExecuteInProcessResult]:
     """Run the day's outcomes and summaries as the automation sensor's tick does (the tick lists the run if `listed`)."""
     run_id = str(uuid.uuid4())
-    tick_id = _automation_tick(instance, [run_id] if listed else [str(uuid.uuid4())])
+    tick_id = automation_tick(instance, [run_id] if listed else [str(uuid.uuid4())])
     tags = {
         "dagster/from_automation_condition": "true",
         "dagster/sensor_name": "late_outcomes_automation",
