@@ -64,6 +64,28 @@ def changed_versions(
     return {day: version for day, version in sorted(current.items()) if day in keys and observed.get(day) != version}
 
 
+def waiting_days(instance: dg.DagsterInstance, source: dg.AssetKey, computed: dg.AssetKey) -> set[str]:
+    """The days of `computed` materialized before the newest observed version of their day in `source`."""
+    observed = _latest_storage_ids(instance, source, observations=True)
+    materialized = _latest_storage_ids(instance, computed, observations=False)
+    return {day for day, done in materialized.items() if observed.get(day, -1) > done}
+
+
+def _latest_storage_ids(instance: dg.DagsterInstance, key: dg.AssetKey, *, observations: bool) -> dict[str, int]:
+    """The storage id of the newest observation (or materialization) of each partition of `key`."""
+    fetch = instance.fetch_observations if observations else instance.fetch_materializations
+    latest: dict[str, int] = {}
+    cursor = None
+    while True:
+        page = fetch(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
+        for record in page.records:
+            if record.partition_key and record.partition_key not in latest:
+                latest[record.partition_key] = record.storage_id
+        if not page.has_more:
+            return latest
+        cursor = page.cursor
+
+
 def build_outcome_days(loc: Location) -> tuple[dg.SourceAsset, dg.UnresolvedAssetJobDefinition]:
     """The `outcome_days` observable source asset of one location and the job that observes it."""
     n, daily = loc.names, loc.partitions.daily

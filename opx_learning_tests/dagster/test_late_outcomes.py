@@ -44,6 +44,15 @@ RUN_GROUPS = (
 MONTHLY = ("confidence_calibration", "confidence_calibration_by_service", "drift_metrics", "learning_snapshots_monthly")
 WEEKLY = ("pattern_summaries_weekly", "learning_snapshots_weekly")
 UNLIMITED = "PATTERN_EXTRACTION=100,CALIBRATION=100,SNAPSHOT=100"
+# What late outcomes into 2025-10-15 refresh. It is a Wednesday: its week starts on Sunday 2025-10-12,
+# its month on 2025-10-01; November's drift reads October's calibration too (its change column).
+ONE_DAY = {
+    ("daily_outcomes", "2025-10-15"), ("pattern_summaries_daily", "2025-10-15"),
+    ("learning_snapshots_daily", "2025-10-15"),
+    ("pattern_summaries_weekly", "2025-10-12"), ("learning_snapshots_weekly", "2025-10-12"),
+    ("confidence_calibration", "2025-10-01"), ("confidence_calibration_by_service", "2025-10-01"),
+    ("drift_metrics", "2025-10-01"), ("drift_metrics", "2025-11-01"), ("learning_snapshots_monthly", "2025-10-01"),
+}
 
 
 def _invoke(*args: str) -> str:
@@ -211,16 +220,7 @@ def test_an_ingest_into_one_day_requests_exactly_its_day_week_and_month_once(
         requested = automation.evaluate()
         ticks.append(requested)
         automation.run(requested)
-    # 2025-10-15 is a Wednesday: its week starts on Sunday 2025-10-12, its month on 2025-10-01.
-    # November's drift reads October's calibration too (its change column).
-    expected = {
-        ("daily_outcomes", "2025-10-15"), ("pattern_summaries_daily", "2025-10-15"),
-        ("learning_snapshots_daily", "2025-10-15"),
-        ("pattern_summaries_weekly", "2025-10-12"), ("learning_snapshots_weekly", "2025-10-12"),
-        ("confidence_calibration", "2025-10-01"), ("confidence_calibration_by_service", "2025-10-01"),
-        ("drift_metrics", "2025-10-01"), ("drift_metrics", "2025-11-01"), ("learning_snapshots_monthly", "2025-10-01"),
-    }
-    assert sorted(automation.requested) == sorted(expected), ticks  # each once, nothing else
+    assert sorted(automation.requested) == sorted(ONE_DAY), ticks  # each once, nothing else
     assert ticks[-2:] == [{}, {}]  # settled: later ticks request nothing
     # The day's outcomes come first; snapshots come after the summaries and calibration they hold.
     assert ticks[0] == {"daily_outcomes": ["2025-10-15"], "pattern_summaries_daily": ["2025-10-15"]}
@@ -231,6 +231,21 @@ def test_an_ingest_into_one_day_requests_exactly_its_day_week_and_month_once(
     # The same export again changes no version: nothing is requested.
     _invoke("ingest", str(tmp_path / "late.jsonl"))
     assert automation.evaluate() == {}
+
+
+def test_outcomes_ingested_before_the_first_evaluation_are_refreshed_once(
+    demo_home: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    _invoke("ingest", str(_export(tmp_path / "late.jsonl", ["2025-10-15"], 4, "late")))
+    automation = Automation(instance, datetime(2025, 12, 5, tzinfo=UTC))
+    ticks = []
+    for _ in range(6):
+        requested = automation.evaluate()
+        ticks.append(requested)
+        automation.run(requested)
+    assert ticks[0] == {"daily_outcomes": ["2025-10-15"]}  # the first evaluation catches up on the day
+    assert sorted(automation.requested) == sorted(ONE_DAY), ticks
+    assert ticks[-2:] == [{}, {}]
 
 
 def test_a_60_day_burst_requests_each_affected_partition_once(

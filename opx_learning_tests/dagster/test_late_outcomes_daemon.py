@@ -108,68 +108,81 @@ def _start_daemon(started: list[subprocess.Popen], dagster_home: Path) -> None:
         started.append(spawn([str(DAEMON), "run"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
 
 
-def test_the_daemon_refreshes_a_late_day_as_automation_and_skips_it_under_the_kill_switch(
+def _refreshed(instance: dg.DagsterInstance, day: date, added: int, before: dict[str, dict[str, int]],
+               incidents: int, known: set[str]) -> set[str]:
+    """Wait for the automation to refresh `day`; check what it refreshed and how it is audited; its run ids."""
+    month = day.replace(day=1).isoformat()
+
+    def done() -> bool:
+        runs = [run for run in _automation_runs(instance) if run.run_id not in known]
+        finished = runs and all(run.status.value in TERMINAL for run in runs)
+        snapshots = _counts(instance, "learning_snapshots_monthly").get(month, 0)
+        return bool(finished) and snapshots > before["learning_snapshots_monthly"][month]
+
+    _wait(done, WAIT, f"the automation's refresh of {day}")
+    runs = [run for run in _automation_runs(instance) if run.run_id not in known]
+    assert {run.status.value for run in runs} == {"SUCCESS"}, [(run.run_id, run.status) for run in runs]
+
+    # The late day's summary counts the new incidents; its month's calibration was recomputed.
+    newest = _materializations(instance, "pattern_summaries_daily")[day.isoformat()][0]
+    assert newest.asset_materialization.metadata["total_incidents"].value == incidents + added
+    assert _counts(instance, "confidence_calibration")[month] == before["confidence_calibration"][month] + 1
+    # Every other day is untouched.
+    for name in ("daily_outcomes", "pattern_summaries_daily"):
+        after = _counts(instance, name)
+        assert {k: v for k, v in after.items() if k != day.isoformat()} == {
+            k: v for k, v in before[name].items() if k != day.isoformat()}
+        assert after[day.isoformat()] == before[name][day.isoformat()] + 1
+
+    # Audited as the automation, not as a person.
+    run_ids = {run.run_id for run in runs}
+    records = [r for r in resource("safety").guard().audit.recent(200) if r.run_id in run_ids]
+    daily = [r for r in records if r.operation_type.value == "PATTERN_EXTRACTION"
+             and r.parameters.get("time_window") == "DAILY"]
+    assert len(daily) == 1 and daily[0].results["partitions_stored"] == [day.isoformat()]
+    assert {(r.triggered_by.principal, r.trigger_type.value, r.status.value) for r in records} == {
+        ("automation", "AUTOMATION", "SUCCESS")}
+    assert {r.operation_type.value for r in records} == {"PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT"}
+    return run_ids
+
+
+def _state(instance: dg.DagsterInstance, day: date) -> tuple[dict[str, dict[str, int]], int]:
+    before = {name: _counts(instance, name) for name in (
+        "daily_outcomes", "pattern_summaries_daily", "confidence_calibration", "learning_snapshots_monthly")}
+    (summary,) = _materializations(instance, "pattern_summaries_daily")[day.isoformat()]
+    return before, summary.asset_materialization.metadata["total_incidents"].value
+
+
+def test_the_daemon_refreshes_late_days_as_automation_and_skips_them_under_the_kill_switch(
     daemons: list[subprocess.Popen], opx_home: Path, dagster_home: Path, tmp_path: Path
 ) -> None:
     end = datetime.now(UTC).date().replace(day=1)  # the first of this month
     start = ((end - timedelta(days=1)).replace(day=1) - timedelta(days=1)).replace(day=1)  # two months before
     _invoke("demo", "--days", str((end - start).days), "--per-day", "20", "--end", end.isoformat(), "--json")
-    late = (end - timedelta(days=1)).replace(day=10)  # the 10th of last month
-    month = late.replace(day=1).isoformat()
+    first = (end - timedelta(days=1)).replace(day=10)  # the 10th of last month
+    second = start.replace(day=12)  # the 12th of the month before
+    third = second + timedelta(days=5)
 
     instance = dg.DagsterInstance.get()
     try:
-        before = {name: _counts(instance, name) for name in (
-            "daily_outcomes", "pattern_summaries_daily", "confidence_calibration", "learning_snapshots_monthly")}
-        (summary,) = _materializations(instance, "pattern_summaries_daily")[late.isoformat()]
-        incidents = summary.asset_materialization.metadata["total_incidents"].value
-
-        # Started as operators do; its first tick sets where it starts watching from.
+        # Outcomes ingested before the sensor is started are refreshed once it starts.
+        before, incidents = _state(instance, first)
+        _invoke("ingest", str(_export(tmp_path / "first.jsonl", first, 5, "first")))
         started = subprocess.run([str(DAGSTER), "sensor", "start", SENSOR], cwd=ROOT, capture_output=True, text=True,
                                  timeout=120, check=False)
         assert started.returncode == 0, started.stdout + started.stderr
         _start_daemon(daemons, dagster_home)
-        _wait(lambda: _sensor_ticks(instance), WAIT, f"the first tick of {SENSOR}")
+        known = _refreshed(instance, first, 5, before, incidents, set())
 
-        _invoke("ingest", str(_export(tmp_path / "late.jsonl", late, 5, "late")))
+        # And so are outcomes ingested while it runs.
+        before, incidents = _state(instance, second)
+        _invoke("ingest", str(_export(tmp_path / "second.jsonl", second, 4, "second")))
+        known |= _refreshed(instance, second, 4, before, incidents, known)
 
-        def refreshed() -> bool:
-            runs = _automation_runs(instance)
-            done = runs and all(run.status.value in TERMINAL for run in runs)
-            snapshots = _counts(instance, "learning_snapshots_monthly").get(month, 0)
-            return bool(done) and snapshots > before["learning_snapshots_monthly"][month]
-
-        _wait(refreshed, WAIT, "the automation's refresh runs")
-        runs = _automation_runs(instance)
-        assert {run.status.value for run in runs} == {"SUCCESS"}, [(run.run_id, run.status) for run in runs]
-
-        # The late day's summary counts the 5 new incidents; its month's calibration was recomputed.
-        newest = _materializations(instance, "pattern_summaries_daily")[late.isoformat()][0]
-        assert newest.asset_materialization.metadata["total_incidents"].value == incidents + 5
-        assert _counts(instance, "confidence_calibration")[month] == before["confidence_calibration"][month] + 1
-        # Every other day is untouched.
-        for name in ("daily_outcomes", "pattern_summaries_daily"):
-            after = _counts(instance, name)
-            assert {k: v for k, v in after.items() if k != late.isoformat()} == {
-                k: v for k, v in before[name].items() if k != late.isoformat()}
-            assert after[late.isoformat()] == before[name][late.isoformat()] + 1
-
-        # Audited as the automation, not as a person.
-        run_ids = {run.run_id for run in runs}
-        records = [r for r in resource("safety").guard().audit.recent(200) if r.run_id in run_ids]
-        patterns = [r for r in records if r.operation_type.value == "PATTERN_EXTRACTION"
-                    and r.parameters.get("time_window") == "DAILY"]
-        assert len(patterns) == 1
-        assert {(r.triggered_by.principal, r.trigger_type.value, r.status.value) for r in records} == {
-            ("automation", "AUTOMATION", "SUCCESS")}
-        assert {r.operation_type.value for r in records} == {"PATTERN_EXTRACTION", "CALIBRATION", "SNAPSHOT"}
-
-        # Under the kill switch, a second late day refreshes nothing and the skip is audited.
+        # Under the kill switch, a late day refreshes nothing and the skip is audited.
         _invoke("kill-switch", "disable", "--reason", "incident 11", "--principal", "ops-admin")
-        second = late + timedelta(days=5)
         held = {name: _counts(instance, name) for name in ("daily_outcomes", "pattern_summaries_daily")}
-        known = run_ids
-        _invoke("ingest", str(_export(tmp_path / "second.jsonl", second, 3, "second")))
+        _invoke("ingest", str(_export(tmp_path / "third.jsonl", third, 3, "third")))
 
         def skipped() -> list[Any]:
             new = [run for run in _automation_runs(instance) if run.run_id not in known]
