@@ -2,8 +2,8 @@
 
 `observe_outcome_days` runs the `outcome_days` observation in this process against the
 given Dagster instance (what `ingest` and the demo do after writing): each day whose stored
-content changed gets its new data version, so Dagster shows the partitions computed from
-it as unsynced.
+content changed gets its new data version, so Dagster shows that day's `daily_outcomes`
+partition as unsynced (the partitions computed from it are listed by `pending_partitions`).
 
 `pending_partitions` answers, from the instance alone, which computed partitions do not
 reflect the stored outcomes yet (the `opx-learning status` list and the checklist item

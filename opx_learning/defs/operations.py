@@ -118,20 +118,21 @@ def run_operation(
     work: Callable[[], Produced],
     *,
     screen: SafetyResource | None = None,
+    holds: tuple[dg.AssetKey, str] | None = None,
 ) -> Iterator[Event]:
     """Run `work` under the guard (`safety=None`: unguarded input stage), store its outputs, yield the asset's events.
 
-    `screen`: for an unguarded stage, the safety resource that holds it back, unaudited, when the
-    late-outcomes automation launched the run while the kill switch (or a maintenance window) blocks it.
+    `screen`: for an unguarded stage, the safety resource that holds it back when the late-outcomes
+    automation launched the run while the kill switch (or a maintenance window) blocks it.
+    `holds`: the guarded asset downstream and its operation; when the same run selects it, the
+    hold-back is audited as that operation's SKIPPED attempt (its own step never starts).
     """
     if safety is None:
         if screen is not None:
             trigger, _ = screen.launch_path(context.run.run_id, context.run.tags, context.instance)
             blocked = screen.guard().blocked(operation_type, trigger) if trigger is TriggerType.AUTOMATION else None
             if blocked is not None:
-                reason, message = blocked
-                context.log.warning(f"{operation_type} skipped: {message} (input stage: not audited)")
-                yield from _skipped(context, reason, message, "none", list(context.partition_keys))
+                yield from _held_back(context, screen, blocked, parameters, holds)
                 return
         started = time.perf_counter()
         produced = work()
@@ -169,6 +170,34 @@ def run_operation(
         guard.fail(attempt, error)
         raise
     yield from _store_guarded(context, guard, attempt, storage, produced, started)
+
+
+def _held_back(
+    context: dg.AssetExecutionContext,
+    safety: SafetyResource,
+    blocked: tuple[Any, str],
+    parameters: dict[str, Any],
+    holds: tuple[dg.AssetKey, str] | None,
+) -> Iterator[Event]:
+    """Skip an input stage the guard blocks; audit the skip as the guarded operation of this run it holds back."""
+    reason, message = blocked
+    audit_id = "none"
+    selected = context.run.asset_selection or set()
+    if holds is not None and holds[0] in selected:
+        guard = safety.guard()
+        attempt = safety.begin_for_run(
+            holds[1], run_id=context.run.run_id, tags=context.run.tags, parameters=parameters, guard=guard,
+            instance=context.instance,
+        )
+        if attempt.allowed:  # the block lifted between the two reads: the stage is held back all the same
+            guard.skip(attempt, reason, message)
+        else:
+            reason, message = attempt.skip_reason, attempt.message
+        audit_id = attempt.audit_id
+        context.log.warning(f"{holds[1]} skipped: {message} (audit {audit_id})")
+    else:
+        context.log.warning(f"{context.asset_key.to_user_string()} skipped: {message} (input stage: not audited)")
+    yield from _skipped(context, reason, message, audit_id, list(context.partition_keys))
 
 
 def _store_guarded(

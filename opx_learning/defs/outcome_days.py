@@ -4,9 +4,10 @@ Each stored UTC day of outcomes is one partition of `outcome_days` (daily, like
 `daily_outcomes`, which depends on it), whose data version is the SHA-256 of that day's
 file: the manifest's latest row for it (docs/integrity.md), else the file's own digest.
 Dagster records, on every `daily_outcomes` materialization, the version of the day it
-read; when an observation later reports another version for that day, the UI shows the
-partition and everything computed from it as unsynced, and the late-outcomes automation
-(`defs/automation.py`) refreshes them.
+read; when an observation later reports another version for that day, the UI shows that
+`daily_outcomes` partition as unsynced (Dagster's own stale status stops there: the
+partitions computed from it are listed by `opx-learning status`), and the late-outcomes
+automation (`defs/automation.py`) refreshes it and everything computed from it.
 
 An observation reports only the days whose version differs from the last one observed
 (the first observation reports every stored day), so observing often writes nothing
@@ -61,6 +62,28 @@ def changed_versions(
     """The days (existing partitions only) whose current version differs from the last observed one."""
     keys = set(partitions_def.get_partition_keys())
     return {day: version for day, version in sorted(current.items()) if day in keys and observed.get(day) != version}
+
+
+def waiting_days(instance: dg.DagsterInstance, source: dg.AssetKey, computed: dg.AssetKey) -> set[str]:
+    """The days of `computed` materialized before the newest observed version of their day in `source`."""
+    observed = _latest_storage_ids(instance, source, observations=True)
+    materialized = _latest_storage_ids(instance, computed, observations=False)
+    return {day for day, done in materialized.items() if observed.get(day, -1) > done}
+
+
+def _latest_storage_ids(instance: dg.DagsterInstance, key: dg.AssetKey, *, observations: bool) -> dict[str, int]:
+    """The storage id of the newest observation (or materialization) of each partition of `key`."""
+    fetch = instance.fetch_observations if observations else instance.fetch_materializations
+    latest: dict[str, int] = {}
+    cursor = None
+    while True:
+        page = fetch(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
+        for record in page.records:
+            if record.partition_key and record.partition_key not in latest:
+                latest[record.partition_key] = record.storage_id
+        if not page.has_more:
+            return latest
+        cursor = page.cursor
 
 
 def build_outcome_days(loc: Location) -> tuple[dg.SourceAsset, dg.UnresolvedAssetJobDefinition]:

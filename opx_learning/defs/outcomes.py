@@ -96,7 +96,10 @@ def _daily_outcomes(context: dg.AssetExecutionContext, r: Any) -> Iterator[Any]:
 
     # Read-only input stage, not a learning operation: not audited; the operations downstream are.
     parameters = range_parameters(context, "DAILY")
-    yield from run_operation(context, None, r.asset_storage, "OUTCOME_VALIDATION", parameters, work, screen=r.safety)
+    # An automation run the guard blocks holds it back, audited as the run's pattern extraction.
+    holds = (dg.AssetKey([*context.asset_key.path[:-1], "pattern_summaries_daily"]), "PATTERN_EXTRACTION")
+    yield from run_operation(context, None, r.asset_storage, "OUTCOME_VALIDATION", parameters, work,
+                             screen=r.safety, holds=holds)
 
 
 def build_outcomes(loc: Location) -> dg.AssetsDefinition:

@@ -8,9 +8,9 @@ when there is no instance.
 
 The mark is an observation of the outcome store (`outcome_days`, docs/late-outcomes.md):
 each day whose stored content changed gets its new data version (the SHA-256 of its file),
-so Dagster shows that day's `daily_outcomes` partition, and everything computed from it,
-as unsynced; the `late_outcomes_automation` sensor, once started, refreshes them. The
-commands listed refresh them by hand.
+so Dagster shows that day's `daily_outcomes` partition as unsynced (`opx-learning status`
+lists everything computed from it); the `late_outcomes_automation` sensor, once started,
+refreshes them. The commands listed refresh them by hand.
 """
 
 from __future__ import annotations

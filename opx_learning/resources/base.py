@@ -37,6 +37,7 @@ class OpxResource(dg.ConfigurableResource):
     principals_file: str | None = None
     partitions_start: str = "2025-01-01"
     rate_limits: str | None = None
+    automation_rate_limits: str | None = None
     maintenance_windows: str | None = None
 
     BACKEND: ClassVar[str] = "local"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,22 @@ def daemon_tick(instance: dg.DagsterInstance, schedule_name: str, timestamp: flo
             status=TickStatus.STARTED,
             timestamp=timestamp,
             selector_id=f"selector-{schedule_name}",
+        )
+    )
+    return tick.tick_id
+
+
+def automation_tick(instance: dg.DagsterInstance, reserved: list[str]) -> int:
+    """Store the tick the asset daemon stores for `late_outcomes_automation`, with the run ids it reserved."""
+    tick = instance.create_tick(
+        TickData(
+            instigator_origin_id="origin-late_outcomes_automation",
+            instigator_name="late_outcomes_automation",
+            instigator_type=InstigatorType.SENSOR,
+            status=TickStatus.STARTED,
+            timestamp=time.time(),
+            selector_id="selector-late_outcomes_automation",
+            reserved_run_ids=reserved,
         )
     )
     return tick.tick_id
