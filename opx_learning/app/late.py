@@ -80,7 +80,12 @@ class _Latest:
 
 
 def observe_outcome_days(
-    settings: Settings, instance: dg.DagsterInstance, *, observed_by: str, key_prefix: str | None = None
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    *,
+    observed_by: str,
+    key_prefix: str | None = None,
+    verbose: bool = False,
 ) -> list[str]:
     """Observe the outcome store in this process: the days whose data version changed (now recorded), in order.
 
@@ -89,7 +94,9 @@ def observe_outcome_days(
         instance: the Dagster instance that records the observation.
         observed_by: who observes (`ingest`, `demo`), the run's `opx/observed_by` tag.
         key_prefix: the code location's key prefix, if any.
+        verbose: print Dagster's console log (quiet by default, as every command is).
     """
+    from opx_learning.app.launch import console
     from opx_learning.build import build_resources
 
     loc = Location.build(settings, key_prefix)
@@ -102,7 +109,7 @@ def observe_outcome_days(
         executor=dg.in_process_executor,
     )
     result = defs.resolve_job_def(job.name).execute_in_process(
-        instance=instance, tags={OBSERVED_BY_TAG: observed_by}, raise_on_error=True
+        instance=instance, tags={OBSERVED_BY_TAG: observed_by}, raise_on_error=True, run_config=console(verbose)
     )
     return sorted({event.partition for event in result.get_asset_observation_events() if event.partition})
 

@@ -182,7 +182,7 @@ def run_demo(
     instance = dg.DagsterInstance.get()
     # Each stored day's data version first, so every computed partition records the version it read.
     _timed(as_json, "observing the outcome store (a data version per day)",
-           lambda: observe_outcome_days(settings, instance, observed_by="demo"))
+           lambda: observe_outcome_days(settings, instance, observed_by="demo", verbose=verbose))
     guard = guard_for(settings)
     principal = resolve_principal(principal_name(None), settings=settings)
     parts = partitions_for(settings.partitions_start)

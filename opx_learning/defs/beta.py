@@ -9,7 +9,8 @@ warning filter and every other warning is shown as the importing process chooses
 - `allow_nonexistent_upstream_partitions` of `dg.TimeWindowPartitionMapping` (beta): the
   "month before" mapping, whose first partition has no month before it;
 - `partitions_def` of `dg.AssetCheckSpec` (preview): per-partition check results;
-- `dg.observable_source_asset` (beta): the outcome store's days with a data version each.
+- `dg.observable_source_asset` and `dg.DataVersionsByPartition` (beta): the outcome store's
+  days with a data version each.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dagster as dg
 
 BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`"
 PARTITIONED_CHECK = r"Specifying a partitions_def on an AssetCheckSpec"
-OBSERVABLE_SOURCE = r"Function `observable_source_asset`"
+OBSERVABLE_SOURCE = r"(Function `observable_source_asset`|Class `DataVersionsByPartition`)"
 
 
 @contextmanager

@@ -107,7 +107,8 @@ def build_outcome_days(loc: Location) -> tuple[dg.SourceAsset, dg.UnresolvedAsse
         shown = ", ".join(list(changed)[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
         context.log.info(f"{len(current)} stored day(s), {len(changed)} changed since the last observation"
                          + (f": {shown}" if changed else ""))
-        return dg.DataVersionsByPartition({day: dg.DataVersion(version) for day, version in changed.items()})
+        with beta.quiet_beta():
+            return dg.DataVersionsByPartition({day: dg.DataVersion(version) for day, version in changed.items()})
 
     job = dg.define_asset_job(
         n(OBSERVATION_JOB),
