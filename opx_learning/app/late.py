@@ -34,16 +34,16 @@ from opx_learning.config import Settings
 from opx_learning.core.windows import iso
 from opx_learning.defs.location import Location
 from opx_learning.defs.outcome_days import (
-    DATA_VERSION_TAG,
     OBSERVED_BY_TAG,
     OUTCOME_DAYS,
+    asset_records,
     build_outcome_days,
+    data_version,
 )
 from opx_learning.stores.outcomes import DayVersion, outcome_store
 
 # The tag under which Dagster records, on a materialization, the newest event of an upstream when it ran.
 POINTER_TAG = "dagster/input_event_pointer/"
-_PAGE = 1000
 
 # asset -> (its cadence, the upstream it is computed from, how many cadence steps before its window it also reads)
 GRAPH: dict[str, tuple[str, str, int]] = {
@@ -117,33 +117,22 @@ def observe_outcome_days(
 def _latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, _Latest]:
     """The newest materialization of each partition of `key`."""
     latest: dict[str, _Latest] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
-        for record in page.records:
-            partition = record.partition_key
-            if partition and partition not in latest:
-                event = record.asset_materialization
-                latest[partition] = _Latest(record.storage_id, record.timestamp, dict(event.tags or {}) if event else {})
-        if not page.has_more:
-            return latest
-        cursor = page.cursor
+    for record in asset_records(instance, key, observations=False):
+        partition = record.partition_key
+        if partition and partition not in latest:
+            event = record.asset_materialization
+            latest[partition] = _Latest(record.storage_id, record.timestamp, dict(event.tags or {}) if event else {})
+    return latest
 
 
 def _observations(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, list[tuple[int, str]]]:
     """Every observed (storage id, data version) of each partition of `key`, newest first."""
     found: dict[str, list[tuple[int, str]]] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
-        for record in page.records:
-            observation = record.asset_observation
-            version = (observation.tags or {}).get(DATA_VERSION_TAG) if observation is not None else None
-            if record.partition_key and version:
-                found.setdefault(record.partition_key, []).append((record.storage_id, version))
-        if not page.has_more:
-            return found
-        cursor = page.cursor
+    for record in asset_records(instance, key, observations=True):
+        version = data_version(record)
+        if record.partition_key and version:
+            found.setdefault(record.partition_key, []).append((record.storage_id, version))
+    return found
 
 
 def _day_change(history: list[tuple[int, str]], pointer: str, stored: DayVersion | None) -> str | None:

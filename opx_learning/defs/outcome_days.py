@@ -21,7 +21,7 @@ operation: it is not audited and not held back by the kill switch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -39,21 +39,32 @@ DATA_VERSION_TAG = "dagster/data_version"
 _PAGE = 1000
 
 
+def asset_records(instance: dg.DagsterInstance, key: dg.AssetKey, *, observations: bool) -> Iterator[dg.EventLogRecord]:
+    """Every observation (or materialization) record of `key`, newest first, read a page at a time."""
+    fetch = instance.fetch_observations if observations else instance.fetch_materializations
+    cursor = None
+    while True:
+        page = fetch(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
+        yield from page.records
+        if not page.has_more:
+            return
+        cursor = page.cursor
+
+
+def data_version(record: dg.EventLogRecord) -> str | None:
+    """The data version an observation record carries, if any."""
+    observation = record.asset_observation
+    return (observation.tags or {}).get(DATA_VERSION_TAG) if observation is not None else None
+
+
 def observed_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
     """The latest observed data version of each partition of `key` (partitions never observed are absent)."""
     latest: dict[str, str] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
-        for record in page.records:
-            partition = record.partition_key
-            observation = record.asset_observation
-            version = (observation.tags or {}).get(DATA_VERSION_TAG) if observation is not None else None
-            if partition and version and partition not in latest:
-                latest[partition] = version
-        if not page.has_more:
-            return latest
-        cursor = page.cursor
+    for record in asset_records(instance, key, observations=True):
+        version = data_version(record)
+        if record.partition_key and version and record.partition_key not in latest:
+            latest[record.partition_key] = version
+    return latest
 
 
 def changed_versions(
@@ -73,17 +84,11 @@ def waiting_days(instance: dg.DagsterInstance, source: dg.AssetKey, computed: dg
 
 def _latest_storage_ids(instance: dg.DagsterInstance, key: dg.AssetKey, *, observations: bool) -> dict[str, int]:
     """The storage id of the newest observation (or materialization) of each partition of `key`."""
-    fetch = instance.fetch_observations if observations else instance.fetch_materializations
     latest: dict[str, int] = {}
-    cursor = None
-    while True:
-        page = fetch(dg.AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
-        for record in page.records:
-            if record.partition_key and record.partition_key not in latest:
-                latest[record.partition_key] = record.storage_id
-        if not page.has_more:
-            return latest
-        cursor = page.cursor
+    for record in asset_records(instance, key, observations=observations):
+        if record.partition_key and record.partition_key not in latest:
+            latest[record.partition_key] = record.storage_id
+    return latest
 
 
 def build_outcome_days(loc: Location) -> tuple[dg.SourceAsset, dg.UnresolvedAssetJobDefinition]:
