@@ -351,3 +351,13 @@ def test_the_automation_rate_limit_refuses_beyond_its_limit(
     assert [_materializations(instance, "pattern_summaries_daily", day) for day in ("2025-10-14", "2025-10-15", "2025-10-16")] == [2, 2, 1]
     # People's own limits are counted apart: a manual trigger still runs.
     _invoke("trigger", "extract-patterns", "--start", "2025-10-16", "--end", "2025-10-17")
+
+
+def test_status_lists_exactly_the_partitions_a_late_day_left_pending(demo_home: Path, tmp_path: Path) -> None:
+    assert json.loads(_invoke("status", "--json"))["late_outcomes_pending"] == []
+    _invoke("ingest", str(_export(tmp_path / "late.jsonl", ["2025-10-15"], 3, "status")), "--json")
+    pending = json.loads(_invoke("status", "--json"))["late_outcomes_pending"]
+    assert {(row["asset"], row["partition"]) for row in pending} == ONE_DAY
+    assert len(pending) == len(ONE_DAY) and all(row["reason"] for row in pending)
+    text = _invoke("status")
+    assert all(partition in text for _, partition in ONE_DAY) and "pattern_summaries_weekly" in text
