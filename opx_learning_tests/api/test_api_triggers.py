@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import polars as pl
@@ -145,7 +146,11 @@ def test_with_launch_location_a_trigger_runs_through_the_code_location(
     dagster_home = server.settings.dagster_home_dir
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        run = instance.get_run_by_id(record["run_id"])
+        # The run closes its audit record in its last step, just before Dagster records RUN_SUCCESS.
+        deadline = time.monotonic() + 60
+        while (run := instance.get_run_by_id(record["run_id"])) is not None and not run.is_finished:
+            assert time.monotonic() < deadline, f"run {run.run_id} still {run.status} 60 s after its audit record closed"
+            time.sleep(0.2)
         assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
         # The origin the UI's timeline, job page and Re-execute need.
         assert run.remote_job_origin is not None
