@@ -23,34 +23,10 @@ from opx_learning.stores.outcomes import (
     S3OutcomeStore,
 )
 from opx_learning_tests import wiring
+from opx_learning_tests.exports import record
 
 JAN5, JAN6, JAN7 = "2026-01-05", "2026-01-06", "2026-01-07"
 ALL_JANUARY = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
-
-
-def record(oid: str, day: str, hour: int = 10, **changes: Any) -> dict[str, Any]:
-    """One outcome in the platform's nested camelCase, as an export holds it."""
-    item: dict[str, Any] = {
-        "outcomeId": oid,
-        "incidentId": f"inc-{oid}",
-        "service": "checkout",
-        "recordedAt": f"{day}T{hour:02d}:00:00.000Z",
-        "validatedAt": f"{day}T{hour:02d}:30:00.000Z",
-        "classification": {"truePositive": True, "falsePositive": False, "rootCause": "db pool", "resolutionType": "FIXED"},
-        "timing": {"ttd": 60000, "ttr": 600000},
-        "predictedConfidence": 0.75,
-        "humanAssessment": {"confidenceRating": 0.5},
-    }
-    for key, value in changes.items():
-        if key in item["classification"]:
-            item["classification"][key] = value
-        elif key in item["timing"]:
-            item["timing"][key] = value
-        elif value is None:
-            item.pop(key, None)
-        else:
-            item[key] = value
-    return item
 
 
 def export_with_bad_rows(path: Path) -> Path:

@@ -25,6 +25,7 @@ from opx_learning.app import launch
 from opx_learning.cli.main import cli
 from opx_learning.safety.models import AuthorityType, Principal
 from opx_learning_tests.dagster.conftest import automation_tick
+from opx_learning_tests.exports import record
 from opx_learning_tests.wiring import location, resource, settings
 
 LATE_ASSETS = (
@@ -61,23 +62,8 @@ def _invoke(*args: str) -> str:
     return result.output
 
 
-def _record(oid: str, day: str, hour: int = 10) -> dict[str, Any]:
-    """One outcome in the platform's nested camelCase export form."""
-    return {
-        "outcomeId": oid,
-        "incidentId": f"inc-{oid}",
-        "service": "checkout",
-        "recordedAt": f"{day}T{hour:02d}:00:00.000Z",
-        "validatedAt": f"{day}T{hour:02d}:30:00.000Z",
-        "classification": {"truePositive": True, "falsePositive": False, "rootCause": "db pool", "resolutionType": "FIXED"},
-        "timing": {"ttd": 60000, "ttr": 600000},
-        "predictedConfidence": 0.75,
-        "humanAssessment": {"confidenceRating": 0.5},
-    }
-
-
 def _export(path: Path, days: list[str], per_day: int, tag: str) -> Path:
-    rows = [_record(f"{tag}-{day}-{i}", day, 10 + i % 10) for day in days for i in range(per_day)]
+    rows = [record(f"{tag}-{day}-{i}", day, 10 + i % 10) for day in days for i in range(per_day)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
