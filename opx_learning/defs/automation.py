@@ -39,6 +39,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from opx_learning.defs import beta
 from opx_learning.defs.location import Location
 from opx_learning.defs.outcome_days import OUTCOME_DAYS, waiting_days
 from opx_learning.resources.safety import AUTOMATION_SENSOR
@@ -152,7 +153,7 @@ def refreshed_keys(loc: Location) -> list[dg.AssetKey]:
 
 def build_automation_sensor(loc: Location) -> dg.AutomationConditionSensorDefinition:
     """The `late_outcomes_automation` sensor of one location (STOPPED by default)."""
-    return dg.AutomationConditionSensorDefinition(
+    return beta.automation_condition_sensor(
         name=loc.names(AUTOMATION_SENSOR),
         target=dg.AssetSelection.assets(*refreshed_keys(loc)),
         default_status=dg.DefaultSensorStatus.STOPPED,

@@ -8,6 +8,8 @@ warning filter and every other warning is shown as the importing process chooses
   backfill a range of partitions in one run;
 - `allow_nonexistent_upstream_partitions` of `dg.TimeWindowPartitionMapping` (beta): the
   "month before" mapping, whose first partition has no month before it;
+- `use_user_code_server` of `dg.AutomationConditionSensorDefinition` (beta): the automation
+  sensor evaluated in the code location, where its conditions can read the instance;
 - `partitions_def` of `dg.AssetCheckSpec` (preview): per-partition check results;
 - `dg.observable_source_asset` and `dg.DataVersionsByPartition` (beta): the outcome store's
   days with a data version each.
@@ -22,7 +24,7 @@ from typing import Any
 
 import dagster as dg
 
-BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`"
+BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions|use_user_code_server)`"
 PARTITIONED_CHECK = r"Specifying a partitions_def on an AssetCheckSpec"
 OBSERVABLE_SOURCE = r"(Function `observable_source_asset`|Class `DataVersionsByPartition`)"
 
@@ -65,3 +67,9 @@ def observable_source_asset(**kwargs: Any) -> Callable[..., dg.SourceAsset]:
             return decorator(fn)
 
     return decorate
+
+
+def automation_condition_sensor(**kwargs: Any) -> dg.AutomationConditionSensorDefinition:
+    """`dg.AutomationConditionSensorDefinition(**kwargs)` (e.g. with `use_user_code_server`), without the beta notice."""
+    with quiet_beta():
+        return dg.AutomationConditionSensorDefinition(**kwargs)

@@ -136,3 +136,14 @@ def test_late_outcomes_automation_sensor_starts_stopped() -> None:
         "confidence_calibration_by_service", "drift_metrics", "learning_snapshots_daily", "learning_snapshots_weekly",
         "learning_snapshots_monthly",
     }
+
+
+def test_building_the_location_shows_no_beta_or_preview_notice() -> None:
+    """The beta and preview APIs the location uses are silenced where called: a command's output stays clean."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        location()
+    notices = [str(w.message) for w in caught if issubclass(w.category, (dg.BetaWarning, dg.PreviewWarning))]
+    assert notices == []
