@@ -105,6 +105,13 @@ def alert_from_hook(severity: str, alarm: str, details: dict[str, Any]) -> Alert
     )
 
 
+def log_delivered(alert: Alert, where: str) -> None:
+    """Log one readable line for a delivered alert (the full alert is in the file or the SNS message)."""
+    about = ": ".join(str(alert.details[key]) for key in ("where", "problem") if alert.details.get(key))
+    _log.log(logging.INFO if alert.severity == "INFO" else logging.ERROR, "alert %s %s %s%s -> %s (dedup id %s)",
+             alert.severity, alert.alarm, alert.operation, f" {about}" if about else "", where, alert.dedup_id[:16])
+
+
 class LocalAlertPublisher(AlertPublisher):
     """Appends alerts as JSON lines to a file (default `$OPX_HOME/alerts.jsonl`) and logs them.
 
@@ -134,7 +141,7 @@ class LocalAlertPublisher(AlertPublisher):
                 self._seen.add(alert.dedup_id)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-        log_alert(alert.severity, alert.alarm, alert.to_dict())
+        log_delivered(alert, str(self.path))
 
     def _read_new(self, handle: Any) -> None:
         handle.seek(0, 2)
@@ -213,7 +220,7 @@ class SnsAlertPublisher(AlertPublisher):
                 "Severity": {"DataType": "String", "StringValue": alert.severity},
             },
         )
-        log_alert(alert.severity, alert.alarm, alert.to_dict())
+        log_delivered(alert, self.topic_arn)
 
 
 def aws_client(service: str, settings: Settings) -> Any:

@@ -46,6 +46,18 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_a_delivered_alert_is_logged_as_one_readable_line(opx_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The log (a command's stderr) names the alert, the damaged object and the file, not the alert's JSON again."""
+    alert = Alert("DATA_CORRUPTION", "P0", "INTEGRITY", {"where": "/data/a.parquet", "problem": "content does not match"})
+    with caplog.at_level("INFO", logger="opx_learning.alerts"):
+        assert LocalAlertPublisher(opx_home / "alerts.jsonl").publish(alert)
+        assert LocalAlertPublisher(opx_home / "alerts.jsonl").publish(alert)  # a duplicate is not logged again
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    expected = (f"alert P0 DATA_CORRUPTION INTEGRITY /data/a.parquet: content does not match -> {opx_home / 'alerts.jsonl'} "
+                f"(dedup id {alert.dedup_id[:16]})")
+    assert lines == [expected]
+
+
 def test_failed_delivery_retries_with_backoff_and_never_raises(opx_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
