@@ -46,8 +46,8 @@ _NOT_ASSETS = ("snapshots/", "integrity/")
 # The size of a row that records an object's accepted absence (`init --adopt` after a deletion).
 REMOVED = -1
 _CHUNK = 1 << 20
-_SCHEMA = (
-    """CREATE TABLE manifest (
+MANIFEST_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS manifest (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     store TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -55,12 +55,12 @@ _SCHEMA = (
     size INTEGER NOT NULL,
     written_at TEXT NOT NULL
 )""",
-    "CREATE INDEX manifest_by_key ON manifest (store, key, seq)",
-    """CREATE TRIGGER manifest_no_update BEFORE UPDATE ON manifest
+    "CREATE INDEX IF NOT EXISTS manifest_by_key ON manifest (store, key, seq)",
+    """CREATE TRIGGER IF NOT EXISTS manifest_no_update BEFORE UPDATE ON manifest
 BEGIN
     SELECT RAISE(ABORT, 'the manifest is append-only: rows cannot change');
 END""",
-    """CREATE TRIGGER manifest_no_delete BEFORE DELETE ON manifest
+    """CREATE TRIGGER IF NOT EXISTS manifest_no_delete BEFORE DELETE ON manifest
 BEGIN
     SELECT RAISE(ABORT, 'the manifest is append-only: rows cannot be deleted');
 END""",
@@ -171,7 +171,7 @@ class SqliteManifest(Manifest):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not self._has_table(conn):
-                    for statement in _SCHEMA:
+                    for statement in MANIFEST_SCHEMA:
                         conn.execute(statement)
                 if publish is not None:
                     publish()

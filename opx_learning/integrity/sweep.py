@@ -112,7 +112,8 @@ class SweepReport:
     def summary(self) -> str:
         """One line: what was checked where, and how many findings."""
         counts = ", ".join(f"{self.checked[name]} {label}" for name, label in _LABELS.items())
-        verdict = "clean" if self.clean else f"{len(self.findings)} finding(s): DATA_CORRUPTION"
+        alarms = ", ".join(sorted({finding.alarm for finding in self.findings}))
+        verdict = "clean" if self.clean else f"{len(self.findings)} finding(s): {alarms}"
         return f"{self.window.start_iso}..{self.window.end_iso} on {self.backend}: {counts} checked; {verdict}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opx_learning.core.windows import iso, to_utc
+from opx_learning.integrity.manifest import MANIFEST_SCHEMA
 from opx_learning.safety.audit import AuditLog, utcnow
 from opx_learning.safety.chain import (
     ADOPT_HINT,
@@ -224,7 +225,7 @@ def expected_triggers() -> tuple[str, ...]:
     """Every trigger a chained state database must have."""
     from opx_learning.safety.threshold_store import _SQLITE_SCHEMA
 
-    text = _SCHEMA + _CHAIN_SCHEMA + "\n".join(_SQLITE_SCHEMA)
+    text = _SCHEMA + _CHAIN_SCHEMA + "\n".join(_SQLITE_SCHEMA) + "\n".join(MANIFEST_SCHEMA)
     return tuple(_TRIGGER_NAME.findall(text))
 
 
@@ -317,10 +318,11 @@ class SqliteState:
 
     @staticmethod
     def missing_triggers(conn: sqlite3.Connection) -> list[str]:
-        """The protecting triggers the database lacks (threshold ones only where their tables exist)."""
+        """The protecting triggers the database lacks (threshold and manifest ones only where their tables exist)."""
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'table')")}
         wanted = [name for name in expected_triggers()
-                  if not (name.startswith("threshold_") and "threshold_versions" not in names)]
+                  if not (name.startswith("threshold_") and "threshold_versions" not in names)
+                  and not (name.startswith("manifest_") and "manifest" not in names)]
         return [name for name in wanted if name not in names]
 
     @staticmethod
@@ -777,6 +779,9 @@ class SqliteKillSwitchStore(KillSwitchStore):
             repaired = SqliteState(self.state.path, self.state.timeout, create=True)
             with repaired.connect(immediate=True) as conn:
                 built = repaired.build_chain(conn) if legacy else 0
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifest'").fetchone():
+                    for statement in MANIFEST_SCHEMA:
+                        conn.execute(statement)
         except (sqlite3.Error, BackendUnavailable) as exc:
             raise KillSwitchUnavailable(f"state database {self.state.path} cannot be adopted: {exc}; "
                                         f"{LOST_HINT}") from exc

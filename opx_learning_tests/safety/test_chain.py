@@ -27,6 +27,7 @@ from opx_learning.safety.threshold_store import (
     ThresholdProposal,
     ThresholdSet,
 )
+from opx_learning_tests.exports import record
 
 PRINCIPALS = "principals:\n  ops-admin:\n    authority: EMERGENCY_OVERRIDE\n  alice:\n    authority: ON_CALL_SRE\n"
 CALIBRATE = ["trigger", "calibrate", "--start", "2026-01-01", "--end", "2026-02-01"]
@@ -238,6 +239,32 @@ def test_adopt_recreates_missing_triggers_and_names_them(opx_home: Path, princip
     audit, _, _ = open_sqlite(opx_home / "state.db")
     record = audit.get(json.loads(adopted.stdout)["audit_id"])
     assert record is not None and record.results["triggers_recreated"] == ["audit_identity_is_fixed"]
+    assert _run(["kill-switch", "status"]).returncode == 0
+
+
+def test_a_dropped_manifest_trigger_is_tampering_and_adopt_recreates_it(
+    opx_home: Path, principals: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_text(json.dumps(record("o-1", "2026-01-05")) + "\n")
+    ingested = _run(["ingest", str(export), "--json"])
+    assert ingested.returncode == 0, ingested.stderr
+    # Edit the stored outcome file's expected hash, as someone hiding an edit of the file would.
+    _sql(opx_home, "DROP TRIGGER manifest_no_update", "UPDATE manifest SET sha256 = '" + "0" * 64 + "'")
+
+    _refuses_mismatch(opx_home, "trigger manifest_no_update was missing")
+    verify = _run(["verify"])
+    assert verify.returncode == 1, verify.stdout
+    assert "trigger manifest_no_update was missing" in verify.stdout
+    assert "finding(s): AUDIT_TAMPERED, DATA_CORRUPTION" in verify.stdout  # the trigger, and the file against its row
+
+    adopted = _run(["init", "--adopt", "--principal", "ops-admin", "--json"])
+    assert adopted.returncode == 0, adopted.stderr
+    audit, _, _ = open_sqlite(opx_home / "state.db")
+    adoption = audit.get(json.loads(adopted.stdout)["audit_id"])
+    assert adoption is not None and adoption.results["triggers_recreated"] == ["manifest_no_update"]
+    names = {r[0] for r in sqlite3.connect(opx_home / "state.db").execute("SELECT name FROM sqlite_master")}
+    assert "manifest_no_update" in names
     assert _run(["kill-switch", "status"]).returncode == 0
 
 
