@@ -67,6 +67,11 @@ END""",
 )
 
 
+def has_manifest_table(conn: sqlite3.Connection) -> bool:
+    """Whether the state database holds the manifest table (it is created on the first write)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifest'").fetchone() is not None
+
+
 class ManifestUnavailable(BackendUnavailable):
     """The manifest cannot be read or written (state database missing, locked or unreadable): fail closed."""
 
@@ -159,8 +164,6 @@ class SqliteManifest(Manifest):
             raise ManifestUnavailable(f"manifest: state database {self.path}: {exc}") from exc
         return conn
 
-    def _has_table(self, conn: sqlite3.Connection) -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifest'").fetchone() is not None
 
     def record(self, store: str, key: str, sha256: str, size: int, *, publish: Any = None) -> None:
         """Rename (via `publish`) and insert in one `BEGIN IMMEDIATE` transaction."""
@@ -170,7 +173,7 @@ class SqliteManifest(Manifest):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if not self._has_table(conn):
+                if not has_manifest_table(conn):
                     for statement in MANIFEST_SCHEMA:
                         conn.execute(statement)
                 if publish is not None:
@@ -192,7 +195,7 @@ class SqliteManifest(Manifest):
         """Latest rows by key (one indexed query)."""
         conn = self._connect(write=False)
         try:
-            if not self._has_table(conn):
+            if not has_manifest_table(conn):
                 return {}
             rows = conn.execute(
                 "SELECT key, sha256, size, written_at FROM manifest WHERE seq IN ("

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opx_learning.core.windows import iso, to_utc
-from opx_learning.integrity.manifest import MANIFEST_SCHEMA
+from opx_learning.integrity.manifest import MANIFEST_SCHEMA, has_manifest_table
 from opx_learning.safety.audit import AuditLog, utcnow
 from opx_learning.safety.chain import (
     ADOPT_HINT,
@@ -779,7 +779,7 @@ class SqliteKillSwitchStore(KillSwitchStore):
             repaired = SqliteState(self.state.path, self.state.timeout, create=True)
             with repaired.connect(immediate=True) as conn:
                 built = repaired.build_chain(conn) if legacy else 0
-                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifest'").fetchone():
+                if has_manifest_table(conn):
                     for statement in MANIFEST_SCHEMA:
                         conn.execute(statement)
         except (sqlite3.Error, BackendUnavailable) as exc:
